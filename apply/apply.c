@@ -1,0 +1,224 @@
+/* apply.c -- conditional, echo-marked writes of versioned changes (see apply.h).
+ *
+ * Owns nothing between calls. Per change, in order:
+ *   1. one Redis round trip: [GET ll, GET tomb,] SADD pend token, EXPIRE pend;
+ *   2. precheck (optional): a version <= max(ll, tomb) is lost (or the same);
+ *   3. a delete raises the tombstone first (so a late, older put is rejected even if
+ *      the item does not exist here);
+ *   4. the store write with ConditionExpression
+ *        attribute_not_exists(#v) OR #v < :v      (#v = tern:ver)
+ *      which holds for items the region never versioned and for older versions;
+ *   5. the token is removed only when the write certainly did not happen (condition
+ *      failed, or a delete found no item). After a transient error the token stays:
+ *      the write may have happened and its echo must still be recognised.
+ * Invariant: every Tern write to the table has its token in pend:T:KID before the
+ * write is sent. */
+#include "apply.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "item.h"
+#include "log.h"
+
+const char *apply_result_name(apply_result r) {
+    switch (r) {
+    case APPLY_WRITTEN: return "written";
+    case APPLY_LOST: return "lost";
+    case APPLY_SAME: return "same";
+    case APPLY_ERROR: return "error";
+    }
+    return "?";
+}
+
+static void apply_copy_reply(const redisReply *r, char *out) {
+    out[0] = '\0';
+    if (r && r->type == REDIS_REPLY_STRING && r->len < LWW_VERSION_STRLEN) {
+        memcpy(out, r->str, r->len);
+        out[r->len] = '\0';
+    }
+}
+
+int apply_known(state *st, const char *table, const char *kid, char *ll, char *tomb,
+                char *err, size_t errlen) {
+    char kll[512], ktomb[512];
+    redisReply *rep[2];
+    if (state_key(st, kll, sizeof kll, STATE_K_LASTLOCAL, table, kid) != 0 ||
+        state_key(st, ktomb, sizeof ktomb, STATE_K_TOMB, table, kid) != 0) {
+        snprintf(err, errlen, "key name too long");
+        return -1;
+    }
+    state_append(st, "GET %s", kll);
+    state_append(st, "GET %s", ktomb);
+    if (state_flush(st, rep, 2) != 0) {
+        snprintf(err, errlen, "%s", state_errstr(st));
+        return -1;
+    }
+    apply_copy_reply(rep[0], ll);
+    apply_copy_reply(rep[1], tomb);
+    freeReplyObject(rep[0]);
+    freeReplyObject(rep[1]);
+    return 0;
+}
+
+/* Larger of two version texts (either may be ""): bytewise order is version order. */
+static const char *apply_max(const char *a, const char *b) { return strcmp(a, b) >= 0 ? a : b; }
+
+static int apply_token_remove(state *st, const char *kpend, const char *token) {
+    redisReply *r = state_cmd(st, "SREM %s %s", kpend, token);
+    if (!r) return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+static cJSON *apply_condition_values(const char *version) {
+    cJSON *vals = cJSON_CreateObject(), *v = cJSON_CreateObject();
+    if (!vals || !v || !cJSON_AddStringToObject(v, "S", version)) {
+        cJSON_Delete(vals);
+        cJSON_Delete(v);
+        return NULL;
+    }
+    cJSON_AddItemToObject(vals, ":v", v);
+    return vals;
+}
+
+/* Builds the PutItem/DeleteItem request. Returns NULL on allocation failure. */
+static cJSON *apply_request(const apply_change *c, const char *wid) {
+    cJSON *req = cJSON_CreateObject(), *names = NULL, *vals = NULL, *item = NULL;
+    if (!req) return NULL;
+    if (!cJSON_AddStringToObject(req, "TableName", c->table)) goto fail;
+    if (c->is_delete) {
+        cJSON *k = cJSON_Duplicate(c->keys, 1);
+        if (!k) goto fail;
+        cJSON_AddItemToObject(req, "Key", k);
+        if (!cJSON_AddStringToObject(req, "ReturnValues", "ALL_OLD")) goto fail;
+    } else {
+        item = cJSON_Duplicate(c->image, 1);
+        if (!item) goto fail;
+        cJSON_AddItemToObject(req, "Item", item);
+        if (item_set_s(item, ITEM_ATTR_VER, c->version) != 0 ||
+            item_set_s(item, ITEM_ATTR_WID, wid) != 0)
+            goto fail;
+    }
+    if (!cJSON_AddStringToObject(req, "ConditionExpression", "attribute_not_exists(#v) OR #v < :v"))
+        goto fail;
+    names = cJSON_AddObjectToObject(req, "ExpressionAttributeNames");
+    if (!names || !cJSON_AddStringToObject(names, "#v", ITEM_ATTR_VER)) goto fail;
+    vals = apply_condition_values(c->version);
+    if (!vals) goto fail;
+    cJSON_AddItemToObject(req, "ExpressionAttributeValues", vals);
+    if (!cJSON_AddStringToObject(req, "ReturnValuesOnConditionCheckFailure", "ALL_OLD")) goto fail;
+    return req;
+fail:
+    cJSON_Delete(req);
+    return NULL;
+}
+
+apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
+                       char *winner, char *err, size_t errlen) {
+    char kll[512], ktomb[512], kpend[512], token[LWW_VERSION_STRLEN + 2], wid[LWW_REGION_MAX + 20];
+    char ll[LWW_VERSION_STRLEN] = "", tomb[LWW_VERSION_STRLEN] = "";
+    redisReply *rep[4] = {0};
+    size_t n = 0;
+    unsigned char rnd[8];
+    cJSON *req = NULL, *resp = NULL;
+    store_status ss;
+    apply_result res = APPLY_ERROR;
+
+    if (winner) winner[0] = '\0';
+    if (state_key(st, kll, sizeof kll, STATE_K_LASTLOCAL, c->table, c->kid) != 0 ||
+        state_key(st, ktomb, sizeof ktomb, STATE_K_TOMB, c->table, c->kid) != 0 ||
+        state_key(st, kpend, sizeof kpend, STATE_K_PEND, c->table, c->kid) != 0) {
+        snprintf(err, errlen, "key name too long");
+        return APPLY_ERROR;
+    }
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        snprintf(err, errlen, "getrandom: %s", strerror(errno));
+        return APPLY_ERROR;
+    }
+    snprintf(wid, sizeof wid, "%s.%02x%02x%02x%02x%02x%02x%02x%02x", state_region(st), rnd[0],
+             rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    if (c->is_delete) snprintf(token, sizeof token, "D%s", c->version);
+    else snprintf(token, sizeof token, "%s", wid);
+
+    /* 1. one round trip: what the region knows of the key, and the echo token */
+    if (flags & APPLY_PRECHECK) {
+        state_append(st, "GET %s", kll);
+        state_append(st, "GET %s", ktomb);
+        n = 2;
+    }
+    state_append(st, "SADD %s %s", kpend, token);
+    state_append(st, "EXPIRE %s %ld", kpend, c->ttl_s);
+    n += 2;
+    if (state_flush(st, rep, n) != 0) {
+        snprintf(err, errlen, "%s", state_errstr(st));
+        return APPLY_ERROR;
+    }
+    if (flags & APPLY_PRECHECK) {
+        apply_copy_reply(rep[0], ll);
+        apply_copy_reply(rep[1], tomb);
+    }
+    for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
+
+    /* 2. precheck against the last local change and the tombstone */
+    if (flags & APPLY_PRECHECK) {
+        const char *known = apply_max(ll, tomb);
+        int cmp = strcmp(c->version, known);
+        if (*known && cmp <= 0) {
+            if (winner) snprintf(winner, LWW_VERSION_STRLEN, "%s", known);
+            if (apply_token_remove(st, kpend, token) != 0) {
+                snprintf(err, errlen, "%s", state_errstr(st));
+                return APPLY_ERROR;
+            }
+            return cmp == 0 ? APPLY_SAME : APPLY_LOST;
+        }
+    }
+
+    /* 3. a delete raises the tombstone before touching the table */
+    if (c->is_delete) {
+        char ttl[32];
+        redisReply *r;
+        snprintf(ttl, sizeof ttl, "%ld", c->ttl_s);
+        r = state_cmd(st, "EVAL %s 1 %s %s %s", APPLY_LUA_SETMAX, ktomb, c->version, ttl);
+        if (!r) {
+            snprintf(err, errlen, "%s", state_errstr(st));
+            return APPLY_ERROR;
+        }
+        freeReplyObject(r);
+    }
+
+    /* 4. the conditional write */
+    req = apply_request(c, wid);
+    if (!req) {
+        snprintf(err, errlen, "out of memory");
+        return APPLY_ERROR;
+    }
+    ss = store_call(s, c->is_delete ? "DeleteItem" : "PutItem", req, &resp);
+    cJSON_Delete(req);
+    if (ss == STORE_OK) {
+        const cJSON *attrs = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Attributes") : NULL;
+        res = APPLY_WRITTEN;
+        if (c->is_delete && !(attrs && cJSON_IsObject(attrs) && attrs->child)) {
+            /* nothing was deleted, so no stream record will carry the token */
+            if (apply_token_remove(st, kpend, token) != 0)
+                log_warn(NULL, "cannot remove unused echo token of %s: %s", c->table, state_errstr(st));
+        }
+    } else if (ss == STORE_ERR_CONDITION) {
+        const cJSON *item = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Item") : NULL;
+        const char *stored = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
+        if (winner && stored) snprintf(winner, LWW_VERSION_STRLEN, "%s", stored);
+        res = stored && strcmp(stored, c->version) == 0 ? APPLY_SAME : APPLY_LOST;
+        if (apply_token_remove(st, kpend, token) != 0) {
+            snprintf(err, errlen, "%s", state_errstr(st));
+            res = APPLY_ERROR;
+        }
+    } else {
+        snprintf(err, errlen, "%s %s: %s", c->is_delete ? "DeleteItem" : "PutItem",
+                 store_status_name(ss), store_errstr(s));
+        res = APPLY_ERROR;
+    }
+    cJSON_Delete(resp);
+    return res;
+}

@@ -1,0 +1,65 @@
+/* apply.h -- Tern writes: putting a versioned change into the local table so that
+ * (1) a version never overwrites a higher one (condition on tern:ver),
+ * (2) a change older than what the region knows of the key (its last local change,
+ *     its tombstone) is rejected before it is written (guarantee 3), and
+ * (3) the agent recognises the write as an echo and does not ship it (guarantee 4):
+ *     an echo token is added to Redis pend:T:KID *before* the write and removed by the
+ *     writer only when the write certainly did not happen (condition failed).
+ *
+ * Echo tokens: a put's token is the tern:wid it writes ("<region>.<16 hex>"); a
+ * delete's token is "D" followed by the version text. Tokens expire with the key after
+ * the tombstone TTL when a write's outcome was never seen.
+ *
+ * Used by tern-replicator (remote changes) and tern-region-agent (repairs). Threading:
+ * the caller's store and state handles belong to the calling thread. */
+#ifndef TERN_APPLY_H
+#define TERN_APPLY_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+
+#include "lww.h"
+#include "state.h"
+#include "store.h"
+
+/* Outcome of one change. */
+typedef enum {
+    APPLY_WRITTEN,   /* the table now holds the change (or, for a delete, no such item) */
+    APPLY_LOST,      /* a newer version is known or stored: conflict lost, nothing written */
+    APPLY_SAME,      /* exactly this version is already known: a duplicate, nothing written */
+    APPLY_ERROR      /* store or Redis failed; err says why; retry the change later */
+} apply_result;
+
+const char *apply_result_name(apply_result r);
+
+/* Flags */
+#define APPLY_PRECHECK 1   /* compare with the key's last local change and tombstone first */
+
+typedef struct {
+    const char *table;
+    int is_delete;               /* 0: put image; 1: delete */
+    const cJSON *keys;           /* the item's key attributes (AttributeValue map) */
+    const cJSON *image;          /* put: full new image without tern:* attributes */
+    const char *version;         /* lww version text of the change */
+    const char *kid;             /* item_key_id(keys) */
+    long ttl_s;                  /* tombstone and echo-token TTL, seconds */
+} apply_change;
+
+/* Applies one change. On APPLY_LOST/APPLY_SAME, winner (if non-NULL, size
+ * LWW_VERSION_STRLEN) receives the known higher version text when one is known ("" if
+ * not). err is filled on APPLY_ERROR. The caller keeps ownership of everything. */
+apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
+                       char *winner, char *err, size_t errlen);
+
+/* Reads the key's last local change version and tombstone version (either "" when
+ * absent) into ll and tomb (each LWW_VERSION_STRLEN bytes). 0/-1 (err). */
+int apply_known(state *st, const char *table, const char *kid, char *ll, char *tomb,
+                char *err, size_t errlen);
+
+/* Lua: SET KEYS[1] ARGV[1] EX ARGV[2] unless it holds a bytewise-greater version. */
+#define APPLY_LUA_SETMAX \
+    "local c = redis.call('GET', KEYS[1]) " \
+    "if (not c) or c < ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end " \
+    "return 1"
+
+#endif

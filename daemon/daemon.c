@@ -1,0 +1,140 @@
+/* daemon.c -- command line, signals, sd_notify and handle construction shared by the
+ * Tern daemons (see daemon.h).
+ *
+ * Owns: the process-wide stop and reload flags (set from signal handlers).
+ * Threading: the flags are atomics; everything else is called from the main thread or
+ * (daemon_store_new/daemon_state_new) from any thread, touching no shared state. */
+#include "daemon.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef TERN_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#define DAEMON_STORE_RETRIES 3        /* store retries inside one call (daemons keep loops short) */
+#define DAEMON_STORE_BACKOFF_CAP_MS 1000
+
+static atomic_int daemon_stop_flag;
+static atomic_int daemon_reload_flag;
+
+int daemon_parse_args(int argc, char **argv, const char *prog, const char *summary, const char **config) {
+    *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: %s --config FILE\n\n%s\n\n"
+                   "  --config FILE   the region's config (JSON; see docs/config.md)\n"
+                   "  --help          this text\n"
+                   "  --version       print the version\n\n"
+                   "Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the config.\n",
+                   prog, summary);
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("%s %s\n", prog, TERN_VERSION);
+            return 1;
+        }
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            *config = argv[++i];
+            continue;
+        }
+        if (strncmp(argv[i], "--config=", 9) == 0) {
+            *config = argv[i] + 9;
+            continue;
+        }
+        fprintf(stderr, "%s: unknown argument '%s' (try --help)\n", prog, argv[i]);
+        return 2;
+    }
+    if (!*config) {
+        fprintf(stderr, "%s: --config FILE is required (try --help)\n", prog);
+        return 2;
+    }
+    return 0;
+}
+
+static void daemon_on_signal(int sig) {
+    if (sig == SIGHUP) atomic_store(&daemon_reload_flag, 1);
+    else atomic_store(&daemon_stop_flag, 1);
+}
+
+void daemon_signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = daemon_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+int daemon_stop_requested(void) { return atomic_load(&daemon_stop_flag); }
+int daemon_reload_requested(void) { return atomic_exchange(&daemon_reload_flag, 0); }
+
+void daemon_notify(const char *fmt, ...) {
+#ifdef TERN_HAVE_SYSTEMD
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    sd_notify(0, buf);
+#else
+    (void)fmt;
+#endif
+}
+
+long daemon_watchdog_ms(void) {
+#ifdef TERN_HAVE_SYSTEMD
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0) return (long)(usec / 1000);
+#endif
+    return 0;
+}
+
+store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen) {
+    store_opts o;
+    memset(&o, 0, sizeof o);
+    o.endpoint = cfg->store.endpoint;
+    o.region = cfg->store.signing_region;
+    o.access_key_id = cfg->store.access_key_id;
+    o.secret_access_key = cfg->store.secret_access_key;
+    o.session_token = cfg->store.session_token;
+    o.verify_tls = cfg->store.verify_tls ? STORE_TLS_VERIFY : STORE_TLS_NO_VERIFY;
+    o.timeout_ms = (int)cfg->store.timeout_ms;
+    o.max_retries = DAEMON_STORE_RETRIES;
+    o.backoff_cap_ms = DAEMON_STORE_BACKOFF_CAP_MS;
+    return store_new(&o, err, errlen);
+}
+
+state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen) {
+    state_opts o;
+    memset(&o, 0, sizeof o);
+    o.region = cfg->region;
+    o.host = cfg->redis.host;
+    o.port = cfg->redis.port;
+    o.unix_socket = cfg->redis.unix_socket;
+    o.password = cfg->redis.password;
+    o.db = cfg->redis.db;
+    o.timeout_ms = cfg->redis.timeout_ms;
+    return state_new(&o, err, errlen);
+}
+
+long long daemon_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long daemon_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,43 @@
+/* daemon.h -- what both Tern daemons share around their modules: command line,
+ * signals, service-manager notification, and building the store/Redis handles from
+ * the region config.
+ *
+ * Signals: SIGTERM/SIGINT request a graceful stop; SIGHUP requests a reload; SIGPIPE is
+ * ignored. The flags are async-signal-safe atomics read by the main loops.
+ * sd_notify: compiled in when libsystemd was found (TERN_HAVE_SYSTEMD), otherwise the
+ * calls do nothing and the daemons run in the foreground all the same. */
+#ifndef TERN_DAEMON_H
+#define TERN_DAEMON_H
+
+#include <stddef.h>
+
+#include "cfg.h"
+#include "state.h"
+#include "store.h"
+
+/* Parses "--config FILE", "--help", "--version". Returns 0 to run, 1 when it printed
+ * help/version (exit 0), 2 on a usage error (message printed; exit 2). *config is
+ * borrowed from argv. */
+int daemon_parse_args(int argc, char **argv, const char *prog, const char *summary,
+                      const char **config);
+
+void daemon_signals_install(void);
+int daemon_stop_requested(void);
+/* Returns 1 once per SIGHUP received. */
+int daemon_reload_requested(void);
+
+/* sd_notify(3) with a printf format (e.g. "READY=1\nSTATUS=%s"); no-op without
+ * libsystemd or outside systemd. */
+void daemon_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Watchdog period in ms from WATCHDOG_USEC (0 when not under a watchdog). */
+long daemon_watchdog_ms(void);
+
+/* New store / Redis handles for the config's region; NULL + err. Caller frees. */
+store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen);
+state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen);
+
+/* Monotonic and wall clocks in ms. */
+long long daemon_mono_ms(void);
+long long daemon_wall_ms(void);
+
+#endif

@@ -1,0 +1,47 @@
+/* agent.h -- the two halves of tern-region-agent, composed by main.c.
+ *
+ * tailer (thread 1): tails every configured table's stream, classifies each record
+ *   (local change or echo of a Tern write), gives local changes a version, and appends
+ *   them to the table's Redis change log in the same MULTI/EXEC as the shard checkpoint.
+ *   Repairs the table when a Tern write clobbered a newer, not yet read, local write.
+ * shipper (thread 2): per peer and table, ships the log after the peer's acknowledged
+ *   position in batches over a ZeroMQ DEALER (CURVE), keeps a window of unacknowledged
+ *   batches, goes back to the acknowledged position after a timeout or a refusal, and
+ *   trims the log below the minimum acknowledgement of all peers.
+ * The tailer wakes the shipper through an inproc PAIR socket (AGENT_NOTIFY_ENDPOINT).
+ *
+ * Timing (ms unless said): shard polls happen at once while records arrive and every
+ * cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
+ * AGENT_ERROR_BACKOFF_MS; shards are rediscovered every AGENT_DESCRIBE_MS; a batch
+ * unacknowledged after agent.ack_timeout_ms is resent from the acknowledged position;
+ * a peer that refuses sends (not connected) is retried after AGENT_BLOCKED_RETRY_MS. */
+#ifndef TERN_AGENT_H
+#define TERN_AGENT_H
+
+#include <stdatomic.h>
+
+#include "cfg.h"
+
+#define AGENT_NOTIFY_ENDPOINT "inproc://tern-agent-notify"
+#define AGENT_ERROR_BACKOFF_MS 500
+#define AGENT_DESCRIBE_MS 10000
+#define AGENT_BLOCKED_RETRY_MS 100
+#define AGENT_HOUSEKEEP_MS 500
+#define AGENT_DRAIN_MS 5000     /* on stop: wait at most this long for outstanding acks */
+
+typedef struct {
+    const cfg_region *cfg;
+    void *zctx;                 /* shared ZeroMQ context */
+    atomic_int stop_reading;    /* set on SIGTERM: the tailer finishes its batch and exits */
+    atomic_int stop;            /* set when the tailer has exited: the shipper drains and exits */
+    atomic_int tailer_ready;    /* 1 once every table's stream was found */
+    atomic_int shipper_ready;   /* 1 once the peer sockets are up */
+    atomic_int failed;          /* a thread hit a fatal error */
+    char status[256];           /* one-line status for sd_notify, written by the shipper */
+} agent_ctx;
+
+/* Thread bodies; return 0 on a clean stop, -1 on a fatal error (logged). */
+int tailer_run(agent_ctx *a);
+int shipper_run(agent_ctx *a);
+
+#endif

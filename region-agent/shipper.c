@@ -1,0 +1,479 @@
+/* shipper.c -- the shipping half of tern-region-agent (see agent.h).
+ *
+ * Owns: one ZeroMQ DEALER per peer (CURVE client unless the config disables CURVE),
+ * and per (peer, table) a link: the peer's acknowledged log position (durable in
+ * ack:T), the highest position sent, and the window of batches in flight.
+ *
+ * Link states (per peer and table):
+ *   idle      -- everything in the log up to now is acknowledged;
+ *   shipping  -- batches in flight (at most agent.max_inflight_batches);
+ *   blocked   -- the peer is not connected (ZMQ_IMMEDIATE refuses the send): retried
+ *                every AGENT_BLOCKED_RETRY_MS, other peers unaffected;
+ *   paused    -- ternctl paused the link (pause:P in Redis): nothing is sent.
+ * Go-back-N: when the oldest batch in flight is not acknowledged after
+ * agent.ack_timeout_ms, or the peer acknowledges less than the batch it just processed
+ * (it refused or could not apply it), the link resends from the acknowledged position.
+ * The replicator's watermark makes the resend idempotent.
+ * Each batch names the position before its first change (prev), so a replicator can
+ * tell a gap (a lost batch) from a duplicate.
+ * The log is trimmed below the minimum acknowledgement of all configured peers, so a
+ * peer that is down keeps everything it has not applied.
+ * Threading: its own thread, its own Redis handle; reads agent_ctx atomics. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "agent.h"
+#include "daemon.h"
+#include "log.h"
+#include "lww.h"
+#include "state.h"
+#include "wire.h"
+
+#define SHIPPER_MAX_WINDOW 64
+
+typedef struct {
+    wire_pos prev, last;
+    long long sent_at;      /* monotonic ms */
+} inflight;
+
+typedef struct {
+    const char *table;
+    wire_pos acked, sent;
+    int ack_dirty;          /* acked moved: save it */
+    inflight q[SHIPPER_MAX_WINDOW];
+    int nq;
+    int dirty;              /* the log may have more to send */
+    long long blocked_until;
+    long long shipped, acked_n, resent; /* changes, since the last counter flush */
+} link_state;
+
+typedef struct {
+    const cfg_peer *peer;
+    void *sock;
+    int paused;
+    int connected_logged;   /* 1: last log said connected; 0: said not */
+    long long last_warn;
+    link_state *links;      /* one per table */
+} peer_state;
+
+typedef struct {
+    agent_ctx *a;
+    state *st;
+    void *notify;
+    peer_state *peers;
+    size_t n_peers;
+    long window;
+} shipper;
+
+static peer_state *shipper_peer(shipper *sh, const char *region) {
+    for (size_t i = 0; i < sh->n_peers; i++)
+        if (strcmp(sh->peers[i].peer->region, region) == 0) return &sh->peers[i];
+    return NULL;
+}
+
+static link_state *shipper_link(shipper *sh, peer_state *p, const char *table) {
+    for (size_t i = 0; i < sh->a->cfg->n_tables; i++)
+        if (strcmp(p->links[i].table, table) == 0) return &p->links[i];
+    return NULL;
+}
+
+static void shipper_go_back(peer_state *p, link_state *l, const char *why) {
+    char a[48];
+    if (l->nq == 0 && wire_pos_cmp(l->sent, l->acked) == 0) return;
+    wire_pos_format(l->acked, a, sizeof a);
+    log_info(p->peer->region, "table %s: resending from %s (%s)", l->table, a, why);
+    l->resent += l->nq;
+    l->sent = l->acked;
+    l->nq = 0;
+    l->dirty = 1;
+}
+
+static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
+    link_state *l;
+    if (strcmp(ack->source, sh->a->cfg->region) != 0) {
+        log_warn(p->peer->region, "ack names source %s, not this region: ignored", ack->source);
+        return;
+    }
+    l = shipper_link(sh, p, ack->table);
+    if (!l) {
+        log_warn(p->peer->region, "ack for unknown table %s: ignored", ack->table);
+        return;
+    }
+    if (wire_pos_cmp(ack->pos, l->acked) > 0) {
+        int k = 0;
+        l->acked = ack->pos;
+        l->ack_dirty = 1;
+        while (k < l->nq && wire_pos_cmp(l->q[k].last, ack->pos) <= 0) k++;
+        if (k) {
+            memmove(l->q, l->q + k, (size_t)(l->nq - k) * sizeof l->q[0]);
+            l->nq -= k;
+        }
+        if (wire_pos_cmp(l->sent, l->acked) < 0) l->sent = l->acked; /* peer is ahead of us */
+        l->dirty = 1;
+    } else if (l->nq > 0 && wire_pos_cmp(ack->pos, l->q[0].last) < 0) {
+        /* the peer processed a batch without taking its head: refused, gap or error */
+        shipper_go_back(p, l, "peer did not apply the oldest batch in flight");
+    }
+}
+
+static void shipper_recv(shipper *sh, peer_state *p) {
+    for (;;) {
+        zmq_msg_t m;
+        wire_msg wm;
+        char err[256];
+        wire_status ws;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, p->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return;
+        }
+        ws = wire_decode(zmq_msg_data(&m), zmq_msg_size(&m), &wm, err, sizeof err);
+        zmq_msg_close(&m);
+        if (ws != WIRE_OK) {
+            log_warn(p->peer->region, "rejected frame from peer: %s: %s", wire_status_name(ws), err);
+            continue;
+        }
+        if (wm.type == WIRE_ACK) shipper_on_ack(sh, p, &wm.u.ack);
+        else log_warn(p->peer->region, "unexpected frame type %d from peer: ignored", (int)wm.type);
+        wire_msg_free(&wm);
+    }
+}
+
+/* Reads up to batch_max log entries after l->sent and sends them as one batch.
+ * Returns 1 if a batch was sent, 0 if nothing to send or the peer is not connected,
+ * -1 on error. */
+static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long now) {
+    const cfg_region *cfg = sh->a->cfg;
+    char key[512], start[64], posbuf[48];
+    redisReply *r;
+    wire_batch b;
+    cJSON **parsed = NULL;
+    unsigned char *frame = NULL;
+    size_t flen = 0;
+    int rc = -1;
+    char err[256];
+
+    if (state_key(sh->st, key, sizeof key, STATE_K_LOG, l->table) != 0) return -1;
+    wire_pos_format(l->sent, posbuf, sizeof posbuf);
+    snprintf(start, sizeof start, "(%s", posbuf);
+    r = state_cmd(sh->st, "XRANGE %s %s + COUNT %ld", key, start, cfg->agent.batch_max);
+    if (!r) {
+        log_warn(p->peer->region, "table %s: reading the change log: %s", l->table, state_errstr(sh->st));
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        freeReplyObject(r);
+        return 0;
+    }
+    memset(&b, 0, sizeof b);
+    snprintf(b.source, sizeof b.source, "%s", cfg->region);
+    snprintf(b.table, sizeof b.table, "%s", l->table);
+    b.prev = l->sent;
+    b.sent_ms = (uint64_t)daemon_wall_ms();
+    b.n = r->elements;
+    b.changes = calloc(b.n, sizeof *b.changes);
+    parsed = calloc(b.n, sizeof *parsed);
+    if (!b.changes || !parsed) goto out;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *e = r->element[i], *f;
+        wire_change *c = &b.changes[i];
+        const cJSON *op, *ver;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2) goto bad;
+        f = e->element[1];
+        if (wire_pos_parse(e->element[0]->str, &c->pos) != 0 || f->type != REDIS_REPLY_ARRAY || f->elements != 2)
+            goto bad;
+        parsed[i] = cJSON_Parse(f->element[1]->str);
+        op = cJSON_GetObjectItemCaseSensitive(parsed[i], "op");
+        ver = cJSON_GetObjectItemCaseSensitive(parsed[i], "ver");
+        if (!cJSON_IsString(op) || !cJSON_IsString(ver)) goto bad;
+        c->op = strcmp(op->valuestring, "delete") == 0 ? WIRE_OP_DELETE : WIRE_OP_PUT;
+        c->keys = cJSON_GetObjectItemCaseSensitive(parsed[i], "keys");
+        c->image = c->op == WIRE_OP_PUT ? cJSON_GetObjectItemCaseSensitive(parsed[i], "image") : NULL;
+        snprintf(c->version, sizeof c->version, "%s", ver->valuestring);
+    }
+    b.first = b.changes[0].pos;
+    b.last = b.changes[b.n - 1].pos;
+    if (wire_encode_batch(&b, &frame, &flen, err, sizeof err) != 0) {
+        log_error(p->peer->region, "table %s: cannot encode batch: %s", l->table, err);
+        goto out;
+    }
+    if (zmq_send(p->sock, frame, flen, ZMQ_DONTWAIT) < 0) {
+        if (errno == EAGAIN) {
+            l->blocked_until = now + AGENT_BLOCKED_RETRY_MS;
+            if (p->connected_logged && now - p->last_warn > 10000) {
+                log_warn(p->peer->region, "peer not connected (%s); holding its changes", p->peer->endpoint);
+                p->last_warn = now;
+                p->connected_logged = 0;
+            }
+            rc = 0;
+        } else {
+            log_error(p->peer->region, "send: %s", zmq_strerror(errno));
+        }
+        goto out;
+    }
+    if (!p->connected_logged) {
+        log_info(p->peer->region, "peer connected (%s)", p->peer->endpoint);
+        p->connected_logged = 1;
+    }
+    l->q[l->nq].prev = l->sent;
+    l->q[l->nq].last = b.last;
+    l->q[l->nq].sent_at = now;
+    l->nq++;
+    l->sent = b.last;
+    l->shipped += (long long)b.n;
+    rc = 1;
+    goto out;
+bad:
+    log_error(p->peer->region, "table %s: malformed change-log entry in Redis after %s; not shipped", l->table, posbuf);
+out:
+    for (size_t i = 0; parsed && i < b.n; i++) cJSON_Delete(parsed[i]);
+    free(parsed);
+    free(b.changes);
+    free(frame);
+    freeReplyObject(r);
+    return rc;
+}
+
+static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long now) {
+    if (l->nq > 0 && now - l->q[0].sent_at > sh->a->cfg->agent.ack_timeout_ms)
+        shipper_go_back(p, l, "acknowledgement timed out");
+    if (p->paused || now < l->blocked_until || !l->dirty) return;
+    while (l->nq < sh->window) {
+        int r = shipper_send_one(sh, p, l, now);
+        if (r <= 0) {
+            if (r == 0 && now >= l->blocked_until) l->dirty = 0; /* drained */
+            return;
+        }
+    }
+}
+
+/* Saves acks and counters, reads pause flags, trims logs, heartbeats. */
+static void shipper_housekeep(shipper *sh) {
+    const cfg_region *cfg = sh->a->cfg;
+    char key[512], pos[48];
+    redisReply *r;
+    size_t queued = 0;
+    int nconn = 0;
+
+    for (size_t i = 0; i < sh->n_peers; i++) {
+        peer_state *p = &sh->peers[i];
+        int was = p->paused;
+        state_key(sh->st, key, sizeof key, STATE_K_PAUSE, p->peer->region);
+        r = state_cmd(sh->st, "EXISTS %s", key);
+        if (r) {
+            p->paused = state_reply_ll(r, 0) > 0;
+            freeReplyObject(r);
+        }
+        if (p->paused != was) log_info(p->peer->region, "shipping %s", p->paused ? "paused" : "resumed");
+        for (size_t j = 0; j < cfg->n_tables; j++) {
+            link_state *l = &p->links[j];
+            l->dirty = 1; /* also catches entries whose notification was missed */
+            state_key(sh->st, key, sizeof key, STATE_K_ACK, l->table);
+            if (l->ack_dirty) {
+                wire_pos_format(l->acked, pos, sizeof pos);
+                state_append(sh->st, "HSET %s %s %s", key, p->peer->region, pos);
+                queued++;
+            }
+            state_key(sh->st, key, sizeof key, STATE_K_ACNT, l->table);
+            state_append(sh->st, "HINCRBY %s shipped:%s %lld", key, p->peer->region, l->shipped);
+            state_append(sh->st, "HINCRBY %s resent:%s %lld", key, p->peer->region, l->resent);
+            queued += 2;
+        }
+        nconn += p->connected_logged;
+    }
+    if (queued) {
+        redisReply **rep = calloc(queued, sizeof *rep);
+        if (rep && state_flush(sh->st, rep, queued) == 0) {
+            for (size_t i = 0; i < sh->n_peers; i++)
+                for (size_t j = 0; j < cfg->n_tables; j++) {
+                    sh->peers[i].links[j].ack_dirty = 0;
+                    sh->peers[i].links[j].shipped = sh->peers[i].links[j].resent = 0;
+                }
+        } else if (!rep) {
+            state_flush(sh->st, NULL, 0);
+        } else {
+            log_warn(NULL, "saving acknowledgements: %s", state_errstr(sh->st));
+        }
+        for (size_t i = 0; rep && i < queued; i++)
+            if (rep[i]) freeReplyObject(rep[i]);
+        free(rep);
+    }
+    /* trim each log below the lowest durable acknowledgement of every peer */
+    for (size_t j = 0; j < cfg->n_tables && sh->n_peers > 0; j++) {
+        wire_pos min = sh->peers[0].links[j].acked;
+        int all_saved = 1;
+        for (size_t i = 0; i < sh->n_peers; i++) {
+            if (wire_pos_cmp(sh->peers[i].links[j].acked, min) < 0) min = sh->peers[i].links[j].acked;
+            if (sh->peers[i].links[j].ack_dirty) all_saved = 0;
+        }
+        if (!all_saved || (min.ms == 0 && min.seq == 0)) continue;
+        state_key(sh->st, key, sizeof key, STATE_K_LOG, cfg->tables[j]);
+        wire_pos_format(min, pos, sizeof pos);
+        r = state_cmd(sh->st, "XTRIM %s MINID %s", key, pos);
+        if (r) freeReplyObject(r);
+    }
+    snprintf(sh->a->status, sizeof sh->a->status, "%d/%zu peers connected", nconn, sh->n_peers);
+    if (state_heartbeat(sh->st, "agent", sh->a->status) != 0)
+        log_warn(NULL, "heartbeat: %s", state_errstr(sh->st));
+}
+
+static int shipper_load_acks(shipper *sh) {
+    const cfg_region *cfg = sh->a->cfg;
+    char key[512];
+    for (size_t j = 0; j < cfg->n_tables; j++) {
+        redisReply *r;
+        state_key(sh->st, key, sizeof key, STATE_K_ACK, cfg->tables[j]);
+        r = state_cmd(sh->st, "HGETALL %s", key);
+        if (!r) {
+            log_error(NULL, "reading acknowledgements: %s", state_errstr(sh->st));
+            return -1;
+        }
+        for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+            peer_state *p = shipper_peer(sh, r->element[i]->str);
+            wire_pos pos;
+            if (!p || wire_pos_parse(r->element[i + 1]->str, &pos) != 0) continue;
+            p->links[j].acked = p->links[j].sent = pos;
+        }
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+static int shipper_socket(shipper *sh, peer_state *p, char *err, size_t errlen) {
+    const cfg_region *cfg = sh->a->cfg;
+    int one = 1, zero = 0, hb_ivl = 1000, hb_ttl = 3000, hwm = 1000;
+    p->sock = zmq_socket(sh->a->zctx, ZMQ_DEALER);
+    if (!p->sock) goto fail;
+    if (zmq_setsockopt(p->sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0 ||
+        zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(p->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) != 0 ||
+        zmq_setsockopt(p->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_ttl, sizeof hb_ttl) != 0 ||
+        zmq_setsockopt(p->sock, ZMQ_ROUTING_ID, cfg->region, strlen(cfg->region)) != 0)
+        goto fail;
+    if (cfg->curve.enabled) {
+        if (zmq_setsockopt(p->sock, ZMQ_CURVE_SERVERKEY, p->peer->public_key, 41) != 0 ||
+            zmq_setsockopt(p->sock, ZMQ_CURVE_PUBLICKEY, cfg->curve.public_key, 41) != 0 ||
+            zmq_setsockopt(p->sock, ZMQ_CURVE_SECRETKEY, cfg->curve.secret_key, 41) != 0)
+            goto fail;
+    }
+    if (zmq_connect(p->sock, p->peer->endpoint) != 0) goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "peer %s socket (%s): %s", p->peer->region, p->peer->endpoint, zmq_strerror(errno));
+    return -1;
+}
+
+static void shipper_cleanup(shipper *sh) {
+    for (size_t i = 0; sh->peers && i < sh->n_peers; i++) {
+        if (sh->peers[i].sock) zmq_close(sh->peers[i].sock);
+        free(sh->peers[i].links);
+    }
+    free(sh->peers);
+    if (sh->notify) zmq_close(sh->notify);
+    state_free(sh->st);
+}
+
+static int shipper_outstanding(const shipper *sh) {
+    for (size_t i = 0; i < sh->n_peers; i++)
+        for (size_t j = 0; j < sh->a->cfg->n_tables; j++)
+            if (sh->peers[i].links[j].nq > 0) return 1;
+    return 0;
+}
+
+int shipper_run(agent_ctx *a) {
+    const cfg_region *cfg = a->cfg;
+    shipper sh;
+    char err[512];
+    zmq_pollitem_t *items = NULL;
+    long long last_hk = 0, drain_deadline = 0;
+
+    memset(&sh, 0, sizeof sh);
+    sh.a = a;
+    sh.window = cfg->agent.max_inflight_batches < SHIPPER_MAX_WINDOW ? cfg->agent.max_inflight_batches : SHIPPER_MAX_WINDOW;
+    if (!cfg->curve.enabled)
+        log_warn(NULL, "CURVE is disabled by the config: links to peers are plain TCP, unencrypted and unauthenticated");
+    sh.st = daemon_state_new(cfg, err, sizeof err);
+    if (!sh.st) goto fail;
+    sh.notify = zmq_socket(a->zctx, ZMQ_PAIR);
+    if (!sh.notify || zmq_bind(sh.notify, AGENT_NOTIFY_ENDPOINT) != 0) {
+        snprintf(err, sizeof err, "notify socket: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    sh.n_peers = cfg->n_peers;
+    sh.peers = calloc(sh.n_peers ? sh.n_peers : 1, sizeof *sh.peers);
+    items = calloc(sh.n_peers + 1, sizeof *items);
+    if (!sh.peers || !items) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < sh.n_peers; i++) {
+        peer_state *p = &sh.peers[i];
+        p->peer = &cfg->peers[i];
+        p->connected_logged = 1;
+        p->links = calloc(cfg->n_tables, sizeof *p->links);
+        if (!p->links) {
+            snprintf(err, sizeof err, "out of memory");
+            goto fail;
+        }
+        for (size_t j = 0; j < cfg->n_tables; j++) {
+            p->links[j].table = cfg->tables[j];
+            p->links[j].dirty = 1;
+        }
+        if (shipper_socket(&sh, p, err, sizeof err) != 0) goto fail;
+    }
+    if (shipper_load_acks(&sh) != 0) {
+        snprintf(err, sizeof err, "cannot load acknowledgements");
+        goto fail;
+    }
+    atomic_store(&a->shipper_ready, 1);
+
+    for (;;) {
+        long long now = daemon_mono_ms();
+        int rc;
+        if (atomic_load(&a->failed)) break;
+        if (atomic_load(&a->stop)) {
+            if (!drain_deadline) drain_deadline = now + AGENT_DRAIN_MS;
+            if (!shipper_outstanding(&sh) || now >= drain_deadline) break;
+        }
+        items[0].socket = sh.notify;
+        items[0].events = ZMQ_POLLIN;
+        for (size_t i = 0; i < sh.n_peers; i++) {
+            items[i + 1].socket = sh.peers[i].sock;
+            items[i + 1].events = ZMQ_POLLIN;
+        }
+        rc = zmq_poll(items, (int)sh.n_peers + 1, 20);
+        if (rc < 0 && errno != EINTR) {
+            log_error(NULL, "zmq_poll: %s", zmq_strerror(errno));
+            break;
+        }
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
+            char buf[16];
+            while (zmq_recv(sh.notify, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {}
+            for (size_t i = 0; i < sh.n_peers; i++)
+                for (size_t j = 0; j < cfg->n_tables; j++) sh.peers[i].links[j].dirty = 1;
+        }
+        for (size_t i = 0; rc > 0 && i < sh.n_peers; i++)
+            if (items[i + 1].revents & ZMQ_POLLIN) shipper_recv(&sh, &sh.peers[i]);
+        now = daemon_mono_ms();
+        for (size_t i = 0; i < sh.n_peers; i++)
+            for (size_t j = 0; j < cfg->n_tables; j++) shipper_pump(&sh, &sh.peers[i], &sh.peers[i].links[j], now);
+        if (now - last_hk >= AGENT_HOUSEKEEP_MS) {
+            shipper_housekeep(&sh);
+            last_hk = now;
+        }
+    }
+    shipper_housekeep(&sh); /* save the last acknowledgements */
+    free(items);
+    shipper_cleanup(&sh);
+    return 0;
+fail:
+    log_error(NULL, "shipper: %s", err);
+    atomic_store(&a->failed, 1);
+    free(items);
+    shipper_cleanup(&sh);
+    return -1;
+}

@@ -1,0 +1,795 @@
+/* tailer.c -- the stream-reading half of tern-region-agent (see agent.h).
+ *
+ * Owns: per table, the stream ARN and the shard list with each shard's iterator, last
+ * appended sequence number and poll schedule; the region's hybrid logical clock; a
+ * store handle and a Redis handle (this thread's own).
+ *
+ * Per GetRecords batch of one shard:
+ *   1. one Redis round trip reads, for every key in the batch, its last local version
+ *      (ll), its tombstone (tomb) and its pending echo tokens (pend);
+ *   2. each record is classified in stream order, with an in-memory overlay of those
+ *      values so that several records of one key in one batch see each other:
+ *      - echo: the record carries a pending token (put: its tern:wid; delete: a "D"
+ *        token) not yet consumed. It is not shipped. If the state it overwrote had a
+ *        higher logical version (max(stored tern:ver, ll) for an item, tomb for no item),
+ *        a Tern write clobbered a local write we had not read yet: repair it (write the
+ *        overwritten image, or delete, back with that version);
+ *      - local: versioned by the clock after observing the overwritten state's version,
+ *        so a change made on top of a replicated item wins over it (guarantee 3);
+ *   3. one MULTI/EXEC appends the local changes to log:T, stores ll/tomb, consumes the
+ *      tokens, moves the shard checkpoint and saves the clock. Nothing of a batch is
+ *      committed unless all of it is, so after a crash the batch is read again and
+ *      classified the same way (tokens are only consumed by the commit).
+ * Shard lineage: a shard is read only after its parent was read to its end (or the
+ * parent is no longer in the stream). An expired iterator is re-acquired after the
+ * checkpoint; TrimmedDataAccessException raises an alarm (log, counter, Redis list) and
+ * continues from TRIM_HORIZON: changes may have been lost.
+ * Threading: runs on its own thread; talks to the shipper only through the notify
+ * socket and the shared atomics in agent_ctx. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "agent.h"
+#include "apply.h"
+#include "daemon.h"
+#include "item.h"
+#include "log.h"
+#include "lww.h"
+#include "state.h"
+#include "store.h"
+
+typedef struct {
+    char id[128];
+    char parent[128];
+    char *iter;            /* current shard iterator (owned) or NULL: acquire one */
+    char last_seq[64];     /* last sequence number committed to the log ("" none) */
+    int done;              /* read to its end */
+    int seen;              /* present in the latest DescribeStream */
+    long long next_poll;   /* monotonic ms */
+} shard;
+
+typedef struct {
+    const char *name;
+    char stream_arn[512];
+    shard *shards;
+    size_t n_shards;
+    long long next_describe; /* monotonic ms */
+} table_tail;
+
+typedef struct {
+    agent_ctx *a;
+    store *s;
+    state *st;
+    lww_clock *clock;
+    void *notify;
+    table_tail *tables;
+    size_t n_tables;
+    long ttl_s;
+} tailer;
+
+/* What the batch knows of one key: values read from Redis plus this batch's changes. */
+typedef struct {
+    char *kid;                        /* owned */
+    char ll[LWW_VERSION_STRLEN];
+    char tomb[LWW_VERSION_STRLEN];
+    int ll_dirty, tomb_dirty;
+    redisReply *pend;                 /* SMEMBERS reply (owned) */
+    const char **consumed;            /* tokens consumed by this batch (borrowed strings) */
+    size_t n_consumed;
+} key_view;
+
+static void tailer_sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static shard *tailer_find_shard(table_tail *t, const char *id) {
+    for (size_t i = 0; i < t->n_shards; i++)
+        if (strcmp(t->shards[i].id, id) == 0) return &t->shards[i];
+    return NULL;
+}
+
+/* Loads the checkpoint hash of a table into its shards (creating entries as needed). */
+static int tailer_load_checkpoints(tailer *tl, table_tail *t) {
+    char key[512];
+    redisReply *r;
+    if (state_key(tl->st, key, sizeof key, STATE_K_CKPT, t->name) != 0) return -1;
+    r = state_cmd(tl->st, "HGETALL %s", key);
+    if (!r) {
+        log_error(NULL, "table %s: cannot read checkpoints: %s", t->name, state_errstr(tl->st));
+        return -1;
+    }
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const char *id = r->element[i]->str, *val = r->element[i + 1]->str;
+        shard *sh = tailer_find_shard(t, id);
+        if (!sh) {
+            shard *ns = realloc(t->shards, (t->n_shards + 1) * sizeof *ns);
+            if (!ns) {
+                freeReplyObject(r);
+                return -1;
+            }
+            t->shards = ns;
+            sh = &t->shards[t->n_shards++];
+            memset(sh, 0, sizeof *sh);
+            snprintf(sh->id, sizeof sh->id, "%s", id);
+        }
+        if (strncmp(val, "END ", 4) == 0) {
+            sh->done = 1;
+            snprintf(sh->last_seq, sizeof sh->last_seq, "%s", val + 4);
+        } else {
+            snprintf(sh->last_seq, sizeof sh->last_seq, "%s", val);
+        }
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Finds the table's stream and checks it carries both images. 0/-1 (logged). */
+static int tailer_describe_table(tailer *tl, table_tail *t) {
+    cJSON *req = cJSON_CreateObject(), *resp = NULL;
+    const cJSON *td, *arn, *spec, *view;
+    store_status ss;
+    int rc = -1;
+    if (!req || !cJSON_AddStringToObject(req, "TableName", t->name)) {
+        cJSON_Delete(req);
+        return -1;
+    }
+    ss = store_call(tl->s, "DescribeTable", req, &resp);
+    cJSON_Delete(req);
+    if (ss != STORE_OK) {
+        log_error(NULL, "table %s: DescribeTable: %s: %s", t->name, store_status_name(ss), store_errstr(tl->s));
+        cJSON_Delete(resp);
+        return -1;
+    }
+    td = cJSON_GetObjectItemCaseSensitive(resp, "Table");
+    arn = cJSON_GetObjectItemCaseSensitive(td, "LatestStreamArn");
+    spec = cJSON_GetObjectItemCaseSensitive(td, "StreamSpecification");
+    view = cJSON_GetObjectItemCaseSensitive(spec, "StreamViewType");
+    if (!cJSON_IsString(arn) || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(spec, "StreamEnabled"))) {
+        log_error(NULL, "table %s: no stream enabled; enable it with StreamViewType NEW_AND_OLD_IMAGES", t->name);
+    } else if (!cJSON_IsString(view) || strcmp(view->valuestring, "NEW_AND_OLD_IMAGES") != 0) {
+        log_error(NULL, "table %s: stream view type is %s; Tern needs NEW_AND_OLD_IMAGES", t->name,
+                  cJSON_IsString(view) ? view->valuestring : "unknown");
+    } else {
+        snprintf(t->stream_arn, sizeof t->stream_arn, "%s", arn->valuestring);
+        rc = 0;
+    }
+    cJSON_Delete(resp);
+    return rc;
+}
+
+/* Refreshes the shard list of a table from DescribeStream (all pages). 0/-1. */
+static int tailer_describe_stream(tailer *tl, table_tail *t) {
+    char start[128] = "";
+    for (size_t i = 0; i < t->n_shards; i++) t->shards[i].seen = 0;
+    for (;;) {
+        cJSON *req = cJSON_CreateObject(), *resp = NULL;
+        const cJSON *desc, *shards, *sh, *last;
+        store_status ss;
+        if (!req || !cJSON_AddStringToObject(req, "StreamArn", t->stream_arn) ||
+            (*start && !cJSON_AddStringToObject(req, "ExclusiveStartShardId", start))) {
+            cJSON_Delete(req);
+            return -1;
+        }
+        ss = store_call(tl->s, "DescribeStream", req, &resp);
+        cJSON_Delete(req);
+        if (ss != STORE_OK) {
+            log_warn(NULL, "table %s: DescribeStream: %s: %s", t->name, store_status_name(ss), store_errstr(tl->s));
+            cJSON_Delete(resp);
+            return -1;
+        }
+        desc = cJSON_GetObjectItemCaseSensitive(resp, "StreamDescription");
+        shards = cJSON_GetObjectItemCaseSensitive(desc, "Shards");
+        cJSON_ArrayForEach(sh, shards) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(sh, "ShardId");
+            const cJSON *parent = cJSON_GetObjectItemCaseSensitive(sh, "ParentShardId");
+            shard *s;
+            if (!cJSON_IsString(id)) continue;
+            s = tailer_find_shard(t, id->valuestring);
+            if (!s) {
+                shard *ns = realloc(t->shards, (t->n_shards + 1) * sizeof *ns);
+                if (!ns) {
+                    cJSON_Delete(resp);
+                    return -1;
+                }
+                t->shards = ns;
+                s = &t->shards[t->n_shards++];
+                memset(s, 0, sizeof *s);
+                snprintf(s->id, sizeof s->id, "%s", id->valuestring);
+                log_info(NULL, "table %s: new shard %s", t->name, s->id);
+            }
+            if (cJSON_IsString(parent)) snprintf(s->parent, sizeof s->parent, "%s", parent->valuestring);
+            s->seen = 1;
+        }
+        last = cJSON_GetObjectItemCaseSensitive(desc, "LastEvaluatedShardId");
+        if (cJSON_IsString(last) && *last->valuestring) {
+            snprintf(start, sizeof start, "%s", last->valuestring);
+            cJSON_Delete(resp);
+            continue;
+        }
+        cJSON_Delete(resp);
+        break;
+    }
+    /* shards gone from the stream (past retention) and done: forget them */
+    for (size_t i = 0; i < t->n_shards;) {
+        if (!t->shards[i].seen && t->shards[i].done) {
+            free(t->shards[i].iter);
+            t->shards[i] = t->shards[--t->n_shards];
+        } else {
+            i++;
+        }
+    }
+    return 0;
+}
+
+/* A shard may be read when its parent is read to the end or no longer listed. */
+static int tailer_shard_ready(table_tail *t, const shard *s) {
+    shard *p;
+    if (s->done || !s->seen) return 0;
+    if (!*s->parent) return 1;
+    p = tailer_find_shard(t, s->parent);
+    return !p || p->done || !p->seen;
+}
+
+static void tailer_alarm_trimmed(tailer *tl, table_tail *t, shard *s) {
+    char key[256], akey[256], val[512];
+    redisReply *rep[2];
+    log_error(NULL, "table %s shard %s: TrimmedDataAccessException: the stream no longer holds records "
+              "after checkpoint %s; continuing from TRIM_HORIZON. CHANGES MAY HAVE BEEN LOST and were "
+              "not replicated; verify the regions (ternctl verify)",
+              t->name, s->id, *s->last_seq ? s->last_seq : "(none)");
+    if (state_key(tl->st, key, sizeof key, STATE_K_ALARM_TRIMMED) != 0 ||
+        state_key(tl->st, akey, sizeof akey, STATE_K_ACNT, t->name) != 0)
+        return;
+    snprintf(val, sizeof val, "%lld %s %s", daemon_wall_ms(), t->name, s->id);
+    state_append(tl->st, "LPUSH %s %s", key, val);
+    state_append(tl->st, "HINCRBY %s trimmed 1", akey);
+    if (state_flush(tl->st, rep, 2) == 0) {
+        freeReplyObject(rep[0]);
+        freeReplyObject(rep[1]);
+    } else {
+        log_error(NULL, "cannot record the trimmed-data alarm in Redis: %s", state_errstr(tl->st));
+    }
+}
+
+/* Gets an iterator for the shard after its checkpoint. 0, or -1 (retry later). */
+static int tailer_acquire(tailer *tl, table_tail *t, shard *s) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        cJSON *req = cJSON_CreateObject(), *resp = NULL;
+        const cJSON *it;
+        store_status ss;
+        int from_seq = *s->last_seq && attempt == 0;
+        if (!req || !cJSON_AddStringToObject(req, "StreamArn", t->stream_arn) ||
+            !cJSON_AddStringToObject(req, "ShardId", s->id) ||
+            !cJSON_AddStringToObject(req, "ShardIteratorType", from_seq ? "AFTER_SEQUENCE_NUMBER" : "TRIM_HORIZON") ||
+            (from_seq && !cJSON_AddStringToObject(req, "SequenceNumber", s->last_seq))) {
+            cJSON_Delete(req);
+            return -1;
+        }
+        ss = store_call(tl->s, "GetShardIterator", req, &resp);
+        cJSON_Delete(req);
+        if (ss == STORE_ERR_TRIMMED && from_seq) {
+            cJSON_Delete(resp);
+            tailer_alarm_trimmed(tl, t, s);
+            continue;
+        }
+        if (ss != STORE_OK) {
+            log_warn(NULL, "table %s shard %s: GetShardIterator: %s: %s", t->name, s->id,
+                     store_status_name(ss), store_errstr(tl->s));
+            cJSON_Delete(resp);
+            return -1;
+        }
+        it = cJSON_GetObjectItemCaseSensitive(resp, "ShardIterator");
+        if (!cJSON_IsString(it)) {
+            log_warn(NULL, "table %s shard %s: GetShardIterator returned no iterator", t->name, s->id);
+            cJSON_Delete(resp);
+            return -1;
+        }
+        free(s->iter);
+        s->iter = strdup(it->valuestring);
+        cJSON_Delete(resp);
+        return s->iter ? 0 : -1;
+    }
+    return -1;
+}
+
+static key_view *tailer_view(key_view *v, size_t n, const char *kid) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].kid, kid) == 0) return &v[i];
+    return NULL;
+}
+
+static int tailer_pending(const key_view *v, const char *token) {
+    if (!token || !v->pend || v->pend->type != REDIS_REPLY_ARRAY) return 0;
+    for (size_t i = 0; i < v->n_consumed; i++)
+        if (strcmp(v->consumed[i], token) == 0) return 0;
+    for (size_t i = 0; i < v->pend->elements; i++)
+        if (strcmp(v->pend->element[i]->str, token) == 0) return 1;
+    return 0;
+}
+
+/* The first pending, unconsumed delete token of the key, or NULL. Borrowed. */
+static const char *tailer_delete_token(const key_view *v) {
+    if (!v->pend || v->pend->type != REDIS_REPLY_ARRAY) return NULL;
+    for (size_t i = 0; i < v->pend->elements; i++) {
+        const char *tok = v->pend->element[i]->str;
+        if (tok[0] == 'D' && tailer_pending(v, tok)) return tok;
+    }
+    return NULL;
+}
+
+/* A valid version text from an item attribute, or "" (apps may write anything). */
+static const char *tailer_item_version(const cJSON *item) {
+    const char *s = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
+    lww_version v;
+    char e[8];
+    if (!s || lww_version_parse(s, &v, e, sizeof e) != 0) return "";
+    return s;
+}
+
+static void tailer_observe(tailer *tl, const char *text) {
+    lww_version v;
+    char e[8];
+    if (text && *text && lww_version_parse(text, &v, e, sizeof e) == 0) lww_clock_observe(tl->clock, &v);
+}
+
+static const char *vmax(const char *a, const char *b) { return strcmp(a, b) >= 0 ? a : b; }
+
+typedef struct {
+    const char *seq;
+    const cJSON *keys, *newi, *oldi;
+    int is_delete;
+    int local;                      /* classified as a local change, versioned ver */
+    char ver[LWW_VERSION_STRLEN];
+    char *kid;      /* owned */
+} rec_view;
+
+/* Appends one log entry {"op","keys","image","ver"} as an XADD to the pipeline. */
+static int tailer_append_log(tailer *tl, const char *logkey, const rec_view *r, const char *ver) {
+    cJSON *c = cJSON_CreateObject(), *img = NULL;
+    char *json;
+    int rc;
+    if (!c || !cJSON_AddStringToObject(c, "op", r->is_delete ? "delete" : "put")) goto fail;
+    if (!cJSON_AddItemToObject(c, "keys", cJSON_Duplicate(r->keys, 1))) goto fail;
+    if (!r->is_delete) {
+        img = cJSON_Duplicate(r->newi, 1);
+        if (!img) goto fail;
+        item_strip_hidden(img);
+        cJSON_AddItemToObject(c, "image", img);
+    }
+    if (!cJSON_AddStringToObject(c, "ver", ver)) goto fail;
+    json = cJSON_PrintUnformatted(c);
+    cJSON_Delete(c);
+    if (!json) return -1;
+    rc = state_append(tl->st, "XADD %s * c %s", logkey, json);
+    free(json);
+    return rc;
+fail:
+    cJSON_Delete(c);
+    return -1;
+}
+
+/* Repairs key r after an echo clobbered a state whose logical version `lv` is higher. */
+static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const char *lv, int restore_delete) {
+    char err[512];
+    apply_change c;
+    cJSON *img = NULL;
+    apply_result res;
+    memset(&c, 0, sizeof c);
+    c.table = t->name;
+    c.keys = r->keys;
+    c.kid = r->kid;
+    c.version = lv;
+    c.ttl_s = tl->ttl_s;
+    c.is_delete = restore_delete;
+    if (!restore_delete) {
+        img = cJSON_Duplicate(r->oldi, 1);
+        if (!img) return -1;
+        item_strip_hidden(img);
+        c.image = img;
+    }
+    res = apply_one(tl->s, tl->st, &c, 0, NULL, err, sizeof err);
+    cJSON_Delete(img);
+    if (res == APPLY_ERROR) {
+        log_warn(NULL, "table %s: repair of key %s to %s failed: %s", t->name, r->kid, lv, err);
+        return -1;
+    }
+    log_info(NULL, "table %s: repaired key %s: a replicated write had overwritten local version %s "
+             "before it was read; restored it (%s, %s)", t->name, r->kid, lv,
+             restore_delete ? "delete" : "put", apply_result_name(res));
+    return 0;
+}
+
+/* Classifies, versions and commits one batch of records. Returns the number of local
+ * changes appended, or -1 (nothing committed; the caller re-reads the batch). */
+static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *records) {
+    size_t n = (size_t)cJSON_GetArraySize(records), nk = 0, nrep = 0, idx = 0;
+    rec_view *recs = calloc(n ? n : 1, sizeof *recs);
+    key_view *views = calloc(n ? n : 1, sizeof *views);
+    redisReply **rep = NULL;
+    size_t rep_len = 0;    /* slots in rep */
+    char logkey[512], ckptkey[512], hlckey[256], acntkey[512], k1[512];
+    const cJSON *rec;
+    long n_local = 0, n_echo = 0, n_repaired = 0;
+    int rc = -1;
+    lww_version last;
+    char lastv[LWW_VERSION_STRLEN];
+
+    if (!recs || !views) goto out;
+    if (state_key(tl->st, logkey, sizeof logkey, STATE_K_LOG, t->name) != 0 ||
+        state_key(tl->st, ckptkey, sizeof ckptkey, STATE_K_CKPT, t->name) != 0 ||
+        state_key(tl->st, hlckey, sizeof hlckey, STATE_K_HLC) != 0 ||
+        state_key(tl->st, acntkey, sizeof acntkey, STATE_K_ACNT, t->name) != 0)
+        goto out;
+
+    /* parse records and collect distinct keys */
+    cJSON_ArrayForEach(rec, records) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(rec, "dynamodb");
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(rec, "eventName");
+        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "SequenceNumber");
+        rec_view *r = &recs[idx++];
+        r->keys = cJSON_GetObjectItemCaseSensitive(d, "Keys");
+        r->newi = cJSON_GetObjectItemCaseSensitive(d, "NewImage");
+        r->oldi = cJSON_GetObjectItemCaseSensitive(d, "OldImage");
+        r->is_delete = cJSON_IsString(ev) && strcmp(ev->valuestring, "REMOVE") == 0;
+        if (!cJSON_IsString(seq) || !cJSON_IsObject(r->keys) || (!r->is_delete && !cJSON_IsObject(r->newi))) {
+            log_error(NULL, "table %s shard %s: malformed stream record (no keys, sequence number or new "
+                      "image); is the stream view NEW_AND_OLD_IMAGES?", t->name, s->id);
+            goto out;
+        }
+        r->seq = seq->valuestring;
+        r->kid = item_key_id(r->keys);
+        if (!r->kid) goto out;
+        if (!tailer_view(views, nk, r->kid)) {
+            views[nk].kid = strdup(r->kid);
+            if (!views[nk].kid) goto out;
+            views[nk].consumed = calloc(n, sizeof *views[nk].consumed);
+            if (!views[nk].consumed) goto out;
+            nk++;
+        }
+    }
+
+    /* 1. what Redis knows of these keys */
+    for (size_t i = 0; i < nk; i++) {
+        state_key(tl->st, k1, sizeof k1, STATE_K_LASTLOCAL, t->name, views[i].kid);
+        state_append(tl->st, "GET %s", k1);
+        state_key(tl->st, k1, sizeof k1, STATE_K_TOMB, t->name, views[i].kid);
+        state_append(tl->st, "GET %s", k1);
+        state_key(tl->st, k1, sizeof k1, STATE_K_PEND, t->name, views[i].kid);
+        state_append(tl->st, "SMEMBERS %s", k1);
+    }
+    rep = calloc(3 * nk + 1, sizeof *rep);
+    if (!rep) goto out;
+    rep_len = 3 * nk + 1;
+    if (state_flush(tl->st, rep, 3 * nk) != 0) {
+        log_warn(NULL, "table %s: Redis: %s", t->name, state_errstr(tl->st));
+        goto out;
+    }
+    for (size_t i = 0; i < nk; i++) {
+        redisReply *a = rep[3 * i], *b = rep[3 * i + 1];
+        if (a->type == REDIS_REPLY_STRING && a->len < LWW_VERSION_STRLEN) memcpy(views[i].ll, a->str, a->len + 1);
+        if (b->type == REDIS_REPLY_STRING && b->len < LWW_VERSION_STRLEN) memcpy(views[i].tomb, b->str, b->len + 1);
+        views[i].pend = rep[3 * i + 2];
+        rep[3 * i + 2] = NULL;
+        freeReplyObject(a);
+        freeReplyObject(b);
+        rep[3 * i] = rep[3 * i + 1] = NULL;
+    }
+
+    /* 2. classify in stream order (repairs are written here, before the commit is queued) */
+    for (size_t i = 0; i < n; i++) {
+        rec_view *r = &recs[i];
+        key_view *v = tailer_view(views, nk, r->kid);
+        const char *old_logical, *token = NULL;
+        if (r->oldi) old_logical = vmax(tailer_item_version(r->oldi), v->ll);
+        else old_logical = v->tomb;
+        tailer_observe(tl, old_logical);
+        token = r->is_delete ? tailer_delete_token(v) : item_get_s(r->newi, ITEM_ATTR_WID);
+        if (token && tailer_pending(v, token)) {
+            /* an echo of a Tern write: never shipped (guarantee 4) */
+            const char *echo_ver = r->is_delete ? token + 1 : tailer_item_version(r->newi);
+            v->consumed[v->n_consumed++] = token;
+            tailer_observe(tl, echo_ver);
+            if (r->is_delete && strcmp(echo_ver, v->tomb) > 0) snprintf(v->tomb, sizeof v->tomb, "%s", echo_ver);
+            n_echo++;
+            if (*old_logical && strcmp(old_logical, echo_ver) > 0) {
+                char lv[LWW_VERSION_STRLEN];
+                snprintf(lv, sizeof lv, "%s", old_logical);
+                if (tailer_repair(tl, t, r, lv, r->oldi == NULL) != 0) goto out;
+                n_repaired++;
+            }
+            continue;
+        }
+        /* a local change */
+        {
+            lww_version nv;
+            lww_clock_now(tl->clock, (uint64_t)daemon_wall_ms(), &nv);
+            lww_version_format(&nv, r->ver, sizeof r->ver);
+        }
+        r->local = 1;
+        if (r->is_delete) {
+            snprintf(v->tomb, sizeof v->tomb, "%s", r->ver);
+            v->tomb_dirty = 1;
+        } else {
+            snprintf(v->ll, sizeof v->ll, "%s", r->ver);
+            v->ll_dirty = 1;
+        }
+        n_local++;
+    }
+
+    state_append(tl->st, "MULTI");
+    nrep = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!recs[i].local) continue;
+        tailer_append_log(tl, logkey, &recs[i], recs[i].ver); /* a failure here fails the flush */
+        nrep++;
+    }
+
+    /* 3. commit: key versions, consumed tokens, checkpoint, clock, counters */
+    for (size_t i = 0; i < nk; i++) {
+        key_view *v = &views[i];
+        if (v->ll_dirty) {
+            state_key(tl->st, k1, sizeof k1, STATE_K_LASTLOCAL, t->name, v->kid);
+            state_append(tl->st, "SET %s %s EX %ld", k1, v->ll, tl->ttl_s);
+            nrep++;
+        }
+        if (v->tomb_dirty) {
+            char ttl[32];
+            snprintf(ttl, sizeof ttl, "%ld", tl->ttl_s);
+            state_key(tl->st, k1, sizeof k1, STATE_K_TOMB, t->name, v->kid);
+            state_append(tl->st, "EVAL %s 1 %s %s %s", APPLY_LUA_SETMAX, k1, v->tomb, ttl);
+            nrep++;
+        }
+        if (v->n_consumed) {
+            state_key(tl->st, k1, sizeof k1, STATE_K_PEND, t->name, v->kid);
+            for (size_t j = 0; j < v->n_consumed; j++) {
+                state_append(tl->st, "SREM %s %s", k1, v->consumed[j]);
+                nrep++;
+            }
+        }
+    }
+    state_append(tl->st, "HSET %s %s %s", ckptkey, s->id, recs[n - 1].seq);
+    lww_clock_last(tl->clock, &last);
+    lww_version_format(&last, lastv, sizeof lastv);
+    state_append(tl->st, "SET %s %s", hlckey, lastv);
+    state_append(tl->st, "HINCRBY %s local %ld", acntkey, n_local);
+    state_append(tl->st, "HINCRBY %s echo %ld", acntkey, n_echo);
+    state_append(tl->st, "HINCRBY %s repaired %ld", acntkey, n_repaired);
+    state_append(tl->st, "EXEC");
+    nrep += 6;
+    free(rep);
+    rep = calloc(nrep, sizeof *rep);
+    rep_len = rep ? nrep : 0;
+    if (!rep) {
+        state_flush(tl->st, NULL, 0); /* count mismatch: drops the connection and its queue */
+        goto out;
+    }
+    if (state_flush(tl->st, rep, nrep) != 0) {
+        log_warn(NULL, "table %s: Redis commit failed: %s", t->name, state_errstr(tl->st));
+        goto out;
+    }
+    if (!rep[nrep - 1] || rep[nrep - 1]->type != REDIS_REPLY_ARRAY) {
+        log_warn(NULL, "table %s: Redis commit (EXEC) failed: %s", t->name,
+                 rep[nrep - 1] && rep[nrep - 1]->type == REDIS_REPLY_ERROR ? rep[nrep - 1]->str : "aborted");
+        goto out;
+    }
+    for (size_t i = 0; i < rep[nrep - 1]->elements; i++) {
+        if (rep[nrep - 1]->element[i]->type == REDIS_REPLY_ERROR) {
+            log_error(NULL, "table %s: Redis commit: command %zu failed: %s", t->name, i, rep[nrep - 1]->element[i]->str);
+            goto out;
+        }
+    }
+    snprintf(s->last_seq, sizeof s->last_seq, "%s", recs[n - 1].seq);
+    rc = (int)n_local;
+    log_debug(NULL, "table %s shard %s: %zu records: %ld local, %ld echo, %ld repaired", t->name, s->id, n,
+              n_local, n_echo, n_repaired);
+    goto out;
+
+out:
+    for (size_t i = 0; rep && i < rep_len; i++)
+        if (rep[i]) freeReplyObject(rep[i]);
+    free(rep);
+    for (size_t i = 0; recs && i < n; i++) free(recs[i].kid);
+    for (size_t i = 0; views && i < nk; i++) {
+        free(views[i].kid);
+        free(views[i].consumed);
+        if (views[i].pend) freeReplyObject(views[i].pend);
+    }
+    free(recs);
+    free(views);
+    return rc;
+}
+
+static void tailer_notify(tailer *tl) {
+    if (zmq_send(tl->notify, "n", 1, ZMQ_DONTWAIT) < 0 && errno != EAGAIN)
+        log_warn(NULL, "cannot wake the shipper: %s", zmq_strerror(errno));
+}
+
+static void tailer_mark_done(tailer *tl, table_tail *t, shard *s) {
+    char key[512], val[96];
+    redisReply *r;
+    s->done = 1;
+    free(s->iter);
+    s->iter = NULL;
+    t->next_describe = 0; /* children may have appeared */
+    if (state_key(tl->st, key, sizeof key, STATE_K_CKPT, t->name) != 0) return;
+    snprintf(val, sizeof val, "END %s", s->last_seq);
+    r = state_cmd(tl->st, "HSET %s %s %s", key, s->id, val);
+    if (r) freeReplyObject(r);
+    else log_warn(NULL, "table %s shard %s: cannot save end of shard: %s", t->name, s->id, state_errstr(tl->st));
+    log_info(NULL, "table %s shard %s: closed shard read to its end", t->name, s->id);
+}
+
+/* One GetRecords on a shard, processing what it returns. */
+static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
+    const cfg_region *cfg = tl->a->cfg;
+    cJSON *req, *resp = NULL;
+    const cJSON *records, *next;
+    store_status ss;
+    int nrec, nlocal;
+
+    if (!s->iter && tailer_acquire(tl, t, s) != 0) {
+        s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
+        return;
+    }
+    req = cJSON_CreateObject();
+    if (!req || !cJSON_AddStringToObject(req, "ShardIterator", s->iter) ||
+        !cJSON_AddNumberToObject(req, "Limit", (double)cfg->agent.batch_max)) {
+        cJSON_Delete(req);
+        s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
+        return;
+    }
+    ss = store_call(tl->s, "GetRecords", req, &resp);
+    cJSON_Delete(req);
+    if (ss == STORE_ERR_EXPIRED_ITERATOR) {
+        log_info(NULL, "table %s shard %s: iterator expired; re-acquiring after %s", t->name, s->id,
+                 *s->last_seq ? s->last_seq : "TRIM_HORIZON");
+        free(s->iter);
+        s->iter = NULL;
+        cJSON_Delete(resp);
+        return;
+    }
+    if (ss == STORE_ERR_TRIMMED) {
+        tailer_alarm_trimmed(tl, t, s);
+        s->last_seq[0] = '\0';
+        free(s->iter);
+        s->iter = NULL;
+        cJSON_Delete(resp);
+        return;
+    }
+    if (ss != STORE_OK) {
+        log_warn(NULL, "table %s shard %s: GetRecords: %s: %s", t->name, s->id, store_status_name(ss),
+                 store_errstr(tl->s));
+        if (ss == STORE_ERR_NOT_FOUND || ss == STORE_ERR_VALIDATION) {
+            free(s->iter);
+            s->iter = NULL;
+            t->next_describe = 0;
+        }
+        s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
+        cJSON_Delete(resp);
+        return;
+    }
+    records = cJSON_GetObjectItemCaseSensitive(resp, "Records");
+    nrec = cJSON_IsArray(records) ? cJSON_GetArraySize(records) : 0;
+    if (nrec > 0) {
+        nlocal = tailer_process(tl, t, s, records);
+        if (nlocal < 0) {
+            /* nothing committed: read the same records again after the checkpoint */
+            free(s->iter);
+            s->iter = NULL;
+            s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
+            cJSON_Delete(resp);
+            return;
+        }
+        if (nlocal > 0) tailer_notify(tl);
+    }
+    next = cJSON_GetObjectItemCaseSensitive(resp, "NextShardIterator");
+    free(s->iter);
+    s->iter = NULL;
+    if (cJSON_IsString(next) && *next->valuestring) {
+        s->iter = strdup(next->valuestring);
+        s->next_poll = nrec > 0 ? now : now + cfg->agent.idle_poll_ms;
+    } else {
+        tailer_mark_done(tl, t, s);
+    }
+    cJSON_Delete(resp);
+}
+
+static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
+    char key[256];
+    redisReply *r;
+    memset(tl, 0, sizeof *tl);
+    tl->a = a;
+    tl->ttl_s = a->cfg->replicator.tombstone_ttl_s;
+    tl->s = daemon_store_new(a->cfg, err, errlen);
+    if (!tl->s) return -1;
+    tl->st = daemon_state_new(a->cfg, err, errlen);
+    if (!tl->st) return -1;
+    tl->clock = lww_clock_new(a->cfg->region);
+    if (!tl->clock) {
+        snprintf(err, errlen, "cannot create the clock");
+        return -1;
+    }
+    /* never issue a version below one issued before a restart */
+    if (state_key(tl->st, key, sizeof key, STATE_K_HLC) == 0 && (r = state_cmd(tl->st, "GET %s", key))) {
+        if (r->type == REDIS_REPLY_STRING) tailer_observe(tl, r->str);
+        freeReplyObject(r);
+    }
+    tl->notify = zmq_socket(a->zctx, ZMQ_PAIR);
+    if (!tl->notify || zmq_connect(tl->notify, AGENT_NOTIFY_ENDPOINT) != 0) {
+        snprintf(err, errlen, "notify socket: %s", zmq_strerror(errno));
+        return -1;
+    }
+    tl->n_tables = a->cfg->n_tables;
+    tl->tables = calloc(tl->n_tables, sizeof *tl->tables);
+    if (!tl->tables) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < tl->n_tables; i++) tl->tables[i].name = a->cfg->tables[i];
+    return 0;
+}
+
+static void tailer_cleanup(tailer *tl) {
+    for (size_t i = 0; tl->tables && i < tl->n_tables; i++) {
+        for (size_t j = 0; j < tl->tables[i].n_shards; j++) free(tl->tables[i].shards[j].iter);
+        free(tl->tables[i].shards);
+    }
+    free(tl->tables);
+    if (tl->notify) zmq_close(tl->notify);
+    lww_clock_free(tl->clock);
+    state_free(tl->st);
+    store_free(tl->s);
+}
+
+int tailer_run(agent_ctx *a) {
+    tailer tl;
+    char err[512];
+    int rc = 0, ready_logged = 0;
+
+    if (tailer_init(&tl, a, err, sizeof err) != 0) {
+        log_error(NULL, "tailer: %s", err);
+        atomic_store(&a->failed, 1);
+        tailer_cleanup(&tl);
+        return -1;
+    }
+    while (!atomic_load(&a->stop_reading) && !atomic_load(&a->failed)) {
+        long long now = daemon_mono_ms(), next = now + 50;
+        size_t ready = 0;
+        for (size_t i = 0; i < tl.n_tables; i++) {
+            table_tail *t = &tl.tables[i];
+            if (!*t->stream_arn) {
+                if (now < t->next_describe) continue;
+                if (tailer_describe_table(&tl, t) != 0 || tailer_load_checkpoints(&tl, t) != 0) {
+                    t->stream_arn[0] = '\0';
+                    t->next_describe = now + AGENT_ERROR_BACKOFF_MS * 4;
+                    continue;
+                }
+                t->next_describe = 0;
+            }
+            if (now >= t->next_describe) {
+                t->next_describe = now + (tailer_describe_stream(&tl, t) == 0 ? AGENT_DESCRIBE_MS : AGENT_ERROR_BACKOFF_MS);
+            }
+            ready++;
+            for (size_t j = 0; j < t->n_shards && !atomic_load(&a->stop_reading); j++) {
+                shard *s = &t->shards[j];
+                if (!tailer_shard_ready(t, s)) continue;
+                if (s->next_poll <= now) tailer_poll(&tl, t, s, now);
+                if (s->next_poll < next) next = s->next_poll;
+            }
+        }
+        if (ready == tl.n_tables && !ready_logged) {
+            atomic_store(&a->tailer_ready, 1);
+            log_info(NULL, "tailing %zu table(s)", tl.n_tables);
+            ready_logged = 1;
+        }
+        now = daemon_mono_ms();
+        if (next > now) tailer_sleep_ms((long)(next - now > 50 ? 50 : next - now));
+    }
+    tailer_cleanup(&tl);
+    return rc;
+}

@@ -1,0 +1,182 @@
+/* main.c -- tern-replicator: receives peers' batches on a ROUTER socket (CURVE server,
+ * peers authenticated by zap.c) and applies them with receiver.c.
+ *
+ * Start-up: config validated first (error: one line, exit 1); Redis and the store are
+ * reached; the ZAP handler starts before the socket binds (libzmq lets every client in
+ * when no handler is bound); READY=1 once bound.
+ * Stop (SIGTERM/SIGINT): the batch in hand is finished and acknowledged, then exit 0.
+ * Reload (SIGHUP): a valid new config's log level is applied; a bad one is logged and
+ * the old config stays.
+ * Threading: main thread (socket, receiver) and the ZAP thread. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "cfg.h"
+#include "daemon.h"
+#include "log.h"
+#include "replicator.h"
+#include "wire.h"
+
+static void *repl_socket(void *zctx, const cfg_region *cfg, char *err, size_t errlen) {
+    int one = 1, zero = 0, hb_ivl = 1000, hb_ttl = 3000;
+    int64_t maxmsg = (int64_t)WIRE_MAX_FRAME * 2; /* frames above WIRE_MAX_FRAME are counted by the decoder */
+    void *s = zmq_socket(zctx, ZMQ_ROUTER);
+    if (!s) goto fail;
+    if (zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
+        zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) != 0 ||
+        zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &hb_ttl, sizeof hb_ttl) != 0)
+        goto fail;
+    if (cfg->curve.enabled) {
+        if (zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, cfg->curve.secret_key, 41) != 0 ||
+            zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, "tern", 4) != 0)
+            goto fail;
+    }
+    if (zmq_bind(s, cfg->replicator.listen) != 0) {
+        snprintf(err, errlen, "replicator.listen %s: %s", cfg->replicator.listen, zmq_strerror(errno));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+fail:
+    snprintf(err, errlen, "ROUTER socket: %s", zmq_strerror(errno));
+    if (s) zmq_close(s);
+    return NULL;
+}
+
+static void repl_reload(const char *path) {
+    char err[1024];
+    cfg_region *n;
+    daemon_notify("RELOADING=1");
+    n = cfg_load(path, err, sizeof err);
+    if (!n) {
+        log_error(NULL, "reload: %s; keeping the running config", err);
+    } else {
+        log_set_level(n->log_level);
+        log_info(NULL, "reload: config %s is valid; log level %s applied", path, log_level_name(n->log_level));
+        cfg_free(n);
+    }
+    daemon_notify("READY=1");
+}
+
+/* Receives one ROUTER message (routing id + frame) and hands it to the receiver. */
+static void repl_recv(void *sock, receiver *rcv, const cfg_region *cfg) {
+    zmq_msg_t rid, frame;
+    zmq_msg_init(&rid);
+    zmq_msg_init(&frame);
+    if (zmq_msg_recv(&rid, sock, ZMQ_DONTWAIT) < 0) goto out;
+    if (!zmq_msg_more(&rid)) {
+        receiver_reject(rcv, "parts", NULL, "message without a routing id");
+        goto out;
+    }
+    if (zmq_msg_recv(&frame, sock, 0) < 0) goto out;
+    if (zmq_msg_more(&frame)) {
+        const char *uid = cfg->curve.enabled ? zmq_msg_gets(&frame, "User-Id") : NULL;
+        receiver_reject(rcv, "parts", uid, "a message of more than one frame");
+        while (zmq_msg_more(&frame)) {
+            zmq_msg_close(&frame);
+            zmq_msg_init(&frame);
+            if (zmq_msg_recv(&frame, sock, 0) < 0) goto out;
+        }
+        goto out;
+    }
+    {
+        const char *uid = cfg->curve.enabled ? zmq_msg_gets(&frame, "User-Id") : NULL;
+        if (cfg->curve.enabled && (!uid || !*uid)) {
+            receiver_reject(rcv, "unauthenticated", NULL, "no authenticated peer on this connection");
+            goto out;
+        }
+        receiver_frame(rcv, sock, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&frame),
+                       zmq_msg_size(&frame), uid);
+    }
+out:
+    zmq_msg_close(&rid);
+    zmq_msg_close(&frame);
+}
+
+int main(int argc, char **argv) {
+    const char *path = NULL;
+    char err[1024], status[128];
+    cfg_region *cfg;
+    void *zctx = NULL, *sock = NULL;
+    zap_handler *zap = NULL;
+    store *s = NULL;
+    state *st = NULL;
+    receiver *rcv = NULL;
+    int rc, exit_code = 1;
+    long wd_ms;
+    long long last_hk = 0, last_wd = 0;
+
+    rc = daemon_parse_args(argc, argv, "tern-replicator",
+                           "Receives peer regions' changes and applies the last writer's version to the local table.",
+                           &path);
+    if (rc) return rc == 1 ? 0 : 2;
+    cfg = cfg_load(path, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "tern-replicator: %s\n", err);
+        return 1;
+    }
+    log_init(cfg->region, cfg->log_level);
+    daemon_signals_install();
+    log_info(NULL, "tern-replicator %s starting: listen %s, %zu peer(s), config %s", TERN_VERSION,
+             cfg->replicator.listen, cfg->n_peers, path);
+    if (!cfg->curve.enabled)
+        log_warn(NULL, "CURVE is disabled by the config: peers are not authenticated and links are not encrypted");
+    s = daemon_store_new(cfg, err, sizeof err);
+    if (!s) goto fail;
+    st = daemon_state_new(cfg, err, sizeof err);
+    if (!st) goto fail;
+    rcv = receiver_new(cfg, s, st, err, sizeof err);
+    if (!rcv) goto fail;
+    zctx = zmq_ctx_new();
+    if (!zctx) {
+        snprintf(err, sizeof err, "zmq_ctx_new failed");
+        goto fail;
+    }
+    if (cfg->curve.enabled && !(zap = zap_start(zctx, cfg, err, sizeof err))) goto fail;
+    sock = repl_socket(zctx, cfg, err, sizeof err);
+    if (!sock) goto fail;
+    log_info(NULL, "ready");
+    daemon_notify("READY=1\nSTATUS=listening on %s", cfg->replicator.listen);
+    wd_ms = daemon_watchdog_ms();
+    while (!daemon_stop_requested()) {
+        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        long long now;
+        int n = zmq_poll(&it, 1, REPL_POLL_MS);
+        if (n < 0 && errno != EINTR) {
+            log_error(NULL, "zmq_poll: %s", zmq_strerror(errno));
+            goto out;
+        }
+        if (n > 0) repl_recv(sock, rcv, cfg);
+        if (daemon_reload_requested()) repl_reload(path);
+        now = daemon_mono_ms();
+        if (now - last_hk >= REPL_HOUSEKEEP_MS) {
+            snprintf(status, sizeof status, "listening on %s", cfg->replicator.listen);
+            receiver_housekeep(rcv, zap_take_refused(zap), status);
+            last_hk = now;
+        }
+        if (wd_ms > 0 && now - last_wd >= wd_ms / 2) {
+            daemon_notify("WATCHDOG=1");
+            last_wd = now;
+        }
+    }
+    daemon_notify("STOPPING=1");
+    receiver_housekeep(rcv, zap_take_refused(zap), "stopping");
+    log_info(NULL, "stopped");
+    exit_code = 0;
+    goto out;
+fail:
+    log_error(NULL, "%s", err);
+out:
+    if (sock) zmq_close(sock);
+    zap_stop(zap);
+    if (zctx) zmq_ctx_term(zctx);
+    receiver_free(rcv);
+    state_free(st);
+    store_free(s);
+    cfg_free(cfg);
+    return exit_code;
+}

