@@ -820,3 +820,44 @@ int item_set_s(cJSON *item, const char *name, const char *value)
     }
     return 0;
 }
+
+/* DynamoDB Local's stream images render an empty map nested in an item as {} instead of
+ * {"M":{}} (GetItem renders it right). Walks M and L values and rewrites such {} values. */
+static int item_repair_value(cJSON *av, int depth) {
+    int n = 0;
+    cJSON *inner;
+    if (!cJSON_IsObject(av) || depth > ITEM_MAX_DEPTH) return 0;
+    if (!av->child) {
+        cJSON *m = cJSON_CreateObject();
+        if (!m || !cJSON_AddItemToObject(av, "M", m)) {
+            cJSON_Delete(m);
+            return -1;
+        }
+        return 1;
+    }
+    if ((inner = cJSON_GetObjectItemCaseSensitive(av, "M")) && cJSON_IsObject(inner)) {
+        for (cJSON *c = inner->child; c; c = c->next) {
+            int r = item_repair_value(c, depth + 1);
+            if (r < 0) return -1;
+            n += r;
+        }
+    } else if ((inner = cJSON_GetObjectItemCaseSensitive(av, "L")) && cJSON_IsArray(inner)) {
+        for (cJSON *c = inner->child; c; c = c->next) {
+            int r = item_repair_value(c, depth + 1);
+            if (r < 0) return -1;
+            n += r;
+        }
+    }
+    return n;
+}
+
+int item_repair_stream_image(cJSON *item) {
+    int n = 0;
+    if (!cJSON_IsObject(item)) return 0;
+    for (cJSON *c = item->child; c; c = c->next) {
+        int r = item_repair_value(c, 1);
+        if (r < 0) return -1;
+        n += r;
+    }
+    return n;
+}

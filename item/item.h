@@ -87,4 +87,10 @@ const char *item_get_s(const cJSON *item, const char *name);
  * allocation failure. */
 int item_set_s(cJSON *item, const char *name, const char *value);
 
+/* Repairs a stream image from DynamoDB Local, which renders a nested empty map as {}
+ * instead of {"M":{}} (GetItem renders it right): rewrites every empty AttributeValue
+ * object at any depth into {"M":{}}. Returns how many were repaired, or -1 on
+ * allocation failure. The item stays the caller's. */
+int item_repair_stream_image(cJSON *item);
+
 #endif

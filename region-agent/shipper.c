@@ -195,10 +195,15 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
         snprintf(c->version, sizeof c->version, "%s", ver->valuestring);
     }
     b.first = b.changes[0].pos;
-    b.last = b.changes[b.n - 1].pos;
-    if (wire_encode_batch(&b, &frame, &flen, err, sizeof err) != 0) {
-        log_error(p->peer->region, "table %s: cannot encode batch: %s", l->table, err);
-        goto out;
+    for (;;) { /* halve a batch over WIRE_MAX_FRAME until it fits */
+        b.last = b.changes[b.n - 1].pos;
+        if (wire_encode_batch(&b, &frame, &flen, err, sizeof err) == 0) break;
+        if (b.n == 1) {
+            log_error(p->peer->region, "table %s: cannot encode change %s: %s", l->table, posbuf, err);
+            b.n = r->elements;
+            goto out;
+        }
+        b.n /= 2;
     }
     if (zmq_send(p->sock, frame, flen, ZMQ_DONTWAIT) < 0) {
         if (errno == EAGAIN) {
@@ -229,7 +234,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
 bad:
     log_error(p->peer->region, "table %s: malformed change-log entry in Redis after %s; not shipped", l->table, posbuf);
 out:
-    for (size_t i = 0; parsed && i < b.n; i++) cJSON_Delete(parsed[i]);
+    for (size_t i = 0; parsed && i < r->elements; i++) cJSON_Delete(parsed[i]);
     free(parsed);
     free(b.changes);
     free(frame);

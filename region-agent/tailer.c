@@ -345,20 +345,40 @@ typedef struct {
     int is_delete;
     int local;                      /* classified as a local change, versioned ver */
     char ver[LWW_VERSION_STRLEN];
+    cJSON *img;                     /* local put: the image to ship (owned) */
     char *kid;      /* owned */
 } rec_view;
 
+/* The image a local put ships: the new image without Tern's attributes, repaired of
+ * DynamoDB Local's empty-map rendering. NULL (logged) if it cannot be shipped. */
+static cJSON *tailer_ship_image(const table_tail *t, const rec_view *r) {
+    char err[256];
+    cJSON *img = cJSON_Duplicate(r->newi, 1);
+    if (!img) return NULL;
+    item_strip_hidden(img);
+    if (item_repair_stream_image(img) < 0) {
+        cJSON_Delete(img);
+        return NULL;
+    }
+    if (item_validate(img, err, sizeof err) != 0) {
+        log_error(NULL, "table %s: stream record %s has an image Tern cannot ship (%s): NOT REPLICATED",
+                  t->name, r->seq, err);
+        cJSON_Delete(img);
+        return NULL;
+    }
+    return img;
+}
+
 /* Appends one log entry {"op","keys","image","ver"} as an XADD to the pipeline. */
 static int tailer_append_log(tailer *tl, const char *logkey, const rec_view *r, const char *ver) {
-    cJSON *c = cJSON_CreateObject(), *img = NULL;
+    cJSON *c = cJSON_CreateObject();
     char *json;
     int rc;
     if (!c || !cJSON_AddStringToObject(c, "op", r->is_delete ? "delete" : "put")) goto fail;
     if (!cJSON_AddItemToObject(c, "keys", cJSON_Duplicate(r->keys, 1))) goto fail;
     if (!r->is_delete) {
-        img = cJSON_Duplicate(r->newi, 1);
+        cJSON *img = cJSON_Duplicate(r->img, 1);
         if (!img) goto fail;
-        item_strip_hidden(img);
         cJSON_AddItemToObject(c, "image", img);
     }
     if (!cJSON_AddStringToObject(c, "ver", ver)) goto fail;
@@ -414,7 +434,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     size_t rep_len = 0;    /* slots in rep */
     char logkey[512], ckptkey[512], hlckey[256], acntkey[512], k1[512];
     const cJSON *rec;
-    long n_local = 0, n_echo = 0, n_repaired = 0;
+    long n_local = 0, n_echo = 0, n_repaired = 0, n_invalid = 0;
     int rc = -1;
     lww_version last;
     char lastv[LWW_VERSION_STRLEN];
@@ -505,6 +525,10 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             continue;
         }
         /* a local change */
+        if (!r->is_delete && !(r->img = tailer_ship_image(t, r))) {
+            n_invalid++;
+            continue;
+        }
         {
             lww_version nv;
             lww_clock_now(tl->clock, (uint64_t)daemon_wall_ms(), &nv);
@@ -559,8 +583,9 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     state_append(tl->st, "HINCRBY %s local %ld", acntkey, n_local);
     state_append(tl->st, "HINCRBY %s echo %ld", acntkey, n_echo);
     state_append(tl->st, "HINCRBY %s repaired %ld", acntkey, n_repaired);
+    state_append(tl->st, "HINCRBY %s invalid %ld", acntkey, n_invalid);
     state_append(tl->st, "EXEC");
-    nrep += 6;
+    nrep += 7;
     free(rep);
     rep = calloc(nrep, sizeof *rep);
     rep_len = rep ? nrep : 0;
@@ -593,7 +618,10 @@ out:
     for (size_t i = 0; rep && i < rep_len; i++)
         if (rep[i]) freeReplyObject(rep[i]);
     free(rep);
-    for (size_t i = 0; recs && i < n; i++) free(recs[i].kid);
+    for (size_t i = 0; recs && i < n; i++) {
+        free(recs[i].kid);
+        cJSON_Delete(recs[i].img);
+    }
     for (size_t i = 0; views && i < nk; i++) {
         free(views[i].kid);
         free(views[i].consumed);

@@ -442,14 +442,29 @@ static void record_latency(store *s, double ms)
     s->st.latency_bucket[b]++;
 }
 
+/* Appends "name: value" (or "name:" to suppress a curl default when value is "").
+ * Returns 0 or -1 (allocation). */
+static int add_header(struct curl_slist **hl, const char *name, const char *value)
+{
+    size_t n = strlen(name) + strlen(value) + 3;
+    char *line = malloc(n);
+    if (!line)
+        return -1;
+    snprintf(line, n, *value ? "%s: %s" : "%s:%s", name, value);
+    struct curl_slist *t = curl_slist_append(*hl, line);
+    free(line);
+    if (!t)
+        return -1;
+    *hl = t;
+    return 0;
+}
+
 /* One HTTP attempt. Returns the status; *body is the parsed body when there is one
  * (success or an AWS error body). Sets errstr on failure. */
 static store_status attempt(store *s, const char *target, const char *payload, size_t plen,
                             cJSON **body)
 {
     *body = NULL;
-    char target_hdr[160];
-    snprintf(target_hdr, sizeof target_hdr, "X-Amz-Target: %s", target);
     sigv4_header sh[] = {{"Content-Type", "application/x-amz-json-1.0"},
                          {"X-Amz-Target", target}};
     sigv4_request rq = {.method = "POST", .host = s->host_header, .path = s->path,
@@ -465,27 +480,13 @@ static store_status attempt(store *s, const char *target, const char *payload, s
         set_errstr(s, "signing failed: %s", serr);
         return STORE_ERR_OTHER;
     }
-    struct curl_slist *hl = NULL, *t;
-    char line[4096];
-    int ok = 1;
-#define ADDH(...)                                                   \
-    do {                                                            \
-        snprintf(line, sizeof line, __VA_ARGS__);                   \
-        if (ok && (t = curl_slist_append(hl, line)) != NULL)        \
-            hl = t;                                                 \
-        else                                                        \
-            ok = 0;                                                 \
-    } while (0)
-    ADDH("Host: %s", s->host_header);
-    ADDH("Content-Type: application/x-amz-json-1.0");
-    ADDH("%s", target_hdr);
-    ADDH("Expect:");
-    for (size_t i = 0; i < sig.nadded; i++) {
-        if (strlen(sig.added[i].name) + strlen(sig.added[i].value) + 3 > sizeof line)
-            ok = 0;
-        ADDH("%s: %s", sig.added[i].name, sig.added[i].value);
-    }
-#undef ADDH
+    struct curl_slist *hl = NULL;
+    int ok = add_header(&hl, "Host", s->host_header) == 0 &&
+             add_header(&hl, "Content-Type", "application/x-amz-json-1.0") == 0 &&
+             add_header(&hl, "X-Amz-Target", target) == 0 &&
+             add_header(&hl, "Expect", "") == 0;   /* no 100-continue round trip */
+    for (size_t i = 0; ok && i < sig.nadded; i++)
+        ok = add_header(&hl, sig.added[i].name, sig.added[i].value) == 0;
     sigv4_result_free(&sig);
     if (!ok) {
         curl_slist_free_all(hl);
@@ -509,7 +510,11 @@ static store_status attempt(store *s, const char *target, const char *payload, s
     cc = curl_easy_perform(s->curl);
     record_latency(s, now_ms() - t0);
     s->st.requests++;
-    curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, NULL);
+    long nconn = 0;
+    if (curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK && nconn > 0)
+        s->st.connects += (uint64_t)nconn;
+    /* Drop the list pointer before freeing it; cannot fail for a NULL list. */
+    (void)curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(hl);
     if (cc != CURLE_OK) {
         if (s->resp_overflow) {
@@ -1068,7 +1073,11 @@ store_status store_scan_all(const store_opts *o, const char *table, int segments
     for (int i = 0; i < segments; i++) {
         if (!started[i])
             continue;
-        pthread_join(th[i], NULL);
+        int jrc = pthread_join(th[i], NULL);
+        if (jrc != 0 && res == STORE_OK) {
+            res = STORE_ERR_OTHER;
+            seterr(err, errlen, "scan_all: pthread_join: %s", strerror(jrc));
+        }
         if (res == STORE_OK && g[i].st != STORE_OK) {
             res = g[i].st;
             seterr(err, errlen, "%s", g[i].err);
@@ -1132,7 +1141,8 @@ store_status store_batch_write(store *s, const char *table, const cJSON *request
                         break;
                     cJSON *e;
                     while ((e = cJSON_DetachItemFromArray(pending, 0)) != NULL)
-                        cJSON_AddItemToArray(left, e);
+                        if (!cJSON_AddItemToArray(left, e))
+                            cJSON_Delete(e);
                 } else {
                     append_dups(&left, requests, from, to);
                 }
@@ -1152,7 +1162,8 @@ store_status store_batch_write(store *s, const char *table, const cJSON *request
                     break;
                 cJSON *e;
                 while ((e = cJSON_DetachItemFromArray(pending, 0)) != NULL)
-                    cJSON_AddItemToArray(left, e);
+                    if (!cJSON_AddItemToArray(left, e))
+                        cJSON_Delete(e);
                 s->st.status[STORE_OK]--;
                 s->st.status[STORE_ERR_THROTTLED]++;
                 break;
@@ -1218,7 +1229,8 @@ store_status store_list_streams(store *s, const char *table, cJSON **streams)
         }
         cJSON *arr = cJSON_GetObjectItemCaseSensitive(resp, "Streams"), *e;
         while (arr && (e = cJSON_DetachItemFromArray(arr, 0)) != NULL)
-            cJSON_AddItemToArray(all, e);
+            if (!cJSON_AddItemToArray(all, e))
+                cJSON_Delete(e);   /* only fails on NULL arguments */
         const char *next = cJSON_GetStringValue(
             cJSON_GetObjectItemCaseSensitive(resp, "LastEvaluatedStreamArn"));
         if (next && !(last = strdup(next))) {
@@ -1286,7 +1298,8 @@ store_status store_describe_stream(store *s, const char *stream_arn, cJSON **des
         } else {
             cJSON *more = cJSON_GetObjectItemCaseSensitive(d, "Shards"), *e;
             while (more && (e = cJSON_DetachItemFromArray(more, 0)) != NULL)
-                cJSON_AddItemToArray(shards, e);
+                if (!cJSON_AddItemToArray(shards, e))
+                    cJSON_Delete(e);   /* only fails on NULL arguments */
             cJSON_Delete(d);
         }
         if (!last)

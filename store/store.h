@@ -124,6 +124,7 @@ typedef struct {
     uint64_t calls;                       /* store_call invocations (wrappers count each call) */
     uint64_t requests;                    /* HTTP attempts, including retries */
     uint64_t retries;                     /* attempts after the first, and BatchWrite re-sends */
+    uint64_t connects;                    /* new connections opened (keep-alive keeps this low) */
     uint64_t status[STORE_STATUS_COUNT];  /* final status of each call; status[STORE_OK] = successes */
     double latency_sum_ms;                /* over HTTP attempts */
     uint64_t latency_count;

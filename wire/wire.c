@@ -127,7 +127,7 @@ static int table_valid(const char *t)
 }
 
 /* Collects the members of obj into slots by the names in fields[nf]; rejects unknown
- * and duplicate members. where is the JSON path prefix for errors ("" for the root). */
+ * and duplicate members. where names the object in errors ("body" for the root). */
 static wire_status take_fields(const cJSON *obj, const char *const *fields, size_t nf,
                                const cJSON **slots, const char *where, char *err, size_t errlen)
 {
@@ -364,27 +364,32 @@ static wire_status check_change(const cJSON *ch, size_t i, const char *source, w
     return WIRE_OK;
 }
 
-enum { BF_SOURCE, BF_TABLE, BF_FIRST, BF_LAST, BF_SENT, BF_CHANGES, BF_N };
-static const char *const BATCH_FIELDS[BF_N] = {"source", "table", "first", "last", "sent_ms",
-                                               "changes"};
+enum { BF_SOURCE, BF_TABLE, BF_PREV, BF_FIRST, BF_LAST, BF_SENT, BF_CHANGES, BF_N };
+static const char *const BATCH_FIELDS[BF_N] = {"source", "table", "prev", "first", "last",
+                                               "sent_ms", "changes"};
 
 /* Checks a batch body. With out != NULL (decoding; root is then mutable) it also moves
  * the keys/image trees out of root into out. On error out holds nothing. */
 static wire_status check_batch(cJSON *root, wire_batch *out, char *err, size_t errlen)
 {
     const cJSON *f[BF_N];
-    wire_status st = take_fields(root, BATCH_FIELDS, BF_N, f, "", err, errlen);
+    wire_status st = take_fields(root, BATCH_FIELDS, BF_N, f, "body", err, errlen);
     if (st != WIRE_OK)
         return st;
     if ((st = check_source_table(f[BF_SOURCE], f[BF_TABLE], err, errlen)) != WIRE_OK)
         return st;
     const char *source = f[BF_SOURCE]->valuestring;
-    wire_pos first, last;
+    wire_pos before, first, last;
     uint64_t sent_ms;
-    if ((st = check_pos(f[BF_FIRST], "first", &first, err, errlen)) != WIRE_OK ||
+    if ((st = check_pos(f[BF_PREV], "prev", &before, err, errlen)) != WIRE_OK ||
+        (st = check_pos(f[BF_FIRST], "first", &first, err, errlen)) != WIRE_OK ||
         (st = check_pos(f[BF_LAST], "last", &last, err, errlen)) != WIRE_OK ||
         (st = check_sent_ms(f[BF_SENT], &sent_ms, err, errlen)) != WIRE_OK)
         return st;
+    if (wire_pos_cmp(before, first) >= 0) {
+        set_err(err, errlen, "prev: must be before first");
+        return WIRE_ERR_SCHEMA;
+    }
     const cJSON *changes = f[BF_CHANGES];
     if (!changes) {
         set_err(err, errlen, "changes: missing");
@@ -463,6 +468,7 @@ static wire_status check_batch(cJSON *root, wire_batch *out, char *err, size_t e
         memset(out, 0, sizeof *out);
         snprintf(out->source, sizeof out->source, "%s", source);
         snprintf(out->table, sizeof out->table, "%s", f[BF_TABLE]->valuestring);
+        out->prev = before;
         out->first = first;
         out->last = last;
         out->sent_ms = sent_ms;
@@ -481,7 +487,7 @@ static const char *const ACK_FIELDS[AF_N] = {"source", "table", "pos"};
 static wire_status check_ack(const cJSON *root, wire_ack *out, char *err, size_t errlen)
 {
     const cJSON *f[AF_N];
-    wire_status st = take_fields(root, ACK_FIELDS, AF_N, f, "", err, errlen);
+    wire_status st = take_fields(root, ACK_FIELDS, AF_N, f, "body", err, errlen);
     if (st != WIRE_OK)
         return st;
     if ((st = check_source_table(f[AF_SOURCE], f[AF_TABLE], err, errlen)) != WIRE_OK)
@@ -755,7 +761,8 @@ int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, cha
     snprintf(ms, sizeof ms, "%llu", (unsigned long long)b->sent_ms);
     cJSON *root = cJSON_CreateObject(), *changes = NULL;
     if (!root || !cJSON_AddStringToObject(root, "source", b->source) ||
-        !cJSON_AddStringToObject(root, "table", b->table) || add_pos(root, "first", b->first) ||
+        !cJSON_AddStringToObject(root, "table", b->table) || add_pos(root, "prev", b->prev) ||
+        add_pos(root, "first", b->first) ||
         add_pos(root, "last", b->last) || !cJSON_AddRawToObject(root, "sent_ms", ms) ||
         !(changes = cJSON_AddArrayToObject(root, "changes")))
         goto nomem;

@@ -71,6 +71,9 @@ typedef struct {
 typedef struct {
     char source[LWW_REGION_MAX];        /* region whose local changes these are */
     char table[WIRE_TABLE_MAX];         /* DynamoDB table name */
+    wire_pos prev;                      /* the log position just before first (0-0 at the
+                                           start): a receiver whose watermark is below prev
+                                           missed a batch (a gap) and must not apply this one */
     wire_pos first, last;               /* == changes[0].pos and changes[n-1].pos */
     uint64_t sent_ms;                   /* sender's wall clock at send, 0..WIRE_SENT_MS_MAX */
     size_t n;                           /* 1..WIRE_MAX_CHANGES */

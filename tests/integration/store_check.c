@@ -228,14 +228,20 @@ static void check_items(void)
 static int query_count(const char *pk, const char *prefix, int limit, int *pages, cJSON **first)
 {
     char vals[256];
-    snprintf(vals, sizeof vals, "{\":pk\":{\"S\":\"%s\"},\":pre\":{\"S\":\"%s\"}}", pk, prefix);
+    int has_pre = prefix[0] != '\0';   /* an empty begins_with operand is invalid */
+    if (has_pre)
+        snprintf(vals, sizeof vals, "{\":pk\":{\"S\":\"%s\"},\":pre\":{\"S\":\"%s\"}}", pk, prefix);
+    else
+        snprintf(vals, sizeof vals, "{\":pk\":{\"S\":\"%s\"}}", pk);
     cJSON *values = parse(vals);
-    cJSON *names = parse("{\"#p\":\"PK\",\"#s\":\"SK\"}");
+    cJSON *names = parse(has_pre ? "{\"#p\":\"PK\",\"#s\":\"SK\"}" : "{\"#p\":\"PK\"}");
     cJSON *start = NULL;
     int total = 0;
     *pages = 0;
     for (;;) {
-        store_query_opts q = {.table = T, .key_condition = "#p = :pk AND begins_with(#s, :pre)",
+        store_query_opts q = {.table = T,
+                              .key_condition = has_pre ? "#p = :pk AND begins_with(#s, :pre)"
+                                                       : "#p = :pk",
                               .names = names, .values = values, .exclusive_start_key = start,
                               .limit = limit, .consistent = 1, .descending = first != NULL};
         cJSON *resp = NULL;
@@ -434,13 +440,40 @@ typedef struct {
     char first_seq[128], second_seq[128], first_shard[256];
 } stream_seen;
 
-static void look_at_record(const cJSON *rec, stream_seen *sn, const cJSON *all_types)
+/* DynamoDB Local (3.3.0) writes an empty map nested in a stream image as {} instead of
+ * {"M":{}} (GetItem returns it right). Put the type back so images compare with the
+ * item; a no-op on a store that gets it right. */
+static void fix_av(cJSON *av)
+{
+    if (!cJSON_IsObject(av))
+        return;
+    if (!av->child) {
+        cJSON_AddItemToObject(av, "M", cJSON_CreateObject());
+        return;
+    }
+    cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(av, "M"))
+        fix_av(c);
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(av, "L"))
+        fix_av(c);
+}
+
+static void fix_image(cJSON *img)
+{
+    cJSON *c;
+    cJSON_ArrayForEach(c, img)
+        fix_av(c);
+}
+
+static void look_at_record(cJSON *rec, stream_seen *sn, const cJSON *all_types)
 {
     const char *ev = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(rec, "eventName"));
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(rec, "dynamodb");
     const cJSON *keys = cJSON_GetObjectItemCaseSensitive(d, "Keys");
-    const cJSON *ni = cJSON_GetObjectItemCaseSensitive(d, "NewImage");
-    const cJSON *oi = cJSON_GetObjectItemCaseSensitive(d, "OldImage");
+    cJSON *ni = cJSON_GetObjectItemCaseSensitive(d, "NewImage");
+    cJSON *oi = cJSON_GetObjectItemCaseSensitive(d, "OldImage");
+    fix_image(ni);
+    fix_image(oi);
     const char *pk = sval(keys, "PK");
     int is_all = pk && !strcmp(pk, "all");
     if (!ev)
@@ -575,8 +608,9 @@ static void check_streams(const store_table_info *info)
     char *slash = strrchr(bad_arn, '/');
     if (slash)
         snprintf(slash + 1, sizeof bad_arn - (size_t)(slash + 1 - bad_arn), "2000-01-01T00:00:00.000");
-    CHECK_ST(store_describe_stream(S, bad_arn, &desc == NULL ? NULL : &shards), STORE_ERR_NOT_FOUND,
-             "DescribeStream unknown ARN");
+    cJSON *d2 = NULL;
+    CHECK_ST(store_describe_stream(S, bad_arn, &d2), STORE_ERR_NOT_FOUND, "DescribeStream unknown ARN");
+    CHECK(d2 == NULL, "description set on error");
     cJSON_Delete(desc);
 }
 
@@ -671,15 +705,18 @@ int main(int argc, char **argv)
           "stats: calls %llu requests %llu latency_count %llu buckets %llu",
           (unsigned long long)st.calls, (unsigned long long)st.requests,
           (unsigned long long)st.latency_count, (unsigned long long)bucket_sum);
+    CHECK(st.connects >= 1 && st.connects <= 3, "keep-alive: %llu connections for %llu requests",
+          (unsigned long long)st.connects, (unsigned long long)st.requests);
     CHECK(st.status[STORE_ERR_CONDITION] == 1 && st.status[STORE_ERR_TRANSACTION] == 1 &&
               st.status[STORE_ERR_IN_USE] == 1,
           "status counters: condition %llu transaction %llu in_use %llu",
           (unsigned long long)st.status[STORE_ERR_CONDITION],
           (unsigned long long)st.status[STORE_ERR_TRANSACTION],
           (unsigned long long)st.status[STORE_ERR_IN_USE]);
-    printf("store_check: OK: %d checks passed; %llu calls, %llu HTTP requests, %llu retries, "
-           "mean latency %.2f ms\n",
+    printf("store_check: OK: %d checks passed; %llu calls, %llu HTTP requests over %llu "
+           "connection(s), %llu retries, mean latency %.2f ms\n",
            checks, (unsigned long long)st.calls, (unsigned long long)st.requests,
+           (unsigned long long)st.connects,
            (unsigned long long)st.retries,
            st.latency_count ? st.latency_sum_ms / (double)st.latency_count : 0.0);
     store_free(S);

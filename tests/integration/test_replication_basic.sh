@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Both directions, every attribute type, put/update/delete, and no echo: a pair of
+# local regions started with scripts/local-region; writes through the DynamoDB API.
+set -euo pipefail
+. "$TERN_SRC/tests/lib/cluster.sh"
+cluster_init 2
+cluster_up
+E=$(region_endpoint us-east-1) W=$(region_endpoint eu-west-1)
+
+strip() { jq -S 'with_entries(select(.key | startswith("tern:") | not))'; }
+same_item() { # same_item KEY: the item is identical (hidden attributes aside) in both regions
+  local a b
+  a=$("$DDBTOOL" get "$E" "$TABLE" "$1" | strip) || fail "get us-east-1 $1"
+  b=$("$DDBTOOL" get "$W" "$TABLE" "$1" | strip) || fail "get eu-west-1 $1"
+  [ "$a" = "$b" ] || fail "items differ for $1: us-east-1 $a eu-west-1 $b"
+}
+
+note "put in us-east-1 with every attribute type, read it in eu-west-1"
+K1='{"PK":{"S":"T#1"},"SK":{"S":"ITEM"}}'
+"$DDBTOOL" put "$E" "$TABLE" '{"PK":{"S":"T#1"},"SK":{"S":"ITEM"},"s":{"S":"héllo ✓"},
+  "n":{"N":"12345678901234567890.12345"},"neg":{"N":"-0.5E-10"},"b":{"B":"AAEC/w=="},
+  "t":{"BOOL":true},"f":{"BOOL":false},"z":{"NULL":true},
+  "l":{"L":[{"S":"x"},{"N":"1"},{"L":[{"BOOL":false}]}]},
+  "m":{"M":{"a":{"S":"b"},"inner":{"M":{"k":{"NS":["1","2.5"]}}}}},
+  "ss":{"SS":["a","b","c"]},"ns":{"NS":["1","10","-3.25"]},"bs":{"BS":["AA==","AQ=="]},
+  "ver":{"S":"app data named like ours but not hidden"}}' || fail "put"
+"$DDBTOOL" wait "$W" "$TABLE" "$K1" s "héllo ✓" 10000 >/dev/null || fail "put did not reach eu-west-1"
+same_item "$K1"
+
+note "UpdateItem in eu-west-1 reaches us-east-1"
+"$DDBTOOL" update "$W" "$TABLE" "$K1" 'SET s = :s ADD ns :x' '{":s":{"S":"updated"},":x":{"NS":["99"]}}' || fail update
+"$DDBTOOL" wait "$E" "$TABLE" "$K1" s updated 10000 >/dev/null || fail "update did not reach us-east-1"
+same_item "$K1"
+
+note "a local overwrite of a replicated item wins over it"
+"$DDBTOOL" put "$E" "$TABLE" '{"PK":{"S":"T#1"},"SK":{"S":"ITEM"},"s":{"S":"overwritten in us-east-1"}}' || fail put
+"$DDBTOOL" wait "$W" "$TABLE" "$K1" s "overwritten in us-east-1" 10000 >/dev/null || fail "overwrite did not reach eu-west-1"
+same_item "$K1"
+
+note "delete in us-east-1 reaches eu-west-1"
+"$DDBTOOL" delete "$E" "$TABLE" "$K1" || fail delete
+"$DDBTOOL" wait "$W" "$TABLE" "$K1" - - 10000 >/dev/null || fail "delete did not reach eu-west-1"
+
+note "the reverse direction: put and delete in eu-west-1"
+K2='{"PK":{"S":"T#2"},"SK":{"S":"ITEM"}}'
+"$DDBTOOL" put "$W" "$TABLE" '{"PK":{"S":"T#2"},"SK":{"S":"ITEM"},"v":{"N":"2"}}' || fail put
+"$DDBTOOL" wait "$E" "$TABLE" "$K2" v 2 10000 >/dev/null || fail "put did not reach us-east-1"
+same_item "$K2"
+"$DDBTOOL" delete "$W" "$TABLE" "$K2" || fail delete
+"$DDBTOOL" wait "$E" "$TABLE" "$K2" - - 10000 >/dev/null || fail "delete did not reach us-east-1"
+
+note "no echo: a burst of N writes in us-east-1 is shipped exactly N times"
+N=200
+before_e=$(region_redis us-east-1 HGET "tern:us-east-1:acnt:$TABLE" local); before_e=${before_e:-0}
+before_w=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" local); before_w=${before_w:-0}
+for i in $(seq 1 $N); do echo "{\"PK\":{\"S\":\"E#$i\"},\"SK\":{\"S\":\"ITEM\"},\"i\":{\"N\":\"$i\"}}"; done |
+  while read -r it; do "$DDBTOOL" put "$E" "$TABLE" "$it" || exit 1; done || fail "burst"
+"$DDBTOOL" wait "$W" "$TABLE" "{\"PK\":{\"S\":\"E#$N\"},\"SK\":{\"S\":\"ITEM\"}}" i $N 20000 >/dev/null || fail "burst did not arrive"
+wait_converged 30 us-east-1 eu-west-1 || fail "regions differ after the burst"
+sleep 1 # let both agents read their streams to the end
+after_e=$(region_redis us-east-1 HGET "tern:us-east-1:acnt:$TABLE" local)
+after_w=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" local)
+[ $((after_e - before_e)) -eq $N ] || fail "us-east-1 versioned $((after_e - before_e)) local changes, expected $N"
+[ $((after_w - before_w)) -eq 0 ] || fail "eu-west-1 shipped $((after_w - before_w)) changes back (echo)"
+echoes=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" echo)
+[ "${echoes:-0}" -ge $N ] || fail "eu-west-1 saw ${echoes:-0} echoes, expected at least $N"
+applied=$(region_redis eu-west-1 HGET "tern:eu-west-1:cnt:us-east-1:$TABLE" applied)
+note "us-east-1 local=$((after_e - before_e)) eu-west-1 applied=$applied echoes=$echoes local=$((after_w - before_w))"
+
+assert_clean_logs
+echo "PASS"
