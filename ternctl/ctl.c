@@ -27,7 +27,7 @@ static int ctl_strcmp_p(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Every config/*.json in the current directory, sorted. 0/-1 (printed). */
+/* Every config/NAME.json in the current directory, sorted. 0/-1 (printed). */
 static int ctl_default_configs(char ***out, size_t *n) {
     DIR *d = opendir("config");
     struct dirent *e;
@@ -223,7 +223,7 @@ int ctl_hgetall(ctl_ctx *c, int i, const char *key, redisReply **out) {
 }
 
 const char *ctl_hfield(const redisReply *h, const char *field) {
-    if (!h || (h->type != REDIS_REPLY_ARRAY && h->type != REDIS_REPLY_MAP)) return NULL;
+    if (!h || h->type != REDIS_REPLY_ARRAY) return NULL;
     for (size_t i = 0; i + 1 < h->elements; i += 2) {
         const redisReply *k = h->element[i], *v = h->element[i + 1];
         if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING && strcmp(k->str, field) == 0)

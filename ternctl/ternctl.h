@@ -49,7 +49,7 @@ int ctl_parse_range(const char *s, long long min, long long max, long long *out)
 int ctl_parse_seconds(const char *s, double *out);
 
 /* Splits "a,b,c" into a malloc'd array of malloc'd strings (empty items rejected).
- * Returns 0 with *out/*n set (free with ctl_list_free), or -1 (nothing to free). */
+ * Returns 0 with *out and *n set (free with ctl_list_free), or -1 (nothing to free). */
 int ctl_split_list(const char *csv, char ***out, size_t *n);
 void ctl_list_free(char **list, size_t n);
 
@@ -105,7 +105,7 @@ int ctl_kmap_put(ctl_kmap *m, const uint8_t kid[32], const uint8_t digest[32]);
 /* Returns the digest stored for kid (borrowed, valid until the next put) or NULL. */
 const uint8_t *ctl_kmap_get(const ctl_kmap *m, const uint8_t kid[32]);
 size_t ctl_kmap_count(const ctl_kmap *m);
-/* Iteration: start with *pos = 0; returns 1 and sets *kid/*digest (borrowed) for each
+/* Iteration: start with *pos = 0; returns 1 and sets *kid and *digest (borrowed) for each
  * entry, 0 at the end. The map must not change during an iteration. */
 int ctl_kmap_next(const ctl_kmap *m, size_t *pos, const uint8_t **kid, const uint8_t **digest);
 
@@ -119,7 +119,7 @@ typedef struct {
     int json;             /* --json */
 } ctl_ctx;
 
-/* Loads the given config files (n == 0: every config/*.json under the current
+/* Loads the given config files (n == 0: every config/NAME.json under the current
  * directory, sorted) with cfg_load and checks them with cfg_check_set. On error prints
  * the loader's line and returns -1 (exit 2). */
 int ctl_load(ctl_ctx *c, char **paths, size_t n);

@@ -1,0 +1,372 @@
+/* lagbench.c -- end-to-end replication lag and throughput, measured with real clients.
+ *
+ * Writers PutItem unique keys into the source region's table at a fixed rate (or as
+ * fast as they can with --rate 0); every --probe-every'th acknowledged write is handed
+ * to prober threads that GetItem (ConsistentRead) the key in the destination region
+ * until it is there. Lag = time the item first reads back in the destination minus the
+ * time the source acknowledged the write. Reports p50/p99/max lag, the write rate the
+ * source sustained, and the replication rate (writes / time until the last write was
+ * readable in the destination).
+ *
+ * --baseline runs, inside this process, the plain consumer Tern is compared with: it
+ * tails the source stream from LATEST with GetRecords in a tight loop (no sleep) and
+ * copies every record to the destination with BatchWriteItem (25 per call), the way a
+ * minimal SDK-based copier does. Run it with the Tern daemons stopped.
+ *
+ * usage: lagbench --source URL --dest URL --table T [--rate N] [--seconds S]
+ *                 [--writers N] [--probers N] [--probe-every K] [--prefix P]
+ *                 [--baseline] [--label NAME]
+ * Prints one JSON line with the results. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define MAX_SAMPLES 200000
+#define PROBE_TIMEOUT_MS 20000
+
+typedef struct {
+    char key[96];
+    long long acked_us;
+} probe;
+
+static struct {
+    const char *source, *dest, *table, *prefix, *label;
+    double rate;
+    long seconds, writers, probers, probe_every;
+    int baseline;
+    /* probe queue */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    probe *queue;
+    size_t qhead, qtail, qcap;
+    int writers_done;
+    /* results */
+    double *lags;
+    size_t nlags;
+    atomic_long acked, errors, lost_probes;
+    atomic_llong last_visible_us, first_write_us;
+    atomic_int stop_consumer;
+    atomic_long copied;
+} B;
+
+static long long now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sleep_until_us(long long t) {
+    long long d = t - now_us();
+    if (d > 0) {
+        struct timespec ts = {d / 1000000, (d % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static store *mkstore(const char *endpoint) {
+    store_opts o;
+    char err[256];
+    store *s;
+    memset(&o, 0, sizeof o);
+    o.endpoint = endpoint;
+    o.region = "us-east-1";
+    o.access_key_id = getenv("AWS_ACCESS_KEY_ID") ? getenv("AWS_ACCESS_KEY_ID") : "local";
+    o.secret_access_key = getenv("AWS_SECRET_ACCESS_KEY") ? getenv("AWS_SECRET_ACCESS_KEY") : "local";
+    s = store_new(&o, err, sizeof err);
+    if (!s) fprintf(stderr, "lagbench: %s\n", err);
+    return s;
+}
+
+static cJSON *key_json(const char *pk) {
+    cJSON *k = cJSON_CreateObject(), *a = cJSON_CreateObject(), *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(a, "S", pk);
+    cJSON_AddStringToObject(b, "S", "ITEM");
+    cJSON_AddItemToObject(k, "PK", a);
+    cJSON_AddItemToObject(k, "SK", b);
+    return k;
+}
+
+static void *writer(void *arg) {
+    long id = (long)arg;
+    store *s = mkstore(B.source);
+    long long start = now_us(), end = start + B.seconds * 1000000LL;
+    double interval_us = B.rate > 0 ? 1e6 * (double)B.writers / B.rate : 0;
+    char pk[96], payload[129];
+    memset(payload, 'x', 128);
+    payload[128] = '\0';
+    if (!s) return NULL;
+    for (long n = 0;; n++) {
+        long long t = start + (long long)(interval_us * (double)n);
+        cJSON *req, *item, *v;
+        if (interval_us > 0) sleep_until_us(t);
+        if (now_us() >= end) break;
+        snprintf(pk, sizeof pk, "%s#%ld#%ld", B.prefix, id, n);
+        item = key_json(pk);
+        v = cJSON_CreateObject();
+        cJSON_AddStringToObject(v, "S", payload);
+        cJSON_AddItemToObject(item, "payload", v);
+        req = cJSON_CreateObject();
+        cJSON_AddStringToObject(req, "TableName", B.table);
+        cJSON_AddItemToObject(req, "Item", item);
+        if (store_call(s, "PutItem", req, NULL) == STORE_OK) {
+            long long acked = now_us();
+            long k = atomic_fetch_add(&B.acked, 1);
+            long long zero = 0;
+            atomic_compare_exchange_strong(&B.first_write_us, &zero, acked);
+            if (k % B.probe_every == 0) {
+                pthread_mutex_lock(&B.mu);
+                if (B.qtail < B.qcap) {
+                    snprintf(B.queue[B.qtail].key, sizeof B.queue[0].key, "%s", pk);
+                    B.queue[B.qtail++].acked_us = acked;
+                    pthread_cond_signal(&B.cv);
+                }
+                pthread_mutex_unlock(&B.mu);
+            }
+        } else {
+            atomic_fetch_add(&B.errors, 1);
+        }
+        cJSON_Delete(req);
+    }
+    store_free(s);
+    return NULL;
+}
+
+static void *prober(void *arg) {
+    store *s = mkstore(B.dest);
+    (void)arg;
+    if (!s) return NULL;
+    for (;;) {
+        probe p;
+        pthread_mutex_lock(&B.mu);
+        while (B.qhead == B.qtail && !B.writers_done) pthread_cond_wait(&B.cv, &B.mu);
+        if (B.qhead == B.qtail && B.writers_done) {
+            pthread_mutex_unlock(&B.mu);
+            break;
+        }
+        p = B.queue[B.qhead++];
+        pthread_mutex_unlock(&B.mu);
+        cJSON *req = cJSON_CreateObject();
+        cJSON_AddStringToObject(req, "TableName", B.table);
+        cJSON_AddItemToObject(req, "Key", key_json(p.key));
+        cJSON_AddTrueToObject(req, "ConsistentRead");
+        for (;;) {
+            cJSON *resp = NULL;
+            long long t;
+            int found = store_call(s, "GetItem", req, &resp) == STORE_OK &&
+                        cJSON_GetObjectItemCaseSensitive(resp, "Item") != NULL;
+            t = now_us();
+            cJSON_Delete(resp);
+            if (found) {
+                long long prev = atomic_load(&B.last_visible_us);
+                while (t > prev && !atomic_compare_exchange_weak(&B.last_visible_us, &prev, t)) {}
+                pthread_mutex_lock(&B.mu);
+                if (B.nlags < MAX_SAMPLES) B.lags[B.nlags++] = (double)(t - p.acked_us) / 1000.0;
+                pthread_mutex_unlock(&B.mu);
+                break;
+            }
+            if (t - p.acked_us > PROBE_TIMEOUT_MS * 1000LL) {
+                atomic_fetch_add(&B.lost_probes, 1);
+                break;
+            }
+            usleep(200);
+        }
+        cJSON_Delete(req);
+    }
+    store_free(s);
+    return NULL;
+}
+
+/* The baseline: a plain stream copier (tight GetRecords loop, BatchWriteItem). */
+static void *consumer(void *arg) {
+    store *src = mkstore(B.source), *dst = mkstore(B.dest);
+    cJSON *req, *resp = NULL;
+    char *iter = NULL, *arn = NULL;
+    (void)arg;
+    if (!src || !dst) return NULL;
+    req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "TableName", B.table);
+    if (store_call(src, "DescribeTable", req, &resp) == STORE_OK) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "Table"), "LatestStreamArn");
+        if (cJSON_IsString(a)) arn = strdup(a->valuestring);
+    }
+    cJSON_Delete(req);
+    cJSON_Delete(resp);
+    resp = NULL;
+    if (!arn) {
+        fprintf(stderr, "lagbench: baseline: no stream\n");
+        return NULL;
+    }
+    req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "StreamArn", arn);
+    if (store_call(src, "DescribeStream", req, &resp) == STORE_OK) {
+        const cJSON *shards = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "StreamDescription"), "Shards");
+        const cJSON *last = NULL, *sh;
+        cJSON_ArrayForEach(sh, shards) last = sh; /* the open shard is the newest */
+        if (last) {
+            cJSON *r2 = cJSON_CreateObject(), *resp2 = NULL;
+            cJSON_AddStringToObject(r2, "StreamArn", arn);
+            cJSON_AddStringToObject(r2, "ShardId", cJSON_GetObjectItemCaseSensitive(last, "ShardId")->valuestring);
+            cJSON_AddStringToObject(r2, "ShardIteratorType", "LATEST");
+            if (store_call(src, "GetShardIterator", r2, &resp2) == STORE_OK)
+                iter = strdup(cJSON_GetObjectItemCaseSensitive(resp2, "ShardIterator")->valuestring);
+            cJSON_Delete(r2);
+            cJSON_Delete(resp2);
+        }
+    }
+    cJSON_Delete(req);
+    cJSON_Delete(resp);
+    while (iter && !atomic_load(&B.stop_consumer)) {
+        cJSON *r = cJSON_CreateObject(), *rr = NULL;
+        const cJSON *recs, *rec, *next;
+        cJSON *writes = cJSON_CreateArray();
+        int n = 0;
+        cJSON_AddStringToObject(r, "ShardIterator", iter);
+        if (store_call(src, "GetRecords", r, &rr) != STORE_OK) {
+            cJSON_Delete(r);
+            cJSON_Delete(writes);
+            break;
+        }
+        recs = cJSON_GetObjectItemCaseSensitive(rr, "Records");
+        cJSON_ArrayForEach(rec, recs) {
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(rec, "dynamodb");
+            const cJSON *ni = cJSON_GetObjectItemCaseSensitive(d, "NewImage");
+            cJSON *w = cJSON_CreateObject(), *body = cJSON_CreateObject();
+            if (ni) {
+                cJSON_AddItemToObject(body, "Item", cJSON_Duplicate(ni, 1));
+                cJSON_AddItemToObject(w, "PutRequest", body);
+            } else {
+                cJSON_AddItemToObject(body, "Key", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(d, "Keys"), 1));
+                cJSON_AddItemToObject(w, "DeleteRequest", body);
+            }
+            cJSON_AddItemToArray(writes, w);
+            if (++n == 25 || !rec->next) {
+                cJSON *bw = cJSON_CreateObject(), *items = cJSON_CreateObject();
+                cJSON_AddItemToObject(items, B.table, writes);
+                cJSON_AddItemToObject(bw, "RequestItems", items);
+                if (store_call(dst, "BatchWriteItem", bw, NULL) == STORE_OK) atomic_fetch_add(&B.copied, n);
+                cJSON_Delete(bw);
+                writes = cJSON_CreateArray();
+                n = 0;
+            }
+        }
+        cJSON_Delete(writes);
+        next = cJSON_GetObjectItemCaseSensitive(rr, "NextShardIterator");
+        free(iter);
+        iter = cJSON_IsString(next) ? strdup(next->valuestring) : NULL;
+        cJSON_Delete(r);
+        cJSON_Delete(rr);
+    }
+    free(iter);
+    free(arn);
+    store_free(src);
+    store_free(dst);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, size_t n, double p) {
+    size_t rank;
+    if (!n) return -1;
+    rank = (size_t)(p * (double)n + 0.999999);
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
+    return v[rank - 1];
+}
+
+static long argl(const char *s, const char *name) {
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < 0) {
+        fprintf(stderr, "lagbench: %s: not a non-negative integer: %s\n", name, s);
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv) {
+    pthread_t w[64], p[64], c;
+    long long t0, t_end;
+    B.table = "bench";
+    B.prefix = "B";
+    B.label = "tern";
+    B.rate = 1000;
+    B.seconds = 10;
+    B.writers = 8;
+    B.probers = 4;
+    B.probe_every = 5;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--baseline")) { B.baseline = 1; continue; }
+        if (!v) { fprintf(stderr, "lagbench: %s needs a value\n", a); return 2; }
+        if (!strcmp(a, "--source")) B.source = v;
+        else if (!strcmp(a, "--dest")) B.dest = v;
+        else if (!strcmp(a, "--table")) B.table = v;
+        else if (!strcmp(a, "--prefix")) B.prefix = v;
+        else if (!strcmp(a, "--label")) B.label = v;
+        else if (!strcmp(a, "--rate")) B.rate = (double)argl(v, a);
+        else if (!strcmp(a, "--seconds")) B.seconds = argl(v, a);
+        else if (!strcmp(a, "--writers")) B.writers = argl(v, a);
+        else if (!strcmp(a, "--probers")) B.probers = argl(v, a);
+        else if (!strcmp(a, "--probe-every")) B.probe_every = argl(v, a);
+        else { fprintf(stderr, "lagbench: unknown option %s\n", a); return 2; }
+        i++;
+    }
+    if (!B.source || !B.dest || B.writers < 1 || B.writers > 64 || B.probers < 1 || B.probers > 64 || B.probe_every < 1) {
+        fprintf(stderr, "usage: lagbench --source URL --dest URL [--table T] [--rate N] [--seconds S] ...\n");
+        return 2;
+    }
+    pthread_mutex_init(&B.mu, NULL);
+    pthread_cond_init(&B.cv, NULL);
+    B.qcap = MAX_SAMPLES;
+    B.queue = calloc(B.qcap, sizeof *B.queue);
+    B.lags = calloc(MAX_SAMPLES, sizeof *B.lags);
+    if (!B.queue || !B.lags) return 1;
+    if (B.baseline) {
+        pthread_create(&c, NULL, consumer, NULL);
+        usleep(500000); /* let it reach LATEST before writes start */
+    }
+    t0 = now_us();
+    for (long i = 0; i < B.probers; i++) pthread_create(&p[i], NULL, prober, NULL);
+    for (long i = 0; i < B.writers; i++) pthread_create(&w[i], NULL, writer, (void *)i);
+    for (long i = 0; i < B.writers; i++) pthread_join(w[i], NULL);
+    t_end = now_us();
+    pthread_mutex_lock(&B.mu);
+    B.writers_done = 1;
+    pthread_cond_broadcast(&B.cv);
+    pthread_mutex_unlock(&B.mu);
+    for (long i = 0; i < B.probers; i++) pthread_join(p[i], NULL);
+    if (B.baseline) {
+        atomic_store(&B.stop_consumer, 1);
+        pthread_join(c, NULL);
+    }
+    qsort(B.lags, B.nlags, sizeof *B.lags, cmp_double);
+    {
+        double secs = (double)(t_end - t0) / 1e6;
+        long long first = atomic_load(&B.first_write_us), last = atomic_load(&B.last_visible_us);
+        double repl_secs = last > first ? (double)(last - first) / 1e6 : 0;
+        printf("{\"label\":\"%s\",\"target_rate\":%.0f,\"seconds\":%.1f,\"acked\":%ld,\"errors\":%ld,"
+               "\"write_rate\":%.1f,\"replication_rate\":%.1f,\"samples\":%zu,\"lost_probes\":%ld,"
+               "\"lag_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f}}\n",
+               B.label, B.rate, secs, atomic_load(&B.acked), atomic_load(&B.errors),
+               (double)atomic_load(&B.acked) / secs,
+               repl_secs > 0 ? (double)atomic_load(&B.acked) / repl_secs : 0, B.nlags,
+               atomic_load(&B.lost_probes), pct(B.lags, B.nlags, 0.50), pct(B.lags, B.nlags, 0.90),
+               pct(B.lags, B.nlags, 0.99), B.nlags ? B.lags[B.nlags - 1] : -1);
+    }
+    free(B.queue);
+    free(B.lags);
+    return atomic_load(&B.lost_probes) > 0 ? 1 : 0;
+}
