@@ -15,12 +15,21 @@ export TERN_BIN_DIR=$TERN_BUILD
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local}
 TABLE=${TABLE:-tern-test}
 DDBTOOL=$TERN_BUILD/tests/ddbtool
+TABLEDUMP=$TERN_BUILD/tests/tabledump
+CURVEKEYGEN=$TERN_BUILD/tests/curvekeygen
 TERNCTL=$TERN_BUILD/ternctl/ternctl
 ALL_REGIONS=(us-east-1 eu-west-1 ap-south-1)
 declare -A CL_DDB CL_REDIS CL_REPL
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
-note() { echo "== $*"; }
+note() { echo "== $(date +%T) $*"; }
+
+# tern_keygen NAME DIR: a CURVE key pair DIR/NAME.key, DIR/NAME.pub (ternctl keygen's
+# format); ternctl when it is built, else the test helper curvekeygen.
+tern_keygen() {
+  if [ -x "$TERNCTL" ]; then "$TERNCTL" keygen "$1" --dir "$2" --force >/dev/null
+  else "$CURVEKEYGEN" "$1" "$2"; fi
+}
 
 # cluster_init N [extra jq filter applied to every config]
 cluster_init() {
@@ -31,7 +40,7 @@ cluster_init() {
   mkdir -p "$CLUSTER_DIR/keys"
   for r in "${CLUSTER_REGIONS[@]}"; do
     CL_DDB[$r]=$(free_port); CL_REDIS[$r]=$(free_port); CL_REPL[$r]=$(free_port)
-    "$TERNCTL" keygen "$r" --dir "$CLUSTER_DIR/keys" >/dev/null || fail "keygen $r"
+    tern_keygen "$r" "$CLUSTER_DIR/keys" || fail "keygen $r"
   done
   for r in "${CLUSTER_REGIONS[@]}"; do
     local peers="[]"
@@ -92,9 +101,11 @@ kill_daemon() { stop_pidfile "$(region_run "$1")/$2.pid" "${3:-TERM}"; }
 daemon_log() { cat "$(region_run "$1")/$2.log"; }
 
 # wait_converged SECONDS REGIONS...: until `ternctl verify` is clean over the regions
+# (until wait_identical says so when this ternctl has no verify yet)
 wait_converged() {
   local secs=$1 i out; shift
   local list; list=$(IFS=,; echo "$*")
+  if ! "$TERNCTL" --help 2>&1 | grep -q '^  verify'; then wait_identical "$secs" "$@"; return; fi
   for ((i = 0; i < secs * 2; i++)); do
     out=$(ctl verify --regions "$list" 2>&1) && return 0
     sleep 0.5
@@ -102,6 +113,73 @@ wait_converged() {
   echo "$out" >&2
   return 1
 }
+
+# dump_region REGION [--hidden]: every item of $TABLE, canonical, sorted, one a line
+# (tern:* attributes left out unless --hidden)
+dump_region() { "$TABLEDUMP" "$(region_endpoint "$1")" "$TABLE" "${@:2}"; }
+
+# drained REGIONS...: every agent's change log is acknowledged by every peer
+# (ack:T[peer] equals the log's last id), so nothing is in flight
+drained() {
+  local r p last ack
+  for r in "$@"; do
+    last=$(region_redis "$r" XINFO STREAM "$(redis_key "$r" "log:$TABLE")" 2>/dev/null |
+      awk 'f{print; exit} $0=="last-generated-id"{f=1}')
+    [ -n "$last" ] || continue # no log yet: nothing local to ship
+    for p in "$@"; do
+      [ "$p" = "$r" ] && continue
+      ack=$(region_redis "$r" HGET "$(redis_key "$r" "ack:$TABLE")" "$p")
+      [ "$ack" = "$last" ] || return 1
+    done
+  done
+  return 0
+}
+
+# wait_identical SECONDS REGIONS...: until every region's table holds the same items
+# (tern:* aside), the agents' logs are fully acknowledged, and both stay so for 2 s
+# (a change still being read from a stream would show up in that time). On timeout
+# prints the differences (at most 20 lines per region) and returns 1.
+wait_identical() {
+  local secs=$1 end r first d ok; shift
+  end=$((SECONDS + secs))
+  d="$CLUSTER_DIR/dump"
+  mkdir -p "$d"
+  while :; do
+    ok=1
+    for r in "$@"; do dump_region "$r" >"$d/$r" || ok=0; done
+    first=$1
+    for r in "${@:2}"; do cmp -s "$d/$first" "$d/$r" || ok=0; done
+    if [ $ok = 1 ] && drained "$@"; then
+      sleep 2
+      for r in "$@"; do dump_region "$r" >"$d/$r.2" || ok=0; done
+      for r in "$@"; do cmp -s "$d/$first" "$d/$r.2" || ok=0; done
+      [ $ok = 1 ] && drained "$@" && return 0
+    fi
+    if [ $SECONDS -ge $end ]; then
+      for r in "${@:2}"; do
+        echo "--- $first vs $r ($(wc -l <"$d/$first") vs $(wc -l <"$d/$r") items):" >&2
+        diff "$d/$first" "$d/$r" | head -20 >&2
+      done
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+# acnt REGION FIELD / rcnt REGION SOURCE FIELD: agent / replicator counters (0 if unset)
+acnt() { local v; v=$(region_redis "$1" HGET "$(redis_key "$1" "acnt:$TABLE")" "$2"); echo "${v:-0}"; }
+rcnt() { local v; v=$(region_redis "$1" HGET "$(redis_key "$1" "cnt:$2:$TABLE")" "$3"); echo "${v:-0}"; }
+
+# Redis of a region as a process: kill_redis REGION [SIGNAL]; restart_redis REGION
+# (same data dir and AOF, as start_redis in scripts/lib/servers.sh started it)
+kill_redis() { stop_pidfile "$(region_run "$1")/redis-${CL_REDIS[$1]}.pid" "${2:-TERM}"; }
+restart_redis() { start_redis "$(region_run "$1")" "${CL_REDIS[$1]}" >/dev/null || fail "restart redis $1"; }
+
+# daemon_alive REGION NAME: the daemon's pid file names a live process
+daemon_alive() { local f; f="$(region_run "$1")/$2.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+
+# key_json N [PREFIX]: the key {"PK":"PREFIX#N","SK":"ITEM"} as ddbtool wants it
+key_json() { echo "{\"PK\":{\"S\":\"${2:-K}#$1\"},\"SK\":{\"S\":\"ITEM\"}}"; }
 
 # assert_no_sanitizer_reports: fails if any daemon log holds an ASan/UBSan report
 assert_clean_logs() {

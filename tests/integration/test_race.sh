@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The race of docs/architecture.md ("Logical version ... and repair"), made
+# deterministic: an application writes key K in us-east-1 (A) that A's agent has not
+# read yet, and A's replicator then applies an OLDER remote change to K over it (the
+# condition on tern:ver cannot see the unversioned local write).
+#   1. A's agent is stopped (SIGSTOP) and eu-west-1 (B) pauses shipping to A;
+#   2. K is written in B; B's agent versions it (Vb) and holds it for A;
+#   3. K is written in A (L); A's agent has not read it;
+#   4. B resumes shipping: A's replicator applies E (Vb) over L;
+#   5. A's agent continues: it versions L as Va > Vb (its clock reads later), ships it,
+#      and at E sees that E clobbered a state of logical version Va: it repairs A.
+# Both regions must end with L, and A's agent must count a repair. The same with a
+# local delete clobbered by an older remote put: the key must end deleted everywhere.
+set -euo pipefail
+. "$TERN_SRC/tests/lib/cluster.sh"
+cluster_init 2
+cluster_up
+A=us-east-1 B=eu-west-1
+EA=$(region_endpoint $A) EB=$(region_endpoint $B)
+PAUSE_B_TO_A=$(redis_key $B "pause:$A")
+
+val_of() { # val_of ENDPOINT KEY: the item's "v" attribute, or "-" when absent
+  local out rc=0
+  out=$("$DDBTOOL" get "$1" "$TABLE" "$2") || rc=$?
+  if [ $rc = 3 ]; then echo -; elif [ $rc != 0 ]; then echo "?"; else jq -r '.v.S' <<<"$out"; fi
+}
+wait_counter() { # wait_counter REGION FIELD MIN SECONDS
+  local i
+  for ((i = 0; i < $4 * 10; i++)); do [ "$(acnt "$1" "$2")" -ge "$3" ] && return 0; sleep 0.1; done
+  return 1
+}
+
+# stop_a_and_pause: A's agent frozen, B holds its changes for A
+stop_a_and_pause() {
+  sleep 1 # A's agent has read everything before it is frozen
+  kill_daemon $A tern-region-agent STOP
+  region_redis $B SET "$PAUSE_B_TO_A" 1 >/dev/null
+  sleep 1.2 # B's shipper reads pause flags every 500 ms
+}
+# remote_write_in_b KEY ITEM|delete: written in B and versioned by B's agent (Vb)
+remote_write_in_b() {
+  local before; before=$(acnt $B local)
+  "$DDBTOOL" put "$EB" "$TABLE" "$2" || fail "put in $B"
+  wait_counter $B local $((before + 1)) 10 || fail "$B's agent did not version the write"
+  sleep 0.05 # A's next clock reading is strictly later
+}
+# deliver_and_resume KEY WANT: B ships; A's replicator applies E over L (A shows WANT);
+# then A's agent continues
+deliver_and_resume() {
+  local applied; applied=$(rcnt $A $B applied)
+  region_redis $B DEL "$PAUSE_B_TO_A" >/dev/null
+  "$DDBTOOL" wait "$EA" "$TABLE" "$1" v "$2" 15000 >/dev/null ||
+    fail "A's replicator did not apply the older remote change over the unread local write (A: $(val_of "$EA" "$1"))"
+  for ((i = 0; i < 50; i++)); do [ "$(rcnt $A $B applied)" -gt "$applied" ] && break; sleep 0.1; done
+  kill_daemon $A tern-region-agent CONT
+}
+
+note "put variant: an unread local put clobbered by an older remote put"
+K=$(key_json 1 RACE)
+rep0=$(acnt $A repaired)
+stop_a_and_pause
+remote_write_in_b "$K" '{"PK":{"S":"RACE#1"},"SK":{"S":"ITEM"},"v":{"S":"remote"}}'
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"RACE#1"},"SK":{"S":"ITEM"},"v":{"S":"local"}}' || fail "put in $A"
+deliver_and_resume "$K" remote
+wait_counter $A repaired $((rep0 + 1)) 15 || fail "A's agent did not repair the clobbered local write"
+wait_identical 30 $A $B || fail "regions differ after the put race"
+[ "$(val_of "$EA" "$K")" = local ] || fail "us-east-1 holds $(val_of "$EA" "$K"), expected the later local write"
+[ "$(val_of "$EB" "$K")" = local ] || fail "eu-west-1 holds $(val_of "$EB" "$K"), expected the later local write"
+note "put variant: both regions hold 'local'; repaired $(acnt $A repaired)"
+
+note "delete variant: an unread local delete clobbered by an older remote put"
+K2=$(key_json 2 RACE)
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"RACE#2"},"SK":{"S":"ITEM"},"v":{"S":"v0"}}' || fail "seed put"
+"$DDBTOOL" wait "$EB" "$TABLE" "$K2" v v0 10000 >/dev/null || fail "seed did not reach $B"
+rep1=$(acnt $A repaired)
+stop_a_and_pause
+remote_write_in_b "$K2" '{"PK":{"S":"RACE#2"},"SK":{"S":"ITEM"},"v":{"S":"remote"}}'
+"$DDBTOOL" delete "$EA" "$TABLE" "$K2" || fail "delete in $A"
+deliver_and_resume "$K2" remote
+wait_counter $A repaired $((rep1 + 1)) 15 || fail "A's agent did not repair the clobbered local delete"
+wait_identical 30 $A $B || fail "regions differ after the delete race"
+[ "$(val_of "$EA" "$K2")" = - ] || fail "us-east-1 holds $(val_of "$EA" "$K2"), expected the later local delete"
+[ "$(val_of "$EB" "$K2")" = - ] || fail "eu-west-1 holds $(val_of "$EB" "$K2"), expected the later local delete"
+note "delete variant: deleted in both regions; repaired $(acnt $A repaired)"
+
+note "no echo: B versioned only its own two writes"
+[ "$(acnt $B local)" -eq 2 ] || fail "eu-west-1 versioned $(acnt $B local) local changes, expected 2"
+assert_clean_logs
+echo "PASS"
