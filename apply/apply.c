@@ -9,8 +9,12 @@
  *        attribute_not_exists(#v) OR #v < :v      (#v = tern:ver)
  *      which holds for items the region never versioned and for older versions;
  *   5. the token is removed only when the write certainly did not happen (condition
- *      failed, or a delete found no item). After a transient error the token stays:
- *      the write may have happened and its echo must still be recognised.
+ *      failed, or a delete found no item) and this call added it. After a transient
+ *      error the token stays: the write may have happened and its echo must still be
+ *      recognised. A delete's token is the same text on every attempt of one change
+ *      ("D<version>"), so when SADD finds it already there an earlier attempt (before a
+ *      crash or a failed watermark save) owns it, may have deleted the item, and its
+ *      stream record may be unread: this attempt leaves the token alone.
  * Invariant: every Tern write to the table has its token in pend:T:KID before the
  * write is sent. */
 #include "apply.h"
@@ -66,8 +70,10 @@ int apply_known(state *st, const char *table, const char *kid, char *ll, char *t
 /* Larger of two version texts (either may be ""): bytewise order is version order. */
 static const char *apply_max(const char *a, const char *b) { return strcmp(a, b) >= 0 ? a : b; }
 
-static int apply_token_remove(state *st, const char *kpend, const char *token) {
-    redisReply *r = state_cmd(st, "SREM %s %s", kpend, token);
+static int apply_token_remove(state *st, const char *kpend, const char *token, int own) {
+    redisReply *r;
+    if (!own) return 0; /* an earlier attempt's token: its write may have happened */
+    r = state_cmd(st, "SREM %s %s", kpend, token);
     if (!r) return -1;
     freeReplyObject(r);
     return 0;
@@ -126,6 +132,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     cJSON *req = NULL, *resp = NULL;
     store_status ss;
     apply_result res = APPLY_ERROR;
+    int own_token;   /* SADD added the token: this call may remove it */
 
     if (winner) winner[0] = '\0';
     if (state_key(st, kll, sizeof kll, STATE_K_LASTLOCAL, c->table, c->kid) != 0 ||
@@ -160,6 +167,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         apply_copy_reply(rep[0], ll);
         apply_copy_reply(rep[1], tomb);
     }
+    own_token = state_reply_ll(rep[n - 2], 1) != 0;
     for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
 
     /* 2. precheck against the last local change and the tombstone */
@@ -168,7 +176,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         int cmp = strcmp(c->version, known);
         if (*known && cmp <= 0) {
             if (winner) snprintf(winner, LWW_VERSION_STRLEN, "%s", known);
-            if (apply_token_remove(st, kpend, token) != 0) {
+            if (apply_token_remove(st, kpend, token, own_token) != 0) {
                 snprintf(err, errlen, "%s", state_errstr(st));
                 return APPLY_ERROR;
             }
@@ -202,7 +210,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         res = APPLY_WRITTEN;
         if (c->is_delete && !(attrs && cJSON_IsObject(attrs) && attrs->child)) {
             /* nothing was deleted, so no stream record will carry the token */
-            if (apply_token_remove(st, kpend, token) != 0)
+            if (apply_token_remove(st, kpend, token, own_token) != 0)
                 log_warn(NULL, "cannot remove unused echo token of %s: %s", c->table, state_errstr(st));
         }
     } else if (ss == STORE_ERR_CONDITION) {
@@ -210,7 +218,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         const char *stored = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
         if (winner && stored) snprintf(winner, LWW_VERSION_STRLEN, "%s", stored);
         res = stored && strcmp(stored, c->version) == 0 ? APPLY_SAME : APPLY_LOST;
-        if (apply_token_remove(st, kpend, token) != 0) {
+        if (apply_token_remove(st, kpend, token, own_token) != 0) {
             snprintf(err, errlen, "%s", state_errstr(st));
             res = APPLY_ERROR;
         }

@@ -6,6 +6,8 @@
  * (daemon_store_new/daemon_state_new) from any thread, touching no shared state. */
 #include "daemon.h"
 
+#include "log.h"
+
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -108,6 +110,8 @@ store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen) {
     o.secret_access_key = cfg->store.secret_access_key;
     o.session_token = cfg->store.session_token;
     o.verify_tls = cfg->store.verify_tls ? STORE_TLS_VERIFY : STORE_TLS_NO_VERIFY;
+    if (!cfg->store.verify_tls && strncmp(cfg->store.endpoint, "https:", 6) == 0)
+        log_warn(NULL, "store.verify_tls is false: the certificate of %s is NOT verified", cfg->store.endpoint);
     o.timeout_ms = (int)cfg->store.timeout_ms;
     o.max_retries = DAEMON_STORE_RETRIES;
     o.backoff_cap_ms = DAEMON_STORE_BACKOFF_CAP_MS;

@@ -14,7 +14,10 @@
  * cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
  * AGENT_ERROR_BACKOFF_MS; shards are rediscovered every AGENT_DESCRIBE_MS; a batch
  * unacknowledged after agent.ack_timeout_ms is resent from the acknowledged position;
- * a peer that refuses sends (not connected) is retried after AGENT_BLOCKED_RETRY_MS. */
+ * a peer that refuses sends (not connected) is retried after AGENT_BLOCKED_RETRY_MS.
+ * While Redis is unreachable a link retries its log read after AGENT_ERROR_BACKOFF_MS,
+ * and each thread logs a Redis failure at most once per AGENT_WARN_EVERY_MS (plus one
+ * line when Redis answers again). */
 #ifndef TERN_AGENT_H
 #define TERN_AGENT_H
 
@@ -27,6 +30,7 @@
 #define AGENT_DESCRIBE_MS 10000
 #define AGENT_BLOCKED_RETRY_MS 100
 #define AGENT_HOUSEKEEP_MS 500
+#define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */
 #define AGENT_DRAIN_MS 5000     /* on stop: wait at most this long for outstanding acks */
 
 typedef struct {

@@ -43,6 +43,7 @@ typedef struct {
     const char *table;
     wire_pos acked, sent;
     int ack_dirty;          /* acked moved: save it */
+    long long progress_at;  /* monotonic ms of the last acknowledgement that moved acked */
     inflight q[SHIPPER_MAX_WINDOW];
     int nq;
     int dirty;              /* the log may have more to send */
@@ -66,7 +67,31 @@ typedef struct {
     peer_state *peers;
     size_t n_peers;
     long window;
+    long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
+    long redis_failures;        /* Redis failures not logged since then */
 } shipper;
+
+/* Logs a Redis failure at most once per AGENT_WARN_EVERY_MS; the others are counted
+ * and reported with the next line. */
+static void shipper_redis_warn(shipper *sh, const char *peer, const char *what) {
+    long long now = daemon_mono_ms();
+    if (sh->last_redis_warn && now - sh->last_redis_warn < AGENT_WARN_EVERY_MS) {
+        sh->redis_failures++;
+        return;
+    }
+    log_warn(peer, "%s: %s (%ld more Redis failures since the last warning; retrying)", what,
+             state_errstr(sh->st), sh->redis_failures);
+    sh->last_redis_warn = now;
+    sh->redis_failures = 0;
+}
+
+/* After a Redis success: one line if failures were being rate-limited. */
+static void shipper_redis_ok(shipper *sh) {
+    if (!sh->last_redis_warn) return;
+    log_info(NULL, "Redis answers again");
+    sh->last_redis_warn = 0;
+    sh->redis_failures = 0;
+}
 
 static peer_state *shipper_peer(shipper *sh, const char *region) {
     for (size_t i = 0; i < sh->n_peers; i++)
@@ -106,6 +131,7 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
         int k = 0;
         l->acked = ack->pos;
         l->ack_dirty = 1;
+        l->progress_at = daemon_mono_ms();
         while (k < l->nq && wire_pos_cmp(l->q[k].last, ack->pos) <= 0) k++;
         if (k) {
             memmove(l->q, l->q + k, (size_t)(l->nq - k) * sizeof l->q[0]);
@@ -161,9 +187,13 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     snprintf(start, sizeof start, "(%s", posbuf);
     r = state_cmd(sh->st, "XRANGE %s %s + COUNT %ld", key, start, cfg->agent.batch_max);
     if (!r) {
-        log_warn(p->peer->region, "table %s: reading the change log: %s", l->table, state_errstr(sh->st));
+        char what[300];
+        snprintf(what, sizeof what, "table %s: reading the change log", l->table);
+        shipper_redis_warn(sh, p->peer->region, what);
+        l->blocked_until = now + AGENT_ERROR_BACKOFF_MS;
         return -1;
     }
+    shipper_redis_ok(sh);
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
         freeReplyObject(r);
         return 0;
@@ -243,8 +273,13 @@ out:
 }
 
 static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long now) {
-    if (l->nq > 0 && now - l->q[0].sent_at > sh->a->cfg->agent.ack_timeout_ms)
-        shipper_go_back(p, l, "acknowledgement timed out");
+    /* the peer applies batches in order: it is late only when the oldest batch in flight
+     * and the last progress are both older than the timeout (a busy peer that keeps
+     * acknowledging is not resent to) */
+    if (l->nq > 0) {
+        long long since = l->q[0].sent_at > l->progress_at ? l->q[0].sent_at : l->progress_at;
+        if (now - since > sh->a->cfg->agent.ack_timeout_ms) shipper_go_back(p, l, "acknowledgement timed out");
+    }
     if (p->paused || now < l->blocked_until || !l->dirty) return;
     while (l->nq < sh->window) {
         int r = shipper_send_one(sh, p, l, now);
@@ -300,7 +335,7 @@ static void shipper_housekeep(shipper *sh) {
         } else if (!rep) {
             state_flush(sh->st, NULL, 0);
         } else {
-            log_warn(NULL, "saving acknowledgements: %s", state_errstr(sh->st));
+            shipper_redis_warn(sh, NULL, "saving acknowledgements");
         }
         for (size_t i = 0; rep && i < queued; i++)
             if (rep[i]) freeReplyObject(rep[i]);
@@ -321,8 +356,7 @@ static void shipper_housekeep(shipper *sh) {
         if (r) freeReplyObject(r);
     }
     snprintf(sh->a->status, sizeof sh->a->status, "%d/%zu peers connected", nconn, sh->n_peers);
-    if (state_heartbeat(sh->st, "agent", sh->a->status) != 0)
-        log_warn(NULL, "heartbeat: %s", state_errstr(sh->st));
+    if (state_heartbeat(sh->st, "agent", sh->a->status) != 0) shipper_redis_warn(sh, NULL, "heartbeat");
 }
 
 static int shipper_load_acks(shipper *sh) {

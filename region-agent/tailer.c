@@ -19,7 +19,9 @@
  *   3. one MULTI/EXEC appends the local changes to log:T, stores ll/tomb, consumes the
  *      tokens, moves the shard checkpoint and saves the clock. Nothing of a batch is
  *      committed unless all of it is, so after a crash the batch is read again and
- *      classified the same way (tokens are only consumed by the commit).
+ *      classified the same way (tokens are only consumed by the commit). A commit
+ *      whose reply was lost may have happened: the shard's checkpoint is re-read from
+ *      Redis before the shard is read again, so a batch is never versioned twice.
  * Shard lineage: a shard is read only after its parent was read to its end (or the
  * parent is no longer in the stream). An expired iterator is re-acquired after the
  * checkpoint; TrimmedDataAccessException raises an alarm (log, counter, Redis list) and
@@ -48,6 +50,8 @@ typedef struct {
     char *iter;            /* current shard iterator (owned) or NULL: acquire one */
     char last_seq[64];     /* last sequence number committed to the log ("" none) */
     int done;              /* read to its end */
+    int ckpt_unsure;       /* a commit failed: it may have happened all the same (the
+                              reply was lost); reload last_seq from Redis before reading */
     int seen;              /* present in the latest DescribeStream */
     long long next_poll;   /* monotonic ms */
 } shard;
@@ -69,6 +73,8 @@ typedef struct {
     table_tail *tables;
     size_t n_tables;
     long ttl_s;
+    long long last_redis_warn;        /* monotonic ms of the last Redis warning (rate limit) */
+    long redis_failures;              /* Redis failures not logged since then */
 } tailer;
 
 /* What the batch knows of one key: values read from Redis plus this batch's changes. */
@@ -91,6 +97,44 @@ static shard *tailer_find_shard(table_tail *t, const char *id) {
     for (size_t i = 0; i < t->n_shards; i++)
         if (strcmp(t->shards[i].id, id) == 0) return &t->shards[i];
     return NULL;
+}
+
+/* Logs a Redis failure at most once per AGENT_WARN_EVERY_MS; the others are counted
+ * and reported with the next line. */
+static void tailer_redis_warn(tailer *tl, const char *table, const char *what) {
+    long long now = daemon_mono_ms();
+    if (tl->last_redis_warn && now - tl->last_redis_warn < AGENT_WARN_EVERY_MS) {
+        tl->redis_failures++;
+        return;
+    }
+    log_warn(NULL, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)", table,
+             what, state_errstr(tl->st), tl->redis_failures);
+    tl->last_redis_warn = now;
+    tl->redis_failures = 0;
+}
+
+/* Re-reads the shard's checkpoint after a commit whose outcome is unknown (the EXEC may
+ * have run although its reply was lost), so that a committed batch is not classified
+ * and versioned a second time. 0, or -1 if Redis cannot say yet (retry later). */
+static int tailer_reload_checkpoint(tailer *tl, table_tail *t, shard *s) {
+    char key[512];
+    redisReply *r;
+    if (state_key(tl->st, key, sizeof key, STATE_K_CKPT, t->name) != 0) return -1;
+    r = state_cmd(tl->st, "HGET %s %s", key, s->id);
+    if (!r) {
+        tailer_redis_warn(tl, t->name, "reading the checkpoint");
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_STRING) {
+        const char *v = strncmp(r->str, "END ", 4) == 0 ? r->str + 4 : r->str;
+        if (strcmp(v, s->last_seq) != 0)
+            log_info(NULL, "table %s shard %s: the last commit did happen: continuing after %s", t->name,
+                     s->id, v);
+        snprintf(s->last_seq, sizeof s->last_seq, "%s", v);
+    }
+    freeReplyObject(r);
+    s->ckpt_unsure = 0;
+    return 0;
 }
 
 /* Loads the checkpoint hash of a table into its shards (creating entries as needed). */
@@ -486,7 +530,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     if (!rep) goto out;
     rep_len = 3 * nk + 1;
     if (state_flush(tl->st, rep, 3 * nk) != 0) {
-        log_warn(NULL, "table %s: Redis: %s", t->name, state_errstr(tl->st));
+        tailer_redis_warn(tl, t->name, "reading key state");
         goto out;
     }
     for (size_t i = 0; i < nk; i++) {
@@ -594,9 +638,10 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         goto out;
     }
     if (state_flush(tl->st, rep, nrep) != 0) {
-        log_warn(NULL, "table %s: Redis commit failed: %s", t->name, state_errstr(tl->st));
+        tailer_redis_warn(tl, t->name, "Redis commit failed (it may have happened: the checkpoint is re-read)");
         goto out;
     }
+    tl->last_redis_warn = 0;
     if (!rep[nrep - 1] || rep[nrep - 1]->type != REDIS_REPLY_ARRAY) {
         log_warn(NULL, "table %s: Redis commit (EXEC) failed: %s", t->name,
                  rep[nrep - 1] && rep[nrep - 1]->type == REDIS_REPLY_ERROR ? rep[nrep - 1]->str : "aborted");
@@ -660,6 +705,10 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     store_status ss;
     int nrec, nlocal;
 
+    if (s->ckpt_unsure && tailer_reload_checkpoint(tl, t, s) != 0) {
+        s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
+        return;
+    }
     if (!s->iter && tailer_acquire(tl, t, s) != 0) {
         s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
         return;
@@ -706,9 +755,11 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     if (nrec > 0) {
         nlocal = tailer_process(tl, t, s, records);
         if (nlocal < 0) {
-            /* nothing committed: read the same records again after the checkpoint */
+            /* not known to be committed: read the records again after the checkpoint,
+             * which is re-read first in case the commit happened */
             free(s->iter);
             s->iter = NULL;
+            s->ckpt_unsure = 1;
             s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
             cJSON_Delete(resp);
             return;

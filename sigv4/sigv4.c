@@ -79,13 +79,15 @@ static void sb_free(sbuf *b)
     b->len = b->cap = 0;
 }
 
-/* Returns the string (ownership to the caller) or NULL if any step failed. */
+/* Returns the string (ownership to the caller) or NULL if any step failed. Always
+ * NUL-terminated, also when nothing was ever added (the buffer is then fresh). */
 static char *sb_take(sbuf *b)
 {
     if (b->failed || sb_reserve(b, 0) != 0) {
         sb_free(b);
         return NULL;
     }
+    b->p[b->len] = '\0';
     char *p = b->p;
     b->p = NULL;
     b->len = b->cap = 0;

@@ -12,13 +12,13 @@
  *   tomb:T:KID     STRING  version of the last delete of key KID (TTL = tombstone TTL)
  *   pend:T:KID     SET     echo tokens of Tern writes to KID not yet seen in the stream
  *   wm:S:T         HASH    replicator watermark for source region S: pos, ver, at_ms, lag_ms
- *   cnt:S:T        HASH    replicator counters for source S: applied, lost, dup, rejected, skew, gap
+ *   cnt:S:T        HASH    replicator counters for source S: applied, lost, dup, skew
  *   lag:S:T        LIST    recent "at_ms lag_ms" samples for source S (newest first, capped)
- *   acnt:T         HASH    agent counters: local, echo, repaired, trimmed, shipped:P, acked:P, resent:P
+ *   acnt:T         HASH    agent counters: local, echo, repaired, invalid, trimmed, shipped:P, resent:P
  *   alarm:trimmed  LIST    "at_ms table shard" entries: data may have been lost (TrimmedDataAccess)
  *   hlc            STRING  the agent's last issued version (floor for its clock after a restart)
  *   pause:P        STRING  present: shipping to peer P is paused (ternctl pause)
- *   hb:agent, hb:replicator  STRING  heartbeat: "<ms> <pid>", expires after STATE_HEARTBEAT_TTL_S
+ *   hb:agent, hb:replicator  STRING  heartbeat: "<ms> <pid> <status>", expires after STATE_HEARTBEAT_TTL_S
  *   rej            HASH    replicator counters of rejected input by reason (not per source)
  * KID is item_key_id() of the item's key attributes.
  *

@@ -1014,7 +1014,7 @@ static void *scan_thread(void *arg)
         start = NULL;
         if (st != STORE_OK) {
             g->st = st;
-            snprintf(g->err, sizeof g->err, "segment %d: %s", g->segment, store_errstr(s));
+            snprintf(g->err, sizeof g->err, "segment %d: %.400s", g->segment, store_errstr(s));
             atomic_store(g->stop, 1);
             break;
         }

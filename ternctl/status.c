@@ -322,8 +322,21 @@ static cJSON *ctl_json_region(ctl_ctx *c, int i, const region_info *ri, long lon
         cJSON_AddNumberToObject(al, "count", (double)ri->alarms);
         recent = cJSON_AddArrayToObject(al, "recent");
         for (size_t k = 0; recent && ri->alarm_recent->type == REDIS_REPLY_ARRAY && k < ri->alarm_recent->elements; k++)
-            if (ri->alarm_recent->element[k]->type == REDIS_REPLY_STRING)
-                cJSON_AddItemToArray(recent, cJSON_CreateString(ri->alarm_recent->element[k]->str));
+            if (ri->alarm_recent->element[k]->type == REDIS_REPLY_STRING) {
+                /* "at_ms table shard" (region-agent/tailer.c); kept raw if it does not parse */
+                const char *v = ri->alarm_recent->element[k]->str;
+                char at[32], tab[256], shard[256];
+                long long ms;
+                cJSON *e = cJSON_CreateObject();
+                if (!e) continue;
+                cJSON_AddStringToObject(e, "raw", v);
+                if (sscanf(v, "%31s %255s %255s", at, tab, shard) == 3 && ctl_parse_ll(at, &ms) == 0) {
+                    cJSON_AddNumberToObject(e, "at_ms", (double)ms);
+                    cJSON_AddStringToObject(e, "table", tab);
+                    cJSON_AddStringToObject(e, "shard", shard);
+                }
+                cJSON_AddItemToArray(recent, e);
+            }
     }
     return o;
 }
@@ -444,7 +457,19 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv) {
             printf("\nALARM %s: %lld trimmed-stream event(s): changes may have been lost; run ternctl verify. Latest:\n",
                    c->cfgs[i]->region, regs[i].alarms);
             for (size_t k = 0; a->type == REDIS_REPLY_ARRAY && k < a->elements; k++)
-                if (a->element[k]->type == REDIS_REPLY_STRING) printf("  %s\n", a->element[k]->str);
+                if (a->element[k]->type == REDIS_REPLY_STRING) {
+                    char at[32], tab[256], shard[256], ts[32] = "";
+                    long long ms;
+                    if (sscanf(a->element[k]->str, "%31s %255s %255s", at, tab, shard) == 3 &&
+                        ctl_parse_ll(at, &ms) == 0) {
+                        time_t secs = (time_t)(ms / 1000);
+                        struct tm tm;
+                        if (gmtime_r(&secs, &tm)) strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+                        printf("  %s table %s shard %s\n", ts, tab, shard);
+                    } else {
+                        printf("  %s\n", a->element[k]->str);
+                    }
+                }
         }
         for (size_t i = 0; i < c->n; i++)
             if (!regs[i].agent.alive || !regs[i].repl.alive)

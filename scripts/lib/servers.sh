@@ -66,11 +66,16 @@ start_ddb() {
 
 # start_redis DIR PORT [PASSWORD]: redis-server on 127.0.0.1:PORT with AOF fsync
 # always (kill -9 loses nothing acknowledged); data in DIR/redis-PORT/.
+# [netns hook] REDIS_BIND="ADDR 127.0.0.1" binds those addresses instead (set by
+# scripts/lib/netns.sh inside a drill namespace; protected mode is then off, as the
+# namespace address is reached from the root namespace without a password).
 start_redis() {
   local dir=$1 port=$2 pass=${3:-} args=()
   mkdir -p "$dir/redis-$port"
   [ -n "$pass" ] && args=(--requirepass "$pass")
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/redis-$port" \
+  [ -n "${REDIS_BIND:-}" ] && args+=(--protected-mode no)  # [netns hook]
+  # shellcheck disable=SC2086 # [netns hook] REDIS_BIND is a space-separated list
+  redis-server --port "$port" --bind ${REDIS_BIND:-127.0.0.1} --dir "$dir/redis-$port" \
     --appendonly yes --appendfsync always --save '' --daemonize no \
     --logfile "$dir/redis-$port.log" "${args[@]}" </dev/null >/dev/null 2>&1 &
   echo $! >"$dir/redis-$port.pid"

@@ -33,7 +33,7 @@ wait_counter() { # wait_counter REGION FIELD MIN SECONDS
 # stop_a_and_pause: A's agent frozen, B holds its changes for A
 stop_a_and_pause() {
   sleep 1 # A's agent has read everything before it is frozen
-  kill_daemon $A tern-region-agent STOP
+  signal_daemon $A tern-region-agent STOP
   region_redis $B SET "$PAUSE_B_TO_A" 1 >/dev/null
   sleep 1.2 # B's shipper reads pause flags every 500 ms
 }
@@ -52,7 +52,7 @@ deliver_and_resume() {
   "$DDBTOOL" wait "$EA" "$TABLE" "$1" v "$2" 15000 >/dev/null ||
     fail "A's replicator did not apply the older remote change over the unread local write (A: $(val_of "$EA" "$1"))"
   for ((i = 0; i < 50; i++)); do [ "$(rcnt $A $B applied)" -gt "$applied" ] && break; sleep 0.1; done
-  kill_daemon $A tern-region-agent CONT
+  signal_daemon $A tern-region-agent CONT
 }
 
 note "put variant: an unread local put clobbered by an older remote put"

@@ -27,7 +27,7 @@ note() { echo "== $(date +%T) $*"; }
 # tern_keygen NAME DIR: a CURVE key pair DIR/NAME.key, DIR/NAME.pub (ternctl keygen's
 # format); ternctl when it is built, else the test helper curvekeygen.
 tern_keygen() {
-  if [ -x "$TERNCTL" ]; then "$TERNCTL" keygen "$1" --dir "$2" --force >/dev/null
+  if [ -x "$TERNCTL" ]; then "$TERNCTL" keygen "$1" --dir "$2" --force >/dev/null 2>&1
   else "$CURVEKEYGEN" "$1" "$2"; fi
 }
 
@@ -57,7 +57,7 @@ cluster_init() {
         redis:{port:$redis},
         tables:[$t],
         replicator:{listen:("tcp://127.0.0.1:" + ($repl|tostring)), metrics_port:$rm},
-        agent:{metrics_port:$am, ack_timeout_ms:1000},
+        agent:{metrics_port:$am, ack_timeout_ms:1000, idle_poll_ms:20},
         peers:$peers,
         curve:{enabled:true, secret_key_file:("keys/" + $r + ".key")},
         log_level:"info"}' | jq "$extra" >"$CLUSTER_DIR/$r.json"
@@ -76,9 +76,10 @@ lr() { # lr CMD REGION [opts]: scripts/local-region for a cluster region
     --bin "$TERN_BUILD" "${@:3}" "$cmd" "$r"
 }
 
-cluster_up() {
-  local r
-  for r in "${CLUSTER_REGIONS[@]}"; do lr up "$r" --no-daemons "$@" >/dev/null || fail "up $r"; done
+cluster_up() { # stores and Redis of all regions start in parallel, then the daemons
+  local r pids=() i=0
+  for r in "${CLUSTER_REGIONS[@]}"; do lr up "$r" --no-daemons "$@" >/dev/null & pids+=($!); done
+  for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || fail "up $r"; i=$((i + 1)); done
   for r in "${CLUSTER_REGIONS[@]}"; do lr start-daemons "$r" >/dev/null || fail "daemons $r"; done
 }
 
@@ -99,6 +100,9 @@ ctl() { # ternctl with every cluster config
 # kill_daemon REGION NAME [SIGNAL]: NAME is tern-region-agent or tern-replicator
 kill_daemon() { stop_pidfile "$(region_run "$1")/$2.pid" "${3:-TERM}"; }
 daemon_log() { cat "$(region_run "$1")/$2.log"; }
+# signal_daemon REGION NAME SIGNAL: only sends SIGNAL (e.g. STOP, CONT); kill_daemon
+# waits for the process to exit (and SIGKILLs it after 10 s)
+signal_daemon() { kill "-$3" "$(cat "$(region_run "$1")/$2.pid")" || fail "signal $3 to $1 $2"; }
 
 # wait_converged SECONDS REGIONS...: until `ternctl verify` is clean over the regions
 # (until wait_identical says so when this ternctl has no verify yet)

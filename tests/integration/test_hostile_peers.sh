@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# Guarantee 5 on the region link: a 2-region cluster, and a hostile peer (peerprobe)
+# sending eu-west-1's replicator what a real agent never sends. Unless the case is
+# about authentication, the probe holds us-east-1's secret key, so its frames pass
+# CURVE and ZAP and reach the decoder and the receiver. After each case:
+#   - the replicator is still the same running process;
+#   - the rejection is counted under exactly the expected reason(s) in the Redis hash
+#     tern:eu-west-1:rej, and no other reason moved;
+#   - a new log line names the reason;
+#   - no hostile item (PK HOSTILE#...) is in eu-west-1's table, and its item count and
+#     the watermark of us-east-1 are unchanged.
+# Crafted frames that would decode carry the position just after the watermark, so a
+# decoder that wrongly let one through would show up as a hostile item; the only
+# frames that must decode are replays (at the watermark: skipped as duplicates), a gap,
+# and a change 1 hour in the future (held back). None moves the watermark, so the real
+# agent's later changes are not mistaken for duplicates.
+# At the end, real replication still works both ways and no sanitizer report is logged.
+set -euo pipefail
+. "$TERN_SRC/tests/lib/cluster.sh"
+PROBE=$TERN_BUILD/tests/peerprobe
+[ -x "$PROBE" ] || fail "$PROBE not built"
+cluster_init 2
+cluster_up
+E=$(region_endpoint us-east-1) W=$(region_endpoint eu-west-1)
+EP="tcp://127.0.0.1:${CL_REPL[eu-west-1]}"
+KEYS=$CLUSTER_DIR/keys
+REPL_LOG=$(region_run eu-west-1)/tern-replicator.log
+REPL_PID=$(cat "$(region_run eu-west-1)/tern-replicator.pid")
+REJ=$(redis_key eu-west-1 rej)
+WMKEY=$(redis_key eu-west-1 "wm:us-east-1:$TABLE")
+D=$CLUSTER_DIR/hostile
+mkdir -p "$D"
+
+# probe ARGS...: peerprobe against eu-west-1's replicator with us-east-1's legit key
+probe() {
+  "$PROBE" --connect "$EP" --server-key "$KEYS/eu-west-1.pub" --secret-key "$KEYS/us-east-1.key" \
+    --wait 1000 "$@"
+}
+now_ms() { date +%s%3N; }
+ver_at() { printf '%013d-000000-%s' "$1" "$2"; }
+hkey() { echo "{\"PK\":{\"S\":\"HOSTILE#$1\"},\"SK\":{\"S\":\"ITEM\"}}"; }
+himage() { echo "{\"PK\":{\"S\":\"HOSTILE#$1\"},\"SK\":{\"S\":\"ITEM\"},\"evil\":{\"S\":\"yes\"}}"; }
+wm() { region_redis eu-west-1 HGET "$WMKEY" pos; }
+
+note "seed: real changes us-east-1 -> eu-west-1"
+for i in 1 2 3 4 5; do
+  "$DDBTOOL" put "$E" "$TABLE" "{\"PK\":{\"S\":\"R#$i\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"orig$i\"}}" || fail "put R#$i"
+done
+"$DDBTOOL" wait "$W" "$TABLE" "$(key_json 5 R)" v orig5 15000 >/dev/null || fail "seed did not reach eu-west-1"
+wait_identical 30 us-east-1 eu-west-1 || fail "regions differ after the seed"
+WM0=$(wm)
+[[ "$WM0" =~ ^([0-9]+)-([0-9]+)$ ]] || fail "no watermark of us-east-1 in eu-west-1 ($WMKEY pos = '$WM0')"
+NEXT="${BASH_REMATCH[1]}-$((BASH_REMATCH[2] + 1))" # just after the watermark
+COUNT0=$("$DDBTOOL" count "$W" "$TABLE")
+R1_BEFORE=$("$DDBTOOL" get "$W" "$TABLE" "$(key_json 1 R)")
+note "watermark $WM0, eu-west-1 holds $COUNT0 items"
+
+# hbody NAME [JQ]: a valid BATCH body putting HOSTILE#NAME at $NEXT, then the jq filter
+hbody() {
+  jq -cn --arg k "HOSTILE#$1" --arg v "$(ver_at "$(now_ms)" us-east-1)" --arg p "$NEXT" --arg t "$TABLE" \
+    '{source:"us-east-1", table:$t, prev:"0-0", first:$p, last:$p, sent_ms:1,
+      changes:[{pos:$p, op:"put", keys:{PK:{S:$k}, SK:{S:"ITEM"}},
+                image:{PK:{S:$k}, SK:{S:"ITEM"}, evil:{S:"yes"}}, ver:$v}]}' | jq -c "${2:-.}"
+}
+HOSTILE=() # every hostile key name sent so far
+
+rej_snapshot() { region_redis eu-west-1 HGETALL "$REJ" | paste - - | sort; }
+# rej_delta: "reason+N ..." (sorted) since the snapshot in $D/before
+rej_delta() {
+  rej_snapshot >"$D/after"
+  awk -F'\t' 'FILENAME==ARGV[1]{b[$1]=$2; next} {d=$2-b[$1]; if (d) printf "%s+%d\n", $1, d}' "$D/before" "$D/after" |
+    sort | paste -sd' ' -
+}
+
+CASE="" LOGLINE=0
+case_begin() {
+  CASE=$1
+  note "case: $CASE"
+  rej_snapshot >"$D/before"
+  LOGLINE=$(wc -l <"$REPL_LOG")
+}
+new_log() { tail -n "+$((LOGLINE + 1))" "$REPL_LOG"; }
+
+# case_end EXPECTED_DELTA LOG_REGEX: the checks every case ends with
+case_end() {
+  local want=$1 pat=$2 got="" i k
+  for ((i = 0; i < 50; i++)); do # counters are flushed every 500 ms
+    got=$(rej_delta)
+    [ "$got" = "$want" ] && break
+    sleep 0.1
+  done
+  sleep 0.7 # a later flush must not add anything else
+  got=$(rej_delta)
+  [ "$got" = "$want" ] || fail "$CASE: rejections counted '$got', expected '$want' (in $REJ)"
+  daemon_alive eu-west-1 tern-replicator || fail "$CASE: the replicator died; log tail: $(tail -5 "$REPL_LOG")"
+  [ "$(cat "$(region_run eu-west-1)/tern-replicator.pid")" = "$REPL_PID" ] || fail "$CASE: the replicator restarted"
+  if [ -n "$pat" ]; then
+    new_log | grep -qE "$pat" || fail "$CASE: no log line matching /$pat/; new lines: $(new_log | tail -5)"
+  fi
+  for k in "${HOSTILE[@]}"; do
+    if "$DDBTOOL" get "$W" "$TABLE" "$(hkey "$k")" >/dev/null 2>&1; then fail "$CASE: hostile item HOSTILE#$k is in eu-west-1"; fi
+  done
+  [ "$("$DDBTOOL" count "$W" "$TABLE")" = "$COUNT0" ] || fail "$CASE: eu-west-1's item count changed"
+  [ "$("$DDBTOOL" get "$W" "$TABLE" "$(key_json 1 R)")" = "$R1_BEFORE" ] || fail "$CASE: R#1 changed in eu-west-1"
+  [ "$(wm)" = "$WM0" ] || fail "$CASE: the watermark moved from $WM0 to $(wm)"
+  sleep 1.1 # the replicator logs at most one rejection per second
+}
+# expect_no_ack OUTPUT: the probe connected and got nothing back
+expect_no_ack() { [ "$1" = "no-ack" ] || fail "$CASE: expected no reply, probe said: $1"; }
+
+case_begin "garbage bytes"
+out=$(probe garbage 60 --seed 42 --max-len 64) || fail "$CASE: probe failed"
+read -r _ n _ nshort _ nmagic _ <<<"$(head -1 <<<"$out")"
+[ "$n" = 60 ] || fail "probe: $out"
+expect_no_ack "$(tail -1 <<<"$out")"
+want=()
+[ "$nmagic" -gt 0 ] && want+=("magic+$nmagic")
+[ "$nshort" -gt 0 ] && want+=("short+$nshort")
+case_end "${want[*]}" 'rejected a frame \((magic|short)\)'
+
+case_begin "truncated frames"
+HOSTILE+=(trunc)
+"$PROBE" batch --out "$D/valid.bin" --source us-east-1 --table "$TABLE" --prev 0-0 --pos "$NEXT" \
+  --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(hkey trunc)" --image "$(himage trunc)" || fail "encode"
+len=$(stat -c %s "$D/valid.bin")
+head -c $((len - 1)) "$D/valid.bin" >"$D/t1.bin"  # body one byte short
+head -c 12 "$D/valid.bin" >"$D/t2.bin"            # header only
+head -c 7 "$D/valid.bin" >"$D/t3.bin"             # not even a header
+: >"$D/t4.bin"                                     # empty message
+{ cat "$D/valid.bin"; printf 'xx'; } >"$D/t5.bin"  # trailing bytes
+for f in t1 t2 t3 t4 t5; do expect_no_ack "$(probe raw "$D/$f.bin")"; done
+case_end "length+3 short+2" 'rejected a frame \((length|short)\)'
+
+case_begin "unknown protocol version and set reserved bits"
+HOSTILE+=(ver)
+body=$(hbody ver)
+expect_no_ack "$(probe craft --version 2 --body "$body")"
+expect_no_ack "$(probe craft --version 0 --body "$body")"
+expect_no_ack "$(probe craft --version 255 --body "$body")"
+expect_no_ack "$(probe craft --reserved 1 --body "$body")"
+case_end "version+4" 'rejected a frame \(version\)'
+
+case_begin "unknown frame type, and an ACK sent to a replicator"
+HOSTILE+=(type)
+expect_no_ack "$(probe craft --type 3 --body "$(hbody type)")"
+expect_no_ack "$(probe craft --type 0 --body "$(hbody type)")"
+expect_no_ack "$(probe craft --type 2 --body "{\"source\":\"us-east-1\",\"table\":\"$TABLE\",\"pos\":\"$NEXT\"}")"
+case_end "type+3" 'rejected a frame \(type\)'
+
+case_begin "oversized frames"
+HOSTILE+=(big)
+# a real 9 MiB frame (over WIRE_MAX_FRAME, under the socket's 16 MiB hard limit)
+s=$(hbody big '.changes[0].image.pad = {S: "PAD"}')
+printf '%s' "${s%%PAD*}" >"$D/big.json"
+head -c $((9 * 1024 * 1024)) /dev/zero | tr '\0' 'x' >>"$D/big.json"
+printf '%s' "${s#*PAD}" >>"$D/big.json" # valid JSON: only the size can reject it
+expect_no_ack "$(probe craft --body-file "$D/big.json")"
+# a small frame whose header declares 9 MiB
+expect_no_ack "$(probe craft --length $((9 * 1024 * 1024)) --body "$(hbody big)")"
+case_end "too-big+2" 'rejected a frame \(too-big\)'
+
+case_begin "invalid JSON"
+HOSTILE+=(json)
+body=$(hbody json)
+expect_no_ack "$(probe craft --body "${body%?}")"                   # cut short
+expect_no_ack "$(probe craft --body "$body$body")"                  # two values
+expect_no_ack "$(probe craft --body "$(hbody json '.changes[0].image.evil.S = "y\u0000s"')")" # \u0000
+hbody json | sed 's/"yes"/"y\xff\xfes"/' >"$D/notutf8.json"
+expect_no_ack "$(probe craft --body-file "$D/notutf8.json")"        # not UTF-8
+expect_no_ack "$(probe craft --body '')"                            # nothing
+case_end "json+5" 'rejected a frame \(json\)'
+
+case_begin "schema violations"
+HOSTILE+=(schema)
+n=0
+for f in 'del(.changes[0].image)' \
+         '.changes[0].ver |= sub("us-east-1$"; "eu-west-1")' \
+         '.changes[0].ver |= sub("us-east-1$"; "ap-south-1")' \
+         '.changes[0].op = "delete"' \
+         '.changes[0].image.PK.S = "HOSTILE#other"' \
+         '.changes[0].image["tern:ver"] = {S: "9999999999999-000000-us-east-1"}' \
+         '.changes[0].image.n = {N: 5}' \
+         '.changes[0].image.n = {N: "1e999"}' \
+         '.changes[0].pos = "01-0"' \
+         '.first = "0-1"' \
+         '.prev = .first' \
+         '.changes = []' \
+         '.extra = true' \
+         '.changes[0].keys = {}' \
+         '.sent_ms = -1' \
+         '.table = "x"' \
+         '.source = "US-EAST-1"'; do
+  out=$(probe craft --body "$(hbody schema "$f")") || fail "$CASE: probe failed for $f"
+  [ "$out" = "no-ack" ] || fail "$CASE: $f: expected no reply, probe said: $out"
+  n=$((n + 1))
+done
+case_end "schema+$n" 'rejected a frame \(schema\)'
+
+case_begin "a valid batch claiming another source than the key's region"
+HOSTILE+=(srcmm)
+for src in ap-south-1 eu-west-1; do
+  expect_no_ack "$(probe batch --source "$src" --table "$TABLE" --prev 0-0 --pos "$NEXT" \
+    --ver "$(ver_at "$(now_ms)" "$src")" --keys "$(hkey srcmm)" --image "$(himage srcmm)")"
+done
+case_end "source_mismatch+2" 'rejected a frame \(source_mismatch\).*claims source ap-south-1 but the connection authenticated as us-east-1'
+
+case_begin "a valid batch for a table that is not replicated"
+HOSTILE+=(table)
+expect_no_ack "$(probe batch --source us-east-1 --table not-replicated --prev 0-0 --pos "$NEXT" \
+  --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(hkey table)" --image "$(himage table)")"
+case_end "unknown_table+1" 'rejected a frame \(unknown_table\)'
+
+case_begin "replay: the change at the watermark again, with other content and a newer version"
+dup0=$(rcnt eu-west-1 us-east-1 dup)
+out=$(probe batch --source us-east-1 --table "$TABLE" --prev 0-0 --pos "$WM0" \
+  --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(key_json 1 R)" \
+  --image '{"PK":{"S":"R#1"},"SK":{"S":"ITEM"},"v":{"S":"replayed"}}') || fail "$CASE: probe failed"
+[ "$out" = "ack us-east-1 $TABLE $WM0" ] || fail "$CASE: expected the watermark acknowledged, probe said: $out"
+[ "$(rcnt eu-west-1 us-east-1 dup)" = $((dup0 + 1)) ] || fail "$CASE: dup counter $(rcnt eu-west-1 us-east-1 dup), expected $((dup0 + 1))"
+case_end "" ""
+
+case_begin "a gap: a batch after a position not yet applied"
+HOSTILE+=(gap)
+gms=$(( ${WM0%-*} + 1000000 ))
+out=$(probe batch --source us-east-1 --table "$TABLE" --prev "$gms-0" --pos "$gms-1" \
+  --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(hkey gap)" --image "$(himage gap)") || fail "$CASE: probe failed"
+[ "$out" = "ack us-east-1 $TABLE $WM0" ] || fail "$CASE: expected the watermark acknowledged, probe said: $out"
+case_end "gap+1" 'rejected a frame \(gap\)'
+
+case_begin "a change 1 hour in the future is held back"
+HOSTILE+=(future)
+skew0=$(rcnt eu-west-1 us-east-1 skew) applied0=$(rcnt eu-west-1 us-east-1 applied)
+expect_no_ack "$(probe --wait 2000 batch --source us-east-1 --table "$TABLE" --prev "$WM0" --pos "$NEXT" \
+  --ver "$(ver_at $(( $(now_ms) + 3600000 )) us-east-1)" --keys "$(hkey future)" --image "$(himage future)")"
+[ "$(rcnt eu-west-1 us-east-1 skew)" = $((skew0 + 1)) ] || fail "$CASE: skew counter $(rcnt eu-west-1 us-east-1 skew), expected $((skew0 + 1))"
+[ "$(rcnt eu-west-1 us-east-1 applied)" = "$applied0" ] || fail "$CASE: applied counter moved"
+case_end "" 'ahead of this region.s clock.*held back'
+
+case_begin "a client without CURVE cannot even connect"
+HOSTILE+=(plain)
+"$PROBE" batch --out "$D/plain.bin" --source us-east-1 --table "$TABLE" --prev 0-0 --pos "$NEXT" \
+  --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(hkey plain)" --image "$(himage plain)" || fail "encode"
+rc=0; out=$("$PROBE" --connect "$EP" --plain --connect-timeout 2000 raw "$D/plain.bin") || rc=$?
+[ "$rc" = 3 ] && [ "$out" = "not-connected" ] || fail "$CASE: a plain client got through (exit $rc): $out"
+case_end "" ""
+
+case_begin "a flood of 200 connections with an unknown key"
+HOSTILE+=(flood)
+mkdir -p "$D/intruder"
+"$CURVEKEYGEN" intruder "$D/intruder" || fail "keygen"
+"$PROBE" batch --out "$D/flood.bin" --source us-east-1 --table "$TABLE" --prev "$WM0" --pos "$NEXT" \
+  --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(hkey flood)" --image "$(himage flood)" || fail "encode"
+refused0=$(region_redis eu-west-1 HGET "$REJ" curve_refused); refused0=${refused0:-0}
+out=$("$PROBE" --connect "$EP" --server-key "$KEYS/eu-west-1.pub" --secret-key "$D/intruder/intruder.key" \
+  --wait 3000 flood 200 --frame-file "$D/flood.bin") || fail "$CASE: probe failed"
+[[ "$out" =~ ^flood\ 200\ connections\ [0-9]+\ queued\ 0\ replies$ ]] || fail "$CASE: probe said: $out"
+for ((i = 0; i < 50; i++)); do
+  refused=$(region_redis eu-west-1 HGET "$REJ" curve_refused); refused=${refused:-0}
+  [ $((refused - refused0)) -ge 200 ] && break
+  sleep 0.2
+done
+[ $((refused - refused0)) -ge 200 ] || fail "$CASE: curve_refused grew by $((refused - refused0)), expected >= 200"
+sleep 1
+want="curve_refused+$(( $(region_redis eu-west-1 HGET "$REJ" curve_refused) - refused0 ))"
+nlog=$(new_log | grep -c 'refused a connection from .* is not a configured peer' || true)
+[ "$nlog" -ge 1 ] || fail "$CASE: no log line for the refused connections"
+note "curve_refused +$((refused - refused0)), $nlog log lines"
+case_end "$want" ""
+
+note "the legit link still works after all that: real replication both ways"
+"$DDBTOOL" put "$E" "$TABLE" '{"PK":{"S":"PROBE#after"},"SK":{"S":"ITEM"},"v":{"S":"still works"}}' || fail put
+"$DDBTOOL" wait "$W" "$TABLE" "$(key_json after PROBE)" v "still works" 15000 >/dev/null ||
+  fail "a change written in us-east-1 after the hostile frames did not reach eu-west-1"
+"$DDBTOOL" put "$W" "$TABLE" '{"PK":{"S":"PROBE#back"},"SK":{"S":"ITEM"},"v":{"S":"back"}}' || fail put
+"$DDBTOOL" wait "$E" "$TABLE" "$(key_json back PROBE)" v back 15000 >/dev/null ||
+  fail "a change written in eu-west-1 did not reach us-east-1"
+wait_identical 30 us-east-1 eu-west-1 || fail "regions differ at the end"
+for k in "${HOSTILE[@]}"; do
+  for ep in "$E" "$W"; do
+    if "$DDBTOOL" get "$ep" "$TABLE" "$(hkey "$k")" >/dev/null 2>&1; then fail "hostile item HOSTILE#$k is in $ep"; fi
+  done
+done
+[ "$("$DDBTOOL" get "$W" "$TABLE" "$(key_json 1 R)")" = "$R1_BEFORE" ] || fail "R#1 changed in eu-west-1"
+note "rejections in eu-west-1: $(rej_snapshot | tr '\t\n' '= ')"
+assert_clean_logs
+echo "PASS"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Guarantee 2 across a peer outage: with 3 regions under load, ap-south-1's replicator
+# (C) is down for 60 s. Meanwhile us-east-1 (A) and eu-west-1 (B) must keep
+# replicating to each other (probe writes cross within a few seconds), and A's and B's
+# agents must keep C's changes for it (their logs are trimmed only below C's ack).
+# After C's replicator comes back, it catches up and all three regions converge.
+set -euo pipefail
+. "$TERN_SRC/tests/lib/cluster.sh"
+cluster_init 3
+cluster_up
+A=us-east-1 B=eu-west-1 C=ap-south-1
+OUTAGE=${TERN_OUTAGE_SECONDS:-60}
+PROBE_MS=8000
+
+probe() { # probe FROM TO N: a write in FROM appears in TO within PROBE_MS
+  local k; k=$(key_json "$3" "PROBE-$1")
+  "$DDBTOOL" put "$(region_endpoint "$1")" "$TABLE" \
+    "{\"PK\":{\"S\":\"PROBE-$1#$3\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"p$3\"}}" || fail "probe put in $1"
+  "$DDBTOOL" wait "$(region_endpoint "$2")" "$TABLE" "$k" v "p$3" $PROBE_MS ||
+    fail "probe $3 from $1 did not reach $2 within ${PROBE_MS} ms while $C was down"
+}
+
+note "stopping $C's replicator for ${OUTAGE}s; load in all three regions"
+applied_before=$(rcnt $C $A applied)
+kill_daemon $C tern-replicator
+t0=$SECONDS
+pids=()
+for r in $A $B $C; do
+  "$DDBTOOL" load "$(region_endpoint $r)" "$TABLE" --writers 2 --keys 30 --seconds $((OUTAGE - 15)) \
+    --prefix K --seed $RANDOM --mix 50,20,15,15 >"$CLUSTER_DIR/load-$r.out" &
+  pids+=($!)
+done
+n=0
+while [ $((SECONDS - t0)) -lt $((OUTAGE - 10)) ]; do
+  n=$((n + 1))
+  ms_ab=$(probe $A $B $n); ms_ba=$(probe $B $A $n)
+  note "probe $n: $A->$B ${ms_ab} ms, $B->$A ${ms_ba} ms"
+  sleep 5
+done
+[ $n -ge 3 ] || fail "only $n probes ran during the outage"
+for p in "${pids[@]}"; do wait "$p" || fail "a load generator failed"; done
+for r in $A $B $C; do note "$r load: $(cat "$CLUSTER_DIR/load-$r.out")"; done
+daemon_alive $C tern-replicator && fail "$C's replicator is running during the outage"
+[ "$(rcnt $C $A applied)" = "$applied_before" ] || fail "$C applied changes while its replicator was down"
+# A's log still holds what C has not acknowledged
+left=$(region_redis $A XLEN "$(redis_key $A "log:$TABLE")")
+[ "$left" -gt 0 ] || fail "$A's change log was trimmed although $C acknowledged nothing"
+while [ $((SECONDS - t0)) -lt "$OUTAGE" ]; do sleep 1; done
+
+note "restarting $C's replicator after $((SECONDS - t0))s ($left changes of $A held for it)"
+lr start-daemons $C >/dev/null || fail "restart $C"
+wait_identical 150 $A $B $C || fail "the regions did not converge after the outage"
+[ "$(rcnt $C $A applied)" -gt "$applied_before" ] || fail "$C applied nothing from $A after the outage"
+note "converged: $(dump_region $A | wc -l) items; $C applied $(rcnt $C $A applied) from $A, $(rcnt $C $B applied) from $B"
+assert_clean_logs
+echo "PASS"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Both daemons under a fake service manager (NOTIFY_SOCKET is a datagram socket of this
+# test): READY=1 after start, WATCHDOG=1 at the configured period, RELOADING=1 then
+# READY=1 on SIGHUP, a bad config on SIGHUP keeps the daemon running with the old one,
+# STOPPING=1 on SIGTERM and exit 0.
+set -euo pipefail
+. "$TERN_SRC/tests/lib/cluster.sh"
+cluster_init 2
+cluster_up
+listen_pid=""
+trap 'kill $listen_pid 2>/dev/null || true; cluster_down' EXIT
+
+for d in tern-replicator tern-region-agent; do
+  note "$d under a notification socket"
+  sub=$([ $d = tern-replicator ] && echo replicator || echo region-agent)
+  kill_daemon eu-west-1 $d
+  sock=$CLUSTER_DIR/notify-$d.sock msgs=$CLUSTER_DIR/notify-$d.txt
+  python3 "$TERN_SRC/tests/integration/notify_listen.py" "$sock" "$msgs" 60 &
+  listen_pid=$!
+  for _ in $(seq 1 50); do [ -S "$sock" ] && break; sleep 0.1; done
+  cfg=$CLUSTER_DIR/eu-west-1-copy.json
+  cp "$(region_cfg eu-west-1)" "$cfg"
+  log=$CLUSTER_DIR/$d-notify.log
+  NOTIFY_SOCKET=$sock WATCHDOG_USEC=1000000 "$TERN_BUILD/$sub/$d" --config "$cfg" >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do grep -q 'READY=1' "$msgs" 2>/dev/null && break; sleep 0.1; done
+  grep -q 'READY=1' "$msgs" || fail "$d: no READY=1"
+  sleep 3
+  wd=$(grep -c 'WATCHDOG=1' "$msgs" || true)
+  [ "$wd" -ge 4 ] || fail "$d: $wd WATCHDOG=1 in 3 s with WatchdogSec=1s (want >= 4: every half period)"
+  : >"$msgs.before-hup"; cp "$msgs" "$msgs.before-hup"
+  kill -HUP "$pid"
+  for _ in $(seq 1 50); do [ "$(grep -c 'READY=1' "$msgs")" -ge 2 ] && break; sleep 0.1; done
+  grep -q 'RELOADING=1' "$msgs" || fail "$d: no RELOADING=1 after SIGHUP"
+  [ "$(grep -c 'READY=1' "$msgs")" -ge 2 ] || fail "$d: no READY=1 after the reload"
+  note "$d: a bad config on SIGHUP is refused and the daemon keeps running"
+  jq '.agent.idle_poll_ms = "fast"' "$cfg" >"$cfg.tmp" && mv "$cfg.tmp" "$cfg"
+  kill -HUP "$pid"; sleep 1
+  kill -0 "$pid" || fail "$d died on a bad config at SIGHUP"
+  grep -q 'reload:.*agent.idle_poll_ms.*keeping the running config' "$log" || fail "$d: no error line naming the field on a bad reload"
+  kill -TERM "$pid"
+  rc=0; wait "$pid" || rc=$?
+  [ "$rc" -eq 0 ] || fail "$d exited $rc on SIGTERM"
+  grep -q 'STOPPING=1' "$msgs" || fail "$d: no STOPPING=1 on SIGTERM"
+  kill "$listen_pid" 2>/dev/null || true; wait "$listen_pid" 2>/dev/null || true; listen_pid=""
+  lr start-daemons eu-west-1 >/dev/null || fail "restart daemons"
+done
+assert_clean_logs
+for f in "$CLUSTER_DIR"/*-notify.log; do
+  if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$f"; then fail "sanitizer report in $f"; fi
+done
+echo PASS
