@@ -2,7 +2,9 @@
  *
  * Owns nothing between calls. Per change, in order:
  *   1. one Redis round trip: [GET ll, GET tomb,] SADD pend token, EXPIRE pend;
- *   2. precheck (optional): a version <= max(ll, tomb) is lost (or the same);
+ *   2. precheck (optional): a version <= max(ll, tomb) is lost (or the same), except
+ *      a delete whose own version is the tombstone: it is written again (step 3 raised
+ *      the tombstone before the DeleteItem, which may have failed);
  *   3. a delete raises the tombstone first (so a late, older put is rejected even if
  *      the item does not exist here);
  *   4. the store write with ConditionExpression
@@ -174,7 +176,10 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     if (flags & APPLY_PRECHECK) {
         const char *known = apply_max(ll, tomb);
         int cmp = strcmp(c->version, known);
-        if (*known && cmp <= 0) {
+        /* a delete's own tombstone (raised by an earlier attempt that may have failed
+         * before its DeleteItem) is no proof the item is gone: delete again */
+        int own_tomb = c->is_delete && cmp == 0 && strcmp(ll, c->version) < 0;
+        if (*known && cmp <= 0 && !own_tomb) {
             if (winner) snprintf(winner, LWW_VERSION_STRLEN, "%s", known);
             if (apply_token_remove(st, kpend, token, own_token) != 0) {
                 snprintf(err, errlen, "%s", state_errstr(st));

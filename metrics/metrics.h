@@ -7,7 +7,7 @@
  *   family    0..n  series     (one per tuple of label values, created on first use)
  * Families and series live as long as the registry: their pointers are stable
  * handles, never freed before metrics_free(). Hot paths should look a series up once
- * (metrics_series()) and keep the handle; the *_with() helpers look it up on each call
+ * (metrics_series_get()) and keep the handle; the *_with() helpers look it up on each call
  * (a hash lookup under the registry mutex).
  *
  * Every registry holds two families from metrics_new() on:
@@ -26,7 +26,7 @@
  * [a-zA-Z_][a-zA-Z0-9_]* and do not start with "__"; a histogram may not use the
  * label "le". Label values are any UTF-8 (escaped on output); invalid UTF-8 is
  * refused. A family holds at most METRICS_SERIES_MAX series (a guard against
- * unbounded label values): beyond it metrics_series() returns NULL.
+ * unbounded label values): beyond it metrics_series_get() returns NULL.
  *
  * Output order is stable: families sorted by name (byte order), series sorted by
  * their label values (byte order, first label first).
@@ -92,7 +92,7 @@ metrics_family *metrics_histogram_new(metrics_registry *reg, const char *name, c
  * Returns a handle owned by the registry, valid until metrics_free(); NULL when a
  * value is NULL or invalid UTF-8, the family is full (METRICS_SERIES_MAX), or out of
  * memory. Values are copied. */
-metrics_series *metrics_series(metrics_family *fam, const char *const *values);
+metrics_series *metrics_series_get(metrics_family *fam, const char *const *values);
 
 /* Counter: adds n. Gauge: adds (double)n. Histogram: ignored. NULL s is a no-op. */
 void metrics_inc(metrics_series *s, uint64_t n);
@@ -108,8 +108,8 @@ void metrics_observe(metrics_series *s, double v);
  * histogram's count. 0 for NULL. */
 double metrics_value(const metrics_series *s);
 
-/* One-call helpers: metrics_series() then the update. 0, or -1 when the series could
- * not be had (see metrics_series). */
+/* One-call helpers: metrics_series_get() then the update. 0, or -1 when the series could
+ * not be had (see metrics_series_get). */
 int metrics_inc_with(metrics_family *fam, const char *const *values, uint64_t n);
 int metrics_set_with(metrics_family *fam, const char *const *values, double v);
 int metrics_observe_with(metrics_family *fam, const char *const *values, double v);

@@ -356,14 +356,22 @@ static int tailer_pending(const key_view *v, const char *token) {
     return 0;
 }
 
-/* The first pending, unconsumed delete token of the key, or NULL. Borrowed. */
-static const char *tailer_delete_token(const key_view *v) {
+/* The delete token of a REMOVE record whose deleted item had stored version `stored`
+ * ("" none), or NULL: the pending, unconsumed "D<version>" token with the smallest
+ * version above `stored`. A Tern delete only removes an item stored below its version,
+ * and Tern deletes of one key happen in version order, so several pending deletes of
+ * a key (an agent behind, or several in one batch) are matched in order; SMEMBERS
+ * order is arbitrary, and a wrong match would make an echo look older than the item
+ * it removed and trigger a false repair. Borrowed. */
+static const char *tailer_delete_token(const key_view *v, const char *stored) {
+    const char *best = NULL;
     if (!v->pend || v->pend->type != REDIS_REPLY_ARRAY) return NULL;
     for (size_t i = 0; i < v->pend->elements; i++) {
         const char *tok = v->pend->element[i]->str;
-        if (tok[0] == 'D' && tailer_pending(v, tok)) return tok;
+        if (tok[0] != 'D' || strcmp(tok + 1, stored) <= 0 || !tailer_pending(v, tok)) continue;
+        if (!best || strcmp(tok, best) < 0) best = tok;
     }
-    return NULL;
+    return best;
 }
 
 /* A valid version text from an item attribute, or "" (apps may write anything). */
@@ -552,7 +560,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         if (r->oldi) old_logical = vmax(tailer_item_version(r->oldi), v->ll);
         else old_logical = v->tomb;
         tailer_observe(tl, old_logical);
-        token = r->is_delete ? tailer_delete_token(v) : item_get_s(r->newi, ITEM_ATTR_WID);
+        token = r->is_delete ? tailer_delete_token(v, tailer_item_version(r->oldi))
+                             : item_get_s(r->newi, ITEM_ATTR_WID);
         if (token && tailer_pending(v, token)) {
             /* an echo of a Tern write: never shipped (guarantee 4) */
             const char *echo_ver = r->is_delete ? token + 1 : tailer_item_version(r->newi);

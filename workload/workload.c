@@ -71,7 +71,9 @@ static void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
-static store *wl_store(const char *url) {
+/* fast: 1 s per attempt and no retries, so that writers notice a dead region quickly;
+ * otherwise the store client's defaults (seeding, checking). */
+static store *wl_store(const char *url, int fast) {
     store_opts o;
     char err[256];
     store *s;
@@ -80,8 +82,10 @@ static store *wl_store(const char *url) {
     o.region = "us-east-1";
     o.access_key_id = getenv("AWS_ACCESS_KEY_ID") ? getenv("AWS_ACCESS_KEY_ID") : "local";
     o.secret_access_key = getenv("AWS_SECRET_ACCESS_KEY") ? getenv("AWS_SECRET_ACCESS_KEY") : "local";
-    o.timeout_ms = 1000;             /* a dead region must be noticed quickly */
-    o.max_retries = STORE_NO_RETRIES; /* the workload decides what a failure means */
+    if (fast) {
+        o.timeout_ms = 1000;
+        o.max_retries = STORE_NO_RETRIES; /* the workload decides what a failure means */
+    }
     s = store_new(&o, err, sizeof err);
     if (!s) fprintf(stderr, "tern-workload: %s\n", err);
     return s;
@@ -150,7 +154,7 @@ static int wl_batch_put(store *s, cJSON **items, int n) {
 }
 
 static int cmd_seed(const char *url) {
-    store *s = wl_store(url);
+    store *s = wl_store(url, 0);
     cJSON *buf[25];
     int n = 0;
     long total = 0;
@@ -254,7 +258,7 @@ static void *wl_writer(void *arg) {
     double interval_ms = W.rate > 0 ? 1000.0 * WL_WRITERS / W.rate : 10;
     long long start = wall_ms(), n = 0, end = start + W.seconds * 1000;
     int alt = 0;
-    for (int i = 0; i < W.n_regions; i++) st[i] = wl_store(W.regions[i].url);
+    for (int i = 0; i < W.n_regions; i++) st[i] = wl_store(W.regions[i].url, 1);
     for (;;) {
         long long due = start + (long long)(interval_ms * (double)n++), now = wall_ms();
         int mode = atomic_load(&W.mode), r;
@@ -318,7 +322,7 @@ static void *wl_prober(void *arg) {
     store *st[WL_MAX_REGIONS];
     long n = 0;
     (void)arg;
-    for (int i = 0; i < W.n_regions; i++) st[i] = wl_store(W.regions[i].url);
+    for (int i = 0; i < W.n_regions; i++) st[i] = wl_store(W.regions[i].url, 1);
     while (atomic_load(&W.mode) != MODE_STOP) {
         int p = atomic_load(&W.primary);
         char pk[64];
@@ -412,7 +416,7 @@ static int cmd_check(const char *from, long long since, long long until) {
         fprintf(stderr, "tern-workload: %s: %s\n", W.acked_path, strerror(errno));
         return 2;
     }
-    for (int i = 0; i < W.n_regions; i++) st[i] = wl_store(W.regions[i].url);
+    for (int i = 0; i < W.n_regions; i++) st[i] = wl_store(W.regions[i].url, 0);
     printf("{\"missing\":[");
     while (fgets(line, sizeof line, f)) {
         cJSON *req;

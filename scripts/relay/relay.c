@@ -82,6 +82,7 @@ typedef struct side {
     int read_open;                         /* 0 after EOF was read */
     int wr_shut;                           /* 1 after shutdown(SHUT_WR) */
     int write_blocked;                     /* 1: the kernel buffer was full, wait EPOLLOUT */
+    int hup;                               /* EPOLLHUP seen while reads were held back */
     int in_epoll;
     uint32_t mask;                         /* events currently registered */
     uint64_t bytes_in;                     /* bytes read from fd */
@@ -114,6 +115,7 @@ static struct {
     pair *pairs;
     unsigned long next_id;
     uint64_t armed_ns;                     /* the timerfd's current expiry, 0 disarmed */
+    int accept_paused;                     /* out of fds: listeners out of epoll until a close */
 } R;
 
 static uint64_t mono_ns(void) {
@@ -209,7 +211,9 @@ static void side_update(side *s) {
         if (s->read_open && s->peer->queued < RELAY_QUEUE_MAX) want |= EPOLLIN;
         if (s->write_blocked) want |= EPOLLOUT;
     }
-    if (side_done(s)) {
+    /* done, or hung up while reads are held back (HUP is level-triggered and cannot be
+     * masked: leave epoll until the queue drains and reading can go on) */
+    if (side_done(s) || (s->hup && !(want & EPOLLIN))) {
         if (s->in_epoll) {
             (void)epoll_ctl(R.ep, EPOLL_CTL_DEL, s->fd, NULL);
             s->in_epoll = 0;
@@ -217,6 +221,7 @@ static void side_update(side *s) {
         return;
     }
     if (s->in_epoll && want == s->mask) return;
+    s->hup = 0;
     memset(&ev, 0, sizeof ev);
     ev.events = want;
     ev.data.ptr = s;
@@ -227,6 +232,15 @@ static void side_update(side *s) {
     }
     s->in_epoll = 1;
     s->mask = want;
+}
+
+static void listeners_set(int on) {
+    for (int i = 0; i < R.n_routes; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &R.routes[i]};
+        if (R.routes[i].fd >= 0)
+            (void)epoll_ctl(R.ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, R.routes[i].fd, &ev);
+    }
+    R.accept_paused = !on;
 }
 
 static void pair_close(pair *p, const char *why) {
@@ -245,6 +259,10 @@ static void pair_close(pair *p, const char *why) {
     else R.pairs = p->next;
     if (p->next) p->next->prev = p->prev;
     free(p);
+    if (R.accept_paused) {
+        logf_("a connection closed: accepting again");
+        listeners_set(1);
+    }
 }
 
 /* ---- data movement ---- */
@@ -361,8 +379,14 @@ static void route_accept(route *r) {
         int cfd = accept4(r->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), tfd = -1;
         pair *p;
         if (cfd < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) logf_("%s: accept: %s", r->name, strerror(errno));
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the listener would stay readable: stop accepting until a pair closes */
+                logf_("%s: accept: %s: not accepting until a connection closes", r->name, strerror(errno));
+                if (R.pairs) listeners_set(0);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                logf_("%s: accept: %s", r->name, strerror(errno));
+            }
             return;
         }
         set_nodelay(cfd);
@@ -460,6 +484,7 @@ static void on_side_event(side *s, uint32_t evs, uint64_t now) {
     }
     if (evs & EPOLLOUT) s->write_blocked = 0;
     if (evs & (EPOLLIN | EPOLLHUP)) side_read(s, now);
+    if ((evs & EPOLLHUP) && s->read_open) s->hup = 1; /* held back: side_update parks it */
     /* HUP with nothing left to read and our side not finished: the connection is gone
      * (reset); going on would only see HUP again and again */
     if ((evs & EPOLLHUP) && !s->read_open && !s->wr_shut) {

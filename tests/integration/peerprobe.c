@@ -2,7 +2,8 @@
  * DEALER that connects to a tern-replicator as a CURVE client (or plain), sends
  * frames that a real agent would never send, and reports the replies.
  *
- *   peerprobe [OPTIONS] raw FILE         send the bytes of FILE as one frame
+ *   peerprobe [OPTIONS] raw FILE...      send the bytes of each FILE as one frame, all over
+ *                                        one connection (at most 64 files)
  *   peerprobe [OPTIONS] craft            send a hand-made frame:
  *             [--magic TEXT4] [--version N] [--type N] [--reserved N] [--length N]
  *             (--body JSON | --body-file FILE)
@@ -417,7 +418,7 @@ out:
 
 int main(int argc, char **argv) {
     probe_opts o;
-    const char *cmd = NULL, *pos_args[4] = {0};
+    const char *cmd = NULL, *pos_args[64] = {0};
     int npos = 0, rc = 2;
     long long v;
     void *zctx = NULL;
@@ -498,7 +499,7 @@ int main(int argc, char **argv) {
         } else {
             takes = 0;
             if (!cmd) cmd = a;
-            else if (npos < 4) pos_args[npos++] = a;
+            else if (npos < 64) pos_args[npos++] = a;
             else {
                 usage();
                 return 2;
@@ -528,7 +529,15 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    if (strcmp(cmd, "raw") == 0 || strcmp(cmd, "craft") == 0 || strcmp(cmd, "batch") == 0) {
+    if (strcmp(cmd, "raw") == 0 && npos > 1) {
+        unsigned char *frames[64] = {0};
+        size_t lens[64] = {0};
+        int ok = 1;
+        for (int i = 0; i < npos && ok; i++) ok = read_file(pos_args[i], &frames[i], &lens[i]) == 0;
+        if (ok && o.connect) rc = send_frames(zctx, &o, frames, lens, (size_t)npos);
+        else if (ok) fprintf(stderr, "peerprobe: raw needs --connect\n");
+        for (int i = 0; i < npos; i++) free(frames[i]);
+    } else if (strcmp(cmd, "raw") == 0 || strcmp(cmd, "craft") == 0 || strcmp(cmd, "batch") == 0) {
         int ok;
         if (strcmp(cmd, "raw") == 0) ok = npos == 1 && read_file(pos_args[0], &frame, &flen) == 0;
         else if (strcmp(cmd, "craft") == 0) ok = npos == 0 && craft_frame(&o, &frame, &flen) == 0;

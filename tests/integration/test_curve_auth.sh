@@ -24,8 +24,8 @@ jq --arg ddb "http://127.0.0.1:$RDDB" --argjson redis "$RREDIS" --arg repl "tcp:
   '.store.endpoint = $ddb | .redis.port = $redis | .replicator.listen = $repl
    | .replicator.metrics_port = $rm | .agent.metrics_port = $am
    | .curve.secret_key_file = "rogue-keys/eu-west-1.key"' "$(region_cfg $B)" >"$ROGUE_CFG"
-rogue up >/dev/null || fail "rogue region up"
 refused0=$(region_redis $A HGET "$(redis_key $A rej)" curve_refused); refused0=${refused0:-0}
+rogue up >/dev/null || fail "rogue region up" # its agent connects at once
 
 note "20 writes through the rogue region"
 for i in $(seq 1 20); do

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Echo tokens of deletes, two regressions on one pair of regions.
+# 1. (apply/apply.c) A change that was applied but whose
+# watermark was never saved (replicator killed between the write and the save) is
+# delivered again. For a delete, the second attempt finds the tombstone equal to its
+# version (APPLY_SAME); it used to remove the echo token "D<version>" that the FIRST
+# attempt had added, so when the agent then read the first attempt's REMOVE record it
+# took it for a local delete and shipped it back with a new version (an echo, which can
+# also beat a concurrent write from a third region).
+# Made deterministic: eu-west-1's (B) agent is frozen so the token is not consumed yet;
+# B's replicator and us-east-1's (A) agent are killed, B's watermark and A's ack are
+# rewound to before the changes, the daemons restart and re-deliver them; then B's
+# agent continues. It must see echoes only.
+# 2. (region-agent/tailer.c) Several Tern deletes of one key pending at once (the agent
+# behind): each REMOVE record must be matched with its own "D<version>" token. The
+# agent took the first D token in SMEMBERS order (arbitrary); a REMOVE matched with an
+# older delete's token looked older than the item it removed, and the agent "repaired"
+# it by putting the deleted item back in its region only: the regions diverged.
+set -euo pipefail
+. "$TERN_SRC/tests/lib/cluster.sh"
+cluster_init 2
+cluster_up
+A=us-east-1 B=eu-west-1
+EA=$(region_endpoint $A) EB=$(region_endpoint $B)
+K=$(key_json 1 REDO)
+
+signal_daemon $B tern-region-agent STOP
+trap 'kill -CONT "$(cat "$(region_run $B)/tern-region-agent.pid" 2>/dev/null)" 2>/dev/null; cluster_down' EXIT
+note "put and delete in $A, applied in $B while B's agent is frozen"
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#1"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$K" v x 10000 >/dev/null || fail "put did not reach $B"
+"$DDBTOOL" delete "$EA" "$TABLE" "$K" || fail delete
+"$DDBTOOL" wait "$EB" "$TABLE" "$K" - - 10000 >/dev/null || fail "delete did not reach $B"
+for ((i = 0; i < 50; i++)); do [ "$(rcnt $B $A applied)" -ge 2 ] && break; sleep 0.1; done
+[ "$(rcnt $B $A applied)" -ge 2 ] || fail "$B did not count the two changes applied"
+sleep 1 # A's agent saves B's acknowledgement
+
+note "crash: the watermark save never happened; A's agent resends"
+kill_daemon $B tern-replicator KILL
+kill_daemon $A tern-region-agent KILL
+region_redis $B HSET "$(redis_key $B "wm:$A:$TABLE")" pos 0-1 >/dev/null
+region_redis $A HSET "$(redis_key $A "ack:$TABLE")" $B 0-1 >/dev/null
+WM=$(redis_key $B "wm:$A:$TABLE")
+lr start-daemons $B >/dev/null || fail "restart $B's replicator"
+lr start-daemons $A >/dev/null || fail "restart $A's agent"
+for ((i = 0; i < 100; i++)); do [ "$(region_redis $B HGET "$WM" pos)" != 0-1 ] && break; sleep 0.1; done
+[ "$(region_redis $B HGET "$WM" pos)" != 0-1 ] || fail "$B did not see the re-delivered delete"
+note "re-delivered: $B counts applied $(rcnt $B $A applied), dup $(rcnt $B $A dup), lost $(rcnt $B $A lost)"
+
+signal_daemon $B tern-region-agent CONT
+for ((i = 0; i < 50; i++)); do [ "$(acnt $B echo)" -ge 2 ] && break; sleep 0.1; done
+sleep 1
+note "$B's agent: echo $(acnt $B echo), local $(acnt $B local)"
+[ "$(acnt $B local)" -eq 0 ] || fail "$B shipped the re-delivered delete back as a local change (echo)"
+[ "$(acnt $B echo)" -ge 2 ] || fail "$B's agent saw $(acnt $B echo) echoes, expected 2"
+wait_identical 30 $A $B || fail "regions differ"
+rc=0; "$DDBTOOL" get "$EA" "$TABLE" "$K" >/dev/null || rc=$?
+[ $rc = 3 ] || fail "the item is back in $A"
+
+note "6 put/delete cycles of one key in $A, applied in $B while B's agent is frozen"
+K2=$(key_json 2 REDO)
+signal_daemon $B tern-region-agent STOP
+applied0=$(rcnt $B $A applied) echo0=$(acnt $B echo)
+for i in 1 2 3 4 5 6; do
+  "$DDBTOOL" put "$EA" "$TABLE" "{\"PK\":{\"S\":\"REDO#2\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"c$i\"}}" || fail put
+  "$DDBTOOL" delete "$EA" "$TABLE" "$K2" || fail delete
+done
+for ((i = 0; i < 150; i++)); do [ "$(rcnt $B $A applied)" -ge $((applied0 + 12)) ] && break; sleep 0.1; done
+[ "$(rcnt $B $A applied)" -ge $((applied0 + 12)) ] || fail "$B applied $(($(rcnt $B $A applied) - applied0)) of 12 changes"
+signal_daemon $B tern-region-agent CONT
+for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -ge $((echo0 + 12)) ] && break; sleep 0.1; done
+sleep 1
+note "$B's agent: echo $(($(acnt $B echo) - echo0)), repaired $(acnt $B repaired), local $(acnt $B local)"
+[ "$(acnt $B repaired)" -eq 0 ] || fail "$B's agent repaired $(acnt $B repaired) keys: a REMOVE matched the wrong delete token"
+[ "$(acnt $B local)" -eq 0 ] || fail "$B shipped $(acnt $B local) echoes back as local changes"
+rc=0; "$DDBTOOL" get "$EB" "$TABLE" "$K2" >/dev/null || rc=$?
+[ $rc = 3 ] || fail "the deleted item is back in $B"
+wait_identical 30 $A $B || fail "regions differ after the delete cycles"
+
+# 3. (apply/apply.c) A delete raises the tombstone before its DeleteItem; when the
+# DeleteItem fails (store error, crash) the change is retried, and the retry found the
+# tombstone equal to its version and skipped the delete as a duplicate: the item stayed.
+# Made deterministic: A holds the delete for B (pause), B's tombstone is set to the
+# delete's version as the failed first attempt left it, then A ships.
+note "a delete retried after its first attempt raised the tombstone but did not delete"
+K3=$(key_json 3 REDO)
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#3"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$K3" v x 10000 >/dev/null || fail "put did not reach $B"
+region_redis $A SET "$(redis_key $A "pause:$B")" 1 >/dev/null
+sleep 1.2
+local0=$(acnt $A local)
+"$DDBTOOL" delete "$EA" "$TABLE" "$K3" || fail delete
+for ((i = 0; i < 100; i++)); do [ "$(acnt $A local)" -gt "$local0" ] && break; sleep 0.1; done
+VER=$(region_redis $A XREVRANGE "$(redis_key $A "log:$TABLE")" + - COUNT 1 | sed -n 3p | jq -r .ver)
+[[ "$VER" == *-$A ]] || fail "cannot read the delete's version from $A's log ($VER)"
+KID=$(printf '%s' '{"PK":{"S":"REDO#3"},"SK":{"S":"ITEM"}}' | sha256sum | cut -c1-64)
+region_redis $B SET "$(redis_key $B "tomb:$TABLE:$KID")" "$VER" >/dev/null
+region_redis $A DEL "$(redis_key $A "pause:$B")" >/dev/null
+"$DDBTOOL" wait "$EB" "$TABLE" "$K3" - - 10000 >/dev/null || fail "the retried delete $VER was skipped in $B: the item stayed"
+wait_identical 30 $A $B || fail "regions differ after the retried delete"
+assert_clean_logs
+echo "PASS"
