@@ -355,6 +355,8 @@ static const cfg_key region_keys[] = {
         R(c.store.endpoint)),
     STR("store.signing_region", 0, 1, CFG_REGION_MAX, NULL, "a region name", v_region,
         R(c.store.signing_region)),
+    STR("store.streams_endpoint", 0, 1, 2048, NULL, "an http:// or https:// URL", v_http_url,
+        R(c.store.streams_endpoint)),
     BOOL("store.verify_tls", 1, R(c.store.verify_tls)),
     NUM(KT_LONG, "store.timeout_ms", 100, 300000, 5000, R(c.store.timeout_ms)),
     ENUM("store.credentials.source", "env", cred_names, cred_values, R(c.store.cred_source)),
@@ -990,6 +992,18 @@ static int post_checks(loader *l, raw_cfg *r) {
     cfg_region *c = &r->c;
     if (!c->store.signing_region && !(c->store.signing_region = strdup(c->region)))
         return fail(l, "store.signing_region", "out of memory");
+    if (!c->store.streams_endpoint) {
+        /* AWS serves Streams on streams.dynamodb.REGION.amazonaws.com; other stores
+         * (DynamoDB Local, Alternator) on the table endpoint itself */
+        const char *e = c->store.endpoint, *h = strstr(e, "://");
+        char buf[2100];
+        if (h && strncmp(h + 3, "dynamodb.", 9) == 0 && strstr(h + 3, ".amazonaws.com"))
+            snprintf(buf, sizeof buf, "%.*sstreams.%s", (int)(h + 3 - e), e, h + 3);
+        else
+            snprintf(buf, sizeof buf, "%s", e);
+        if (!(c->store.streams_endpoint = strdup(buf)))
+            return fail(l, "store.streams_endpoint", "out of memory");
+    }
     if (c->agent.metrics_port == c->replicator.metrics_port)
         return fail(l, "agent.metrics_port", "%d is also replicator.metrics_port; the two daemons "
                     "need different metrics ports", c->agent.metrics_port);
@@ -1136,6 +1150,7 @@ void cfg_free(cfg_region *c) {
     free(c->path);
     free(c->store.endpoint);
     free(c->store.signing_region);
+    free(c->store.streams_endpoint);
     free(c->store.cred_file);
     free(c->store.cred_profile);
     free_secret(c->store.access_key_id);

@@ -53,6 +53,9 @@ typedef struct {
     struct {
         char *endpoint;                    /* http(s)://HOST[:PORT][/PATH] */
         char *signing_region;              /* SigV4 region; defaults to region */
+        char *streams_endpoint;            /* DynamoDB Streams URL; defaults to
+                                              streams.dynamodb.R.amazonaws.com for AWS
+                                              endpoints, else the store endpoint */
         int verify_tls;                    /* 1 unless explicitly false */
         cfg_cred_source cred_source;
         char *cred_file;                   /* CFG_CRED_FILE: absolute path; else NULL */

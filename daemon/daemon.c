@@ -101,21 +101,29 @@ long daemon_watchdog_ms(void) {
     return 0;
 }
 
-store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen) {
+static store *daemon_store_at(const cfg_region *cfg, const char *endpoint, char *err, size_t errlen) {
     store_opts o;
     memset(&o, 0, sizeof o);
-    o.endpoint = cfg->store.endpoint;
+    o.endpoint = endpoint;
     o.region = cfg->store.signing_region;
     o.access_key_id = cfg->store.access_key_id;
     o.secret_access_key = cfg->store.secret_access_key;
     o.session_token = cfg->store.session_token;
     o.verify_tls = cfg->store.verify_tls ? STORE_TLS_VERIFY : STORE_TLS_NO_VERIFY;
-    if (!cfg->store.verify_tls && strncmp(cfg->store.endpoint, "https:", 6) == 0)
-        log_warn(NULL, "store.verify_tls is false: the certificate of %s is NOT verified", cfg->store.endpoint);
+    if (!cfg->store.verify_tls && strncmp(endpoint, "https:", 6) == 0)
+        log_warn(NULL, "store.verify_tls is false: the certificate of %s is NOT verified", endpoint);
     o.timeout_ms = (int)cfg->store.timeout_ms;
     o.max_retries = DAEMON_STORE_RETRIES;
     o.backoff_cap_ms = DAEMON_STORE_BACKOFF_CAP_MS;
     return store_new(&o, err, errlen);
+}
+
+store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen) {
+    return daemon_store_at(cfg, cfg->store.endpoint, err, errlen);
+}
+
+store *daemon_streams_new(const cfg_region *cfg, char *err, size_t errlen) {
+    return daemon_store_at(cfg, cfg->store.streams_endpoint, err, errlen);
 }
 
 state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen) {

@@ -34,6 +34,8 @@ long daemon_watchdog_ms(void);
 
 /* New store / Redis handles for the config's region; NULL + err. Caller frees. */
 store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen);
+/* The same for the DynamoDB Streams API (store.streams_endpoint). */
+store *daemon_streams_new(const cfg_region *cfg, char *err, size_t errlen);
 state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen);
 
 /* Monotonic and wall clocks in ms. */

@@ -66,7 +66,8 @@ typedef struct {
 
 typedef struct {
     agent_ctx *a;
-    store *s;
+    store *s;              /* table API (DescribeTable, repairs) */
+    store *streams;        /* Streams API (store.streams_endpoint) */
     state *st;
     lww_clock *clock;
     void *notify;
@@ -219,10 +220,10 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
             cJSON_Delete(req);
             return -1;
         }
-        ss = store_call(tl->s, "DescribeStream", req, &resp);
+        ss = store_call(tl->streams, "DescribeStream", req, &resp);
         cJSON_Delete(req);
         if (ss != STORE_OK) {
-            log_warn(NULL, "table %s: DescribeStream: %s: %s", t->name, store_status_name(ss), store_errstr(tl->s));
+            log_warn(NULL, "table %s: DescribeStream: %s: %s", t->name, store_status_name(ss), store_errstr(tl->streams));
             cJSON_Delete(resp);
             return -1;
         }
@@ -314,7 +315,7 @@ static int tailer_acquire(tailer *tl, table_tail *t, shard *s) {
             cJSON_Delete(req);
             return -1;
         }
-        ss = store_call(tl->s, "GetShardIterator", req, &resp);
+        ss = store_call(tl->streams, "GetShardIterator", req, &resp);
         cJSON_Delete(req);
         if (ss == STORE_ERR_TRIMMED && from_seq) {
             cJSON_Delete(resp);
@@ -323,7 +324,7 @@ static int tailer_acquire(tailer *tl, table_tail *t, shard *s) {
         }
         if (ss != STORE_OK) {
             log_warn(NULL, "table %s shard %s: GetShardIterator: %s: %s", t->name, s->id,
-                     store_status_name(ss), store_errstr(tl->s));
+                     store_status_name(ss), store_errstr(tl->streams));
             cJSON_Delete(resp);
             return -1;
         }
@@ -729,7 +730,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
         s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
         return;
     }
-    ss = store_call(tl->s, "GetRecords", req, &resp);
+    ss = store_call(tl->streams, "GetRecords", req, &resp);
     cJSON_Delete(req);
     if (ss == STORE_ERR_EXPIRED_ITERATOR) {
         log_info(NULL, "table %s shard %s: iterator expired; re-acquiring after %s", t->name, s->id,
@@ -749,7 +750,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     }
     if (ss != STORE_OK) {
         log_warn(NULL, "table %s shard %s: GetRecords: %s: %s", t->name, s->id, store_status_name(ss),
-                 store_errstr(tl->s));
+                 store_errstr(tl->streams));
         if (ss == STORE_ERR_NOT_FOUND || ss == STORE_ERR_VALIDATION) {
             free(s->iter);
             s->iter = NULL;
@@ -795,6 +796,8 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
     tl->ttl_s = a->cfg->replicator.tombstone_ttl_s;
     tl->s = daemon_store_new(a->cfg, err, errlen);
     if (!tl->s) return -1;
+    tl->streams = daemon_streams_new(a->cfg, err, errlen);
+    if (!tl->streams) return -1;
     tl->st = daemon_state_new(a->cfg, err, errlen);
     if (!tl->st) return -1;
     tl->clock = lww_clock_new(a->cfg->region);
@@ -831,6 +834,7 @@ static void tailer_cleanup(tailer *tl) {
     if (tl->notify) zmq_close(tl->notify);
     lww_clock_free(tl->clock);
     state_free(tl->st);
+    store_free(tl->streams);
     store_free(tl->s);
 }
 

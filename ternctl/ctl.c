@@ -82,7 +82,8 @@ int ctl_load(ctl_ctx *c, char **paths, size_t n) {
     c->cfgs = calloc(n, sizeof *c->cfgs);
     c->st = calloc(n, sizeof *c->st);
     c->sto = calloc(n, sizeof *c->sto);
-    if (!c->cfgs || !c->st || !c->sto) {
+    c->streams = calloc(n, sizeof *c->streams);
+    if (!c->cfgs || !c->st || !c->sto || !c->streams) {
         ctl_err("out of memory");
         goto out;
     }
@@ -108,10 +109,12 @@ void ctl_ctx_free(ctl_ctx *c) {
     for (size_t i = 0; i < c->n; i++) {
         if (c->st) state_free(c->st[i]);
         if (c->sto) store_free(c->sto[i]);
+        if (c->streams) store_free(c->streams[i]);
         cfg_free(c->cfgs[i]);
     }
     free(c->st);
     free(c->sto);
+    free(c->streams);
     free(c->cfgs);
     memset(c, 0, sizeof *c);
 }
@@ -175,6 +178,18 @@ store *ctl_store(ctl_ctx *c, int i) {
     return c->sto[i];
 }
 
+store *ctl_streams(ctl_ctx *c, int i) {
+    char err[512];
+    store_opts o;
+    if (c->streams[i]) return c->streams[i];
+    ctl_store_opts(c, i, &o);
+    o.endpoint = c->cfgs[i]->store.streams_endpoint;
+    c->streams[i] = store_new(&o, err, sizeof err);
+    if (!c->streams[i])
+        ctl_err("region %s: streams %s: %s", c->cfgs[i]->region, c->cfgs[i]->store.streams_endpoint, err);
+    return c->streams[i];
+}
+
 void ctl_redis_fail(ctl_ctx *c, int i, const char *what) {
     char addr[300];
     const char *e = c->st[i] ? state_errstr(c->st[i]) : "";
@@ -183,8 +198,11 @@ void ctl_redis_fail(ctl_ctx *c, int i, const char *what) {
 }
 
 void ctl_store_fail(ctl_ctx *c, int i, const char *op, store_status ss) {
-    const char *e = c->sto[i] ? store_errstr(c->sto[i]) : "";
-    ctl_err("region %s: store %s: %s: %s%s%s", c->cfgs[i]->region, c->cfgs[i]->store.endpoint, op,
+    int streams_op = !strcmp(op, "DescribeStream") || !strcmp(op, "GetShardIterator") || !strcmp(op, "GetRecords");
+    store *h = streams_op ? c->streams[i] : c->sto[i];
+    const char *e = h ? store_errstr(h) : "";
+    ctl_err("region %s: store %s: %s: %s%s%s", c->cfgs[i]->region,
+            streams_op ? c->cfgs[i]->store.streams_endpoint : c->cfgs[i]->store.endpoint, op,
             store_status_name(ss), *e ? ": " : "", e);
 }
 

@@ -116,6 +116,7 @@ typedef struct {
     size_t n;
     state **st;           /* per config: Redis handle opened on first use, or NULL */
     store **sto;          /* per config: store handle made on first use, or NULL */
+    store **streams;      /* per config: Streams API handle (store.streams_endpoint), lazily */
     int json;             /* --json */
 } ctl_ctx;
 
@@ -134,6 +135,8 @@ state *ctl_state(ctl_ctx *c, int i);
 /* The region's store handle; NULL after printing an error. Borrowed from c. The
  * handle makes no connection until its first call. */
 store *ctl_store(ctl_ctx *c, int i);
+/* The Streams API handle of config i (borrowed; NULL after printing an error). */
+store *ctl_streams(ctl_ctx *c, int i);
 /* store_opts for region i (strings borrowed from the config; for store_scan_all). */
 void ctl_store_opts(const ctl_ctx *c, int i, store_opts *o);
 /* "host:port" or the unix socket path of region i's Redis (no password). */

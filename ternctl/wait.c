@@ -62,7 +62,7 @@ static void ctl_wtable_free(wtable *t) {
 
 /* Reads the records after `after` (NULL: TRIM_HORIZON) of one shard. 0/-1 (printed). */
 static int ctl_read_head(ctl_ctx *c, int r1, wtable *t, wshard *sh, const char *after) {
-    store *s = ctl_store(c, r1);
+    store *s = ctl_streams(c, r1);
     char *iter = NULL;
     store_status ss;
     if (!s) return -1;
@@ -162,7 +162,8 @@ static int ctl_wait_setup(ctl_ctx *c, int r1, wtable *t) {
         return -1;
     }
     snprintf(t->arn, sizeof t->arn, "%s", ti.latest_stream_arn);
-    ss = store_describe_stream(s, t->arn, &desc);
+    if (!ctl_streams(c, r1)) return -1;
+    ss = store_describe_stream(c->streams[r1], t->arn, &desc);
     if (ss != STORE_OK) {
         ctl_store_fail(c, r1, "DescribeStream", ss);
         return -1;

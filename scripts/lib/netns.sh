@@ -266,9 +266,13 @@ netns_heal() { # removes the DROP rules; logs how many packets they dropped
   for r in "${NETNS_REGIONS[@]}"; do
     ns=$(netns_name "$r")
     { echo "--- $r ($ns) before heal:"; ip netns exec "$ns" iptables -L "$NETNS_CHAIN" -n -v -x; } >>"$NETNS_DIR/split.log" 2>&1
-    ip netns exec "$ns" iptables -F "$NETNS_CHAIN" || { _netns_err "iptables -F in $ns failed"; rc=1; }
   done
+  # the time before the first rule goes: nothing can cross earlier (split.log "cut" is
+  # the time after the last rule was in place)
   echo "$(date +%s%3N) heal" >>"$NETNS_DIR/split.log"
+  for r in "${NETNS_REGIONS[@]}"; do
+    ip netns exec "$(netns_name "$r")" iptables -F "$NETNS_CHAIN" || { _netns_err "iptables -F in $(netns_name "$r") failed"; rc=1; }
+  done
   return $rc
 }
 

@@ -17,7 +17,7 @@ EA=$(region_endpoint $A) EB=$(region_endpoint $B)
 SECS=${TERN_CRASH_SECONDS:-36}
 RANDOM=${TERN_CRASH_SEED:-$$}
 
-log_lines() { cat "$(region_run "$1")"/tern-*.log | grep -cE ' (warn|error) '; } # warnings and errors
+log_lines() { cat "$(region_run "$1")"/tern-*.log | grep -cE ' (warn|error) ' || true; } # warnings and errors
 pause_rand() { sleep "$(awk -v r=$RANDOM 'BEGIN{printf "%.2f", 1.5 + (r % 250) / 100}')"; }
 crash_daemon() { # crash_daemon REGION NAME
   note "kill -9 $1 $2"

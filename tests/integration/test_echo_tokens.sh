@@ -71,7 +71,12 @@ signal_daemon $B tern-region-agent CONT
 for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -ge $((echo0 + 12)) ] && break; sleep 0.1; done
 sleep 1
 note "$B's agent: echo $(($(acnt $B echo) - echo0)), repaired $(acnt $B repaired), local $(acnt $B local)"
-[ "$(acnt $B repaired)" -eq 0 ] || fail "$B's agent repaired $(acnt $B repaired) keys: a REMOVE matched the wrong delete token"
+# (a REMOVE matched with an older delete's token shows up as a repair that puts the
+# deleted item back; repairs that delete again with the latest tombstone are harmless)
+if grep -q 'restored it (put' "$(region_run $B)/tern-region-agent.log"; then
+  grep 'restored it (put' "$(region_run $B)/tern-region-agent.log" | head -3 >&2
+  fail "$B's agent put a deleted item back: a REMOVE matched the wrong delete token"
+fi
 [ "$(acnt $B local)" -eq 0 ] || fail "$B shipped $(acnt $B local) echoes back as local changes"
 rc=0; "$DDBTOOL" get "$EB" "$TABLE" "$K2" >/dev/null || rc=$?
 [ $rc = 3 ] || fail "the deleted item is back in $B"

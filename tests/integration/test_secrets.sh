@@ -16,7 +16,7 @@
 #     distinctive value exported for the run), the content of any CURVE .key file.
 set -euo pipefail
 # before cluster.sh, which keeps values already set
-export AWS_ACCESS_KEY_ID=tern-secrets-test-id
+export AWS_ACCESS_KEY_ID=ternSecretsTestId # DynamoDB Local 2.x: letters and digits only
 export AWS_SECRET_ACCESS_KEY="AwsSecret$RANDOM$RANDOM$RANDOM/DoNotLogMe+$$"
 . "$TERN_SRC/tests/lib/cluster.sh"
 PW="RedisPw-$RANDOM$RANDOM-$$-doNotLog"

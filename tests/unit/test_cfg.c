@@ -262,6 +262,20 @@ static const char *minimal_text =
     " \"tables\": [\"demo-ecommerce-freetier\"], \"replicator\": {\"listen\": \"tcp://127.0.0.1:7101\"},\n"
     " \"peers\": [], \"curve\": {\"secret_key_file\": \"keys/us-east-1.key\"}}\n";
 
+/* AWS serves Streams on its own host: the default streams endpoint follows the table one. */
+static void test_streams_endpoint_default_aws(void **state) {
+    (void)state;
+    write_file("aws.json",
+               "{\"region\": \"us-east-1\", \"store\": {\"endpoint\": \"https://dynamodb.eu-west-1.amazonaws.com\"},\n"
+               " \"tables\": [\"demo-ecommerce-freetier\"], \"replicator\": {\"listen\": \"tcp://127.0.0.1:7101\"},\n"
+               " \"peers\": [], \"curve\": {\"secret_key_file\": \"keys/us-east-1.key\"}}\n", 0644);
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/aws.json", dir);
+    cfg_region *c = load_ok(path);
+    assert_string_equal(c->store.streams_endpoint, "https://streams.dynamodb.eu-west-1.amazonaws.com");
+    cfg_free(c);
+}
+
 static void test_minimal_defaults(void **state) {
     (void)state;
     write_file("min.json", minimal_text, 0644);
@@ -270,6 +284,7 @@ static void test_minimal_defaults(void **state) {
     cfg_region *c = load_ok(path);
     assert_string_equal(c->region, "us-east-1");
     assert_string_equal(c->store.signing_region, "us-east-1");
+    assert_string_equal(c->store.streams_endpoint, c->store.endpoint); /* not AWS: same endpoint */
     assert_int_equal(c->store.verify_tls, 1);
     assert_int_equal(c->store.timeout_ms, 5000);
     assert_int_equal(c->store.cred_source, CFG_CRED_ENV);
@@ -384,7 +399,7 @@ static void test_error_classes(void **state) {
         {"colour", "1", "colour", "unknown key; allowed keys at the top level: region, store, redis, "
                                   "tables, replicator, agent, peers, curve, log_level"},
         {"store.endpoit", "\"x\"", "store.endpoit",
-         "unknown key; allowed keys in store: endpoint, signing_region, verify_tls, timeout_ms, credentials"},
+         "unknown key; allowed keys in store: endpoint, signing_region, streams_endpoint, verify_tls, timeout_ms, credentials"},
         {"store.credentials.sorce", "\"env\"", "store.credentials.sorce",
          "unknown key; allowed keys in store.credentials: source, file, profile"},
         {"peers[1].pubkey", "\"x\"", "peers[1].pubkey",
@@ -651,6 +666,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config),
         cmocka_unit_test(test_minimal_defaults),
+        cmocka_unit_test(test_streams_endpoint_default_aws),
         cmocka_unit_test(test_curve_disabled),
         cmocka_unit_test(test_credentials_file),
         cmocka_unit_test(test_error_classes),
