@@ -168,6 +168,16 @@ static void shipper_recv(shipper *sh, peer_state *p) {
     }
 }
 
+/* The peer is not connected: the link retries after AGENT_BLOCKED_RETRY_MS. */
+static void shipper_blocked(peer_state *p, link_state *l, long long now) {
+    l->blocked_until = now + AGENT_BLOCKED_RETRY_MS;
+    if (p->connected_logged && now - p->last_warn > 10000) {
+        log_warn(p->peer->region, "peer not connected (%s); holding its changes", p->peer->endpoint);
+        p->last_warn = now;
+        p->connected_logged = 0;
+    }
+}
+
 /* Reads up to batch_max log entries after l->sent and sends them as one batch.
  * Returns 1 if a batch was sent, 0 if nothing to send or the peer is not connected,
  * -1 on error. */
@@ -183,6 +193,17 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     char err[256];
 
     if (state_key(sh->st, key, sizeof key, STATE_K_LOG, l->table) != 0) return -1;
+    {
+        /* a peer that is not connected refuses every send (ZMQ_IMMEDIATE): find out before
+         * reading and encoding up to batch_max changes for nothing every
+         * AGENT_BLOCKED_RETRY_MS, which starved the links to the peers that are up */
+        int events = 0;
+        size_t elen = sizeof events;
+        if (zmq_getsockopt(p->sock, ZMQ_EVENTS, &events, &elen) == 0 && !(events & ZMQ_POLLOUT)) {
+            shipper_blocked(p, l, now);
+            return 0;
+        }
+    }
     wire_pos_format(l->sent, posbuf, sizeof posbuf);
     snprintf(start, sizeof start, "(%s", posbuf);
     r = state_cmd(sh->st, "XRANGE %s %s + COUNT %ld", key, start, cfg->agent.batch_max);
@@ -237,12 +258,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     }
     if (zmq_send(p->sock, frame, flen, ZMQ_DONTWAIT) < 0) {
         if (errno == EAGAIN) {
-            l->blocked_until = now + AGENT_BLOCKED_RETRY_MS;
-            if (p->connected_logged && now - p->last_warn > 10000) {
-                log_warn(p->peer->region, "peer not connected (%s); holding its changes", p->peer->endpoint);
-                p->last_warn = now;
-                p->connected_logged = 0;
-            }
+            shipper_blocked(p, l, now);
             rc = 0;
         } else {
             log_error(p->peer->region, "send: %s", zmq_strerror(errno));

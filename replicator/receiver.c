@@ -44,7 +44,23 @@ struct receiver {
     rej_count rej[32];
     size_t n_rej;
     long long last_rej_warn;
+    long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
+    long redis_failures;        /* Redis failures not logged since then */
 };
+
+/* Logs a Redis failure at most once per REPL_WARN_EVERY_MS (a peer resends its window
+ * every ack timeout while Redis is down); the others are counted in the next line. */
+static void receiver_redis_warn(receiver *r, const char *peer, const char *table, const char *what) {
+    long long now = daemon_mono_ms();
+    if (r->last_redis_warn && now - r->last_redis_warn < REPL_WARN_EVERY_MS) {
+        r->redis_failures++;
+        return;
+    }
+    log_warn(peer, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)", table, what,
+             state_errstr(r->st), r->redis_failures);
+    r->last_redis_warn = now;
+    r->redis_failures = 0;
+}
 
 receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen) {
     receiver *r = calloc(1, sizeof *r);
@@ -108,9 +124,10 @@ static int receiver_load_wm(receiver *r, source_state *s) {
     state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
     rep = state_cmd(r->st, "HGET %s pos", key);
     if (!rep) {
-        log_warn(s->source, "table %s: reading the watermark: %s", s->table, state_errstr(r->st));
+        receiver_redis_warn(r, s->source, s->table, "reading the watermark");
         return -1;
     }
+    r->last_redis_warn = 0;
     if (rep->type == REDIS_REPLY_STRING && wire_pos_parse(rep->str, &s->wm) == 0) s->known = 1;
     freeReplyObject(rep);
     s->loaded = 1;
@@ -333,5 +350,5 @@ void receiver_housekeep(receiver *r, long refused, const char *status) {
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
         for (size_t i = 0; i < r->n_rej; i++) r->rej[i].count = 0;
     }
-    if (state_heartbeat(r->st, "replicator", status) != 0) log_warn(NULL, "heartbeat: %s", state_errstr(r->st));
+    if (state_heartbeat(r->st, "replicator", status) != 0) receiver_redis_warn(r, NULL, "-", "heartbeat");
 }

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # scripts/lib/netns.sh -- the realistic-network mode of the failover drill
 # (scripts/drill --netns): each region in its own network namespace with its own
 # address, cross-region links through a delaying TCP relay (scripts/relay/relay.c),
@@ -145,6 +146,7 @@ _netns_gen_config() {
   pp=$(_netns_port "$(jq -r .replicator.listen "$src")")
   jq --arg ip "$(netns_ip "$i")" --arg rip "$(netns_root_ip "$i")" --arg sp "$sp" --arg pp "$pp" '
     .store.endpoint = ("http://" + $ip + ":" + $sp)
+    | if .store.streams_endpoint then .store.streams_endpoint |= sub("//[^:/]+"; "//" + $ip) else . end
     | .redis.host = $ip
     | .replicator.listen = ("tcp://*:" + $pp)
     | .peers |= map(.endpoint |= ("tcp://" + $rip + ":" + (capture(":(?<p>[0-9]+)$").p)))' "$src" >"$dst"

@@ -90,7 +90,10 @@ after=$(awk -F, -v h="$heal" '$1 > h && $2 < 2000' "$lag" | wc -l)
 note "cut $((heal - cut)) ms: $dropped packets dropped, canary $(cut -d, -f1,2 <<<"$held" | head -1) (written, lag ms) held until the heal, $after crossed after it"
 
 note "B: a drill on the live regions, then interrupted like Ctrl-C"
-setsid "$TERN_SRC/scripts/drill" --netns --rtt-ms $RTT --rate 5 --duration 120 --scenarios planned \
+# as from a terminal: its own process group, SIGINT not ignored (a background job of a
+# script starts with SIGINT ignored, and bash cannot undo that itself)
+python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' \
+  "$TERN_SRC/scripts/drill" --netns --rtt-ms $RTT --rate 5 --duration 120 --scenarios planned \
   --out "$T/b" >"$T/b.out" 2>&1 &
 drill_pid=$!
 for _ in $(seq 1 1200); do
