@@ -34,6 +34,7 @@ const char *apply_result_name(apply_result r) {
     case APPLY_WRITTEN: return "written";
     case APPLY_LOST: return "lost";
     case APPLY_SAME: return "same";
+    case APPLY_REFUSED: return "refused";
     case APPLY_ERROR: return "error";
     }
     return "?";
@@ -231,6 +232,11 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         snprintf(err, errlen, "%s %s: %s", c->is_delete ? "DeleteItem" : "PutItem",
                  store_status_name(ss), store_errstr(s));
         res = APPLY_ERROR;
+        if (ss == STORE_ERR_VALIDATION) {
+            /* refused for good: the write did not happen, its token must not linger */
+            res = APPLY_REFUSED;
+            if (apply_token_remove(st, kpend, token, own_token) != 0) res = APPLY_ERROR;
+        }
     }
     cJSON_Delete(resp);
     return res;

@@ -27,6 +27,10 @@ typedef enum {
     APPLY_WRITTEN,   /* the table now holds the change (or, for a delete, no such item) */
     APPLY_LOST,      /* a newer version is known or stored: conflict lost, nothing written */
     APPLY_SAME,      /* exactly this version is already known: a duplicate, nothing written */
+    APPLY_REFUSED,   /* the store refused the write for good (ValidationException, e.g. an item
+                        over the size limit once Tern's attributes are added, or a key that does
+                        not match the table's schema); err has the store's message; retrying
+                        cannot help */
     APPLY_ERROR      /* store or Redis failed; err says why; retry the change later */
 } apply_result;
 

@@ -250,7 +250,15 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
         b.last = b.changes[b.n - 1].pos;
         if (wire_encode_batch(&b, &frame, &flen, err, sizeof err) == 0) break;
         if (b.n == 1) {
-            log_error(p->peer->region, "table %s: cannot encode change %s: %s", l->table, posbuf, err);
+            /* a change no peer could accept (the tailer screens for these): left in the log it
+             * would block this link for good, so it is removed from the log for every peer */
+            char id[48];
+            redisReply *x;
+            wire_pos_format(b.changes[0].pos, id, sizeof id);
+            log_error(p->peer->region, "table %s: change-log entry %s cannot be encoded (%s): removed from "
+                      "the log, NOT REPLICATED", l->table, id, err);
+            x = state_cmd(sh->st, "XDEL %s %s", key, id);
+            if (x) freeReplyObject(x);
             b.n = r->elements;
             goto out;
         }
@@ -406,8 +414,7 @@ static int shipper_socket(shipper *sh, peer_state *p, char *err, size_t errlen) 
         zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(p->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) != 0 ||
-        zmq_setsockopt(p->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_ttl, sizeof hb_ttl) != 0 ||
-        zmq_setsockopt(p->sock, ZMQ_ROUTING_ID, cfg->region, strlen(cfg->region)) != 0)
+        zmq_setsockopt(p->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_ttl, sizeof hb_ttl) != 0)
         goto fail;
     if (cfg->curve.enabled) {
         if (zmq_setsockopt(p->sock, ZMQ_CURVE_SERVERKEY, p->peer->public_key, 41) != 0 ||

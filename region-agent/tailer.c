@@ -422,6 +422,42 @@ static cJSON *tailer_ship_image(const table_tail *t, const rec_view *r) {
     return img;
 }
 
+/* Whether a local change can cross the wire (the rules of wire_decode): valid, non-empty
+ * keys with no tern:* name, and for a put an image holding the same key values. Logs why
+ * not. */
+static int tailer_shippable(const table_tail *t, const rec_view *r) {
+    char err[256];
+    const cJSON *k;
+    if (item_validate(r->keys, err, sizeof err) != 0 || !r->keys->child) {
+        log_error(NULL, "table %s: stream record %s has invalid keys (%s): NOT REPLICATED", t->name, r->seq,
+                  r->keys->child ? err : "empty");
+        return 0;
+    }
+    for (k = r->keys->child; k; k = k->next) {
+        const cJSON *iv;
+        char *a = NULL, *b = NULL;
+        int same;
+        if (strncmp(k->string, ITEM_HIDDEN_PREFIX, strlen(ITEM_HIDDEN_PREFIX)) == 0) {
+            log_error(NULL, "table %s: key attribute %s uses Tern's reserved prefix " ITEM_HIDDEN_PREFIX
+                      ": record %s NOT REPLICATED", t->name, k->string, r->seq);
+            return 0;
+        }
+        if (r->is_delete) continue;
+        iv = cJSON_GetObjectItemCaseSensitive(r->img, k->string);
+        a = iv ? cJSON_PrintUnformatted(iv) : NULL;
+        b = cJSON_PrintUnformatted(k);
+        same = a && b && strcmp(a, b) == 0;
+        free(a);
+        free(b);
+        if (!same) {
+            log_error(NULL, "table %s: stream record %s: the new image's %s differs from its key: NOT REPLICATED",
+                      t->name, r->seq, k->string);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Appends one log entry {"op","keys","image","ver"} as an XADD to the pipeline. */
 static int tailer_append_log(tailer *tl, const char *logkey, const rec_view *r, const char *ver) {
     cJSON *c = cJSON_CreateObject();
@@ -579,7 +615,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             continue;
         }
         /* a local change */
-        if (!r->is_delete && !(r->img = tailer_ship_image(t, r))) {
+        if ((!r->is_delete && !(r->img = tailer_ship_image(t, r))) || !tailer_shippable(t, r)) {
             n_invalid++;
             continue;
         }

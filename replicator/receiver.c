@@ -32,7 +32,9 @@ typedef struct {
 
 typedef struct {
     char reason[48];
-    long count;
+    long count;            /* not yet saved to Redis */
+    long long last_warn;   /* monotonic ms of the last log line for this reason */
+    long suppressed;       /* rejections not logged since that line */
 } rej_count;
 
 struct receiver {
@@ -43,7 +45,6 @@ struct receiver {
     size_t n_srcs;
     rej_count rej[32];
     size_t n_rej;
-    long long last_rej_warn;
     long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;        /* Redis failures not logged since then */
 };
@@ -89,10 +90,38 @@ void receiver_reject(receiver *r, const char *reason, const char *peer, const ch
         snprintf(r->rej[i].reason, sizeof r->rej[i].reason, "%s", reason);
         r->n_rej++;
     }
-    if (i < r->n_rej) r->rej[i].count++;
-    if (now - r->last_rej_warn >= 1000 || log_get_level() >= LOG_LVL_DEBUG) {
+    if (i == r->n_rej) { /* table of reasons full: cannot happen with the fixed reason set */
         log_warn(peer, "rejected a frame (%s): %s", reason, detail);
-        r->last_rej_warn = now;
+        return;
+    }
+    r->rej[i].count++;
+    /* one line per reason per REPL_REJECT_LOG_MS, saying how many were not logged */
+    if (now - r->rej[i].last_warn >= REPL_REJECT_LOG_MS || log_get_level() >= LOG_LVL_DEBUG) {
+        if (r->rej[i].suppressed)
+            log_warn(peer, "rejected a frame (%s): %s (and %ld more like it not logged)", reason, detail,
+                     r->rej[i].suppressed);
+        else
+            log_warn(peer, "rejected a frame (%s): %s", reason, detail);
+        r->rej[i].last_warn = now;
+        r->rej[i].suppressed = 0;
+    } else {
+        r->rej[i].suppressed++;
+    }
+}
+
+/* Keeps a refused change in Redis (alarm:refused, newest first, capped) for ternctl. */
+static void receiver_alarm(receiver *r, const char *detail) {
+    char key[256], val[1100];
+    redisReply *rep[2];
+    state_key(r->st, key, sizeof key, STATE_K_ALARM_REFUSED);
+    snprintf(val, sizeof val, "%lld %s", daemon_wall_ms(), detail);
+    state_append(r->st, "LPUSH %s %s", key, val);
+    state_append(r->st, "LTRIM %s 0 999", key);
+    if (state_flush(r->st, rep, 2) == 0) {
+        freeReplyObject(rep[0]);
+        freeReplyObject(rep[1]);
+    } else {
+        log_error(NULL, "cannot record the refused change in Redis: %s", state_errstr(r->st));
     }
 }
 
@@ -259,7 +288,18 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
             stopped = 1;
             break;
         }
-        if (res == APPLY_LOST) {
+        if (res == APPLY_REFUSED) {
+            /* retrying cannot help, and holding it would stall every later change of this
+             * source and table: count it, say so loudly, keep it in Redis for ternctl,
+             * and move on. The item now differs between regions until someone fixes it. */
+            char *keys = item_canonical(c->keys, 0), detail[1024];
+            snprintf(detail, sizeof detail, "table %s: change %s of key %s refused by the store, NOT APPLIED: %s",
+                     b->table, c->version, keys ? keys : kid, err);
+            log_error(b->source, "%s", detail);
+            receiver_reject(r, "store_refused", b->source, detail);
+            receiver_alarm(r, detail);
+            free(keys);
+        } else if (res == APPLY_LOST) {
             char *keys = item_canonical(c->keys, 0);
             t.lost++;
             log_info(b->source, "table %s: conflict lost: key %s: incoming %s %s from %s loses to %s held here",

@@ -26,6 +26,7 @@
 #define REPL_POLL_MS 100          /* main loop wake-up, ms */
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
 #define REPL_WARN_EVERY_MS 5000   /* rate limit of repeated warnings, ms */
+#define REPL_REJECT_LOG_MS 1000   /* at most one log line per rejection reason per this, ms */
 
 typedef struct zap_handler zap_handler;
 

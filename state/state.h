@@ -16,6 +16,8 @@
  *   lag:S:T        LIST    recent "at_ms lag_ms" samples for source S (newest first, capped)
  *   acnt:T         HASH    agent counters: local, echo, repaired, invalid, trimmed, shipped:P, resent:P
  *   alarm:trimmed  LIST    "at_ms table shard" entries: data may have been lost (TrimmedDataAccess)
+ *   alarm:refused  LIST    "at_ms detail" of peer changes the store refused for good (replicator;
+ *                          newest first, at most 1000): those items differ between regions
  *   hlc            STRING  the agent's last issued version (floor for its clock after a restart)
  *   pause:P        STRING  present: shipping to peer P is paused (ternctl pause)
  *   hb:agent, hb:replicator  STRING  heartbeat: "<ms> <pid> <status>", expires after STATE_HEARTBEAT_TTL_S
@@ -46,6 +48,7 @@
 #define STATE_K_LAG "lag:%s:%s"
 #define STATE_K_ACNT "acnt:%s"
 #define STATE_K_ALARM_TRIMMED "alarm:trimmed"
+#define STATE_K_ALARM_REFUSED "alarm:refused"
 #define STATE_K_HLC "hlc"
 #define STATE_K_PAUSE "pause:%s"
 #define STATE_K_HB "hb:%s"
