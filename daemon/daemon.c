@@ -20,6 +20,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#define DAEMON_STORE_APIS 2              /* "table", "streams" */
 #define DAEMON_STORE_RETRIES 3        /* store retries inside one call (daemons keep loops short) */
 #define DAEMON_STORE_BACKOFF_CAP_MS 1000
 
@@ -149,4 +150,51 @@ long long daemon_wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- metrics ---- */
+
+static struct {
+    metrics_family *requests, *retries, *errors, *lat_sum, *lat_count;
+    store_stats last[DAEMON_STORE_APIS];   /* what was published, per api label */
+} daemon_m;
+
+metrics_server *daemon_metrics_start(metrics_registry *reg, int port, metrics_health_fn health,
+                                     void *ud, char *err, size_t errlen) {
+    static const char *const api[] = {"api", NULL}, *const api_type[] = {"api", "type", NULL};
+    daemon_m.requests = metrics_counter_new(reg, "tern_store_requests_total",
+                                            "HTTP requests to the table store, retries included", api, err, errlen);
+    daemon_m.retries = metrics_counter_new(reg, "tern_store_retries_total",
+                                           "Store requests retried after throttling or a transient error", api, err, errlen);
+    daemon_m.errors = metrics_counter_new(reg, "tern_store_errors_total",
+                                          "Store calls that ended in an error, by type", api_type, err, errlen);
+    daemon_m.lat_sum = metrics_counter_new(reg, "tern_store_latency_ms_sum",
+                                           "Total milliseconds spent in store requests", api, err, errlen);
+    daemon_m.lat_count = metrics_counter_new(reg, "tern_store_latency_ms_count",
+                                             "Store requests timed (the divisor of tern_store_latency_ms_sum)", api, err, errlen);
+    if (!daemon_m.requests || !daemon_m.retries || !daemon_m.errors || !daemon_m.lat_sum || !daemon_m.lat_count)
+        return NULL;
+    return metrics_serve(reg, "127.0.0.1", port, health, ud, err, errlen);
+}
+
+void daemon_metrics_store(metrics_registry *reg, const char *api, const store *s) {
+    store_stats now, *last;
+    const char *labels[3] = {api, NULL, NULL};
+    int i = strcmp(api, "streams") == 0;
+    (void)reg;
+    if (!daemon_m.requests || !s) return;
+    store_get_stats(s, &now);
+    last = &daemon_m.last[i];
+    metrics_inc_with(daemon_m.requests, labels, now.requests - last->requests);
+    metrics_inc_with(daemon_m.retries, labels, now.retries - last->retries);
+    metrics_inc_with(daemon_m.lat_count, labels, now.latency_count - last->latency_count);
+    metrics_inc_with(daemon_m.lat_sum, labels, (uint64_t)(now.latency_sum_ms - last->latency_sum_ms + 0.5));
+    for (int k = 1; k < STORE_STATUS_COUNT; k++) {
+        if (now.status[k] == last->status[k]) continue;
+        labels[1] = store_status_name((store_status)k);
+        metrics_inc_with(daemon_m.errors, labels, now.status[k] - last->status[k]);
+    }
+    /* keep the sum's fraction: publish whole milliseconds, carry the rest */
+    now.latency_sum_ms = last->latency_sum_ms + (double)(uint64_t)(now.latency_sum_ms - last->latency_sum_ms + 0.5);
+    *last = now;
 }

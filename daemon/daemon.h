@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "cfg.h"
+#include "metrics.h"
 #include "state.h"
 #include "store.h"
 
@@ -41,5 +42,19 @@ state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen);
 /* Monotonic and wall clocks in ms. */
 long long daemon_mono_ms(void);
 long long daemon_wall_ms(void);
+
+/* ---- metrics shared by both daemons ---- */
+
+/* Creates the registry's store families (tern_store_requests_total{api},
+ * tern_store_retries_total{api}, tern_store_errors_total{api,type},
+ * tern_store_latency_ms_sum{api}/_count{api}) and starts serving /metrics and /healthz
+ * on 127.0.0.1:port. Returns the server (stop with metrics_server_stop) or NULL + err.
+ * reg stays the caller's. */
+metrics_server *daemon_metrics_start(metrics_registry *reg, int port, metrics_health_fn health,
+                                     void *ud, char *err, size_t errlen);
+/* Adds what a store handle did since the last call for the same api label ("table" or
+ * "streams") to the store families. Call from the thread that owns the handle; each api
+ * label must be published from one thread only. */
+void daemon_metrics_store(metrics_registry *reg, const char *api, const store *s);
 
 #endif

@@ -21,9 +21,11 @@
 #ifndef TERN_AGENT_H
 #define TERN_AGENT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "cfg.h"
+#include "metrics.h"
 
 #define AGENT_NOTIFY_ENDPOINT "inproc://tern-agent-notify"
 #define AGENT_ERROR_BACKOFF_MS 500
@@ -32,6 +34,8 @@
 #define AGENT_HOUSEKEEP_MS 500
 #define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */
 #define AGENT_DRAIN_MS 5000     /* on stop: wait at most this long for outstanding acks */
+#define AGENT_STALL_MS 10000    /* a thread whose loop has not turned for this long is stalled:
+                                   /healthz fails and the watchdog is no longer fed */
 
 typedef struct {
     const cfg_region *cfg;
@@ -41,7 +45,18 @@ typedef struct {
     atomic_int tailer_ready;    /* 1 once every table's stream was found */
     atomic_int shipper_ready;   /* 1 once the peer sockets are up */
     atomic_int failed;          /* a thread hit a fatal error */
+    atomic_llong tailer_beat;   /* monotonic ms of the tailer loop's last turn */
+    atomic_llong shipper_beat;  /* monotonic ms of the shipper loop's last turn */
+    pthread_mutex_t status_mu;  /* guards status */
     char status[256];           /* one-line status for sd_notify, written by the shipper */
+    /* metrics (families owned by the registry, which main owns) */
+    metrics_registry *reg;
+    metrics_family *m_changes;  /* tern_agent_changes_total{table,kind}: local, echo, repaired, invalid */
+    metrics_family *m_shipped;  /* tern_agent_shipped_changes_total{peer,table} */
+    metrics_family *m_resent;   /* tern_agent_resent_batches_total{peer,table} */
+    metrics_family *m_inflight; /* tern_agent_inflight_batches{peer,table} */
+    metrics_family *m_connected;/* tern_agent_peer_connected{peer} */
+    metrics_family *m_trimmed;  /* tern_agent_trimmed_alarms_total{table} */
 } agent_ctx;
 
 /* Thread bodies; return 0 on a clean stop, -1 on a fatal error (logged). */

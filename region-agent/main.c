@@ -34,6 +34,51 @@ static void agent_sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
+/* Both threads turned their loops within AGENT_STALL_MS and nothing failed. */
+static int agent_alive(agent_ctx *a, char *reason, size_t len) {
+    long long now = daemon_mono_ms(), t = now - atomic_load(&a->tailer_beat), s = now - atomic_load(&a->shipper_beat);
+    if (atomic_load(&a->failed)) {
+        snprintf(reason, len, "a thread failed (see the log)");
+        return 0;
+    }
+    if (!atomic_load(&a->tailer_ready) || !atomic_load(&a->shipper_ready)) {
+        snprintf(reason, len, "starting");
+        return 0;
+    }
+    if (t > AGENT_STALL_MS || s > AGENT_STALL_MS) {
+        snprintf(reason, len, "stalled: tailer loop %lld ms ago, shipper loop %lld ms ago", t, s);
+        return 0;
+    }
+    return 1;
+}
+
+static int agent_health(void *ud, char *reason, size_t len) { return agent_alive(ud, reason, len); }
+
+static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
+    static const char *const table_kind[] = {"table", "kind", NULL}, *const peer_table[] = {"peer", "table", NULL};
+    static const char *const peer[] = {"peer", NULL}, *const table[] = {"table", NULL};
+    a->reg = metrics_new();
+    if (!a->reg) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    a->m_changes = metrics_counter_new(a->reg, "tern_agent_changes_total",
+                                       "Stream records by kind: local (versioned and shipped), echo (a Tern write, "
+                                       "not shipped), repaired, invalid (cannot be shipped)", table_kind, err, errlen);
+    a->m_shipped = metrics_counter_new(a->reg, "tern_agent_shipped_changes_total",
+                                       "Changes sent to a peer, resends included", peer_table, err, errlen);
+    a->m_resent = metrics_counter_new(a->reg, "tern_agent_resent_batches_total",
+                                      "Batches sent again after a timeout or a refusal", peer_table, err, errlen);
+    a->m_inflight = metrics_gauge_new(a->reg, "tern_agent_inflight_batches",
+                                      "Batches sent to a peer and not yet acknowledged", peer_table, err, errlen);
+    a->m_connected = metrics_gauge_new(a->reg, "tern_agent_peer_connected",
+                                       "1 if the last send to the peer went through", peer, err, errlen);
+    a->m_trimmed = metrics_counter_new(a->reg, "tern_agent_trimmed_alarms_total",
+                                       "TrimmedDataAccessException: stream records lost before they were read",
+                                       table, err, errlen);
+    return a->m_changes && a->m_shipped && a->m_resent && a->m_inflight && a->m_connected && a->m_trimmed ? 0 : -1;
+}
+
 static void agent_reload(const char *path) {
     char err[1024];
     cfg_region *n;
@@ -55,6 +100,7 @@ int main(int argc, char **argv) {
     cfg_region *cfg;
     agent_ctx a;
     pthread_t tt, st;
+    metrics_server *msrv = NULL;
     int rc, ready = 0, exit_code = 0;
     long wd_ms;
     long long last_wd = 0;
@@ -72,6 +118,16 @@ int main(int argc, char **argv) {
     daemon_signals_install();
     memset(&a, 0, sizeof a);
     a.cfg = cfg;
+    pthread_mutex_init(&a.status_mu, NULL);
+    atomic_store(&a.tailer_beat, daemon_mono_ms());
+    atomic_store(&a.shipper_beat, daemon_mono_ms());
+    if (agent_metrics(&a, err, sizeof err) != 0 ||
+        !(msrv = daemon_metrics_start(a.reg, cfg->agent.metrics_port, agent_health, &a, err, sizeof err))) {
+        log_error(NULL, "metrics: %s", err);
+        metrics_free(a.reg);
+        cfg_free(cfg);
+        return 1;
+    }
     a.zctx = zmq_ctx_new();
     if (!a.zctx) {
         log_error(NULL, "zmq_ctx_new failed");
@@ -102,7 +158,16 @@ int main(int argc, char **argv) {
             daemon_notify("READY=1\nSTATUS=replicating");
         }
         if (wd_ms > 0 && now - last_wd >= wd_ms / 2) {
-            daemon_notify("WATCHDOG=1\nSTATUS=%s", a.status);
+            /* fed only while both threads turn: a hung thread gets the daemon restarted */
+            char why[128], status[256];
+            if (!ready || agent_alive(&a, why, sizeof why)) {
+                pthread_mutex_lock(&a.status_mu);
+                memcpy(status, a.status, sizeof status);
+                pthread_mutex_unlock(&a.status_mu);
+                daemon_notify("WATCHDOG=1\nSTATUS=%s", status);
+            } else {
+                log_error(NULL, "not feeding the watchdog: %s", why);
+            }
             last_wd = now;
         }
         agent_sleep_ms(50);
@@ -115,6 +180,9 @@ int main(int argc, char **argv) {
     atomic_store(&a.stop, 1);
     pthread_join(st, NULL);
     zmq_ctx_term(a.zctx);
+    metrics_server_stop(msrv);
+    metrics_free(a.reg);
+    pthread_mutex_destroy(&a.status_mu);
     log_info(NULL, "stopped");
     cfg_free(cfg);
     return exit_code;

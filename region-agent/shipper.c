@@ -49,6 +49,7 @@ typedef struct {
     int dirty;              /* the log may have more to send */
     long long blocked_until;
     long long shipped, acked_n, resent; /* changes, since the last counter flush */
+    long long m_shipped_total, m_resent_total, m_shipped_pub, m_resent_pub; /* for metrics */
 } link_state;
 
 typedef struct {
@@ -111,6 +112,7 @@ static void shipper_go_back(peer_state *p, link_state *l, const char *why) {
     wire_pos_format(l->acked, a, sizeof a);
     log_info(p->peer->region, "table %s: resending from %s (%s)", l->table, a, why);
     l->resent += l->nq;
+    l->m_resent_total += l->nq;
     l->sent = l->acked;
     l->nq = 0;
     l->dirty = 1;
@@ -283,6 +285,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->nq++;
     l->sent = b.last;
     l->shipped += (long long)b.n;
+    l->m_shipped_total += (long long)b.n;
     rc = 1;
     goto out;
 bad:
@@ -310,6 +313,26 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
         if (r <= 0) {
             if (r == 0 && now >= l->blocked_until) l->dirty = 0; /* drained */
             return;
+        }
+    }
+}
+
+/* Metrics: what each link shipped and resent since the last call, windows, connections. */
+static void shipper_publish(shipper *sh) {
+    agent_ctx *a = sh->a;
+    if (!a->m_shipped) return;
+    for (size_t i = 0; i < sh->n_peers; i++) {
+        peer_state *p = &sh->peers[i];
+        const char *pv[] = {p->peer->region, NULL};
+        metrics_set_with(a->m_connected, pv, p->connected_logged ? 1 : 0);
+        for (size_t j = 0; j < a->cfg->n_tables; j++) {
+            link_state *l = &p->links[j];
+            const char *v[] = {p->peer->region, l->table, NULL};
+            metrics_inc_with(a->m_shipped, v, (uint64_t)(l->m_shipped_total - l->m_shipped_pub));
+            metrics_inc_with(a->m_resent, v, (uint64_t)(l->m_resent_total - l->m_resent_pub));
+            metrics_set_with(a->m_inflight, v, l->nq);
+            l->m_shipped_pub = l->m_shipped_total;
+            l->m_resent_pub = l->m_resent_total;
         }
     }
 }
@@ -379,8 +402,15 @@ static void shipper_housekeep(shipper *sh) {
         r = state_cmd(sh->st, "XTRIM %s MINID %s", key, pos);
         if (r) freeReplyObject(r);
     }
-    snprintf(sh->a->status, sizeof sh->a->status, "%d/%zu peers connected", nconn, sh->n_peers);
-    if (state_heartbeat(sh->st, "agent", sh->a->status) != 0) shipper_redis_warn(sh, NULL, "heartbeat");
+    {
+        char status[256];
+        snprintf(status, sizeof status, "%d/%zu peers connected", nconn, sh->n_peers);
+        pthread_mutex_lock(&sh->a->status_mu);
+        memcpy(sh->a->status, status, sizeof status);
+        pthread_mutex_unlock(&sh->a->status_mu);
+        if (state_heartbeat(sh->st, "agent", status) != 0) shipper_redis_warn(sh, NULL, "heartbeat");
+    }
+    shipper_publish(sh);
 }
 
 static int shipper_load_acks(shipper *sh) {
@@ -496,6 +526,7 @@ int shipper_run(agent_ctx *a) {
     for (;;) {
         long long now = daemon_mono_ms();
         int rc;
+        atomic_store(&a->shipper_beat, now);
         if (atomic_load(&a->failed)) break;
         if (atomic_load(&a->stop)) {
             if (!drain_deadline) drain_deadline = now + AGENT_DRAIN_MS;

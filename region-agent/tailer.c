@@ -68,6 +68,7 @@ typedef struct {
     agent_ctx *a;
     store *s;              /* table API (DescribeTable, repairs) */
     store *streams;        /* Streams API (store.streams_endpoint) */
+    long long published_at; /* monotonic ms of the last store-stats publication */
     state *st;
     lww_clock *clock;
     void *notify;
@@ -293,6 +294,10 @@ static void tailer_alarm_trimmed(tailer *tl, table_tail *t, shard *s) {
     snprintf(val, sizeof val, "%lld %s %s", daemon_wall_ms(), t->name, s->id);
     state_append(tl->st, "LPUSH %s %s", key, val);
     state_append(tl->st, "HINCRBY %s trimmed 1", akey);
+    if (tl->a->m_trimmed) {
+        const char *v[] = {t->name, NULL};
+        metrics_inc_with(tl->a->m_trimmed, v, 1);
+    }
     if (state_flush(tl->st, rep, 2) == 0) {
         freeReplyObject(rep[0]);
         freeReplyObject(rep[1]);
@@ -701,6 +706,14 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     }
     snprintf(s->last_seq, sizeof s->last_seq, "%s", recs[n - 1].seq);
     rc = (int)n_local;
+    if (tl->a->m_changes) {
+        const char *kinds[] = {"local", "echo", "repaired", "invalid"};
+        long counts[] = {n_local, n_echo, n_repaired, n_invalid};
+        for (int k = 0; k < 4; k++) {
+            const char *v[] = {t->name, kinds[k], NULL};
+            if (counts[k]) metrics_inc_with(tl->a->m_changes, v, (uint64_t)counts[k]);
+        }
+    }
     log_debug(NULL, "table %s shard %s: %zu records: %ld local, %ld echo, %ld repaired", t->name, s->id, n,
               n_local, n_echo, n_repaired);
     goto out;
@@ -886,6 +899,13 @@ int tailer_run(agent_ctx *a) {
         return -1;
     }
     while (!atomic_load(&a->stop_reading) && !atomic_load(&a->failed)) {
+        long long turn = daemon_mono_ms();
+        atomic_store(&a->tailer_beat, turn);
+        if (turn - tl.published_at >= AGENT_HOUSEKEEP_MS) {
+            daemon_metrics_store(a->reg, "table", tl.s);
+            daemon_metrics_store(a->reg, "streams", tl.streams);
+            tl.published_at = turn;
+        }
         long long now = daemon_mono_ms(), next = now + 50;
         size_t ready = 0;
         for (size_t i = 0; i < tl.n_tables; i++) {

@@ -9,6 +9,7 @@
  * the old config stays.
  * Threading: main thread (socket, receiver) and the ZAP thread. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <zmq.h>
@@ -45,6 +46,20 @@ fail:
     snprintf(err, errlen, "ROUTER socket: %s", zmq_strerror(errno));
     if (s) zmq_close(s);
     return NULL;
+}
+
+#define REPL_STALL_MS 10000  /* /healthz fails when the main loop has not turned for this long */
+
+static atomic_llong repl_loop_at; /* monotonic ms of the main loop's last turn */
+
+static int repl_health(void *ud, char *reason, size_t len) {
+    long long age = daemon_mono_ms() - atomic_load(&repl_loop_at);
+    (void)ud;
+    if (age > REPL_STALL_MS) {
+        snprintf(reason, len, "main loop stalled for %lld ms", age);
+        return 0;
+    }
+    return 1;
 }
 
 static void repl_reload(const char *path) {
@@ -106,6 +121,8 @@ int main(int argc, char **argv) {
     store *s = NULL;
     state *st = NULL;
     receiver *rcv = NULL;
+    metrics_registry *reg = NULL;
+    metrics_server *msrv = NULL;
     int rc, exit_code = 1;
     long wd_ms;
     long long last_hk = 0, last_wd = 0;
@@ -131,6 +148,11 @@ int main(int argc, char **argv) {
     if (!st) goto fail;
     rcv = receiver_new(cfg, s, st, err, sizeof err);
     if (!rcv) goto fail;
+    atomic_store(&repl_loop_at, daemon_mono_ms());
+    reg = metrics_new();
+    if (!reg || receiver_set_metrics(rcv, reg, err, sizeof err) != 0) goto fail;
+    msrv = daemon_metrics_start(reg, cfg->replicator.metrics_port, repl_health, NULL, err, sizeof err);
+    if (!msrv) goto fail;
     zctx = zmq_ctx_new();
     if (!zctx) {
         snprintf(err, sizeof err, "zmq_ctx_new failed");
@@ -153,7 +175,9 @@ int main(int argc, char **argv) {
         if (n > 0) repl_recv(sock, rcv, cfg);
         if (daemon_reload_requested()) repl_reload(path);
         now = daemon_mono_ms();
+        atomic_store(&repl_loop_at, now);
         if (now - last_hk >= REPL_HOUSEKEEP_MS) {
+            daemon_metrics_store(reg, "table", s);
             snprintf(status, sizeof status, "listening on %s", cfg->replicator.listen);
             receiver_housekeep(rcv, zap_take_refused(zap), status);
             last_hk = now;
@@ -171,10 +195,12 @@ int main(int argc, char **argv) {
 fail:
     log_error(NULL, "%s", err);
 out:
+    metrics_server_stop(msrv);
     if (sock) zmq_close(sock);
     zap_stop(zap);
     if (zctx) zmq_ctx_term(zctx);
     receiver_free(rcv);
+    metrics_free(reg);
     state_free(st);
     store_free(s);
     cfg_free(cfg);

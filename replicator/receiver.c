@@ -39,6 +39,7 @@ typedef struct {
 
 struct receiver {
     const cfg_region *cfg;
+    metrics_family *m_changes, *m_lag, *m_rejected, *m_refused; /* NULL: no metrics */
     store *s;
     state *st;
     source_state *srcs;
@@ -81,9 +82,36 @@ void receiver_free(receiver *r) {
     free(r);
 }
 
+int receiver_set_metrics(receiver *r, metrics_registry *reg, char *err, size_t errlen) {
+    static const char *const src_tab_res[] = {"source", "table", "result", NULL};
+    static const char *const src_tab[] = {"source", "table", NULL};
+    static const char *const reason[] = {"reason", NULL};
+    static const double lag_bounds[] = METRICS_LAG_MS_BOUNDS;
+    r->m_changes = metrics_counter_new(reg, "tern_replicator_changes_total",
+                                       "Peer changes processed, by result: applied, lost (an older version lost "
+                                       "its conflict), duplicate, refused (by the store)", src_tab_res, err, errlen);
+    r->m_lag = metrics_histogram_new(reg, "tern_replicator_lag_ms",
+                                     "Apply time here minus the change's version time at its origin, ms",
+                                     src_tab, lag_bounds, sizeof lag_bounds / sizeof lag_bounds[0], err, errlen);
+    r->m_rejected = metrics_counter_new(reg, "tern_replicator_rejected_frames_total",
+                                        "Frames or changes rejected, by reason", reason, err, errlen);
+    r->m_refused = metrics_counter_new(reg, "tern_replicator_curve_refused_total",
+                                       "CURVE handshakes refused: the client key is not a configured peer", NULL, err, errlen);
+    return r->m_changes && r->m_lag && r->m_rejected && r->m_refused ? 0 : -1;
+}
+
+static void receiver_count(receiver *r, const char *source, const char *table, const char *result, long n) {
+    const char *v[] = {source, table, result, NULL};
+    if (r->m_changes && n > 0) metrics_inc_with(r->m_changes, v, (uint64_t)n);
+}
+
 void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail) {
     size_t i;
     long long now = daemon_mono_ms();
+    if (r->m_rejected) {
+        const char *v[] = {reason, NULL};
+        metrics_inc_with(r->m_rejected, v, 1);
+    }
     for (i = 0; i < r->n_rej; i++)
         if (strcmp(r->rej[i].reason, reason) == 0) break;
     if (i == r->n_rej && r->n_rej < sizeof r->rej / sizeof r->rej[0]) {
@@ -227,6 +255,7 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
     long long lag = 0;
     wire_pos start;
     int progressed = 0, stopped = 0;
+    long long last_ack = daemon_mono_ms();
 
     if (!s) {
         log_error(b->source, "out of memory");
@@ -297,6 +326,7 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
                      b->table, c->version, keys ? keys : kid, err);
             log_error(b->source, "%s", detail);
             receiver_reject(r, "store_refused", b->source, detail);
+            receiver_count(r, b->source, b->table, "refused", 1);
             receiver_alarm(r, detail);
             free(keys);
         } else if (res == APPLY_LOST) {
@@ -317,9 +347,31 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
         progressed = 1;
         snprintf(ver, sizeof ver, "%s", c->version);
         lag = now_wall - (long long)v.ms;
+        if (r->m_lag) {
+            const char *lv[] = {b->source, b->table, NULL};
+            metrics_observe_with(r->m_lag, lv, (double)(lag > 0 ? lag : 0));
+        }
         if (t.n_lags < sizeof t.lags / sizeof t.lags[0])
             snprintf(t.lags[t.n_lags++], sizeof t.lags[0], "%lld %lld", now_wall, lag);
+        if (i + 1 < b->n && daemon_mono_ms() - last_ack >= REPL_PROGRESS_ACK_MS) {
+            /* a long batch: save and acknowledge the progress so far (replicator.h) */
+            if (receiver_save(r, s, ver, lag, &t) != 0) {
+                log_warn(b->source, "table %s: saving the watermark failed: %s", b->table, state_errstr(r->st));
+                s->wm = start;
+                s->loaded = 0;
+                return;
+            }
+            receiver_ack(r, sock, rid, rid_len, s);
+            memset(&t, 0, sizeof t);
+            start = s->wm;
+            ver[0] = '\0';
+            last_ack = daemon_mono_ms();
+        }
     }
+    receiver_count(r, b->source, b->table, "applied", t.applied);
+    receiver_count(r, b->source, b->table, "lost", t.lost);
+    receiver_count(r, b->source, b->table, "duplicate", t.dup);
+    receiver_count(r, b->source, b->table, "skew_held", t.skew);
     if (*ver) {
         if (receiver_save(r, s, ver, lag, &t) != 0) {
             /* not saved: do not acknowledge; reload the watermark before the resend (the
@@ -382,6 +434,7 @@ void receiver_housekeep(receiver *r, long refused, const char *status) {
         state_append(r->st, "HINCRBY %s %s %ld", key, r->rej[i].reason, r->rej[i].count);
         n++;
     }
+    if (refused && r->m_refused) metrics_inc_with(r->m_refused, NULL, (uint64_t)refused);
     if (refused) {
         state_append(r->st, "HINCRBY %s curve_refused %ld", key, refused);
         n++;

@@ -13,19 +13,26 @@
  *   region's clock is held back (not applied, not acknowledged) until it no longer is:
  *   nothing is lost, and a peer with a fast clock cannot win every conflict.
  *   After a batch, the watermark, counters and lag samples are saved in one Redis
- *   round trip, then the batch is acknowledged: an ack always means durably applied. */
+ *   round trip, then the batch is acknowledged: an ack always means durably applied.
+ *   A batch that takes longer than REPL_PROGRESS_ACK_MS is also saved and acknowledged
+ *   part way, every REPL_PROGRESS_ACK_MS: with a slow store, a batch of batch_max
+ *   changes can take longer than the peer's ack timeout, and without progress acks
+ *   the peer resent its whole window again and again (go-back-N) while the replicator
+ *   spent its time decoding duplicates: replication slowed to a crawl. */
 #ifndef TERN_REPLICATOR_H
 #define TERN_REPLICATOR_H
 
 #include <stdatomic.h>
 
 #include "cfg.h"
+#include "metrics.h"
 #include "state.h"
 #include "store.h"
 
 #define REPL_POLL_MS 100          /* main loop wake-up, ms */
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
 #define REPL_WARN_EVERY_MS 5000   /* rate limit of repeated warnings, ms */
+#define REPL_PROGRESS_ACK_MS 250  /* save and acknowledge a long batch part way this often, ms */
 #define REPL_REJECT_LOG_MS 1000   /* at most one log line per rejection reason per this, ms */
 
 typedef struct zap_handler zap_handler;
@@ -48,6 +55,11 @@ void receiver_frame(receiver *r, void *sock, const void *routing_id, size_t rid_
                     const void *data, size_t len, const char *user_id);
 /* Counts a frame rejected outside the decoder (e.g. wrong number of parts). */
 void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail);
+/* Registers the receiver's metric families in reg (which must outlive the receiver):
+ * tern_replicator_changes_total{source,table,result}, tern_replicator_lag_ms{source,table}
+ * (histogram), tern_replicator_rejected_frames_total{reason},
+ * tern_replicator_curve_refused_total. 0/-1 (err). */
+int receiver_set_metrics(receiver *r, metrics_registry *reg, char *err, size_t errlen);
 /* Saves pending rejection counters; writes the heartbeat. */
 void receiver_housekeep(receiver *r, long refused, const char *status);
 
