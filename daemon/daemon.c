@@ -119,6 +119,27 @@ static store *daemon_store_at(const cfg_region *cfg, const char *endpoint, char 
     return store_new(&o, err, errlen);
 }
 
+cfg_region *daemon_reload_config(const cfg_region *cur, const char *path) {
+    char err[1024];
+    cfg_region *n = cfg_load(path, err, sizeof err);
+    if (!n) {
+        log_error(NULL, "reload: %s; keeping the running config", err);
+        return NULL;
+    }
+    if (strcmp(n->region, cur->region) != 0) {
+        log_error(NULL, "reload: %s: region: %s differs from the running %s; a region cannot change "
+                  "while running (restart the daemon); keeping the running config", path, n->region, cur->region);
+    } else if (n->agent.metrics_port != cur->agent.metrics_port ||
+               n->replicator.metrics_port != cur->replicator.metrics_port) {
+        log_error(NULL, "reload: %s: metrics_port: the metrics ports cannot change while running (restart the "
+                  "daemon); keeping the running config", path);
+    } else {
+        return n;
+    }
+    cfg_free(n);
+    return NULL;
+}
+
 store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen) {
     return daemon_store_at(cfg, cfg->store.endpoint, err, errlen);
 }
@@ -185,6 +206,7 @@ void daemon_metrics_store(metrics_registry *reg, const char *api, const store *s
     if (!daemon_m.requests || !s) return;
     store_get_stats(s, &now);
     last = &daemon_m.last[i];
+    if (now.requests < last->requests) memset(last, 0, sizeof *last); /* a new handle (reload) */
     metrics_inc_with(daemon_m.requests, labels, now.requests - last->requests);
     metrics_inc_with(daemon_m.retries, labels, now.retries - last->retries);
     metrics_inc_with(daemon_m.lat_count, labels, now.latency_count - last->latency_count);

@@ -33,6 +33,14 @@ void daemon_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Watchdog period in ms from WATCHDOG_USEC (0 when not under a watchdog). */
 long daemon_watchdog_ms(void);
 
+/* SIGHUP: loads path again. Returns the new config (the caller frees it, and the old one
+ * once nothing uses it) when it is valid and may replace cur in a running daemon: same
+ * region and metrics ports (everything else -- log level, peers' endpoints and keys,
+ * tables, store, Redis, tunables -- is applied by restarting the daemon's pipeline, whose
+ * state is durable in Redis). Otherwise logs why at error and returns NULL: the caller
+ * keeps running with cur. */
+cfg_region *daemon_reload_config(const cfg_region *cur, const char *path);
+
 /* New store / Redis handles for the config's region; NULL + err. Caller frees. */
 store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen);
 /* The same for the DynamoDB Streams API (store.streams_endpoint). */

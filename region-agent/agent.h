@@ -13,7 +13,8 @@
  * Timing (ms unless said): shard polls happen at once while records arrive and every
  * cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
  * AGENT_ERROR_BACKOFF_MS; shards are rediscovered every AGENT_DESCRIBE_MS; a batch
- * unacknowledged after agent.ack_timeout_ms is resent from the acknowledged position;
+ * unacknowledged after agent.ack_timeout_ms is resent from the acknowledged position
+ * (the timeout doubles after each timeout in a row without progress, up to 16 times it);
  * a peer that refuses sends (not connected) is retried after AGENT_BLOCKED_RETRY_MS.
  * While Redis is unreachable a link retries its log read after AGENT_ERROR_BACKOFF_MS,
  * and each thread logs a Redis failure at most once per AGENT_WARN_EVERY_MS (plus one

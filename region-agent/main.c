@@ -79,19 +79,59 @@ static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
     return a->m_changes && a->m_shipped && a->m_resent && a->m_inflight && a->m_connected && a->m_trimmed ? 0 : -1;
 }
 
-static void agent_reload(const char *path) {
-    char err[1024];
+/* Starts the shipper (which binds the notify socket) and then the tailer. 0/-1. */
+static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
+    atomic_store(&a->stop_reading, 0);
+    atomic_store(&a->stop, 0);
+    atomic_store(&a->tailer_ready, 0);
+    atomic_store(&a->shipper_ready, 0);
+    atomic_store(&a->tailer_beat, daemon_mono_ms());
+    atomic_store(&a->shipper_beat, daemon_mono_ms());
+    if (pthread_create(st, NULL, agent_shipper_thread, a) != 0) {
+        log_error(NULL, "cannot start the shipper thread");
+        return -1;
+    }
+    while (!atomic_load(&a->shipper_ready) && !atomic_load(&a->failed)) agent_sleep_ms(5);
+    if (pthread_create(tt, NULL, agent_tailer_thread, a) != 0) {
+        log_error(NULL, "cannot start the tailer thread");
+        atomic_store(&a->failed, 1);
+        pthread_join(*st, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The tailer finishes the batch in hand; then the shipper drains acknowledgements
+ * (at most AGENT_DRAIN_MS) and saves them. */
+static void agent_stop(agent_ctx *a, pthread_t tt, pthread_t st) {
+    atomic_store(&a->stop_reading, 1);
+    pthread_join(tt, NULL);
+    atomic_store(&a->stop, 1);
+    pthread_join(st, NULL);
+}
+
+/* SIGHUP: a valid, compatible config replaces the running one by a graceful restart of
+ * both threads (checkpoints, the change log and acknowledgements are in Redis, so they
+ * resume where they were). Returns 1 if the threads were restarted with the new config,
+ * 0 if the running config stays, -1 if the threads could not be restarted. */
+static int agent_reload(agent_ctx *a, cfg_region **cfg, const char *path, pthread_t *tt, pthread_t *st) {
     cfg_region *n;
     daemon_notify("RELOADING=1");
-    n = cfg_load(path, err, sizeof err);
+    n = daemon_reload_config(*cfg, path);
     if (!n) {
-        log_error(NULL, "reload: %s; keeping the running config", err);
-    } else {
-        log_set_level(n->log_level);
-        log_info(NULL, "reload: config %s is valid; log level %s applied", path, log_level_name(n->log_level));
-        cfg_free(n);
+        daemon_notify("READY=1");
+        return 0;
     }
-    daemon_notify("READY=1");
+    log_info(NULL, "reload: restarting the tailer and the shipper with %s", path);
+    agent_stop(a, *tt, *st);
+    a->cfg = n;
+    cfg_free(*cfg);
+    *cfg = n;
+    log_set_level(n->log_level);
+    if (agent_start(a, tt, st) != 0) return -1;
+    log_info(NULL, "reload: config %s applied: %zu table(s), %zu peer(s), log level %s", path, n->n_tables,
+             n->n_peers, log_level_name(n->log_level));
+    return 1;
 }
 
 int main(int argc, char **argv) {
@@ -136,22 +176,21 @@ int main(int argc, char **argv) {
     }
     log_info(NULL, "tern-region-agent %s starting: %zu table(s), %zu peer(s), config %s", TERN_VERSION,
              cfg->n_tables, cfg->n_peers, path);
-    if (pthread_create(&st, NULL, agent_shipper_thread, &a) != 0) {
-        log_error(NULL, "cannot start the shipper thread");
-        return 1;
-    }
-    while (!atomic_load(&a.shipper_ready) && !atomic_load(&a.failed)) agent_sleep_ms(5);
-    if (pthread_create(&tt, NULL, agent_tailer_thread, &a) != 0) {
-        log_error(NULL, "cannot start the tailer thread");
-        atomic_store(&a.failed, 1);
-        pthread_join(st, NULL);
-        return 1;
-    }
+    if (agent_start(&a, &tt, &st) != 0) return 1;
     wd_ms = daemon_watchdog_ms();
     while (!atomic_load(&a.failed)) {
         long long now = daemon_mono_ms();
         if (daemon_stop_requested()) break;
-        if (daemon_reload_requested()) agent_reload(path);
+        if (daemon_reload_requested()) {
+            int r = agent_reload(&a, &cfg, path, &tt, &st);
+            if (r < 0) { /* no thread is running any more */
+                metrics_server_stop(msrv);
+                metrics_free(a.reg);
+                cfg_free(cfg);
+                return 1;
+            }
+            if (r == 1) ready = 0; /* restarted: READY=1 again once both threads are ready */
+        }
         if (!ready && atomic_load(&a.tailer_ready) && atomic_load(&a.shipper_ready)) {
             ready = 1;
             log_info(NULL, "ready");
@@ -175,10 +214,7 @@ int main(int argc, char **argv) {
     if (atomic_load(&a.failed)) exit_code = 1;
     daemon_notify("STOPPING=1");
     log_info(NULL, "stopping: finishing the batch in hand, waiting for acknowledgements");
-    atomic_store(&a.stop_reading, 1);
-    pthread_join(tt, NULL);
-    atomic_store(&a.stop, 1);
-    pthread_join(st, NULL);
+    agent_stop(&a, tt, st);
     zmq_ctx_term(a.zctx);
     metrics_server_stop(msrv);
     metrics_free(a.reg);

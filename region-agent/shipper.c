@@ -33,6 +33,7 @@
 #include "wire.h"
 
 #define SHIPPER_MAX_WINDOW 64
+#define SHIPPER_MAX_BACKOFF 4    /* ack timeout doublings: at most 16 x agent.ack_timeout_ms */
 
 typedef struct {
     wire_pos prev, last;
@@ -44,6 +45,7 @@ typedef struct {
     wire_pos acked, sent;
     int ack_dirty;          /* acked moved: save it */
     long long progress_at;  /* monotonic ms of the last acknowledgement that moved acked */
+    int timeouts;           /* ack timeouts in a row without progress (backoff exponent) */
     inflight q[SHIPPER_MAX_WINDOW];
     int nq;
     int dirty;              /* the log may have more to send */
@@ -134,6 +136,7 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
         l->acked = ack->pos;
         l->ack_dirty = 1;
         l->progress_at = daemon_mono_ms();
+        l->timeouts = 0;
         while (k < l->nq && wire_pos_cmp(l->q[k].last, ack->pos) <= 0) k++;
         if (k) {
             memmove(l->q, l->q + k, (size_t)(l->nq - k) * sizeof l->q[0]);
@@ -304,8 +307,15 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
      * and the last progress are both older than the timeout (a busy peer that keeps
      * acknowledging is not resent to) */
     if (l->nq > 0) {
+        /* the timeout doubles with each timeout in a row without progress (at most
+         * SHIPPER_MAX_BACKOFF doublings): a peer slower than the timeout would otherwise
+         * get the whole window again every timeout and spend its time on duplicates */
         long long since = l->q[0].sent_at > l->progress_at ? l->q[0].sent_at : l->progress_at;
-        if (now - since > sh->a->cfg->agent.ack_timeout_ms) shipper_go_back(p, l, "acknowledgement timed out");
+        long long timeout = sh->a->cfg->agent.ack_timeout_ms << (l->timeouts < SHIPPER_MAX_BACKOFF ? l->timeouts : SHIPPER_MAX_BACKOFF);
+        if (now - since > timeout) {
+            shipper_go_back(p, l, "acknowledgement timed out");
+            l->timeouts++;
+        }
     }
     if (p->paused || now < l->blocked_until || !l->dirty) return;
     while (l->nq < sh->window) {

@@ -62,18 +62,71 @@ static int repl_health(void *ud, char *reason, size_t len) {
     return 1;
 }
 
-static void repl_reload(const char *path) {
+/* SIGHUP: a valid, compatible config replaces the running one between two batches: new
+ * store and Redis handles, the ZAP allow-list swapped (peers' keys), the socket rebuilt
+ * only if the listen endpoint or this region's key changed, the receiver pointed at them.
+ * On any failure the daemon keeps the old config. Everything is owned by main's locals
+ * passed in. */
+typedef struct {
+    cfg_region **cfg;
+    store **s;
+    state **st;
+    void *zctx;
+    zap_handler **zap;
+    void **sock;
+    receiver *rcv;
+} repl_parts;
+
+static void repl_reload(const char *path, repl_parts *p) {
     char err[1024];
-    cfg_region *n;
+    cfg_region *n, *old = *p->cfg;
+    store *ns = NULL;
+    state *nst = NULL;
+    void *nsock = NULL;
+    int rebind;
     daemon_notify("RELOADING=1");
-    n = cfg_load(path, err, sizeof err);
-    if (!n) {
-        log_error(NULL, "reload: %s; keeping the running config", err);
-    } else {
-        log_set_level(n->log_level);
-        log_info(NULL, "reload: config %s is valid; log level %s applied", path, log_level_name(n->log_level));
-        cfg_free(n);
+    n = daemon_reload_config(old, path);
+    if (!n) goto done;
+    if (n->curve.enabled != old->curve.enabled) {
+        snprintf(err, sizeof err, "%s: curve.enabled cannot change while running (restart the daemon)", path);
+        goto fail;
     }
+    if (!(ns = daemon_store_new(n, err, sizeof err)) || !(nst = daemon_state_new(n, err, sizeof err))) goto fail;
+    /* a new socket only when the endpoint or this region's key changed; the old one stops
+     * listening first (zmq_close is asynchronous, zmq_unbind is not) */
+    rebind = strcmp(n->replicator.listen, old->replicator.listen) != 0 ||
+             strcmp(n->curve.secret_key, old->curve.secret_key) != 0;
+    if (rebind) {
+        if (zmq_unbind(*p->sock, old->replicator.listen) != 0) {
+            snprintf(err, sizeof err, "unbinding %s: %s", old->replicator.listen, zmq_strerror(errno));
+            goto fail;
+        }
+        if (!(nsock = repl_socket(p->zctx, n, err, sizeof err))) {
+            if (zmq_bind(*p->sock, old->replicator.listen) != 0)
+                log_error(NULL, "reload: cannot listen on %s again: %s", old->replicator.listen, zmq_strerror(errno));
+            goto fail;
+        }
+        zmq_close(*p->sock);
+        *p->sock = nsock;
+    }
+    zap_set_config(*p->zap, n);
+    receiver_reconfigure(p->rcv, n, ns, nst);
+    store_free(*p->s);
+    state_free(*p->st);
+    cfg_free(old);
+    *p->cfg = n;
+    *p->s = ns;
+    *p->st = nst;
+    log_set_level(n->log_level);
+    log_info(NULL, "reload: config %s applied: listen %s, %zu peer(s), %zu table(s), log level %s", path,
+             n->replicator.listen, n->n_peers, n->n_tables, log_level_name(n->log_level));
+    goto done;
+fail:
+    log_error(NULL, "reload: %s; keeping the running config", err);
+    store_free(ns);
+    state_free(nst);
+    cfg_free(n);
+done:
     daemon_notify("READY=1");
 }
 
@@ -173,7 +226,10 @@ int main(int argc, char **argv) {
             goto out;
         }
         if (n > 0) repl_recv(sock, rcv, cfg);
-        if (daemon_reload_requested()) repl_reload(path);
+        if (daemon_reload_requested()) {
+            repl_parts parts = {&cfg, &s, &st, zctx, &zap, &sock, rcv};
+            repl_reload(path, &parts);
+        }
         now = daemon_mono_ms();
         atomic_store(&repl_loop_at, now);
         if (now - last_hk >= REPL_HOUSEKEEP_MS) {

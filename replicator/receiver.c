@@ -76,6 +76,15 @@ receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, si
     return r;
 }
 
+void receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st) {
+    r->cfg = cfg;
+    r->s = s;
+    r->st = st;
+    free(r->srcs);
+    r->srcs = NULL;
+    r->n_srcs = 0;
+}
+
 void receiver_free(receiver *r) {
     if (!r) return;
     free(r->srcs);

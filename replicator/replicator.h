@@ -41,6 +41,9 @@ typedef struct zap_handler zap_handler;
  * ROUTER socket binds. NULL + err on failure. zap_stop() joins and frees it. */
 zap_handler *zap_start(void *zctx, const cfg_region *cfg, char *err, size_t errlen);
 void zap_stop(zap_handler *z);
+/* After a reload: the allow-list comes from cfg (borrowed; must outlive its use: the caller
+ * frees the old config only after this returns). */
+void zap_set_config(zap_handler *z, const cfg_region *cfg);
 /* Handshakes refused since the last call (resets the count). */
 long zap_take_refused(zap_handler *z);
 
@@ -49,6 +52,9 @@ typedef struct receiver receiver;
 /* Creates the receiver; the store and Redis handles are borrowed and must outlive it. */
 receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen);
 void receiver_free(receiver *r);
+/* After a reload: the receiver uses the new config and handles (borrowed) and reloads
+ * watermarks from Redis as batches arrive. */
+void receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st);
 /* Handles one frame from a ROUTER peer; replies go through `sock` to `routing_id`.
  * user_id is the ZAP User-Id (NULL when CURVE is off). */
 void receiver_frame(receiver *r, void *sock, const void *routing_id, size_t rid_len,

@@ -22,6 +22,7 @@
 
 struct zap_handler {
     void *sock;
+    pthread_mutex_t mu;        /* guards cfg (swapped by zap_set_config on reload) */
     const cfg_region *cfg;
     pthread_t thread;
     atomic_int stop;
@@ -75,8 +76,10 @@ static void zap_handle(zap_handler *z) {
     }
     if (n == ZAP_PARTS && zmq_msg_size(&parts[5]) == 5 && memcmp(zmq_msg_data(&parts[5]), "CURVE", 5) == 0 &&
         zmq_msg_size(&parts[6]) == 32 && zmq_z85_encode(key, zmq_msg_data(&parts[6]), 32)) {
+        pthread_mutex_lock(&z->mu);
         for (size_t i = 0; i < z->cfg->n_peers; i++)
             if (strcmp(z->cfg->peers[i].public_key, key) == 0) user = z->cfg->peers[i].region;
+        pthread_mutex_unlock(&z->mu);
     }
     if (user) {
         zap_reply(z, &parts[1], "200", "OK", user);
@@ -113,6 +116,7 @@ zap_handler *zap_start(void *zctx, const cfg_region *cfg, char *err, size_t errl
         return NULL;
     }
     z->cfg = cfg;
+    pthread_mutex_init(&z->mu, NULL);
     z->sock = zmq_socket(zctx, ZMQ_REP);
     if (!z->sock || zmq_setsockopt(z->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_bind(z->sock, ZAP_ENDPOINT) != 0) {
@@ -135,7 +139,15 @@ void zap_stop(zap_handler *z) {
     atomic_store(&z->stop, 1);
     pthread_join(z->thread, NULL);
     zmq_close(z->sock);
+    pthread_mutex_destroy(&z->mu);
     free(z);
+}
+
+void zap_set_config(zap_handler *z, const cfg_region *cfg) {
+    if (!z) return;
+    pthread_mutex_lock(&z->mu);
+    z->cfg = cfg;
+    pthread_mutex_unlock(&z->mu);
 }
 
 long zap_take_refused(zap_handler *z) { return z ? atomic_exchange(&z->refused, 0) : 0; }

@@ -102,10 +102,22 @@ stop_pidfile() {
   rm -f "$f"
 }
 
-# stop_all DIR: stops every server whose pid file is in DIR.
+# stop_all DIR: stops every server whose pid file is in DIR: TERM to all of them at
+# once, then up to 10 s for all to exit, then KILL to what is left.
 stop_all() {
-  local f
-  for f in "$1"/*.pid; do [ -e "$f" ] && stop_pidfile "$f"; done
+  local f pids=() i alive p
+  for f in "$1"/*.pid; do
+    [ -e "$f" ] || continue
+    p=$(cat "$f"); rm -f "$f"
+    kill -TERM "$p" 2>/dev/null && pids+=("$p")
+  done
+  for ((i = 0; i < 200 && ${#pids[@]} > 0; i++)); do
+    alive=()
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
+    pids=("${alive[@]}")
+    [ ${#pids[@]} -eq 0 ] || sleep 0.05
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   return 0
 }
 

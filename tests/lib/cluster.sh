@@ -83,10 +83,14 @@ cluster_up() { # stores and Redis of all regions start in parallel, then the dae
   for r in "${CLUSTER_REGIONS[@]}"; do lr start-daemons "$r" >/dev/null || fail "daemons $r"; done
 }
 
-cluster_down() {
-  local r
+cluster_down() { # daemons first (graceful), then every region's servers side by side
+  local r p pids=()
   [ -n "${CLUSTER_DIR:-}" ] || return 0
-  for r in "${CLUSTER_REGIONS[@]}"; do lr down "$r" >/dev/null 2>&1 || true; done
+  for r in "${CLUSTER_REGIONS[@]}"; do lr stop-daemons "$r" >/dev/null 2>&1 & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || true; done
+  pids=()
+  for r in "${CLUSTER_REGIONS[@]}"; do lr down "$r" >/dev/null 2>&1 & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || true; done
   if [ -n "${KEEP_CLUSTER:-}" ]; then echo "kept $CLUSTER_DIR"; else rm -rf "$CLUSTER_DIR"; fi
   CLUSTER_DIR=
 }

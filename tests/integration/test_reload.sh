@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# SIGHUP applies what can change while running: the replicator moves to a new listen
+# port and the peer's agent follows it (peers' endpoints), the log level changes; a
+# config naming another region is refused and the old config stays; nothing is lost.
+set -euo pipefail
+. "$TERN_SRC/tests/lib/cluster.sh"
+cluster_init 2
+cluster_up
+E=$(region_endpoint us-east-1) W=$(region_endpoint eu-west-1)
+pid_of() { cat "$(region_run "$1")/$2.pid"; }
+edit() { jq "$2" "$(region_cfg "$1")" >"$CLUSTER_DIR/tmp.json" && mv "$CLUSTER_DIR/tmp.json" "$(region_cfg "$1")"; }
+put() { "$DDBTOOL" put "$E" "$TABLE" "{\"PK\":{\"S\":\"$1\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"$1\"}}"; }
+arrives() { "$DDBTOOL" wait "$W" "$TABLE" "{\"PK\":{\"S\":\"$1\"},\"SK\":{\"S\":\"ITEM\"}}" v "$1" "${2:-20000}" >/dev/null; }
+
+put R1 && arrives R1 || fail "baseline replication"
+
+note "the replicator moves to a new port, the agent follows: both by SIGHUP"
+newport=$(free_port)
+edit eu-west-1 ".replicator.listen = \"tcp://127.0.0.1:$newport\""
+edit us-east-1 ".peers[0].endpoint = \"tcp://127.0.0.1:$newport\""
+rpid=$(pid_of eu-west-1 tern-replicator) apid=$(pid_of us-east-1 tern-region-agent)
+kill -HUP "$rpid"
+for _ in $(seq 1 100); do grep -q "reload: config .* applied: listen tcp://127.0.0.1:$newport" "$(region_run eu-west-1)/tern-replicator.log" && break; sleep 0.1; done
+grep -q "applied: listen tcp://127.0.0.1:$newport" "$(region_run eu-west-1)/tern-replicator.log" || fail "replicator did not apply the new listen endpoint"
+put R2   # written while the agent still points at the old port: must not be lost
+kill -HUP "$apid"
+for _ in $(seq 1 100); do grep -q "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log" && break; sleep 0.1; done
+grep -q "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log" || fail "agent did not apply the reload"
+arrives R2 30000 || fail "a change written during the move was lost"
+put R3 && arrives R3 || fail "replication after the move"
+[ "$(pid_of eu-west-1 tern-replicator)" = "$rpid" ] && [ "$(pid_of us-east-1 tern-region-agent)" = "$apid" ] && kill -0 "$rpid" "$apid" \
+  || fail "a daemon restarted instead of reloading"
+
+note "log level by SIGHUP"
+edit us-east-1 '.log_level = "debug"'
+kill -HUP "$apid"; sleep 1
+put R4 && arrives R4 || fail "replication after the log-level reload"
+sleep 0.5
+grep -q ' debug region=us-east-1' "$(region_run us-east-1)/tern-region-agent.log" || fail "no debug lines after switching to debug"
+
+note "a config naming another region is refused; the old config stays in force"
+edit eu-west-1 '.region = "ap-south-1" | .peers[0].region = "us-east-1"'
+kill -HUP "$rpid"; sleep 1
+kill -0 "$rpid" || fail "the replicator died on a refused reload"
+grep -q "reload: .*region: ap-south-1 differs from the running eu-west-1" "$(region_run eu-west-1)/tern-replicator.log" || fail "no refusal line"
+put R5 && arrives R5 || fail "replication after the refused reload"
+assert_clean_logs
+echo PASS
