@@ -80,6 +80,7 @@ typedef struct {
         long tombstone_ttl_s;
         long max_clock_skew_ms;
         long batch_max;
+        long apply_workers;                /* changes applied in parallel, per-key order kept (1..32, 4) */
         int metrics_port;
     } replicator;
     struct {

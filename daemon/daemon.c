@@ -198,15 +198,24 @@ metrics_server *daemon_metrics_start(metrics_registry *reg, int port, metrics_he
     return metrics_serve(reg, "127.0.0.1", port, health, ud, err, errlen);
 }
 
-void daemon_metrics_store(metrics_registry *reg, const char *api, const store *s) {
-    store_stats now, *last;
+void daemon_metrics_store(metrics_registry *reg, const char *api, const store *const *handles, size_t n) {
+    store_stats now, one, *last;
     const char *labels[3] = {api, NULL, NULL};
     int i = strcmp(api, "streams") == 0;
     (void)reg;
-    if (!daemon_m.requests || !s) return;
-    store_get_stats(s, &now);
+    if (!daemon_m.requests) return;
+    memset(&now, 0, sizeof now);
+    for (size_t h = 0; h < n; h++) {
+        if (!handles[h]) continue;
+        store_get_stats(handles[h], &one);
+        now.requests += one.requests;
+        now.retries += one.retries;
+        now.latency_count += one.latency_count;
+        now.latency_sum_ms += one.latency_sum_ms;
+        for (int k = 0; k < STORE_STATUS_COUNT; k++) now.status[k] += one.status[k];
+    }
     last = &daemon_m.last[i];
-    if (now.requests < last->requests) memset(last, 0, sizeof *last); /* a new handle (reload) */
+    if (now.requests < last->requests) memset(last, 0, sizeof *last); /* new handles (reload) */
     metrics_inc_with(daemon_m.requests, labels, now.requests - last->requests);
     metrics_inc_with(daemon_m.retries, labels, now.retries - last->retries);
     metrics_inc_with(daemon_m.lat_count, labels, now.latency_count - last->latency_count);

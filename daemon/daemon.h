@@ -60,9 +60,9 @@ long long daemon_wall_ms(void);
  * reg stays the caller's. */
 metrics_server *daemon_metrics_start(metrics_registry *reg, int port, metrics_health_fn health,
                                      void *ud, char *err, size_t errlen);
-/* Adds what a store handle did since the last call for the same api label ("table" or
- * "streams") to the store families. Call from the thread that owns the handle; each api
- * label must be published from one thread only. */
-void daemon_metrics_store(metrics_registry *reg, const char *api, const store *s);
+/* Adds what the store handles (summed) did since the last call for the same api label
+ * ("table" or "streams") to the store families. Call from a thread that owns the handles
+ * or while they are idle; each api label must be published from one thread only. */
+void daemon_metrics_store(metrics_registry *reg, const char *api, const store *const *handles, size_t n);
 
 #endif

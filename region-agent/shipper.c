@@ -414,7 +414,10 @@ static void shipper_housekeep(shipper *sh) {
     }
     {
         char status[256];
-        snprintf(status, sizeof status, "%d/%zu peers connected", nconn, sh->n_peers);
+        if (atomic_load(&sh->a->tailer_ready))
+            snprintf(status, sizeof status, "%d/%zu peers connected", nconn, sh->n_peers);
+        else
+            snprintf(status, sizeof status, "starting");
         pthread_mutex_lock(&sh->a->status_mu);
         memcpy(sh->a->status, status, sizeof status);
         pthread_mutex_unlock(&sh->a->status_mu);

@@ -902,8 +902,9 @@ int tailer_run(agent_ctx *a) {
         long long turn = daemon_mono_ms();
         atomic_store(&a->tailer_beat, turn);
         if (turn - tl.published_at >= AGENT_HOUSEKEEP_MS) {
-            daemon_metrics_store(a->reg, "table", tl.s);
-            daemon_metrics_store(a->reg, "streams", tl.streams);
+            const store *th[] = {tl.s}, *sh[] = {tl.streams};
+            daemon_metrics_store(a->reg, "table", th, 1);
+            daemon_metrics_store(a->reg, "streams", sh, 1);
             tl.published_at = turn;
         }
         long long now = daemon_mono_ms(), next = now + 50;

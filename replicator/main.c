@@ -92,6 +92,7 @@ static void repl_reload(const char *path, repl_parts *p) {
         goto fail;
     }
     if (!(ns = daemon_store_new(n, err, sizeof err)) || !(nst = daemon_state_new(n, err, sizeof err))) goto fail;
+    if (receiver_reconfigure(p->rcv, n, ns, nst, err, sizeof err) != 0) goto fail; /* old pool kept */
     /* a new socket only when the endpoint or this region's key changed; the old one stops
      * listening first (zmq_close is asynchronous, zmq_unbind is not) */
     rebind = strcmp(n->replicator.listen, old->replicator.listen) != 0 ||
@@ -99,18 +100,17 @@ static void repl_reload(const char *path, repl_parts *p) {
     if (rebind) {
         if (zmq_unbind(*p->sock, old->replicator.listen) != 0) {
             snprintf(err, sizeof err, "unbinding %s: %s", old->replicator.listen, zmq_strerror(errno));
-            goto fail;
+            goto revert;
         }
         if (!(nsock = repl_socket(p->zctx, n, err, sizeof err))) {
             if (zmq_bind(*p->sock, old->replicator.listen) != 0)
                 log_error(NULL, "reload: cannot listen on %s again: %s", old->replicator.listen, zmq_strerror(errno));
-            goto fail;
+            goto revert;
         }
         zmq_close(*p->sock);
         *p->sock = nsock;
     }
     zap_set_config(*p->zap, n);
-    receiver_reconfigure(p->rcv, n, ns, nst);
     store_free(*p->s);
     state_free(*p->st);
     cfg_free(old);
@@ -121,6 +121,12 @@ static void repl_reload(const char *path, repl_parts *p) {
     log_info(NULL, "reload: config %s applied: listen %s, %zu peer(s), %zu table(s), log level %s", path,
              n->replicator.listen, n->n_peers, n->n_tables, log_level_name(n->log_level));
     goto done;
+revert:
+    {
+        char e2[256];
+        if (receiver_reconfigure(p->rcv, old, *p->s, *p->st, e2, sizeof e2) != 0)
+            log_error(NULL, "reload: cannot return to the running config's apply pool: %s", e2);
+    }
 fail:
     log_error(NULL, "reload: %s; keeping the running config", err);
     store_free(ns);
@@ -233,7 +239,10 @@ int main(int argc, char **argv) {
         now = daemon_mono_ms();
         atomic_store(&repl_loop_at, now);
         if (now - last_hk >= REPL_HOUSEKEEP_MS) {
-            daemon_metrics_store(reg, "table", s);
+            const store *hs[33];
+            size_t nh = pool_stores(receiver_pool(rcv), hs, 32);
+            hs[nh++] = s;
+            daemon_metrics_store(reg, "table", hs, nh);
             snprintf(status, sizeof status, "listening on %s", cfg->replicator.listen);
             receiver_housekeep(rcv, zap_take_refused(zap), status);
             last_hk = now;

@@ -40,6 +40,7 @@ typedef struct {
 struct receiver {
     const cfg_region *cfg;
     metrics_family *m_changes, *m_lag, *m_rejected, *m_refused; /* NULL: no metrics */
+    apply_pool *pool;
     store *s;
     state *st;
     source_state *srcs;
@@ -73,20 +74,33 @@ receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, si
     r->cfg = cfg;
     r->s = s;
     r->st = st;
+    r->pool = pool_new(cfg, err, errlen);
+    if (!r->pool) {
+        free(r);
+        return NULL;
+    }
     return r;
 }
 
-void receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st) {
+apply_pool *receiver_pool(receiver *r) { return r->pool; }
+
+int receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st, char *err, size_t errlen) {
+    apply_pool *np = pool_new(cfg, err, errlen);
+    if (!np) return -1;
+    pool_free(r->pool);
+    r->pool = np;
     r->cfg = cfg;
     r->s = s;
     r->st = st;
     free(r->srcs);
     r->srcs = NULL;
     r->n_srcs = 0;
+    return 0;
 }
 
 void receiver_free(receiver *r) {
     if (!r) return;
+    pool_free(r->pool);
     free(r->srcs);
     free(r);
 }
@@ -257,14 +271,64 @@ static int receiver_save(receiver *r, const source_state *s, const char *ver, lo
     return rc;
 }
 
+/* Logs and counts one applied slot; returns 0, or -1 when the change failed (retry). */
+static int receiver_result(receiver *r, const wire_batch *b, const pool_slot *sl, batch_tally *t) {
+    const wire_change *c = sl->c;
+    char *keys;
+    switch (sl->res) {
+    case APPLY_ERROR:
+        log_warn(b->source, "table %s: applying change %s failed, will retry: %s", b->table, c->version, sl->err);
+        return -1;
+    case APPLY_REFUSED: {
+        /* retrying cannot help, and holding it would stall every later change of this
+         * source and table: count it, say so loudly, keep it in Redis for ternctl, and
+         * move on. The item now differs between regions until someone fixes it. */
+        char detail[1024];
+        keys = item_canonical(c->keys, 0);
+        snprintf(detail, sizeof detail, "table %s: change %s of key %s refused by the store, NOT APPLIED: %s",
+                 b->table, c->version, keys ? keys : sl->kid, sl->err);
+        free(keys);
+        log_error(b->source, "%s", detail);
+        receiver_reject(r, "store_refused", b->source, detail);
+        receiver_count(r, b->source, b->table, "refused", 1);
+        receiver_alarm(r, detail);
+        return 0;
+    }
+    case APPLY_LOST:
+        keys = item_canonical(c->keys, 0);
+        t->lost++;
+        log_info(b->source, "table %s: conflict lost: key %s: incoming %s %s from %s loses to %s held here",
+                 b->table, keys ? keys : sl->kid, c->op == WIRE_OP_DELETE ? "delete" : "put", c->version,
+                 b->source, *sl->winner ? sl->winner : "a newer version");
+        free(keys);
+        return 0;
+    case APPLY_SAME:
+        t->dup++;
+        return 0;
+    case APPLY_WRITTEN:
+        t->applied++;
+        return 0;
+    }
+    return -1;
+}
+
+/* Counts a tally in the metrics and clears it. */
+static void receiver_count_tally(receiver *r, const wire_batch *b, batch_tally *t) {
+    receiver_count(r, b->source, b->table, "applied", t->applied);
+    receiver_count(r, b->source, b->table, "lost", t->lost);
+    receiver_count(r, b->source, b->table, "duplicate", t->dup);
+    receiver_count(r, b->source, b->table, "skew_held", t->skew);
+}
+
 static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_len, const wire_batch *b) {
     source_state *s = receiver_source(r, b->source, b->table);
     batch_tally t;
     char ver[LWW_VERSION_STRLEN] = "", err[512];
-    long long lag = 0;
+    long long lag = 0, last_ack = daemon_mono_ms();
     wire_pos start;
     int progressed = 0, stopped = 0;
-    long long last_ack = daemon_mono_ms();
+    size_t i = 0;
+    pool_slot *slots = NULL;
 
     if (!s) {
         log_error(b->source, "out of memory");
@@ -282,94 +346,81 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
         return;
     }
     memset(&t, 0, sizeof t);
-    for (size_t i = 0; i < b->n; i++) {
-        const wire_change *c = &b->changes[i];
-        lww_version v;
-        apply_change ac;
-        apply_result res;
-        char winner[LWW_VERSION_STRLEN], *kid;
+    while (i < b->n && s->known && wire_pos_cmp(b->changes[i].pos, s->wm) <= 0) { /* already applied */
+        t.dup++;
+        i++;
+    }
+    slots = calloc(REPL_CHUNK, sizeof *slots);
+    if (!slots) {
+        log_error(b->source, "out of memory");
+        return;
+    }
+    while (i < b->n && !stopped) {
+        size_t n = 0, j;
         long long now_wall = daemon_wall_ms();
-        if (s->known && wire_pos_cmp(c->pos, s->wm) <= 0) {
-            t.dup++;
-            continue;
-        }
-        if (lww_version_parse(c->version, &v, err, sizeof err) != 0) break; /* the decoder checked it */
-        if (lww_ahead(&v, (uint64_t)now_wall, (uint64_t)r->cfg->replicator.max_clock_skew_ms)) {
-            long long now = daemon_mono_ms();
-            t.skew++;
-            if (now - s->last_warn >= REPL_WARN_EVERY_MS) {
-                log_warn(b->source, "table %s: change version %s is %lld ms ahead of this region's clock "
-                         "(bound %ld ms): held back until it is not; check the clocks (NTP)", b->table,
-                         c->version, (long long)(v.ms - (uint64_t)now_wall), r->cfg->replicator.max_clock_skew_ms);
-                s->last_warn = now;
+        /* a chunk: changes up to the first one held back by the clock-skew bound */
+        for (j = i; j < b->n && n < REPL_CHUNK; j++) {
+            const wire_change *c = &b->changes[j];
+            lww_version v;
+            if (lww_version_parse(c->version, &v, err, sizeof err) != 0) { /* the decoder checked it */
+                stopped = 1;
+                break;
             }
-            stopped = 1;
-            break;
+            if (lww_ahead(&v, (uint64_t)now_wall, (uint64_t)r->cfg->replicator.max_clock_skew_ms)) {
+                long long now = daemon_mono_ms();
+                t.skew++;
+                if (now - s->last_warn >= REPL_WARN_EVERY_MS) {
+                    log_warn(b->source, "table %s: change version %s is %lld ms ahead of this region's clock "
+                             "(bound %ld ms): held back until it is not; check the clocks (NTP)", b->table,
+                             c->version, (long long)(v.ms - (uint64_t)now_wall), r->cfg->replicator.max_clock_skew_ms);
+                    s->last_warn = now;
+                }
+                stopped = 1;
+                break;
+            }
+            memset(&slots[n], 0, sizeof slots[n]);
+            slots[n].c = c;
+            if (!(slots[n].kid = item_key_id(c->keys))) {
+                stopped = 1;
+                break;
+            }
+            n++;
         }
-        kid = item_key_id(c->keys);
-        if (!kid) {
-            stopped = 1;
-            break;
+        pool_run(r->pool, b->table, r->cfg->replicator.tombstone_ttl_s, slots, n);
+        /* results in batch order: the watermark moves up to the first failure */
+        for (size_t k = 0; k < n; k++) {
+            lww_version v;
+            if (receiver_result(r, b, &slots[k], &t) != 0) {
+                stopped = 1;
+                for (; k < n; k++) free(slots[k].kid);
+                break;
+            }
+            s->wm = slots[k].c->pos;
+            s->known = 1;
+            progressed = 1;
+            snprintf(ver, sizeof ver, "%s", slots[k].c->version);
+            if (lww_version_parse(ver, &v, err, sizeof err) == 0) {
+                lag = slots[k].done_wall - (long long)v.ms;
+                if (r->m_lag) {
+                    const char *lv[] = {b->source, b->table, NULL};
+                    metrics_observe_with(r->m_lag, lv, (double)(lag > 0 ? lag : 0));
+                }
+                if (t.n_lags < sizeof t.lags / sizeof t.lags[0])
+                    snprintf(t.lags[t.n_lags++], sizeof t.lags[0], "%lld %lld", slots[k].done_wall, lag);
+            }
+            free(slots[k].kid);
         }
-        memset(&ac, 0, sizeof ac);
-        ac.table = b->table;
-        ac.is_delete = c->op == WIRE_OP_DELETE;
-        ac.keys = c->keys;
-        ac.image = c->image;
-        ac.version = c->version;
-        ac.kid = kid;
-        ac.ttl_s = r->cfg->replicator.tombstone_ttl_s;
-        res = apply_one(r->s, r->st, &ac, APPLY_PRECHECK, winner, err, sizeof err);
-        if (res == APPLY_ERROR) {
-            log_warn(b->source, "table %s: applying change %s failed, will retry: %s", b->table, c->version, err);
-            free(kid);
-            stopped = 1;
-            break;
-        }
-        if (res == APPLY_REFUSED) {
-            /* retrying cannot help, and holding it would stall every later change of this
-             * source and table: count it, say so loudly, keep it in Redis for ternctl,
-             * and move on. The item now differs between regions until someone fixes it. */
-            char *keys = item_canonical(c->keys, 0), detail[1024];
-            snprintf(detail, sizeof detail, "table %s: change %s of key %s refused by the store, NOT APPLIED: %s",
-                     b->table, c->version, keys ? keys : kid, err);
-            log_error(b->source, "%s", detail);
-            receiver_reject(r, "store_refused", b->source, detail);
-            receiver_count(r, b->source, b->table, "refused", 1);
-            receiver_alarm(r, detail);
-            free(keys);
-        } else if (res == APPLY_LOST) {
-            char *keys = item_canonical(c->keys, 0);
-            t.lost++;
-            log_info(b->source, "table %s: conflict lost: key %s: incoming %s %s from %s loses to %s held here",
-                     b->table, keys ? keys : kid, ac.is_delete ? "delete" : "put", c->version, b->source,
-                     *winner ? winner : "a newer version");
-            free(keys);
-        } else if (res == APPLY_SAME) {
-            t.dup++;
-        } else {
-            t.applied++;
-        }
-        free(kid);
-        s->wm = c->pos;
-        s->known = 1;
-        progressed = 1;
-        snprintf(ver, sizeof ver, "%s", c->version);
-        lag = now_wall - (long long)v.ms;
-        if (r->m_lag) {
-            const char *lv[] = {b->source, b->table, NULL};
-            metrics_observe_with(r->m_lag, lv, (double)(lag > 0 ? lag : 0));
-        }
-        if (t.n_lags < sizeof t.lags / sizeof t.lags[0])
-            snprintf(t.lags[t.n_lags++], sizeof t.lags[0], "%lld %lld", now_wall, lag);
-        if (i + 1 < b->n && daemon_mono_ms() - last_ack >= REPL_PROGRESS_ACK_MS) {
+        i += n;
+        if (!stopped && i < b->n && *ver && daemon_mono_ms() - last_ack >= REPL_PROGRESS_ACK_MS) {
             /* a long batch: save and acknowledge the progress so far (replicator.h) */
             if (receiver_save(r, s, ver, lag, &t) != 0) {
                 log_warn(b->source, "table %s: saving the watermark failed: %s", b->table, state_errstr(r->st));
                 s->wm = start;
                 s->loaded = 0;
+                free(slots);
                 return;
             }
+            receiver_count_tally(r, b, &t);
             receiver_ack(r, sock, rid, rid_len, s);
             memset(&t, 0, sizeof t);
             start = s->wm;
@@ -377,10 +428,8 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
             last_ack = daemon_mono_ms();
         }
     }
-    receiver_count(r, b->source, b->table, "applied", t.applied);
-    receiver_count(r, b->source, b->table, "lost", t.lost);
-    receiver_count(r, b->source, b->table, "duplicate", t.dup);
-    receiver_count(r, b->source, b->table, "skew_held", t.skew);
+    free(slots);
+    receiver_count_tally(r, b, &t);
     if (*ver) {
         if (receiver_save(r, s, ver, lag, &t) != 0) {
             /* not saved: do not acknowledge; reload the watermark before the resend (the

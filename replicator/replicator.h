@@ -24,8 +24,11 @@
 
 #include <stdatomic.h>
 
+#include "apply.h"
 #include "cfg.h"
+#include "lww.h"
 #include "metrics.h"
+#include "wire.h"
 #include "state.h"
 #include "store.h"
 
@@ -33,6 +36,7 @@
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
 #define REPL_WARN_EVERY_MS 5000   /* rate limit of repeated warnings, ms */
 #define REPL_PROGRESS_ACK_MS 250  /* save and acknowledge a long batch part way this often, ms */
+#define REPL_CHUNK 256           /* changes handed to the apply pool at a time */
 #define REPL_REJECT_LOG_MS 1000   /* at most one log line per rejection reason per this, ms */
 
 typedef struct zap_handler zap_handler;
@@ -47,14 +51,41 @@ void zap_set_config(zap_handler *z, const cfg_region *cfg);
 /* Handshakes refused since the last call (resets the count). */
 long zap_take_refused(zap_handler *z);
 
+/* ---- apply pool (pool.c) ----
+ * replicator.apply_workers threads apply the changes of a batch in parallel, each with
+ * its own store and Redis handles; all changes of one key go to one worker, in order. */
+typedef struct apply_pool apply_pool;
+
+typedef struct {
+    const wire_change *c;        /* borrowed from the batch */
+    char *kid;                   /* item_key_id of c->keys (owned by the caller) */
+    int worker;                  /* set by pool_run */
+    apply_result res;            /* outputs, set by the worker: */
+    char winner[LWW_VERSION_STRLEN];
+    char err[512];
+    long long done_wall;         /* wall ms when the write returned */
+} pool_slot;
+
+/* NULL + err on failure. Free with pool_free (joins the workers). */
+apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen);
+void pool_free(apply_pool *p);
+/* Applies slots[0..n) (precheck on) and returns when every slot has a result. */
+void pool_run(apply_pool *p, const char *table, long ttl_s, pool_slot *slots, size_t n);
+/* The workers' store handles (borrowed), for statistics between pool_run calls. */
+size_t pool_stores(const apply_pool *p, const store **out, size_t max);
+
 typedef struct receiver receiver;
 
-/* Creates the receiver; the store and Redis handles are borrowed and must outlive it. */
+/* Creates the receiver; the store and Redis handles are borrowed and must outlive it; it
+ * starts its own apply pool. */
 receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen);
+/* The receiver's apply pool (borrowed), for statistics. */
+apply_pool *receiver_pool(receiver *r);
 void receiver_free(receiver *r);
-/* After a reload: the receiver uses the new config and handles (borrowed) and reloads
- * watermarks from Redis as batches arrive. */
-void receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st);
+/* After a reload: the receiver uses the new config and handles (borrowed), restarts its
+ * apply pool, and reloads watermarks from Redis as batches arrive. 0, or -1 (err) with
+ * the old configuration still in force. */
+int receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st, char *err, size_t errlen);
 /* Handles one frame from a ROUTER peer; replies go through `sock` to `routing_id`.
  * user_id is the ZAP User-Id (NULL when CURVE is off). */
 void receiver_frame(receiver *r, void *sock, const void *routing_id, size_t rid_len,

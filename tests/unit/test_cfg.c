@@ -297,6 +297,7 @@ static void test_minimal_defaults(void **state) {
     assert_int_equal(c->replicator.tombstone_ttl_s, 172800);
     assert_int_equal(c->replicator.max_clock_skew_ms, 300000);
     assert_int_equal(c->replicator.batch_max, 500);
+    assert_int_equal(c->replicator.apply_workers, 4);
     assert_int_equal(c->replicator.metrics_port, 9102);
     assert_int_equal(c->agent.idle_poll_ms, 5);
     assert_int_equal(c->agent.batch_max, 500);
