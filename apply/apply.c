@@ -13,7 +13,9 @@
  *   5. the token is removed only when the write certainly did not happen (condition
  *      failed, or a delete found no item) and this call added it. After a transient
  *      error the token stays: the write may have happened and its echo must still be
- *      recognised. A delete's token is the same text on every attempt of one change
+ *      recognised. The same holds when the store client retried inside the call: a
+ *      condition failure naming our own tern:wid is our earlier attempt (written), and
+ *      an ambiguous answer keeps the token. A delete's token is the same text on every attempt of one change
  *      ("D<version>"), so when SADD finds it already there an earlier attempt (before a
  *      crash or a failed watermark save) owns it, may have deleted the item, and its
  *      stream record may be unread: this attempt leaves the token alone.
@@ -134,6 +136,8 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     unsigned char rnd[8];
     cJSON *req = NULL, *resp = NULL;
     store_status ss;
+    store_stats before, after;
+    int retried;
     apply_result res = APPLY_ERROR;
     int own_token;   /* SADD added the token: this call may remove it */
 
@@ -209,12 +213,17 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         snprintf(err, errlen, "out of memory");
         return APPLY_ERROR;
     }
+    store_get_stats(s, &before);
     ss = store_call(s, c->is_delete ? "DeleteItem" : "PutItem", req, &resp);
     cJSON_Delete(req);
+    store_get_stats(s, &after);
+    /* the store client retried inside the call: an earlier attempt may have written, and
+     * this answer may be about that write (the token must then stay: its echo is coming) */
+    retried = after.requests - before.requests > 1;
     if (ss == STORE_OK) {
         const cJSON *attrs = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Attributes") : NULL;
         res = APPLY_WRITTEN;
-        if (c->is_delete && !(attrs && cJSON_IsObject(attrs) && attrs->child)) {
+        if (c->is_delete && !(attrs && cJSON_IsObject(attrs) && attrs->child) && !retried) {
             /* nothing was deleted, so no stream record will carry the token */
             if (apply_token_remove(st, kpend, token, own_token) != 0)
                 log_warn(NULL, "cannot remove unused echo token of %s: %s", c->table, state_errstr(st));
@@ -222,11 +231,17 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     } else if (ss == STORE_ERR_CONDITION) {
         const cJSON *item = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Item") : NULL;
         const char *stored = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
-        if (winner && stored) snprintf(winner, LWW_VERSION_STRLEN, "%s", stored);
-        res = stored && strcmp(stored, c->version) == 0 ? APPLY_SAME : APPLY_LOST;
-        if (apply_token_remove(st, kpend, token, own_token) != 0) {
-            snprintf(err, errlen, "%s", state_errstr(st));
-            res = APPLY_ERROR;
+        const char *stored_wid = item ? item_get_s(item, ITEM_ATTR_WID) : NULL;
+        if (!c->is_delete && stored_wid && strcmp(stored_wid, wid) == 0) {
+            /* our own write, by an attempt whose answer was lost: done, and its echo is coming */
+            res = APPLY_WRITTEN;
+        } else {
+            if (winner && stored) snprintf(winner, LWW_VERSION_STRLEN, "%s", stored);
+            res = stored && strcmp(stored, c->version) == 0 ? APPLY_SAME : APPLY_LOST;
+            if (!(retried && res == APPLY_SAME) && apply_token_remove(st, kpend, token, own_token) != 0) {
+                snprintf(err, errlen, "%s", state_errstr(st));
+                res = APPLY_ERROR;
+            }
         }
     } else {
         snprintf(err, errlen, "%s %s: %s", c->is_delete ? "DeleteItem" : "PutItem",

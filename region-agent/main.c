@@ -18,6 +18,7 @@
 #include "cfg.h"
 #include "daemon.h"
 #include "log.h"
+#include "state.h"
 
 static void *agent_tailer_thread(void *arg) {
     tailer_run(arg);
@@ -118,6 +119,18 @@ static int agent_reload(agent_ctx *a, cfg_region **cfg, const char *path, pthrea
     cfg_region *n;
     daemon_notify("RELOADING=1");
     n = daemon_reload_config(*cfg, path);
+    if (n) {
+        /* the threads would fail on start with an unreachable Redis (a changed password,
+         * say): try it before stopping anything */
+        char err[512];
+        state *probe = daemon_state_new(n, err, sizeof err);
+        if (!probe) {
+            log_error(NULL, "reload: %s: %s; keeping the running config", path, err);
+            cfg_free(n);
+            n = NULL;
+        }
+        state_free(probe);
+    }
     if (!n) {
         daemon_notify("READY=1");
         return 0;

@@ -534,6 +534,7 @@ int shipper_run(agent_ctx *a) {
         snprintf(err, sizeof err, "cannot load acknowledgements");
         goto fail;
     }
+    shipper_housekeep(&sh); /* pause flags are known before anything is sent */
     atomic_store(&a->shipper_ready, 1);
 
     for (;;) {

@@ -21,11 +21,11 @@
 #include "wire.h"
 
 static void *repl_socket(void *zctx, const cfg_region *cfg, char *err, size_t errlen) {
-    int one = 1, zero = 0, hb_ivl = 1000, hb_ttl = 3000;
+    int one = 1, linger = 1000, hb_ivl = 1000, hb_ttl = 3000; /* linger: the last acks leave on stop */
     int64_t maxmsg = (int64_t)WIRE_MAX_FRAME * 2; /* frames above WIRE_MAX_FRAME are counted by the decoder */
     void *s = zmq_socket(zctx, ZMQ_ROUTER);
     if (!s) goto fail;
-    if (zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+    if (zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
         zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) != 0 ||
         zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &hb_ttl, sizeof hb_ttl) != 0)

@@ -28,6 +28,7 @@ typedef struct {
     int loaded;                 /* Redis was asked */
     wire_pos wm;
     long long last_warn;
+    long long last_drift_warn;
 } source_state;
 
 typedef struct {
@@ -377,6 +378,12 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
                 }
                 stopped = 1;
                 break;
+            }
+            if (v.ms > (uint64_t)now_wall + REPL_DRIFT_WARN_MS && daemon_mono_ms() - s->last_drift_warn >= REPL_WARN_EVERY_MS) {
+                /* within the bound, but a peer whose clock runs ahead wins conflicts it should not */
+                log_warn(b->source, "table %s: peer clock about %lld ms ahead of this region's (change %s); "
+                         "check NTP on both", b->table, (long long)(v.ms - (uint64_t)now_wall), c->version);
+                s->last_drift_warn = daemon_mono_ms();
             }
             memset(&slots[n], 0, sizeof slots[n]);
             slots[n].c = c;

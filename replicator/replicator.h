@@ -36,6 +36,7 @@
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
 #define REPL_WARN_EVERY_MS 5000   /* rate limit of repeated warnings, ms */
 #define REPL_PROGRESS_ACK_MS 250  /* save and acknowledge a long batch part way this often, ms */
+#define REPL_DRIFT_WARN_MS 1000  /* warn (every REPL_WARN_EVERY_MS) when a peer's versions run ahead by this */
 #define REPL_CHUNK 256           /* changes handed to the apply pool at a time */
 #define REPL_REJECT_LOG_MS 1000   /* at most one log line per rejection reason per this, ms */
 

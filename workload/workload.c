@@ -248,6 +248,7 @@ static void wl_read_control(void) {
 static void wl_log_ack(const char *region, const char *op, const char *pk, const char *sk) {
     pthread_mutex_lock(&W.log_mu);
     fprintf(W.acked_log, "%lld %s %s %s %s\n", wall_ms(), region, op, pk, sk);
+    fflush(W.acked_log); /* the drill reads it while writers run (at-risk accounting) */
     pthread_mutex_unlock(&W.log_mu);
 }
 
