@@ -368,5 +368,5 @@ int main(int argc, char **argv) {
     }
     free(B.queue);
     free(B.lags);
-    return atomic_load(&B.lost_probes) > 0 ? 1 : 0;
+    return 0; /* lost probes are a result (in the JSON), not a failure of the run */
 }

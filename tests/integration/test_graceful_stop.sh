@@ -32,7 +32,6 @@ applied=$(rcnt eu-west-1 us-east-1 applied) dup=$(rcnt eu-west-1 us-east-1 dup) 
 note "acknowledged $acked, versioned $local, applied $applied, duplicates $dup"
 [ "$local" -eq "$acked" ] || fail "us-east-1 versioned $local changes for $acked acknowledged writes (lost or doubled)"
 [ "$applied" -eq "$acked" ] || fail "eu-west-1 applied $applied changes, expected exactly $acked"
-count=$("$DDBTOOL" count "$W" "$TABLE")
-[ "$count" -eq "$acked" ] || fail "eu-west-1 holds $count items, expected $acked"
+# (item counts are not compared with $acked: random keys repeat; verify compared the tables)
 assert_clean_logs
 echo PASS
