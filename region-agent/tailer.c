@@ -83,7 +83,8 @@ typedef struct {
 typedef struct {
     char *kid;                        /* owned */
     char ll[LWW_VERSION_STRLEN];
-    char tomb[LWW_VERSION_STRLEN];
+    char tomb[LWW_VERSION_STRLEN];   /* any delete (also raised by the replicator ahead of its deletes) */
+    char lt[LWW_VERSION_STRLEN];     /* this region's last local delete: what a repair may restore */
     int ll_dirty, tomb_dirty;
     redisReply *pend;                 /* SMEMBERS reply (owned) */
     const char **consumed;            /* tokens consumed by this batch (borrowed strings) */
@@ -575,23 +576,27 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         state_append(tl->st, "GET %s", k1);
         state_key(tl->st, k1, sizeof k1, STATE_K_PEND, t->name, views[i].kid);
         state_append(tl->st, "SMEMBERS %s", k1);
+        state_key(tl->st, k1, sizeof k1, STATE_K_LOCALTOMB, t->name, views[i].kid);
+        state_append(tl->st, "GET %s", k1);
     }
-    rep = calloc(3 * nk + 1, sizeof *rep);
+    rep = calloc(4 * nk + 1, sizeof *rep);
     if (!rep) goto out;
-    rep_len = 3 * nk + 1;
-    if (state_flush(tl->st, rep, 3 * nk) != 0) {
+    rep_len = 4 * nk + 1;
+    if (state_flush(tl->st, rep, 4 * nk) != 0) {
         tailer_redis_warn(tl, t->name, "reading key state");
         goto out;
     }
     for (size_t i = 0; i < nk; i++) {
-        redisReply *a = rep[3 * i], *b = rep[3 * i + 1];
+        redisReply *a = rep[4 * i], *b = rep[4 * i + 1], *c = rep[4 * i + 3];
         if (a->type == REDIS_REPLY_STRING && a->len < LWW_VERSION_STRLEN) memcpy(views[i].ll, a->str, a->len + 1);
         if (b->type == REDIS_REPLY_STRING && b->len < LWW_VERSION_STRLEN) memcpy(views[i].tomb, b->str, b->len + 1);
-        views[i].pend = rep[3 * i + 2];
-        rep[3 * i + 2] = NULL;
+        if (c->type == REDIS_REPLY_STRING && c->len < LWW_VERSION_STRLEN) memcpy(views[i].lt, c->str, c->len + 1);
+        views[i].pend = rep[4 * i + 2];
+        rep[4 * i + 2] = NULL;
         freeReplyObject(a);
         freeReplyObject(b);
-        rep[3 * i] = rep[3 * i + 1] = NULL;
+        freeReplyObject(c);
+        rep[4 * i] = rep[4 * i + 1] = rep[4 * i + 3] = NULL;
     }
 
     /* 2. classify in stream order (repairs are written here, before the commit is queued) */
@@ -600,7 +605,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         key_view *v = tailer_view(views, nk, r->kid);
         const char *old_logical, *token = NULL;
         if (r->oldi) old_logical = vmax(tailer_item_version(r->oldi), v->ll);
-        else old_logical = v->tomb;
+        else old_logical = v->lt; /* only a local delete can be restored: the tombstone may
+                                    * already carry a replicated delete still on its way */
         tailer_observe(tl, old_logical);
         token = r->is_delete ? tailer_delete_token(v, tailer_item_version(r->oldi))
                              : item_get_s(r->newi, ITEM_ATTR_WID);
@@ -632,6 +638,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         r->local = 1;
         if (r->is_delete) {
             snprintf(v->tomb, sizeof v->tomb, "%s", r->ver);
+            snprintf(v->lt, sizeof v->lt, "%s", r->ver);
             v->tomb_dirty = 1;
         } else {
             snprintf(v->ll, sizeof v->ll, "%s", r->ver);
@@ -661,7 +668,9 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             snprintf(ttl, sizeof ttl, "%ld", tl->ttl_s);
             state_key(tl->st, k1, sizeof k1, STATE_K_TOMB, t->name, v->kid);
             state_append(tl->st, "EVAL %s 1 %s %s %s", APPLY_LUA_SETMAX, k1, v->tomb, ttl);
-            nrep++;
+            state_key(tl->st, k1, sizeof k1, STATE_K_LOCALTOMB, t->name, v->kid);
+            state_append(tl->st, "SET %s %s EX %ld", k1, v->lt, tl->ttl_s);
+            nrep += 2;
         }
         if (v->n_consumed) {
             state_key(tl->st, k1, sizeof k1, STATE_K_PEND, t->name, v->kid);

@@ -9,7 +9,10 @@
  *                          or "END <seq>" once a closed shard has been read to its end
  *   ack:T          HASH    peer region -> last log:T position ("ms-seq") the peer applied
  *   ll:T:KID       STRING  version of the last local change of key KID (TTL = tombstone TTL)
- *   tomb:T:KID     STRING  version of the last delete of key KID (TTL = tombstone TTL)
+ *   tomb:T:KID     STRING  version of the last delete of key KID (TTL = tombstone TTL); the
+ *                          replicator raises it before it deletes
+ *   lt:T:KID       STRING  version of this region's last local delete of KID (agent only; the
+ *                          state a repair may restore when a replicated put clobbered it)
  *   pend:T:KID     SET     echo tokens of Tern writes to KID not yet seen in the stream
  *   wm:S:T         HASH    replicator watermark for source region S: pos, ver, at_ms, lag_ms
  *   cnt:S:T        HASH    replicator counters for source S: applied, lost, dup, skew
@@ -42,6 +45,7 @@
 #define STATE_K_ACK "ack:%s"
 #define STATE_K_LASTLOCAL "ll:%s:%s"
 #define STATE_K_TOMB "tomb:%s:%s"
+#define STATE_K_LOCALTOMB "lt:%s:%s"
 #define STATE_K_PEND "pend:%s:%s"
 #define STATE_K_WM "wm:%s:%s"
 #define STATE_K_CNT "cnt:%s:%s"
