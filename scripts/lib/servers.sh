@@ -12,15 +12,33 @@ ddb_jar() {
   echo "$j"
 }
 
-# free_port: prints a TCP port on 127.0.0.1 that nothing listens on.
+# free_port: prints a TCP port on 127.0.0.1 that nothing listens on, reserved for this
+# run: tests run two at a time, and two of them must never be handed the same port.
+# Reservations are directories under $TERN_PORT_DIR (mkdir is atomic); release_ports
+# frees the ones listed in a file; reservations older than an hour are stale.
+TERN_PORT_DIR=${TERN_PORT_DIR:-/tmp/tern-ports}
 free_port() {
-  python3 - <<'PY'
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-PY
+  local p i
+  mkdir -p "$TERN_PORT_DIR"
+  find "$TERN_PORT_DIR" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+    if mkdir "$TERN_PORT_DIR/$p" 2>/dev/null; then
+      [ -n "${TERN_PORT_LIST:-}" ] && echo "$p" >>"$TERN_PORT_LIST"
+      echo "$p"
+      return 0
+    fi
+  done
+  echo "free_port: no free port found" >&2
+  return 1
+}
+
+# release_ports FILE: frees the reservations listed in FILE.
+release_ports() {
+  local p
+  [ -f "$1" ] || return 0
+  while read -r p; do [ -n "$p" ] && rm -rf "${TERN_PORT_DIR:?}/$p"; done <"$1"
+  return 0
 }
 
 # wait_tcp PORT SECONDS: waits until 127.0.0.1:PORT accepts connections.

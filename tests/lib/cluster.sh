@@ -35,6 +35,7 @@ tern_keygen() {
 cluster_init() {
   local n=$1 extra=${2:-.} r p
   CLUSTER_DIR=$(mktemp -d /tmp/tern-test.XXXXXX)
+  export TERN_PORT_LIST=$CLUSTER_DIR/ports   # free_port reservations, released by cluster_down
   CLUSTER_REGIONS=("${ALL_REGIONS[@]:0:$n}")
   trap cluster_down EXIT
   mkdir -p "$CLUSTER_DIR/keys"
@@ -91,6 +92,7 @@ cluster_down() { # daemons first (graceful), then every region's servers side by
   pids=()
   for r in "${CLUSTER_REGIONS[@]}"; do lr down "$r" >/dev/null 2>&1 & pids+=($!); done
   for p in "${pids[@]}"; do wait "$p" || true; done
+  release_ports "$CLUSTER_DIR/ports"
   if [ -n "${KEEP_CLUSTER:-}" ]; then echo "kept $CLUSTER_DIR"; else rm -rf "$CLUSTER_DIR"; fi
   CLUSTER_DIR=
 }
