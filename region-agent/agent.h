@@ -8,7 +8,10 @@
  *   position in batches over a ZeroMQ DEALER (CURVE), keeps a window of unacknowledged
  *   batches, goes back to the acknowledged position after a timeout or a refusal, and
  *   trims the log below the minimum acknowledgement of all peers.
- * The tailer wakes the shipper through an inproc PAIR socket (AGENT_NOTIFY_ENDPOINT).
+ * The tailer wakes the shipper through an inproc PAIR socket, bound by the shipper at
+ * agent_ctx.notify_ep: a new name for every start of the two threads, because a closed
+ * socket's inproc name stays taken until ZeroMQ's reaper gets to it (a reload restarting
+ * the threads at once then failed with "Address already in use").
  *
  * Timing (ms unless said): shard polls happen at once while records arrive and every
  * cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
@@ -28,7 +31,7 @@
 #include "cfg.h"
 #include "metrics.h"
 
-#define AGENT_NOTIFY_ENDPOINT "inproc://tern-agent-notify"
+#define AGENT_NOTIFY_PREFIX "inproc://tern-agent-notify-"
 #define AGENT_ERROR_BACKOFF_MS 500
 #define AGENT_DESCRIBE_MS 10000
 #define AGENT_BLOCKED_RETRY_MS 100
@@ -41,6 +44,8 @@
 typedef struct {
     const cfg_region *cfg;
     void *zctx;                 /* shared ZeroMQ context */
+    char notify_ep[64];         /* this start's inproc wake-up endpoint (AGENT_NOTIFY_PREFIX + start count) */
+    unsigned starts;            /* thread starts so far (main thread only) */
     atomic_int stop_reading;    /* set on SIGTERM: the tailer finishes its batch and exits */
     atomic_int stop;            /* set when the tailer has exited: the shipper drains and exits */
     atomic_int tailer_ready;    /* 1 once every table's stream was found */

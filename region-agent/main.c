@@ -80,8 +80,10 @@ static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
     return a->m_changes && a->m_shipped && a->m_resent && a->m_inflight && a->m_connected && a->m_trimmed ? 0 : -1;
 }
 
-/* Starts the shipper (which binds the notify socket) and then the tailer. 0/-1. */
+/* Starts the shipper (which binds the notify socket) and then the tailer. 0/-1; on -1
+ * no thread is left running. */
 static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
+    snprintf(a->notify_ep, sizeof a->notify_ep, "%s%u", AGENT_NOTIFY_PREFIX, ++a->starts);
     atomic_store(&a->stop_reading, 0);
     atomic_store(&a->stop, 0);
     atomic_store(&a->tailer_ready, 0);
@@ -93,6 +95,10 @@ static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
         return -1;
     }
     while (!atomic_load(&a->shipper_ready) && !atomic_load(&a->failed)) agent_sleep_ms(5);
+    if (atomic_load(&a->failed)) { /* the shipper logged why and is on its way out */
+        pthread_join(*st, NULL);
+        return -1;
+    }
     if (pthread_create(tt, NULL, agent_tailer_thread, a) != 0) {
         log_error(NULL, "cannot start the tailer thread");
         atomic_store(&a->failed, 1);
@@ -141,7 +147,11 @@ static int agent_reload(agent_ctx *a, cfg_region **cfg, const char *path, pthrea
     cfg_free(*cfg);
     *cfg = n;
     log_set_level(n->log_level);
-    if (agent_start(a, tt, st) != 0) return -1;
+    if (agent_start(a, tt, st) != 0) {
+        log_error(NULL, "reload: cannot restart the tailer and the shipper (see above); exiting for the "
+                  "service manager to restart the agent");
+        return -1;
+    }
     log_info(NULL, "reload: config %s applied: %zu table(s), %zu peer(s), log level %s", path, n->n_tables,
              n->n_peers, log_level_name(n->log_level));
     return 1;

@@ -504,7 +504,7 @@ int shipper_run(agent_ctx *a) {
     sh.st = daemon_state_new(cfg, err, sizeof err);
     if (!sh.st) goto fail;
     sh.notify = zmq_socket(a->zctx, ZMQ_PAIR);
-    if (!sh.notify || zmq_bind(sh.notify, AGENT_NOTIFY_ENDPOINT) != 0) {
+    if (!sh.notify || zmq_bind(sh.notify, a->notify_ep) != 0) {
         snprintf(err, sizeof err, "notify socket: %s", zmq_strerror(errno));
         goto fail;
     }

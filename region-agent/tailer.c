@@ -869,7 +869,7 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
         freeReplyObject(r);
     }
     tl->notify = zmq_socket(a->zctx, ZMQ_PAIR);
-    if (!tl->notify || zmq_connect(tl->notify, AGENT_NOTIFY_ENDPOINT) != 0) {
+    if (!tl->notify || zmq_connect(tl->notify, a->notify_ep) != 0) {
         snprintf(err, errlen, "notify socket: %s", zmq_strerror(errno));
         return -1;
     }

@@ -325,7 +325,7 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
     source_state *s = receiver_source(r, b->source, b->table);
     batch_tally t;
     char ver[LWW_VERSION_STRLEN] = "", err[512];
-    long long lag = 0, last_ack = daemon_mono_ms();
+    long long lag = 0, last_ack = daemon_mono_ms(), recv_wall = daemon_wall_ms();
     wire_pos start;
     int progressed = 0, stopped = 0;
     size_t i = 0;
@@ -436,6 +436,15 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
         }
     }
     free(slots);
+    if (log_get_level() >= LOG_LVL_DEBUG && b->n) {
+        /* where a batch's time went: the origin's version time to its send, the send to
+         * this receipt, the receipt to the last apply (wall clocks of two regions: skew shows) */
+        lww_version v0;
+        if (lww_version_parse(b->changes[0].version, &v0, err, sizeof err) == 0)
+            log_debug(b->source, "table %s: batch of %zu: sent %lld ms after its first version, received %lld ms "
+                      "after sending, applied in %lld ms", b->table, b->n, (long long)b->sent_ms - (long long)v0.ms,
+                      recv_wall - (long long)b->sent_ms, daemon_wall_ms() - recv_wall);
+    }
     receiver_count_tally(r, b, &t);
     if (*ver) {
         if (receiver_save(r, s, ver, lag, &t) != 0) {

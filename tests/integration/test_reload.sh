@@ -31,6 +31,23 @@ put R3 && arrives R3 || fail "replication after the move"
 [ "$(pid_of eu-west-1 tern-replicator)" = "$rpid" ] && [ "$(pid_of us-east-1 tern-region-agent)" = "$apid" ] && kill -0 "$rpid" "$apid" \
   || fail "a daemon restarted instead of reloading"
 
+note "ten reloads back to back: each is applied and the agent stays up"
+# regression: the restarted shipper re-bound the inproc wake-up name of the socket it had
+# just closed; ZeroMQ frees that name only when its reaper gets to it, so a reload could
+# fail with "Address already in use" and the agent exited
+for i in $(seq 1 10); do
+  n=$(grep -c "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log")
+  kill -HUP "$apid"
+  for _ in $(seq 1 100); do
+    [ "$(grep -c "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log")" -gt "$n" ] && break
+    kill -0 "$apid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$apid" 2>/dev/null || fail "the agent exited on reload $i: $(grep -E 'error' "$(region_run us-east-1)/tern-region-agent.log" | tail -2)"
+  [ "$(grep -c "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log")" -gt "$n" ] || fail "reload $i was not applied"
+done
+put R3b && arrives R3b || fail "replication after ten reloads"
+
 note "log level by SIGHUP"
 edit us-east-1 '.log_level = "debug"'
 kill -HUP "$apid"; sleep 1
