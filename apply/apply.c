@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -84,6 +85,26 @@ static int apply_token_remove(state *st, const char *kpend, const char *token, i
     return 0;
 }
 
+/* The store refused the write's condition; item is the stored item (ALL_OLD) or NULL.
+ * A put whose own tern:wid is stored was written by an earlier attempt whose answer was
+ * lost (its echo is coming). Otherwise a newer or equal version is stored: the token is
+ * removed unless an earlier attempt (retried) may have written this very version. */
+static apply_result apply_on_condition(state *st, const apply_change *c, const cJSON *item, const char *wid,
+                                       const char *kpend, const char *token, int own_token, int retried,
+                                       char *winner, char *err, size_t errlen) {
+    const char *stored = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
+    const char *stored_wid = item ? item_get_s(item, ITEM_ATTR_WID) : NULL;
+    apply_result res;
+    if (!c->is_delete && stored_wid && strcmp(stored_wid, wid) == 0) return APPLY_WRITTEN;
+    if (winner && stored) snprintf(winner, LWW_VERSION_STRLEN, "%s", stored);
+    res = stored && strcmp(stored, c->version) == 0 ? APPLY_SAME : APPLY_LOST;
+    if (!(retried && res == APPLY_SAME) && apply_token_remove(st, kpend, token, own_token) != 0) {
+        snprintf(err, errlen, "%s", state_errstr(st));
+        return APPLY_ERROR;
+    }
+    return res;
+}
+
 static cJSON *apply_condition_values(const char *version) {
     cJSON *vals = cJSON_CreateObject(), *v = cJSON_CreateObject();
     if (!vals || !v || !cJSON_AddStringToObject(v, "S", version)) {
@@ -127,13 +148,24 @@ fail:
     return NULL;
 }
 
+/* A fresh write id "<region>.<16 hex>" (APPLY_WID_MAX bytes). 0/-1 (err). */
+static int apply_new_wid(state *st, char *wid, size_t len, char *err, size_t errlen) {
+    unsigned char rnd[8];
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        snprintf(err, errlen, "getrandom: %s", strerror(errno));
+        return -1;
+    }
+    snprintf(wid, len, "%s.%02x%02x%02x%02x%02x%02x%02x%02x", state_region(st), rnd[0], rnd[1], rnd[2], rnd[3],
+             rnd[4], rnd[5], rnd[6], rnd[7]);
+    return 0;
+}
+
 apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
                        char *winner, char *err, size_t errlen) {
-    char kll[512], ktomb[512], kpend[512], token[LWW_VERSION_STRLEN + 2], wid[LWW_REGION_MAX + 20];
+    char kll[512], ktomb[512], kpend[512], token[LWW_VERSION_STRLEN + 2], wid[APPLY_WID_MAX];
     char ll[LWW_VERSION_STRLEN] = "", tomb[LWW_VERSION_STRLEN] = "";
     redisReply *rep[4] = {0};
     size_t n = 0;
-    unsigned char rnd[8];
     cJSON *req = NULL, *resp = NULL;
     store_status ss;
     store_stats before, after;
@@ -148,17 +180,12 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         snprintf(err, errlen, "key name too long");
         return APPLY_ERROR;
     }
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
-        snprintf(err, errlen, "getrandom: %s", strerror(errno));
-        return APPLY_ERROR;
-    }
-    snprintf(wid, sizeof wid, "%s.%02x%02x%02x%02x%02x%02x%02x%02x", state_region(st), rnd[0],
-             rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return APPLY_ERROR;
     if (c->is_delete) snprintf(token, sizeof token, "D%s", c->version);
     else snprintf(token, sizeof token, "%s", wid);
 
     /* 1. one round trip: what the region knows of the key, and the echo token */
-    if (flags & APPLY_PRECHECK) {
+    if (flags & (APPLY_PRECHECK | APPLY_TOMBCHECK)) {
         state_append(st, "GET %s", kll);
         state_append(st, "GET %s", ktomb);
         n = 2;
@@ -170,7 +197,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         snprintf(err, errlen, "%s", state_errstr(st));
         return APPLY_ERROR;
     }
-    if (flags & APPLY_PRECHECK) {
+    if (flags & (APPLY_PRECHECK | APPLY_TOMBCHECK)) {
         apply_copy_reply(rep[0], ll);
         apply_copy_reply(rep[1], tomb);
     }
@@ -192,6 +219,17 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
             }
             return cmp == 0 ? APPLY_SAME : APPLY_LOST;
         }
+    }
+
+    /* 2b. a put against a newer delete: the condition on tern:ver cannot see a deleted
+     * item's version, so without this an older put would bring it back */
+    if ((flags & APPLY_TOMBCHECK) && !c->is_delete && strcmp(c->version, tomb) < 0) {
+        if (winner) snprintf(winner, LWW_VERSION_STRLEN, "%s", tomb);
+        if (apply_token_remove(st, kpend, token, own_token) != 0) {
+            snprintf(err, errlen, "%s", state_errstr(st));
+            return APPLY_ERROR;
+        }
+        return APPLY_LOST;
     }
 
     /* 3. a delete raises the tombstone before touching the table */
@@ -229,20 +267,8 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
                 log_warn(NULL, "cannot remove unused echo token of %s: %s", c->table, state_errstr(st));
         }
     } else if (ss == STORE_ERR_CONDITION) {
-        const cJSON *item = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Item") : NULL;
-        const char *stored = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
-        const char *stored_wid = item ? item_get_s(item, ITEM_ATTR_WID) : NULL;
-        if (!c->is_delete && stored_wid && strcmp(stored_wid, wid) == 0) {
-            /* our own write, by an attempt whose answer was lost: done, and its echo is coming */
-            res = APPLY_WRITTEN;
-        } else {
-            if (winner && stored) snprintf(winner, LWW_VERSION_STRLEN, "%s", stored);
-            res = stored && strcmp(stored, c->version) == 0 ? APPLY_SAME : APPLY_LOST;
-            if (!(retried && res == APPLY_SAME) && apply_token_remove(st, kpend, token, own_token) != 0) {
-                snprintf(err, errlen, "%s", state_errstr(st));
-                res = APPLY_ERROR;
-            }
-        }
+        res = apply_on_condition(st, c, resp ? cJSON_GetObjectItemCaseSensitive(resp, "Item") : NULL, wid, kpend,
+                                 token, own_token, retried, winner, err, errlen);
     } else {
         snprintf(err, errlen, "%s %s: %s", c->is_delete ? "DeleteItem" : "PutItem",
                  store_status_name(ss), store_errstr(s));
@@ -255,4 +281,163 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     }
     cJSON_Delete(resp);
     return res;
+}
+
+/* ---- groups of puts in one TransactWriteItems ---- */
+
+typedef struct {
+    char kll[512], ktomb[512], kpend[512];
+    char wid[APPLY_WID_MAX];
+    int open;            /* still to be written by the transaction */
+} apply_slot;
+
+/* The group's members still open go singly through apply_one (with its own token);
+ * drop_token: the transaction certainly did not write them, so their group token goes. */
+static void apply_group_singly(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
+                               apply_outcome *out, int drop_token) {
+    for (size_t i = 0; i < n; i++) {
+        if (!sl[i].open) continue;
+        if (drop_token && apply_token_remove(st, sl[i].kpend, sl[i].wid, 1) != 0) {
+            out[i].res = APPLY_ERROR;
+            snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
+            continue;
+        }
+        out[i].res = apply_one(s, st, &cs[i], APPLY_PRECHECK, out[i].winner, out[i].err, sizeof out[i].err);
+    }
+}
+
+void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_outcome *out) {
+    apply_slot *sl = calloc(n ? n : 1, sizeof *sl);
+    redisReply **rep = calloc(4 * (n ? n : 1), sizeof *rep);
+    cJSON *items = NULL, *resp = NULL;
+    size_t open = 0;
+    store_status ss;
+    char token[40];
+    unsigned char rnd[16];
+
+    for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].res = APPLY_ERROR;
+    }
+    if (!sl || !rep) {
+        for (size_t i = 0; i < n; i++) snprintf(out[i].err, sizeof out[i].err, "out of memory");
+        goto done;
+    }
+    /* 1. one round trip for the whole group: known versions, and each echo token */
+    for (size_t i = 0; i < n; i++) {
+        const apply_change *c = &cs[i];
+        if (state_key(st, sl[i].kll, sizeof sl[i].kll, STATE_K_LASTLOCAL, c->table, c->kid) != 0 ||
+            state_key(st, sl[i].ktomb, sizeof sl[i].ktomb, STATE_K_TOMB, c->table, c->kid) != 0 ||
+            state_key(st, sl[i].kpend, sizeof sl[i].kpend, STATE_K_PEND, c->table, c->kid) != 0 ||
+            apply_new_wid(st, sl[i].wid, sizeof sl[i].wid, out[i].err, sizeof out[i].err) != 0) {
+            state_flush(st, NULL, 0); /* drops what was queued */
+            for (size_t k = 0; k < n; k++) snprintf(out[k].err, sizeof out[k].err, "key name too long or no randomness");
+            goto done;
+        }
+        state_append(st, "GET %s", sl[i].kll);
+        state_append(st, "GET %s", sl[i].ktomb);
+        state_append(st, "SADD %s %s", sl[i].kpend, sl[i].wid);
+        state_append(st, "EXPIRE %s %ld", sl[i].kpend, c->ttl_s);
+    }
+    if (state_flush(st, rep, 4 * n) != 0) {
+        for (size_t i = 0; i < n; i++) snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
+        goto done;
+    }
+    /* 2. the precheck, as in apply_one; the losers' tokens go in one more round trip */
+    for (size_t i = 0; i < n; i++) {
+        char ll[LWW_VERSION_STRLEN], tomb[LWW_VERSION_STRLEN];
+        const char *known;
+        int cmp;
+        apply_copy_reply(rep[4 * i], ll);
+        apply_copy_reply(rep[4 * i + 1], tomb);
+        known = apply_max(ll, tomb);
+        cmp = strcmp(cs[i].version, known);
+        if (*known && cmp <= 0) {
+            snprintf(out[i].winner, sizeof out[i].winner, "%s", known);
+            out[i].res = cmp == 0 ? APPLY_SAME : APPLY_LOST;
+            state_append(st, "SREM %s %s", sl[i].kpend, sl[i].wid);
+        } else {
+            sl[i].open = 1;
+            open++;
+        }
+    }
+    for (size_t i = 0; i < 4 * n; i++) {
+        freeReplyObject(rep[i]);
+        rep[i] = NULL;
+    }
+    if (n - open > 0) {
+        if (state_flush(st, rep, n - open) != 0) {
+            for (size_t i = 0; i < n; i++) {
+                if (sl[i].open) continue;
+                out[i].res = APPLY_ERROR;
+                snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
+            }
+        }
+        for (size_t i = 0; i < n - open; i++)
+            if (rep[i]) freeReplyObject(rep[i]);
+    }
+    if (open < 2) { /* a transaction of one is a plain conditional put */
+        apply_group_singly(s, st, cs, n, sl, out, 1);
+        goto done;
+    }
+    /* 3. one transaction: every open put with its condition */
+    items = cJSON_CreateArray();
+    for (size_t i = 0; items && i < n; i++) {
+        cJSON *req, *op;
+        if (!sl[i].open) continue;
+        req = apply_request(&cs[i], sl[i].wid);
+        op = cJSON_CreateObject();
+        if (!req || !op) {
+            cJSON_Delete(req);
+            cJSON_Delete(op);
+            cJSON_Delete(items);
+            items = NULL;
+            break;
+        }
+        cJSON_AddItemToObject(op, "Put", req);
+        cJSON_AddItemToArray(items, op);
+    }
+    if (!items || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        apply_group_singly(s, st, cs, n, sl, out, 1);
+        goto done;
+    }
+    for (size_t i = 0; i < sizeof rnd; i++) snprintf(token + 2 * i, 3, "%02x", rnd[i]);
+    ss = store_transact_write(s, items, token, &resp);
+    if (ss == STORE_OK) {
+        for (size_t i = 0; i < n; i++)
+            if (sl[i].open) {
+                out[i].res = APPLY_WRITTEN;
+                sl[i].open = 0;
+            }
+    } else if (ss == STORE_ERR_TRANSACTION) {
+        /* canceled: nothing was written. A member whose condition failed has its answer
+         * (a newer or equal version is stored, or our own wid from an attempt the client
+         * retried); the others go singly. */
+        const cJSON *reasons = resp ? cJSON_GetObjectItemCaseSensitive(resp, "CancellationReasons") : NULL;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            const cJSON *r, *code;
+            if (!sl[i].open) continue;
+            r = cJSON_GetArrayItem(reasons, (int)k++);
+            code = r ? cJSON_GetObjectItemCaseSensitive(r, "Code") : NULL;
+            if (cJSON_IsString(code) && strcmp(code->valuestring, "ConditionalCheckFailed") == 0) {
+                out[i].res = apply_on_condition(st, &cs[i], cJSON_GetObjectItemCaseSensitive(r, "Item"), sl[i].wid,
+                                                sl[i].kpend, sl[i].wid, 1, 0, out[i].winner, out[i].err,
+                                                sizeof out[i].err);
+                sl[i].open = 0;
+            }
+        }
+        apply_group_singly(s, st, cs, n, sl, out, 1);
+    } else {
+        /* refused as a whole (too large, say: certainly not written) or no answer (it may
+         * have been written: the tokens stay, and each put alone finds its version stored) */
+        log_debug(NULL, "table %s: a transaction of %zu puts: %s: %s; writing them one by one", cs[0].table, open,
+                  store_status_name(ss), store_errstr(s));
+        apply_group_singly(s, st, cs, n, sl, out, ss == STORE_ERR_VALIDATION);
+    }
+done:
+    cJSON_Delete(items);
+    cJSON_Delete(resp);
+    free(rep);
+    free(sl);
 }

@@ -38,6 +38,9 @@ const char *apply_result_name(apply_result r);
 
 /* Flags */
 #define APPLY_PRECHECK 1   /* compare with the key's last local change and tombstone first */
+#define APPLY_TOMBCHECK 2  /* a put older than the key's tombstone is lost (for repairs, which
+                              restore the last local version itself and so cannot use the
+                              precheck; without it a repair made late undid a newer delete) */
 
 typedef struct {
     const char *table;
@@ -54,6 +57,27 @@ typedef struct {
  * not). err is filled on APPLY_ERROR. The caller keeps ownership of everything. */
 apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
                        char *winner, char *err, size_t errlen);
+
+/* Size of a write id "<region>.<16 hex>" with its NUL. */
+#define APPLY_WID_MAX (LWW_REGION_MAX + 20)
+/* Largest group apply_puts takes (TransactWriteItems' limit). */
+#define APPLY_GROUP_MAX 100
+
+typedef struct {
+    apply_result res;
+    char winner[LWW_VERSION_STRLEN]; /* as apply_one's winner */
+    char err[256];                   /* on APPLY_ERROR / APPLY_REFUSED */
+} apply_outcome;
+
+/* Applies n (<= APPLY_GROUP_MAX) puts of distinct keys with the semantics of apply_one
+ * with APPLY_PRECHECK, in one TransactWriteItems instead of n PutItem calls: one Redis
+ * round trip reads the known versions and adds every echo token, the precheck drops the
+ * losers, and the rest are written together, each with its own condition. A canceled
+ * transaction wrote nothing: members whose condition failed get their answer from the
+ * stored item, the others are applied one by one (apply_one); so are all of them when
+ * the store refuses the transaction as a whole. out[i] is the outcome of cs[i]. On AWS a
+ * transactional write costs two write units per item (replicator.group_writes). */
+void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_outcome *out);
 
 /* Reads the key's last local change version and tombstone version (either "" when
  * absent) into ll and tomb (each LWW_VERSION_STRLEN bytes). 0/-1 (err). */

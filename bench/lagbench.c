@@ -50,6 +50,8 @@ static struct {
     /* results */
     double *lags;
     size_t nlags;
+    double *wlat;          /* PutItem round trips at the source, ms */
+    size_t nwlat;
     atomic_long acked, errors, lost_probes;
     atomic_llong last_visible_us, first_write_us;
     atomic_int stop_consumer;
@@ -115,11 +117,15 @@ static void *writer(void *arg) {
         req = cJSON_CreateObject();
         cJSON_AddStringToObject(req, "TableName", B.table);
         cJSON_AddItemToObject(req, "Item", item);
+        long long sent = now_us();
         if (store_call(s, "PutItem", req, NULL) == STORE_OK) {
             long long acked = now_us();
             long k = atomic_fetch_add(&B.acked, 1);
             long long zero = 0;
             atomic_compare_exchange_strong(&B.first_write_us, &zero, acked);
+            pthread_mutex_lock(&B.mu);
+            if (B.nwlat < MAX_SAMPLES) B.wlat[B.nwlat++] = (double)(acked - sent) / 1000.0;
+            pthread_mutex_unlock(&B.mu);
             if (k % B.probe_every == 0) {
                 pthread_mutex_lock(&B.mu);
                 if (B.qtail < B.qcap) {
@@ -333,7 +339,8 @@ int main(int argc, char **argv) {
     B.qcap = MAX_SAMPLES;
     B.queue = calloc(B.qcap, sizeof *B.queue);
     B.lags = calloc(MAX_SAMPLES, sizeof *B.lags);
-    if (!B.queue || !B.lags) return 1;
+    B.wlat = calloc(MAX_SAMPLES, sizeof *B.wlat);
+    if (!B.queue || !B.lags || !B.wlat) return 1;
     if (B.baseline) {
         pthread_create(&c, NULL, consumer, NULL);
         usleep(500000); /* let it reach LATEST before writes start */
@@ -353,20 +360,24 @@ int main(int argc, char **argv) {
         pthread_join(c, NULL);
     }
     qsort(B.lags, B.nlags, sizeof *B.lags, cmp_double);
+    qsort(B.wlat, B.nwlat, sizeof *B.wlat, cmp_double);
     {
         double secs = (double)(t_end - t0) / 1e6;
         long long first = atomic_load(&B.first_write_us), last = atomic_load(&B.last_visible_us);
         double repl_secs = last > first ? (double)(last - first) / 1e6 : 0;
         printf("{\"label\":\"%s\",\"target_rate\":%.0f,\"seconds\":%.1f,\"acked\":%ld,\"errors\":%ld,"
                "\"write_rate\":%.1f,\"replication_rate\":%.1f,\"samples\":%zu,\"lost_probes\":%ld,"
-               "\"lag_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f}}\n",
+               "\"lag_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f},"
+               "\"source_put_ms\":{\"p50\":%.2f,\"p99\":%.2f}}\n",
                B.label, B.rate, secs, atomic_load(&B.acked), atomic_load(&B.errors),
                (double)atomic_load(&B.acked) / secs,
                repl_secs > 0 ? (double)atomic_load(&B.acked) / repl_secs : 0, B.nlags,
                atomic_load(&B.lost_probes), pct(B.lags, B.nlags, 0.50), pct(B.lags, B.nlags, 0.90),
-               pct(B.lags, B.nlags, 0.99), B.nlags ? B.lags[B.nlags - 1] : -1);
+               pct(B.lags, B.nlags, 0.99), B.nlags ? B.lags[B.nlags - 1] : -1, pct(B.wlat, B.nwlat, 0.50),
+               pct(B.wlat, B.nwlat, 0.99));
     }
     free(B.queue);
     free(B.lags);
+    free(B.wlat);
     return 0; /* lost probes are a result (in the JSON), not a failure of the run */
 }

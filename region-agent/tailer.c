@@ -507,7 +507,9 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
         item_strip_hidden(img);
         c.image = img;
     }
-    res = apply_one(tl->s, tl->st, &c, 0, NULL, err, sizeof err);
+    /* the repair may come long after the clobbering write (the agent reads behind the
+     * table): a newer delete applied since must not be undone (APPLY_TOMBCHECK) */
+    res = apply_one(tl->s, tl->st, &c, restore_delete ? 0 : APPLY_TOMBCHECK, NULL, err, sizeof err);
     cJSON_Delete(img);
     if (res == APPLY_ERROR) {
         log_warn(NULL, "table %s: repair of key %s to %s failed: %s", t->name, r->kid, lv, err);

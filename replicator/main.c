@@ -92,6 +92,7 @@ static void repl_reload(const char *path, repl_parts *p) {
         goto fail;
     }
     if (!(ns = daemon_store_new(n, err, sizeof err)) || !(nst = daemon_state_new(n, err, sizeof err))) goto fail;
+    receiver_drain(p->rcv, *p->sock); /* what is in the pool is applied, saved and acknowledged */
     if (receiver_reconfigure(p->rcv, n, ns, nst, err, sizeof err) != 0) goto fail; /* old pool kept */
     /* a new socket only when the endpoint or this region's key changed; the old one stops
      * listening first (zmq_close is asynchronous, zmq_unbind is not) */
@@ -224,14 +225,17 @@ int main(int argc, char **argv) {
     daemon_notify("READY=1\nSTATUS=listening on %s", cfg->replicator.listen);
     wd_ms = daemon_watchdog_ms();
     while (!daemon_stop_requested()) {
-        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
+        /* frames (unless the apply pool is full) and the pool's finished changes */
+        zmq_pollitem_t it[2] = {{sock, 0, receiver_busy(rcv) ? 0 : ZMQ_POLLIN, 0},
+                                {NULL, pool_fd(receiver_pool(rcv)), ZMQ_POLLIN, 0}};
         long long now;
-        int n = zmq_poll(&it, 1, REPL_POLL_MS);
+        int n = zmq_poll(it, 2, REPL_POLL_MS);
         if (n < 0 && errno != EINTR) {
             log_error(NULL, "zmq_poll: %s", zmq_strerror(errno));
             goto out;
         }
-        if (n > 0) repl_recv(sock, rcv, cfg);
+        if (n > 0 && (it[1].revents & ZMQ_POLLIN)) receiver_progress(rcv, sock);
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN)) repl_recv(sock, rcv, cfg);
         if (daemon_reload_requested()) {
             repl_parts parts = {&cfg, &s, &st, zctx, &zap, &sock, rcv};
             repl_reload(path, &parts);
@@ -244,6 +248,7 @@ int main(int argc, char **argv) {
             hs[nh++] = s;
             daemon_metrics_store(reg, "table", hs, nh);
             snprintf(status, sizeof status, "listening on %s", cfg->replicator.listen);
+            receiver_progress(rcv, sock); /* also retries a save that failed */
             receiver_housekeep(rcv, zap_take_refused(zap), status);
             last_hk = now;
         }
@@ -253,6 +258,7 @@ int main(int argc, char **argv) {
         }
     }
     daemon_notify("STOPPING=1");
+    receiver_drain(rcv, sock); /* changes in the pool are finished, saved and acknowledged */
     receiver_housekeep(rcv, zap_take_refused(zap), "stopping");
     log_info(NULL, "stopped");
     exit_code = 0;

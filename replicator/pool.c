@@ -1,21 +1,30 @@
 /* pool.c -- the replicator's apply workers (see replicator.h, pool_*).
  *
- * Owns: replicator.apply_workers threads, each with its own store and Redis handles, and
- * the job in hand: a slice of slots (one per change) with the worker each belongs to.
- * Invariants: a slot's worker is chosen by a hash of the change's key id, so the changes
- * of one key are applied by one worker in batch order (per-key order is what LWW and the
- * echo tokens need); different keys go in parallel. pool_run() returns only when every
- * slot of the job has a result.
- * Threading: pool_run() is called by the replicator's main thread; workers touch only their
- * own handles and their own slots; the job is published and collected under `mu`. */
+ * Owns: replicator.apply_workers threads, each with its own store and Redis handles and
+ * its own FIFO queue of jobs; an eventfd that is written whenever a job finishes, so the
+ * main thread can wait for results in the same zmq_poll as for frames.
+ * Invariants: a job's worker is chosen by a hash of its key id, so the changes of one key
+ * are applied by one worker in the order they were submitted (per-key order is what LWW
+ * and the echo tokens need); different keys go in parallel. Jobs stream: a worker takes
+ * the next job as soon as it is free, so a batch never waits for the slowest change of
+ * the batch before it. A worker with a backlog takes the puts at the head of its queue
+ * together (distinct keys, at most replicator.group_writes) and writes them in one
+ * transaction (apply_puts): under load the store does far less work per change, while
+ * at low rates every change still goes alone at once. A job's results are written before its `done` flag (release), and
+ * read after it (acquire); the job itself belongs to the submitter, who must not free it
+ * before `done` is set.
+ * Threading: pool_submit, pool_wait_idle and pool_free are called by one thread (the
+ * replicator's main thread); the queues are guarded by `mu`. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "apply.h"
 #include "daemon.h"
-#include "item.h"
 #include "log.h"
 #include "replicator.h"
 
@@ -23,25 +32,23 @@ typedef struct pool_worker pool_worker;
 
 struct pool_worker {
     apply_pool *p;
-    int id;
     pthread_t th;
+    pthread_cond_t work;  /* the queue is not empty, or stop */
+    pool_job *head, *tail;
     store *s;
     state *st;
 };
 
 struct apply_pool {
     pthread_mutex_t mu;
-    pthread_cond_t work, done;
+    pthread_cond_t idle;  /* outstanding reached 0 */
     pool_worker *w;
     int n;
     int started;          /* threads running */
     int stop;
-    unsigned long gen;    /* job generation */
-    int pending;          /* workers still on the job */
-    pool_slot *slots;
-    size_t n_slots;
-    const char *table;
-    long ttl_s;
+    size_t outstanding;   /* jobs submitted and not yet done */
+    int efd;              /* eventfd: counts finished jobs not yet taken by pool_take_events */
+    size_t group_max;     /* replicator.group_writes */
 };
 
 static unsigned pool_hash(const char *s) {
@@ -50,34 +57,85 @@ static unsigned pool_hash(const char *s) {
     return h;
 }
 
-static void pool_apply_slot(pool_worker *w, pool_slot *sl) {
+static void pool_apply(pool_worker *w, pool_job *j) {
     apply_change ac;
     memset(&ac, 0, sizeof ac);
-    ac.table = w->p->table;
-    ac.is_delete = sl->c->op == WIRE_OP_DELETE;
-    ac.keys = sl->c->keys;
-    ac.image = sl->c->image;
-    ac.version = sl->c->version;
-    ac.kid = sl->kid;
-    ac.ttl_s = w->p->ttl_s;
-    sl->res = apply_one(w->s, w->st, &ac, APPLY_PRECHECK, sl->winner, sl->err, sizeof sl->err);
-    sl->done_wall = daemon_wall_ms();
+    ac.table = j->table;
+    ac.is_delete = j->c->op == WIRE_OP_DELETE;
+    ac.keys = j->c->keys;
+    ac.image = j->c->image;
+    ac.version = j->c->version;
+    ac.kid = j->kid;
+    ac.ttl_s = j->ttl_s;
+    j->res = apply_one(w->s, w->st, &ac, APPLY_PRECHECK, j->winner, j->err, sizeof j->err);
+    j->done_wall = daemon_wall_ms();
+}
+
+/* Takes the head of w's queue and, if it is a put, the puts right behind it (distinct
+ * keys, same table, up to group_max): per-key order holds because a group stops at the
+ * first delete or repeated key. Called with mu held. Returns the count (>= 1). */
+static size_t pool_take(pool_worker *w, pool_job **g, size_t group_max) {
+    size_t n = 0;
+    do {
+        pool_job *j = w->head;
+        int dup = 0;
+        if (n > 0) {
+            if (j->c->op != WIRE_OP_PUT || strcmp(j->table, g[0]->table) != 0) break;
+            for (size_t k = 0; k < n && !dup; k++) dup = strcmp(g[k]->kid, j->kid) == 0;
+            if (dup) break;
+        }
+        g[n++] = j;
+        w->head = j->qnext;
+        if (!w->head) w->tail = NULL;
+    } while (w->head && g[0]->c->op == WIRE_OP_PUT && n < group_max);
+    return n;
+}
+
+/* Applies g[0..n) as one transaction of puts (n >= 2). */
+static void pool_apply_group(pool_worker *w, pool_job **g, size_t n) {
+    apply_change cs[APPLY_GROUP_MAX];
+    apply_outcome out[APPLY_GROUP_MAX];
+    long long now;
+    memset(cs, 0, n * sizeof cs[0]);
+    for (size_t i = 0; i < n; i++) {
+        cs[i].table = g[i]->table;
+        cs[i].keys = g[i]->c->keys;
+        cs[i].image = g[i]->c->image;
+        cs[i].version = g[i]->c->version;
+        cs[i].kid = g[i]->kid;
+        cs[i].ttl_s = g[i]->ttl_s;
+    }
+    apply_puts(w->s, w->st, cs, n, out);
+    now = daemon_wall_ms();
+    for (size_t i = 0; i < n; i++) {
+        g[i]->res = out[i].res;
+        snprintf(g[i]->winner, sizeof g[i]->winner, "%s", out[i].winner);
+        snprintf(g[i]->err, sizeof g[i]->err, "%s", out[i].err);
+        g[i]->done_wall = now;
+    }
 }
 
 static void *pool_thread(void *arg) {
     pool_worker *w = arg;
     apply_pool *p = w->p;
-    unsigned long seen = 0;
+    pool_job *g[APPLY_GROUP_MAX];
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->stop && p->gen == seen) pthread_cond_wait(&p->work, &p->mu);
-        if (p->stop) break;
-        seen = p->gen;
+        size_t n;
+        uint64_t done;
+        while (!p->stop && !w->head) pthread_cond_wait(&w->work, &p->mu);
+        if (p->stop && !w->head) break;
+        n = pool_take(w, g, p->group_max);
         pthread_mutex_unlock(&p->mu);
-        for (size_t i = 0; i < p->n_slots; i++)
-            if (p->slots[i].worker == w->id) pool_apply_slot(w, &p->slots[i]);
+        if (n == 1) pool_apply(w, g[0]);
+        else pool_apply_group(w, g, n);
+        for (size_t i = 0; i < n; i++) atomic_store_explicit(&g[i]->done, 1, memory_order_release);
+        done = n;
+        if (write(p->efd, &done, sizeof done) < 0 && errno != EAGAIN)
+            log_error(NULL, "apply pool: eventfd write: %s", strerror(errno));
         pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        p->outstanding -= n;
+        if (p->outstanding == 0) pthread_cond_broadcast(&p->idle);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -90,9 +148,17 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work, NULL);
-    pthread_cond_init(&p->done, NULL);
+    pthread_cond_init(&p->idle, NULL);
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->efd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        pool_free(p);
+        return NULL;
+    }
     p->n = (int)cfg->replicator.apply_workers;
+    p->group_max = cfg->replicator.group_writes < 1 ? 1
+                   : cfg->replicator.group_writes > APPLY_GROUP_MAX ? APPLY_GROUP_MAX
+                                                                    : (size_t)cfg->replicator.group_writes;
     p->w = calloc((size_t)p->n, sizeof *p->w);
     if (!p->w) {
         snprintf(err, errlen, "out of memory");
@@ -101,7 +167,7 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
     }
     for (int i = 0; i < p->n; i++) {
         p->w[i].p = p;
-        p->w[i].id = i;
+        pthread_cond_init(&p->w[i].work, NULL);
         if (!(p->w[i].s = daemon_store_new(cfg, err, errlen)) || !(p->w[i].st = daemon_state_new(cfg, err, errlen))) {
             pool_free(p);
             return NULL;
@@ -120,37 +186,56 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
 
 void pool_free(apply_pool *p) {
     if (!p) return;
+    pool_wait_idle(p);
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
-    pthread_cond_broadcast(&p->work);
+    for (int i = 0; i < p->started; i++) pthread_cond_signal(&p->w[i].work);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->started; i++) pthread_join(p->w[i].th, NULL);
     for (int i = 0; p->w && i < p->n; i++) {
         store_free(p->w[i].s);
         state_free(p->w[i].st);
+        pthread_cond_destroy(&p->w[i].work);
     }
     free(p->w);
-    pthread_cond_destroy(&p->work);
-    pthread_cond_destroy(&p->done);
+    if (p->efd >= 0) close(p->efd);
+    pthread_cond_destroy(&p->idle);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
-void pool_run(apply_pool *p, const char *table, long ttl_s, pool_slot *slots, size_t n) {
-    if (!n) return;
-    for (size_t i = 0; i < n; i++) slots[i].worker = (int)(pool_hash(slots[i].kid) % (unsigned)p->n);
+void pool_submit(apply_pool *p, pool_job *j) {
+    pool_worker *w = &p->w[pool_hash(j->kid) % (unsigned)p->n];
+    atomic_store_explicit(&j->done, 0, memory_order_relaxed);
+    j->qnext = NULL;
     pthread_mutex_lock(&p->mu);
-    p->slots = slots;
-    p->n_slots = n;
-    p->table = table;
-    p->ttl_s = ttl_s;
-    p->pending = p->n;
-    p->gen++;
-    pthread_cond_broadcast(&p->work);
-    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
-    p->slots = NULL;
-    p->n_slots = 0;
+    if (w->tail) w->tail->qnext = j;
+    else w->head = j;
+    w->tail = j;
+    p->outstanding++;
+    pthread_cond_signal(&w->work);
     pthread_mutex_unlock(&p->mu);
+}
+
+size_t pool_outstanding(apply_pool *p) {
+    size_t n;
+    pthread_mutex_lock(&p->mu);
+    n = p->outstanding;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void pool_wait_idle(apply_pool *p) {
+    pthread_mutex_lock(&p->mu);
+    while (p->outstanding > 0 && p->started > 0) pthread_cond_wait(&p->idle, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int pool_fd(const apply_pool *p) { return p->efd; }
+
+void pool_take_events(apply_pool *p) {
+    uint64_t v;
+    while (read(p->efd, &v, sizeof v) == (ssize_t)sizeof v) {}
 }
 
 size_t pool_stores(const apply_pool *p, const store **out, size_t max) {

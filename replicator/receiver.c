@@ -1,13 +1,17 @@
 /* receiver.c -- decodes, checks and applies peers' batches (see replicator.h).
  *
  * Owns: per (source region, table) the watermark (the last applied change-log position
- * of that source's table; loaded from wm:S:T on first sight, "unknown" if absent), and
- * counters not yet saved. Borrowed: the store and Redis handles, the config.
- * Invariants: a change is applied at most once per position (pos <= watermark is a
- * duplicate); the watermark only moves past a change that was written, lost its
+ * of that source's table; loaded from wm:S:T on first sight, "unknown" if absent), the
+ * position of the last change handed to the apply pool (taken), the FIFO of changes in
+ * the pool in position order, the routing id of the source's latest frame, and counters
+ * and lag samples not yet saved. Each decoded batch is held (reference-counted by its
+ * changes in the pool) until its last change is done. Borrowed: the store and Redis
+ * handles, the config.
+ * Invariants: a change is applied at most once per position (pos <= taken is skipped);
+ * the watermark only moves, in position order, past a change that was written, lost its
  * conflict, or was a duplicate, never past one that failed or was held back; an
- * acknowledgement names the watermark after it was saved.
- * Threading: the replicator's main thread only. */
+ * acknowledgement names a watermark that was saved.
+ * Threading: the replicator's main thread only; the pool's workers touch only the jobs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +26,33 @@
 #include "wire.h"
 
 typedef struct {
+    long applied, lost, dup, skew;
+    char lags[64][48];
+    size_t n_lags;
+} batch_tally;
+
+/* A decoded batch, kept while any of its changes is in the apply pool. */
+typedef struct {
+    wire_msg m;
+    int refs;
+} held_batch;
+
+typedef struct {
     char source[LWW_REGION_MAX];
     char table[256];
     int known;                  /* watermark loaded from Redis and present */
     int loaded;                 /* Redis was asked */
-    wire_pos wm;
+    wire_pos wm;                /* applied (in memory; saved when save_due is 0) */
+    wire_pos acked;             /* last watermark acknowledged */
+    int taken_set;              /* taken is meaningful (known, or something was taken) */
+    wire_pos taken;             /* last position handed to the pool */
+    pool_job *head, *tail;      /* changes in the pool, in position order */
+    int save_due;               /* wm, ver, tally not yet saved */
+    char ver[LWW_VERSION_STRLEN];
+    long long lag;
+    batch_tally t;
+    unsigned char rid[256];     /* routing id of the source's latest frame (acks go there) */
+    size_t rid_len;
     long long last_warn;
     long long last_drift_warn;
 } source_state;
@@ -44,8 +70,9 @@ struct receiver {
     apply_pool *pool;
     store *s;
     state *st;
-    source_state *srcs;
+    source_state **srcs;        /* pointers: jobs and callers keep source_state pointers */
     size_t n_srcs;
+    size_t inflight;            /* changes in the pool */
     rej_count rej[32];
     size_t n_rej;
     long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
@@ -85,24 +112,40 @@ receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, si
 
 apply_pool *receiver_pool(receiver *r) { return r->pool; }
 
+static void receiver_free_sources(receiver *r) {
+    for (size_t i = 0; i < r->n_srcs; i++) free(r->srcs[i]); /* FIFOs are empty: drained */
+    free(r->srcs);
+    r->srcs = NULL;
+    r->n_srcs = 0;
+}
+
+static int receiver_collect(receiver *r, source_state *s);
+
+/* Waits for the pool and frees every finished change without acknowledging anything. */
+static void receiver_discard(receiver *r) {
+    pool_wait_idle(r->pool);
+    pool_take_events(r->pool);
+    for (size_t i = 0; i < r->n_srcs; i++) receiver_collect(r, r->srcs[i]);
+}
+
 int receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st, char *err, size_t errlen) {
     apply_pool *np = pool_new(cfg, err, errlen);
     if (!np) return -1;
+    receiver_discard(r); /* the caller drained it: normally nothing is left */
     pool_free(r->pool);
     r->pool = np;
     r->cfg = cfg;
     r->s = s;
     r->st = st;
-    free(r->srcs);
-    r->srcs = NULL;
-    r->n_srcs = 0;
+    receiver_free_sources(r);
     return 0;
 }
 
 void receiver_free(receiver *r) {
     if (!r) return;
+    receiver_discard(r);
     pool_free(r->pool);
-    free(r->srcs);
+    receiver_free_sources(r);
     free(r);
 }
 
@@ -184,16 +227,17 @@ static int receiver_table_ok(const receiver *r, const char *table) {
 }
 
 static source_state *receiver_source(receiver *r, const char *source, const char *table) {
-    source_state *s;
+    source_state *s, **v;
     for (size_t i = 0; i < r->n_srcs; i++)
-        if (strcmp(r->srcs[i].source, source) == 0 && strcmp(r->srcs[i].table, table) == 0) return &r->srcs[i];
-    s = realloc(r->srcs, (r->n_srcs + 1) * sizeof *s);
+        if (strcmp(r->srcs[i]->source, source) == 0 && strcmp(r->srcs[i]->table, table) == 0) return r->srcs[i];
+    v = realloc(r->srcs, (r->n_srcs + 1) * sizeof *v);
+    if (!v) return NULL;
+    r->srcs = v;
+    s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    r->srcs = s;
-    s = &r->srcs[r->n_srcs++];
-    memset(s, 0, sizeof *s);
     snprintf(s->source, sizeof s->source, "%s", source);
     snprintf(s->table, sizeof s->table, "%s", table);
+    r->srcs[r->n_srcs++] = s;
     return s;
 }
 
@@ -215,7 +259,7 @@ static int receiver_load_wm(receiver *r, source_state *s) {
     return 0;
 }
 
-static void receiver_ack(receiver *r, void *sock, const void *rid, size_t rid_len, const source_state *s) {
+static void receiver_ack(void *sock, const source_state *s) {
     wire_ack a;
     unsigned char *frame = NULL;
     size_t len = 0;
@@ -228,38 +272,35 @@ static void receiver_ack(receiver *r, void *sock, const void *rid, size_t rid_le
         log_error(s->source, "cannot encode ack: %s", err);
         return;
     }
-    if (zmq_send(sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+    if (zmq_send(sock, s->rid, s->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
         zmq_send(sock, frame, len, ZMQ_DONTWAIT) < 0)
         log_debug(s->source, "ack not sent: %s", zmq_strerror(zmq_errno()));
-    (void)r;
     free(frame);
 }
 
-typedef struct {
-    long applied, lost, dup, skew;
-    long long lag_sum;
-    char lags[64][48];
-    size_t n_lags;
-} batch_tally;
-
-/* Saves watermark, counters and lag samples in one round trip. 0/-1. */
-static int receiver_save(receiver *r, const source_state *s, const char *ver, long long lag, const batch_tally *t) {
+/* Saves the watermark (when a change moved it), counters and lag samples in one round
+ * trip; on success counts the tally in the metrics and clears it. 0/-1. */
+static int receiver_save(receiver *r, source_state *s) {
     char kwm[512], kcnt[512], klag[512], pos[48], now[32], lagbuf[32];
     size_t n = 0;
     redisReply *rep[80];
+    batch_tally *t = &s->t;
     int rc;
     state_key(r->st, kwm, sizeof kwm, STATE_K_WM, s->source, s->table);
     state_key(r->st, kcnt, sizeof kcnt, STATE_K_CNT, s->source, s->table);
     state_key(r->st, klag, sizeof klag, STATE_K_LAG, s->source, s->table);
-    wire_pos_format(s->wm, pos, sizeof pos);
-    snprintf(now, sizeof now, "%lld", daemon_wall_ms());
-    snprintf(lagbuf, sizeof lagbuf, "%lld", lag);
-    state_append(r->st, "HSET %s pos %s ver %s at_ms %s lag_ms %s", kwm, pos, ver, now, lagbuf);
+    if (*s->ver) {
+        wire_pos_format(s->wm, pos, sizeof pos);
+        snprintf(now, sizeof now, "%lld", daemon_wall_ms());
+        snprintf(lagbuf, sizeof lagbuf, "%lld", s->lag);
+        state_append(r->st, "HSET %s pos %s ver %s at_ms %s lag_ms %s", kwm, pos, s->ver, now, lagbuf);
+        n++;
+    }
     state_append(r->st, "HINCRBY %s applied %ld", kcnt, t->applied);
     state_append(r->st, "HINCRBY %s lost %ld", kcnt, t->lost);
     state_append(r->st, "HINCRBY %s dup %ld", kcnt, t->dup);
     state_append(r->st, "HINCRBY %s skew %ld", kcnt, t->skew);
-    n = 5;
+    n += 4;
     for (size_t i = 0; i < t->n_lags; i++) {
         state_append(r->st, "LPUSH %s %s", klag, t->lags[i]);
         n++;
@@ -267,18 +308,30 @@ static int receiver_save(receiver *r, const source_state *s, const char *ver, lo
     state_append(r->st, "LTRIM %s 0 %d", klag, STATE_LAG_SAMPLES - 1);
     n++;
     rc = state_flush(r->st, rep, n);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; rc == 0 && i < n; i++)
         if (rep[i]) freeReplyObject(rep[i]);
-    return rc;
+    if (rc != 0) {
+        receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
+        return -1;
+    }
+    r->last_redis_warn = 0;
+    receiver_count(r, s->source, s->table, "applied", t->applied);
+    receiver_count(r, s->source, s->table, "lost", t->lost);
+    receiver_count(r, s->source, s->table, "duplicate", t->dup);
+    receiver_count(r, s->source, s->table, "skew_held", t->skew);
+    memset(t, 0, sizeof *t);
+    s->ver[0] = '\0';
+    s->save_due = 0;
+    return 0;
 }
 
-/* Logs and counts one applied slot; returns 0, or -1 when the change failed (retry). */
-static int receiver_result(receiver *r, const wire_batch *b, const pool_slot *sl, batch_tally *t) {
-    const wire_change *c = sl->c;
+/* Logs and counts one finished change; returns 0, or -1 when it failed (retry). */
+static int receiver_result(receiver *r, source_state *s, const pool_job *j) {
+    const wire_change *c = j->c;
     char *keys;
-    switch (sl->res) {
+    switch (j->res) {
     case APPLY_ERROR:
-        log_warn(b->source, "table %s: applying change %s failed, will retry: %s", b->table, c->version, sl->err);
+        log_warn(s->source, "table %s: applying change %s failed, will retry: %s", s->table, c->version, j->err);
         return -1;
     case APPLY_REFUSED: {
         /* retrying cannot help, and holding it would stall every later change of this
@@ -287,215 +340,246 @@ static int receiver_result(receiver *r, const wire_batch *b, const pool_slot *sl
         char detail[1024];
         keys = item_canonical(c->keys, 0);
         snprintf(detail, sizeof detail, "table %s: change %s of key %s refused by the store, NOT APPLIED: %s",
-                 b->table, c->version, keys ? keys : sl->kid, sl->err);
+                 s->table, c->version, keys ? keys : j->kid, j->err);
         free(keys);
-        log_error(b->source, "%s", detail);
-        receiver_reject(r, "store_refused", b->source, detail);
-        receiver_count(r, b->source, b->table, "refused", 1);
+        log_error(s->source, "%s", detail);
+        receiver_reject(r, "store_refused", s->source, detail);
+        receiver_count(r, s->source, s->table, "refused", 1);
         receiver_alarm(r, detail);
         return 0;
     }
     case APPLY_LOST:
         keys = item_canonical(c->keys, 0);
-        t->lost++;
-        log_info(b->source, "table %s: conflict lost: key %s: incoming %s %s from %s loses to %s held here",
-                 b->table, keys ? keys : sl->kid, c->op == WIRE_OP_DELETE ? "delete" : "put", c->version,
-                 b->source, *sl->winner ? sl->winner : "a newer version");
+        s->t.lost++;
+        log_info(s->source, "table %s: conflict lost: key %s: incoming %s %s from %s loses to %s held here",
+                 s->table, keys ? keys : j->kid, c->op == WIRE_OP_DELETE ? "delete" : "put", c->version,
+                 s->source, *j->winner ? j->winner : "a newer version");
         free(keys);
         return 0;
     case APPLY_SAME:
-        t->dup++;
+        s->t.dup++;
         return 0;
     case APPLY_WRITTEN:
-        t->applied++;
+        s->t.applied++;
         return 0;
     }
     return -1;
 }
 
-/* Counts a tally in the metrics and clears it. */
-static void receiver_count_tally(receiver *r, const wire_batch *b, batch_tally *t) {
-    receiver_count(r, b->source, b->table, "applied", t->applied);
-    receiver_count(r, b->source, b->table, "lost", t->lost);
-    receiver_count(r, b->source, b->table, "duplicate", t->dup);
-    receiver_count(r, b->source, b->table, "skew_held", t->skew);
+static void receiver_release(receiver *r, pool_job *j) {
+    held_batch *hb = j->batch;
+    if (hb && --hb->refs == 0) {
+        wire_msg_free(&hb->m);
+        free(hb);
+    }
+    free(j->kid_owned);
+    free(j);
+    r->inflight--;
 }
 
-static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_len, const wire_batch *b) {
+/* Pops the finished head of s's FIFO in order; moves the watermark. Returns 1 if the
+ * watermark moved. */
+static int receiver_collect(receiver *r, source_state *s) {
+    int moved = 0;
+    while (s->head && atomic_load_explicit(&s->head->done, memory_order_acquire)) {
+        pool_job *j = s->head;
+        s->head = j->next;
+        if (!s->head) s->tail = NULL;
+        if (!j->ignore) {
+            if (receiver_result(r, s, j) != 0) {
+                /* the watermark stops here; what follows finishes unused and the peer
+                 * resends from the watermark (its ack timeout, or the gap reply) */
+                for (pool_job *k = s->head; k; k = k->next) k->ignore = 1;
+                s->taken = s->wm;
+                s->taken_set = s->known;
+            } else {
+                lww_version v;
+                char err[128];
+                s->wm = j->c->pos;
+                s->known = 1;
+                moved = 1;
+                snprintf(s->ver, sizeof s->ver, "%s", j->c->version);
+                if (lww_version_parse(s->ver, &v, err, sizeof err) == 0) {
+                    s->lag = j->done_wall - (long long)v.ms;
+                    if (r->m_lag) {
+                        const char *lv[] = {s->source, s->table, NULL};
+                        metrics_observe_with(r->m_lag, lv, (double)(s->lag > 0 ? s->lag : 0));
+                    }
+                    if (s->t.n_lags < sizeof s->t.lags / sizeof s->t.lags[0])
+                        snprintf(s->t.lags[s->t.n_lags++], sizeof s->t.lags[0], "%lld %lld", j->done_wall, s->lag);
+                }
+            }
+        }
+        receiver_release(r, j);
+    }
+    if (moved) s->save_due = 1;
+    return moved;
+}
+
+/* Saves what is due; then acknowledges the watermark if it moved since the last ack, or
+ * if force (an answer to a frame of duplicates, or to a gap: the peer goes back to it). */
+static void receiver_flush(receiver *r, void *sock, source_state *s, int force) {
+    if (s->save_due && receiver_save(r, s) != 0) return;
+    if (!sock || !s->known || !s->rid_len) return;
+    if (force || wire_pos_cmp(s->wm, s->acked) != 0) {
+        receiver_ack(sock, s);
+        s->acked = s->wm;
+    }
+}
+
+void receiver_progress(receiver *r, void *sock) {
+    pool_take_events(r->pool);
+    for (size_t i = 0; i < r->n_srcs; i++) {
+        receiver_collect(r, r->srcs[i]);
+        receiver_flush(r, sock, r->srcs[i], 0);
+    }
+}
+
+int receiver_busy(receiver *r) { return r->inflight >= REPL_MAX_INFLIGHT; }
+
+void receiver_drain(receiver *r, void *sock) {
+    pool_wait_idle(r->pool);
+    receiver_progress(r, sock);
+}
+
+/* Hands the batch's new changes to the pool. b points into hb, which is freed here unless
+ * a change in the pool holds it. */
+static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_len, held_batch *hb) {
+    const wire_batch *b = &hb->m.u.batch;
     source_state *s = receiver_source(r, b->source, b->table);
-    batch_tally t;
-    char ver[LWW_VERSION_STRLEN] = "", err[512];
-    long long lag = 0, last_ack = daemon_mono_ms(), recv_wall = daemon_wall_ms();
-    wire_pos start;
-    int progressed = 0, stopped = 0;
-    size_t i = 0;
-    pool_slot *slots = NULL;
+    char err[512];
+    size_t i = 0, taken = 0;
+    int held = 0;
 
     if (!s) {
         log_error(b->source, "out of memory");
-        return;
+        goto out;
     }
-    if (receiver_load_wm(r, s) != 0) return; /* no ack: the peer resends */
-    start = s->wm;
-    if (s->known && wire_pos_cmp(b->prev, s->wm) > 0) {
+    if (rid_len <= sizeof s->rid) {
+        memcpy(s->rid, rid, rid_len);
+        s->rid_len = rid_len;
+    }
+    if (receiver_load_wm(r, s) != 0) goto out; /* no ack: the peer resends */
+    if (!s->taken_set && s->known) {
+        s->taken = s->wm;
+        s->taken_set = 1;
+    }
+    if (s->taken_set && wire_pos_cmp(b->prev, s->taken) > 0) {
         char p1[48], p2[48];
         wire_pos_format(b->prev, p1, sizeof p1);
-        wire_pos_format(s->wm, p2, sizeof p2);
-        receiver_reject(r, "gap", b->source, "batch follows a position not yet applied");
-        log_info(b->source, "table %s: batch after %s but applied only up to %s: asking for a resend", b->table, p1, p2);
-        receiver_ack(r, sock, rid, rid_len, s);
-        return;
+        wire_pos_format(s->taken, p2, sizeof p2);
+        receiver_reject(r, "gap", b->source, "batch follows a position not yet received");
+        log_info(b->source, "table %s: batch after %s but received only up to %s: asking for a resend", b->table,
+                 p1, p2);
+        receiver_flush(r, sock, s, 1);
+        goto out;
     }
-    memset(&t, 0, sizeof t);
-    while (i < b->n && s->known && wire_pos_cmp(b->changes[i].pos, s->wm) <= 0) { /* already applied */
-        t.dup++;
-        i++;
-    }
-    slots = calloc(REPL_CHUNK, sizeof *slots);
-    if (!slots) {
-        log_error(b->source, "out of memory");
-        return;
-    }
-    while (i < b->n && !stopped) {
-        size_t n = 0, j;
-        long long now_wall = daemon_wall_ms();
-        /* a chunk: changes up to the first one held back by the clock-skew bound */
-        for (j = i; j < b->n && n < REPL_CHUNK; j++) {
-            const wire_change *c = &b->changes[j];
-            lww_version v;
-            if (lww_version_parse(c->version, &v, err, sizeof err) != 0) { /* the decoder checked it */
-                stopped = 1;
-                break;
-            }
-            if (lww_ahead(&v, (uint64_t)now_wall, (uint64_t)r->cfg->replicator.max_clock_skew_ms)) {
-                long long now = daemon_mono_ms();
-                t.skew++;
-                if (now - s->last_warn >= REPL_WARN_EVERY_MS) {
-                    log_warn(b->source, "table %s: change version %s is %lld ms ahead of this region's clock "
-                             "(bound %ld ms): held back until it is not; check the clocks (NTP)", b->table,
-                             c->version, (long long)(v.ms - (uint64_t)now_wall), r->cfg->replicator.max_clock_skew_ms);
-                    s->last_warn = now;
-                }
-                stopped = 1;
-                break;
-            }
-            if (v.ms > (uint64_t)now_wall + REPL_DRIFT_WARN_MS && daemon_mono_ms() - s->last_drift_warn >= REPL_WARN_EVERY_MS) {
-                /* within the bound, but a peer whose clock runs ahead wins conflicts it should not */
-                log_warn(b->source, "table %s: peer clock about %lld ms ahead of this region's (change %s); "
-                         "check NTP on both", b->table, (long long)(v.ms - (uint64_t)now_wall), c->version);
-                s->last_drift_warn = daemon_mono_ms();
-            }
-            memset(&slots[n], 0, sizeof slots[n]);
-            slots[n].c = c;
-            if (!(slots[n].kid = item_key_id(c->keys))) {
-                stopped = 1;
-                break;
-            }
-            n++;
-        }
-        pool_run(r->pool, b->table, r->cfg->replicator.tombstone_ttl_s, slots, n);
-        /* results in batch order: the watermark moves up to the first failure */
-        for (size_t k = 0; k < n; k++) {
-            lww_version v;
-            if (receiver_result(r, b, &slots[k], &t) != 0) {
-                stopped = 1;
-                for (; k < n; k++) free(slots[k].kid);
-                break;
-            }
-            s->wm = slots[k].c->pos;
-            s->known = 1;
-            progressed = 1;
-            snprintf(ver, sizeof ver, "%s", slots[k].c->version);
-            if (lww_version_parse(ver, &v, err, sizeof err) == 0) {
-                lag = slots[k].done_wall - (long long)v.ms;
-                if (r->m_lag) {
-                    const char *lv[] = {b->source, b->table, NULL};
-                    metrics_observe_with(r->m_lag, lv, (double)(lag > 0 ? lag : 0));
-                }
-                if (t.n_lags < sizeof t.lags / sizeof t.lags[0])
-                    snprintf(t.lags[t.n_lags++], sizeof t.lags[0], "%lld %lld", slots[k].done_wall, lag);
-            }
-            free(slots[k].kid);
-        }
-        i += n;
-        if (!stopped && i < b->n && *ver && daemon_mono_ms() - last_ack >= REPL_PROGRESS_ACK_MS) {
-            /* a long batch: save and acknowledge the progress so far (replicator.h) */
-            if (receiver_save(r, s, ver, lag, &t) != 0) {
-                log_warn(b->source, "table %s: saving the watermark failed: %s", b->table, state_errstr(r->st));
-                s->wm = start;
-                s->loaded = 0;
-                free(slots);
-                return;
-            }
-            receiver_count_tally(r, b, &t);
-            receiver_ack(r, sock, rid, rid_len, s);
-            memset(&t, 0, sizeof t);
-            start = s->wm;
-            ver[0] = '\0';
-            last_ack = daemon_mono_ms();
-        }
-    }
-    free(slots);
     if (log_get_level() >= LOG_LVL_DEBUG && b->n) {
-        /* where a batch's time went: the origin's version time to its send, the send to
-         * this receipt, the receipt to the last apply (wall clocks of two regions: skew shows) */
+        /* where a change's time goes before it reaches the pool (wall clocks of two
+         * regions: skew shows) */
         lww_version v0;
         if (lww_version_parse(b->changes[0].version, &v0, err, sizeof err) == 0)
             log_debug(b->source, "table %s: batch of %zu: sent %lld ms after its first version, received %lld ms "
-                      "after sending, applied in %lld ms", b->table, b->n, (long long)b->sent_ms - (long long)v0.ms,
-                      recv_wall - (long long)b->sent_ms, daemon_wall_ms() - recv_wall);
+                      "after sending; %zu changes in the pool", b->table, b->n,
+                      (long long)b->sent_ms - (long long)v0.ms, daemon_wall_ms() - (long long)b->sent_ms,
+                      r->inflight);
     }
-    receiver_count_tally(r, b, &t);
-    if (*ver) {
-        if (receiver_save(r, s, ver, lag, &t) != 0) {
-            /* not saved: do not acknowledge; reload the watermark before the resend (the
-             * conditional writes make re-applying harmless) */
-            log_warn(b->source, "table %s: saving the watermark failed: %s", b->table, state_errstr(r->st));
-            s->wm = start;
-            s->loaded = 0;
-            return;
+    for (; i < b->n && s->taken_set && wire_pos_cmp(b->changes[i].pos, s->taken) <= 0; i++) /* had them */
+        if (s->known && wire_pos_cmp(b->changes[i].pos, s->wm) <= 0) s->t.dup++;
+    for (; i < b->n; i++) {
+        const wire_change *c = &b->changes[i];
+        long long now_wall = daemon_wall_ms();
+        lww_version v;
+        pool_job *j;
+        if (lww_version_parse(c->version, &v, err, sizeof err) != 0) break; /* the decoder checked it */
+        if (lww_ahead(&v, (uint64_t)now_wall, (uint64_t)r->cfg->replicator.max_clock_skew_ms)) {
+            long long now = daemon_mono_ms();
+            s->t.skew++;
+            s->save_due = 1;
+            if (now - s->last_warn >= REPL_WARN_EVERY_MS) {
+                log_warn(b->source, "table %s: change version %s is %lld ms ahead of this region's clock "
+                         "(bound %ld ms): held back until it is not; check the clocks (NTP)", b->table,
+                         c->version, (long long)(v.ms - (uint64_t)now_wall), r->cfg->replicator.max_clock_skew_ms);
+                s->last_warn = now;
+            }
+            held = 1;
+            break;
         }
-    } else if (t.dup || t.skew) {
-        char key[512];
-        redisReply *reps[2];
-        state_key(r->st, key, sizeof key, STATE_K_CNT, s->source, s->table);
-        state_append(r->st, "HINCRBY %s dup %ld", key, t.dup);
-        state_append(r->st, "HINCRBY %s skew %ld", key, t.skew);
-        if (state_flush(r->st, reps, 2) == 0) {
-            freeReplyObject(reps[0]);
-            freeReplyObject(reps[1]);
+        if (v.ms > (uint64_t)now_wall + REPL_DRIFT_WARN_MS && daemon_mono_ms() - s->last_drift_warn >= REPL_WARN_EVERY_MS) {
+            /* within the bound, but a peer whose clock runs ahead wins conflicts it should not */
+            log_warn(b->source, "table %s: peer clock about %lld ms ahead of this region's (change %s); "
+                     "check NTP on both", b->table, (long long)(v.ms - (uint64_t)now_wall), c->version);
+            s->last_drift_warn = daemon_mono_ms();
         }
+        j = calloc(1, sizeof *j);
+        if (!j || !(j->kid_owned = item_key_id(c->keys))) {
+            free(j);
+            log_error(b->source, "out of memory");
+            break;
+        }
+        j->c = c;
+        j->kid = j->kid_owned;
+        j->table = b->table;
+        j->ttl_s = r->cfg->replicator.tombstone_ttl_s;
+        j->batch = hb;
+        hb->refs++;
+        if (s->tail) s->tail->next = j;
+        else s->head = j;
+        s->tail = j;
+        r->inflight++;
+        s->taken = c->pos;
+        s->taken_set = 1;
+        taken++;
+        pool_submit(r->pool, j);
     }
-    /* held back or failed before any progress: no ack, the peer resends after its timeout */
-    if (stopped && !progressed) return;
-    if (s->known) receiver_ack(r, sock, rid, rid_len, s);
+    if (!taken && !s->head && !held) {
+        /* nothing new and nothing in the pool: duplicates are answered at once with the
+         * watermark. (A change held back is not: the peer resends after its timeout.) */
+        s->save_due = s->save_due || s->t.dup > 0;
+        receiver_flush(r, sock, s, 1);
+    }
+out:
+    if (hb->refs == 0) {
+        wire_msg_free(&hb->m);
+        free(hb);
+    }
 }
 
 void receiver_frame(receiver *r, void *sock, const void *rid, size_t rid_len, const void *data, size_t len,
                     const char *user_id) {
-    wire_msg m;
+    held_batch *hb = calloc(1, sizeof *hb);
+    wire_msg *mp;
     char err[512];
-    wire_status ws = wire_decode(data, len, &m, err, sizeof err);
-    if (ws != WIRE_OK) {
-        receiver_reject(r, wire_status_name(ws), user_id, err);
+    wire_status ws;
+    if (!hb) {
+        log_error(user_id, "out of memory");
         return;
     }
-    if (m.type != WIRE_BATCH) {
-        receiver_reject(r, "type", user_id, "only batches are accepted here");
-    } else if (user_id && strcmp(user_id, m.u.batch.source) != 0) {
-        snprintf(err, sizeof err, "frame claims source %s but the connection authenticated as %s",
-                 m.u.batch.source, user_id);
-        receiver_reject(r, "source_mismatch", user_id, err);
-    } else if (!cfg_peer_find(r->cfg, m.u.batch.source)) {
-        snprintf(err, sizeof err, "source %s is not a configured peer", m.u.batch.source);
-        receiver_reject(r, "unknown_source", user_id, err);
-    } else if (!receiver_table_ok(r, m.u.batch.table)) {
-        snprintf(err, sizeof err, "table %s is not replicated here", m.u.batch.table);
-        receiver_reject(r, "unknown_table", m.u.batch.source, err);
-    } else {
-        receiver_batch(r, sock, rid, rid_len, &m.u.batch);
+    mp = &hb->m;
+    ws = wire_decode(data, len, mp, err, sizeof err);
+    if (ws != WIRE_OK) {
+        receiver_reject(r, wire_status_name(ws), user_id, err);
+        free(hb);
+        return;
     }
-    wire_msg_free(&m);
+    if (mp->type != WIRE_BATCH) {
+        receiver_reject(r, "type", user_id, "only batches are accepted here");
+    } else if (user_id && strcmp(user_id, mp->u.batch.source) != 0) {
+        snprintf(err, sizeof err, "frame claims source %s but the connection authenticated as %s",
+                 mp->u.batch.source, user_id);
+        receiver_reject(r, "source_mismatch", user_id, err);
+    } else if (!cfg_peer_find(r->cfg, mp->u.batch.source)) {
+        snprintf(err, sizeof err, "source %s is not a configured peer", mp->u.batch.source);
+        receiver_reject(r, "unknown_source", user_id, err);
+    } else if (!receiver_table_ok(r, mp->u.batch.table)) {
+        snprintf(err, sizeof err, "table %s is not replicated here", mp->u.batch.table);
+        receiver_reject(r, "unknown_table", mp->u.batch.source, err);
+    } else {
+        receiver_batch(r, sock, rid, rid_len, hb); /* takes hb */
+        return;
+    }
+    wire_msg_free(mp);
+    free(hb);
 }
 
 void receiver_housekeep(receiver *r, long refused, const char *status) {

@@ -6,19 +6,24 @@
  *   source region every frame claims. Refused handshakes are counted and logged.
  * receiver (receiver.c): decodes frames from the ROUTER socket, rejects and counts bad
  *   ones, and applies batches in order per (source region, table) with the watermark:
- *     prev  > watermark  -> a gap (a lost batch): nothing applied, ack the watermark;
- *     pos  <= watermark  -> a duplicate: skipped;
- *     otherwise          -> LWW-checked conditional write (apply.h), watermark moves.
+ *     prev  > last position taken -> a gap (a lost batch): nothing taken, ack the watermark;
+ *     pos  <= watermark           -> a duplicate: skipped;
+ *     pos  <= last position taken -> already being applied: skipped;
+ *     otherwise                   -> handed to the apply pool (LWW-checked conditional write,
+ *                                    apply.h).
+ *   Changes stream through the pool: a batch is taken as soon as it arrives, while the
+ *   batches before it are still being applied. The watermark moves in position order
+ *   over finished changes (written, lost their conflict, duplicates); a change that
+ *   failed stops it, the changes after it are left to finish and their results ignored,
+ *   and the peer resends from the watermark (the conditional writes make that harmless).
+ *   Whenever the watermark moved, it is saved with counters and lag samples in one Redis
+ *   round trip, then acknowledged: an ack always means durably applied. With a slow
+ *   store the peer thus sees progress change by change, never a whole window late.
  *   A change whose version is more than replicator.max_clock_skew_ms ahead of this
  *   region's clock is held back (not applied, not acknowledged) until it no longer is:
  *   nothing is lost, and a peer with a fast clock cannot win every conflict.
- *   After a batch, the watermark, counters and lag samples are saved in one Redis
- *   round trip, then the batch is acknowledged: an ack always means durably applied.
- *   A batch that takes longer than REPL_PROGRESS_ACK_MS is also saved and acknowledged
- *   part way, every REPL_PROGRESS_ACK_MS: with a slow store, a batch of batch_max
- *   changes can take longer than the peer's ack timeout, and without progress acks
- *   the peer resent its whole window again and again (go-back-N) while the replicator
- *   spent its time decoding duplicates: replication slowed to a crawl. */
+ *   At most REPL_MAX_INFLIGHT changes are in the pool: beyond that no frame is read
+ *   (the peers' windows then hold the rest). */
 #ifndef TERN_REPLICATOR_H
 #define TERN_REPLICATOR_H
 
@@ -35,9 +40,8 @@
 #define REPL_POLL_MS 100          /* main loop wake-up, ms */
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
 #define REPL_WARN_EVERY_MS 5000   /* rate limit of repeated warnings, ms */
-#define REPL_PROGRESS_ACK_MS 250  /* save and acknowledge a long batch part way this often, ms */
 #define REPL_DRIFT_WARN_MS 1000  /* warn (every REPL_WARN_EVERY_MS) when a peer's versions run ahead by this */
-#define REPL_CHUNK 256           /* changes handed to the apply pool at a time */
+#define REPL_MAX_INFLIGHT 8192   /* changes in the apply pool at most; then no frame is read */
 #define REPL_REJECT_LOG_MS 1000   /* at most one log line per rejection reason per this, ms */
 
 typedef struct zap_handler zap_handler;
@@ -53,26 +57,45 @@ void zap_set_config(zap_handler *z, const cfg_region *cfg);
 long zap_take_refused(zap_handler *z);
 
 /* ---- apply pool (pool.c) ----
- * replicator.apply_workers threads apply the changes of a batch in parallel, each with
- * its own store and Redis handles; all changes of one key go to one worker, in order. */
+ * replicator.apply_workers threads apply changes in parallel, each with its own store and
+ * Redis handles and its own queue; all changes of one key go to one worker, in the order
+ * submitted. Jobs stream: no batch waits for the one before it to finish. */
 typedef struct apply_pool apply_pool;
 
-typedef struct {
-    const wire_change *c;        /* borrowed from the batch */
-    char *kid;                   /* item_key_id of c->keys (owned by the caller) */
-    int worker;                  /* set by pool_run */
-    apply_result res;            /* outputs, set by the worker: */
+typedef struct pool_job {
+    /* inputs, set by the submitter (all borrowed, must outlive the job) */
+    const wire_change *c;
+    const char *kid;             /* item_key_id of c->keys */
+    const char *table;
+    long ttl_s;
+    /* outputs, valid once done is 1 */
+    atomic_int done;
+    apply_result res;
     char winner[LWW_VERSION_STRLEN];
     char err[512];
     long long done_wall;         /* wall ms when the write returned */
-} pool_slot;
+    /* links: qnext is the pool's; the submitter's own bookkeeping follows */
+    struct pool_job *qnext;
+    struct pool_job *next;       /* receiver: the source's FIFO in position order */
+    void *batch;                 /* receiver: the held batch c points into */
+    char *kid_owned;             /* receiver: kid, freed with the job */
+    int ignore;                  /* receiver: an earlier change failed: result not used */
+} pool_job;
 
-/* NULL + err on failure. Free with pool_free (joins the workers). */
+/* NULL + err on failure. Free with pool_free, which waits for every submitted job to
+ * finish and joins the workers. */
 apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen);
 void pool_free(apply_pool *p);
-/* Applies slots[0..n) (precheck on) and returns when every slot has a result. */
-void pool_run(apply_pool *p, const char *table, long ttl_s, pool_slot *slots, size_t n);
-/* The workers' store handles (borrowed), for statistics between pool_run calls. */
+/* Queues j on its key's worker; j is the caller's and must stay valid until j->done. */
+void pool_submit(apply_pool *p, pool_job *j);
+/* Jobs submitted and not yet done. */
+size_t pool_outstanding(apply_pool *p);
+/* Blocks until every submitted job is done. */
+void pool_wait_idle(apply_pool *p);
+/* An fd that polls readable when jobs finished since the last pool_take_events. */
+int pool_fd(const apply_pool *p);
+void pool_take_events(apply_pool *p);
+/* The workers' store handles (borrowed), for statistics. */
 size_t pool_stores(const apply_pool *p, const store **out, size_t max);
 
 typedef struct receiver receiver;
@@ -87,10 +110,19 @@ void receiver_free(receiver *r);
  * apply pool, and reloads watermarks from Redis as batches arrive. 0, or -1 (err) with
  * the old configuration still in force. */
 int receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st, char *err, size_t errlen);
-/* Handles one frame from a ROUTER peer; replies go through `sock` to `routing_id`.
- * user_id is the ZAP User-Id (NULL when CURVE is off). */
+/* Handles one frame from a ROUTER peer; acknowledgements go through `sock` (borrowed,
+ * here or from a later receiver_progress) to the routing id
+ * of the source's latest frame. user_id is the ZAP User-Id (NULL when CURVE is off). */
 void receiver_frame(receiver *r, void *sock, const void *routing_id, size_t rid_len,
                     const void *data, size_t len, const char *user_id);
+/* Takes the apply pool's finished changes: moves watermarks, saves and acknowledges.
+ * Call when pool_fd(receiver_pool(r)) polls readable, and from housekeeping (a save that
+ * failed is retried). */
+void receiver_progress(receiver *r, void *sock);
+/* 1 when REPL_MAX_INFLIGHT changes are in the pool: do not read frames. */
+int receiver_busy(receiver *r);
+/* Waits for every change in the pool, then saves and acknowledges (stop, reload). */
+void receiver_drain(receiver *r, void *sock);
 /* Counts a frame rejected outside the decoder (e.g. wrong number of parts). */
 void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail);
 /* Registers the receiver's metric families in reg (which must outlive the receiver):

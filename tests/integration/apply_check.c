@@ -1,0 +1,292 @@
+/* apply_check.c -- apply_puts (apply/) against a real DynamoDB Local and Redis.
+ *
+ * usage: apply_check ENDPOINT REDIS_PORT
+ * Creates table tern_apply_check (PK, SK strings; no stream) and checks that a group of
+ * puts written as one transaction decides every member exactly as apply_one would:
+ *   1. fresh keys: all written, each with its own tern:wid, each token in pend:T:KID;
+ *   2. a member older than what the table holds (unknown to Redis): the transaction is
+ *      canceled; that member is lost (the stored version is the winner, its token
+ *      removed), the others are written one by one;
+ *   3. a member older than the key's last local change in Redis: lost by the precheck,
+ *      token removed, nothing sent for it; a member equal to the stored version: same;
+ *   4. a group too large for one transaction (items near 400 KB): written one by one;
+ *   5. apply_one with APPLY_TOMBCHECK (the agent's repairs): a put older than the key's
+ *      tombstone is lost and does not bring the deleted item back.
+ * Exits 0 after "apply_check: OK", or 1 with the first failure. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "apply.h"
+#include "item.h"
+#include "state.h"
+#include "store.h"
+
+#define TABLE "tern_apply_check"
+
+static store *S;
+static state *ST;
+static int checks;
+
+#define CHECK(cond, ...)                                                         \
+    do {                                                                         \
+        checks++;                                                                \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "apply_check: FAIL at %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                                        \
+            fprintf(stderr, "\n");                                               \
+            exit(1);                                                             \
+        }                                                                        \
+    } while (0)
+
+typedef struct {
+    cJSON *keys, *image;
+    char *kid;
+    char version[LWW_VERSION_STRLEN];
+} change;
+
+static void change_init(change *c, const char *pk, const char *ver, size_t payload) {
+    char *big = malloc(payload + 1);
+    CHECK(big, "out of memory");
+    memset(big, 'p', payload);
+    big[payload] = '\0';
+    c->keys = cJSON_CreateObject();
+    cJSON_AddItemToObject(c->keys, "PK", cJSON_CreateObject());
+    cJSON_AddStringToObject(cJSON_GetObjectItem(c->keys, "PK"), "S", pk);
+    cJSON_AddItemToObject(c->keys, "SK", cJSON_CreateObject());
+    cJSON_AddStringToObject(cJSON_GetObjectItem(c->keys, "SK"), "S", "ITEM");
+    c->image = cJSON_Duplicate(c->keys, 1);
+    cJSON_AddItemToObject(c->image, "v", cJSON_CreateObject());
+    cJSON_AddStringToObject(cJSON_GetObjectItem(c->image, "v"), "S", big);
+    free(big);
+    c->kid = item_key_id(c->keys);
+    CHECK(c->kid, "item_key_id");
+    snprintf(c->version, sizeof c->version, "%s", ver);
+}
+
+static void change_free(change *c) {
+    cJSON_Delete(c->keys);
+    cJSON_Delete(c->image);
+    free(c->kid);
+}
+
+/* The stored item's tern:ver and tern:wid ("" when absent). */
+static void stored(const change *c, char *ver, char *wid) {
+    cJSON *item = NULL;
+    store_status ss = store_get_item(S, TABLE, c->keys, 1, &item);
+    const char *v, *w;
+    CHECK(ss == STORE_OK, "GetItem: %s", store_errstr(S));
+    v = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
+    w = item ? item_get_s(item, ITEM_ATTR_WID) : NULL;
+    snprintf(ver, LWW_VERSION_STRLEN, "%s", v ? v : "");
+    snprintf(wid, APPLY_WID_MAX, "%s", w ? w : "");
+    cJSON_Delete(item);
+}
+
+/* Number of echo tokens pending for the key, and whether tok is one of them. */
+static long tokens(const change *c, const char *tok, int *has) {
+    char key[512];
+    redisReply *r;
+    long n;
+    CHECK(state_key(ST, key, sizeof key, STATE_K_PEND, TABLE, c->kid) == 0, "key");
+    r = state_cmd(ST, "SMEMBERS %s", key);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY, "SMEMBERS: %s", state_errstr(ST));
+    n = (long)r->elements;
+    *has = 0;
+    for (size_t i = 0; i < r->elements; i++)
+        if (tok && strcmp(r->element[i]->str, tok) == 0) *has = 1;
+    freeReplyObject(r);
+    return n;
+}
+
+/* Runs apply_puts over cs and returns the number of store requests it made. */
+static long long run(change *cs, size_t n, apply_outcome *out) {
+    apply_change ac[APPLY_GROUP_MAX];
+    store_stats a, b;
+    memset(ac, 0, sizeof ac);
+    for (size_t i = 0; i < n; i++) {
+        ac[i].table = TABLE;
+        ac[i].keys = cs[i].keys;
+        ac[i].image = cs[i].image;
+        ac[i].version = cs[i].version;
+        ac[i].kid = cs[i].kid;
+        ac[i].ttl_s = 3600;
+    }
+    store_get_stats(S, &a);
+    apply_puts(S, ST, ac, n, out);
+    store_get_stats(S, &b);
+    return (long long)(b.requests - a.requests);
+}
+
+/* A write straight into the table, as a local application (or an earlier Tern write) did. */
+static void put_direct(const change *c, const char *ver, const char *wid) {
+    cJSON *item = cJSON_Duplicate(c->image, 1);
+    CHECK(item && item_set_s(item, ITEM_ATTR_VER, ver) == 0 && item_set_s(item, ITEM_ATTR_WID, wid) == 0, "item");
+    CHECK(store_put_item(S, TABLE, item, NULL, NULL) == STORE_OK, "PutItem: %s", store_errstr(S));
+    cJSON_Delete(item);
+}
+
+int main(int argc, char **argv) {
+    store_opts o = {0};
+    state_opts so = {0};
+    store_table_spec spec = {0};
+    char err[256], ver[LWW_VERSION_STRLEN], wid[APPLY_WID_MAX], key[512], *end;
+    change c[4];
+    apply_outcome out[4];
+    long port;
+    int has;
+
+    if (argc != 3) {
+        fprintf(stderr, "usage: apply_check ENDPOINT REDIS_PORT\n");
+        return 2;
+    }
+    port = strtol(argv[2], &end, 10);
+    if (!*argv[2] || *end || port < 1 || port > 65535) {
+        fprintf(stderr, "apply_check: bad port %s\n", argv[2]);
+        return 2;
+    }
+    o.endpoint = argv[1];
+    o.region = "us-east-1";
+    o.access_key_id = "local";
+    o.secret_access_key = "local";
+    o.timeout_ms = 20000;
+    S = store_new(&o, err, sizeof err);
+    CHECK(S, "store_new: %s", err);
+    so.region = "eu-west-1";
+    so.host = "127.0.0.1";
+    so.port = (int)port;
+    so.timeout_ms = 5000;
+    ST = state_new(&so, err, sizeof err);
+    CHECK(ST, "state_new: %s", err);
+    spec.table = TABLE;
+    spec.hash_key = "PK";
+    spec.range_key = "SK";
+    CHECK(store_create_table(S, &spec) == STORE_OK, "CreateTable: %s", store_errstr(S));
+    CHECK(store_wait_table_active(S, TABLE, 20000, NULL) == STORE_OK, "table: %s", store_errstr(S));
+
+    /* 1. fresh keys */
+    change_init(&c[0], "G1#a", "0000000001000-000001-us-east-1", 10);
+    change_init(&c[1], "G1#b", "0000000001000-000002-us-east-1", 10);
+    change_init(&c[2], "G1#c", "0000000001000-000003-us-east-1", 10);
+    CHECK(run(c, 3, out) == 1, "1: three puts took more than one store request");
+    for (int i = 0; i < 3; i++) {
+        CHECK(out[i].res == APPLY_WRITTEN, "1: member %d: %s (%s)", i, apply_result_name(out[i].res), out[i].err);
+        stored(&c[i], ver, wid);
+        CHECK(strcmp(ver, c[i].version) == 0, "1: member %d stored %s", i, ver);
+        CHECK(tokens(&c[i], wid, &has) == 1 && has, "1: member %d: its token %s is not pending", i, wid);
+        change_free(&c[i]);
+    }
+
+    /* 2. one member older than the table's item: canceled, decided one by one */
+    change_init(&c[0], "G2#a", "0000000002000-000001-us-east-1", 10);
+    change_init(&c[1], "G2#b", "0000000002000-000002-us-east-1", 10);
+    change_init(&c[2], "G2#c", "0000000002000-000003-us-east-1", 10);
+    put_direct(&c[1], "0000000009000-000001-ap-south-1", "ap-south-1.local");
+    CHECK(run(c, 3, out) == 3, "2: not one canceled transaction and two single puts");
+    CHECK(out[0].res == APPLY_WRITTEN && out[2].res == APPLY_WRITTEN, "2: others: %s, %s",
+          apply_result_name(out[0].res), apply_result_name(out[2].res));
+    CHECK(out[1].res == APPLY_LOST, "2: the older member: %s", apply_result_name(out[1].res));
+    CHECK(strcmp(out[1].winner, "0000000009000-000001-ap-south-1") == 0, "2: winner %s", out[1].winner);
+    stored(&c[1], ver, wid);
+    CHECK(strcmp(ver, "0000000009000-000001-ap-south-1") == 0, "2: the newer item was overwritten: %s", ver);
+    CHECK(tokens(&c[1], NULL, &has) == 0, "2: the lost member's token is still pending");
+    for (int i = 0; i < 3; i += 2) {
+        stored(&c[i], ver, wid);
+        CHECK(strcmp(ver, c[i].version) == 0, "2: member %d stored %s", i, ver);
+        CHECK(tokens(&c[i], wid, &has) == 1 && has, "2: member %d: exactly its token pending", i);
+    }
+    for (int i = 0; i < 3; i++) change_free(&c[i]);
+
+    /* 3. the precheck: older than the key's last local change; equal to the stored version */
+    change_init(&c[0], "G3#a", "0000000003000-000001-us-east-1", 10);
+    change_init(&c[1], "G3#b", "0000000003000-000002-us-east-1", 10);
+    change_init(&c[2], "G3#c", "0000000003000-000003-us-east-1", 10);
+    CHECK(state_key(ST, key, sizeof key, STATE_K_LASTLOCAL, TABLE, c[0].kid) == 0, "key");
+    {
+        redisReply *r = state_cmd(ST, "SET %s %s", key, "0000000008000-000001-eu-west-1");
+        CHECK(r, "SET: %s", state_errstr(ST));
+        freeReplyObject(r);
+    }
+    put_direct(&c[2], c[2].version, "us-east-1.earlier");
+    CHECK(run(c, 3, out) == 2, "3: not one canceled transaction (of two) and one single put");
+    CHECK(out[0].res == APPLY_LOST && strcmp(out[0].winner, "0000000008000-000001-eu-west-1") == 0,
+          "3: precheck: %s winner %s", apply_result_name(out[0].res), out[0].winner);
+    CHECK(out[1].res == APPLY_WRITTEN, "3: %s", apply_result_name(out[1].res));
+    CHECK(out[2].res == APPLY_SAME, "3: the stored version: %s", apply_result_name(out[2].res));
+    stored(&c[0], ver, wid);
+    CHECK(!*ver, "3: the precheck loser was written: %s", ver);
+    CHECK(tokens(&c[0], NULL, &has) == 0 && tokens(&c[2], NULL, &has) == 0, "3: a loser's token is pending");
+    stored(&c[2], ver, wid);
+    CHECK(strcmp(wid, "us-east-1.earlier") == 0, "3: the equal version was rewritten (wid %s)", wid);
+    for (int i = 0; i < 3; i++) change_free(&c[i]);
+
+    /* 4. too large for one transaction (4 MB): refused as a whole, written one by one */
+    for (int i = 0; i < 4; i++) {
+        char pk[16];
+        snprintf(pk, sizeof pk, "G4#%d", i);
+        change_init(&c[i], pk, "0000000004000-000001-us-east-1", 350 * 1024);
+    }
+    for (int i = 0; i < 4; i++) snprintf(c[i].version, sizeof c[i].version, "0000000004000-00000%d-us-east-1", i + 1);
+    {
+        /* 4 x 350 KB = 1.4 MB: under the limit; 12 of them are over it */
+        change big[12];
+        apply_outcome bo[12];
+        for (int i = 0; i < 12; i++) {
+            char pk[16], v[LWW_VERSION_STRLEN];
+            snprintf(pk, sizeof pk, "G5#%d", i);
+            snprintf(v, sizeof v, "0000000005000-%06d-us-east-1", i + 1);
+            change_init(&big[i], pk, v, 350 * 1024);
+        }
+        long long req = run(big, 12, bo);
+        CHECK(req == 13, "4: %lld store requests, not a refused transaction and 12 single puts", req);
+        for (int i = 0; i < 12; i++) {
+            CHECK(bo[i].res == APPLY_WRITTEN, "4: member %d of a group over 4 MB: %s (%s)", i,
+                  apply_result_name(bo[i].res), bo[i].err);
+            stored(&big[i], ver, wid);
+            CHECK(strcmp(ver, big[i].version) == 0, "4: member %d stored %s", i, ver);
+            CHECK(tokens(&big[i], NULL, &has) >= 1, "4: member %d: no token pending", i);
+            change_free(&big[i]);
+        }
+    }
+    run(c, 4, out);
+    for (int i = 0; i < 4; i++) {
+        CHECK(out[i].res == APPLY_WRITTEN, "4: member %d: %s (%s)", i, apply_result_name(out[i].res), out[i].err);
+        change_free(&c[i]);
+    }
+    /* 5. regression: a repair (APPLY_TOMBCHECK) of a key deleted by a newer delete since
+     * must not bring the item back; one older than the tombstone is written */
+    {
+        apply_change ac;
+        apply_result res;
+        char w[LWW_VERSION_STRLEN];
+        redisReply *r;
+        change_init(&c[0], "G6#a", "0000000006000-000001-eu-west-1", 10);
+        CHECK(state_key(ST, key, sizeof key, STATE_K_TOMB, TABLE, c[0].kid) == 0, "key");
+        r = state_cmd(ST, "SET %s %s", key, "0000000007000-000001-ap-south-1");
+        CHECK(r, "SET: %s", state_errstr(ST));
+        freeReplyObject(r);
+        memset(&ac, 0, sizeof ac);
+        ac.table = TABLE;
+        ac.keys = c[0].keys;
+        ac.image = c[0].image;
+        ac.version = c[0].version;
+        ac.kid = c[0].kid;
+        ac.ttl_s = 3600;
+        res = apply_one(S, ST, &ac, APPLY_TOMBCHECK, w, err, sizeof err);
+        CHECK(res == APPLY_LOST && strcmp(w, "0000000007000-000001-ap-south-1") == 0, "5: %s, winner %s",
+              apply_result_name(res), w);
+        stored(&c[0], ver, wid);
+        CHECK(!*ver, "5: a put older than the tombstone brought the item back (%s)", ver);
+        CHECK(tokens(&c[0], NULL, &has) == 0, "5: the lost repair's token is pending");
+        ac.version = "0000000008000-000001-eu-west-1";
+        res = apply_one(S, ST, &ac, APPLY_TOMBCHECK, w, err, sizeof err);
+        CHECK(res == APPLY_WRITTEN, "5: a put newer than the tombstone: %s (%s)", apply_result_name(res), err);
+        change_free(&c[0]);
+    }
+    state_free(ST);
+    store_free(S);
+    printf("apply_check: OK (%d checks)\n", checks);
+    return 0;
+}
