@@ -62,13 +62,16 @@ ddb_call() {
 
 # start_ddb DIR PORT [DBPATH]: DynamoDB Local on PORT, in memory unless DBPATH is
 # given; pid in DIR/ddb-PORT.pid, log in DIR/ddb-PORT.log. Waits until it answers.
+# TERN_DDB_JAVA_OPTS replaces the JVM options: the default starts fast and stays small
+# (C1 only, serial GC), right for tests; bench/run uses the full JIT for steady state.
 start_ddb() {
-  local dir=$1 port=$2 dbpath=${3:-} jar libdir args
+  local dir=$1 port=$2 dbpath=${3:-} jar libdir args jopts
+  read -r -a jopts <<<"${TERN_DDB_JAVA_OPTS:--Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1}"
   jar=$(ddb_jar) || return 1
   libdir=$(dirname "$jar")/DynamoDBLocal_lib
   if [ -n "$dbpath" ]; then mkdir -p "$dbpath"; args=(-dbPath "$dbpath"); else args=(-inMemory); fi
   mkdir -p "$dir"
-  (cd "$(dirname "$jar")" && exec java -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+  (cd "$(dirname "$jar")" && exec java "${jopts[@]}" \
      -Djava.library.path="$libdir" -jar "$jar" "${args[@]}" -sharedDb -disableTelemetry \
      -port "$port" >"$dir/ddb-$port.log" 2>&1 </dev/null) &
   echo $! >"$dir/ddb-$port.pid"
