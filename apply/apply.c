@@ -306,6 +306,40 @@ static void apply_group_singly(store *s, state *st, const apply_change *cs, size
     }
 }
 
+/* The open members of a transaction the store refused as a whole: their tokens go (the
+ * write did not happen) and each half of them is applied again as a group. */
+static void apply_group_split(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
+                              apply_outcome *out) {
+    apply_change *sub = calloc(n, sizeof *sub);
+    apply_outcome *so = calloc(n, sizeof *so);
+    size_t *idx = calloc(n, sizeof *idx), m = 0;
+    if (!sub || !so || !idx) {
+        apply_group_singly(s, st, cs, n, sl, out, 1);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!sl[i].open) continue;
+        if (apply_token_remove(st, sl[i].kpend, sl[i].wid, 1) != 0) {
+            out[i].res = APPLY_ERROR;
+            snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
+            sl[i].open = 0;
+            continue;
+        }
+        idx[m] = i;
+        sub[m++] = cs[i];
+    }
+    apply_puts(s, st, sub, m / 2, so);
+    apply_puts(s, st, sub + m / 2, m - m / 2, so + m / 2);
+    for (size_t k = 0; k < m; k++) {
+        out[idx[k]] = so[k];
+        sl[idx[k]].open = 0;
+    }
+done:
+    free(sub);
+    free(so);
+    free(idx);
+}
+
 void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_outcome *out) {
     apply_slot *sl = calloc(n ? n : 1, sizeof *sl);
     redisReply **rep = calloc(4 * (n ? n : 1), sizeof *rep);
@@ -428,12 +462,18 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
             }
         }
         apply_group_singly(s, st, cs, n, sl, out, 1);
+    } else if (ss == STORE_ERR_VALIDATION) {
+        /* refused as a whole (over the 4 MB request limit, say): certainly not written;
+         * each half goes again (down to single puts, where a bad member is refused alone) */
+        log_debug(NULL, "table %s: a transaction of %zu puts refused (%s): splitting it", cs[0].table, open,
+                  store_errstr(s));
+        apply_group_split(s, st, cs, n, sl, out);
     } else {
-        /* refused as a whole (too large, say: certainly not written) or no answer (it may
-         * have been written: the tokens stay, and each put alone finds its version stored) */
+        /* no answer: it may have been written, so the tokens stay, and each put alone finds
+         * its version stored (APPLY_SAME) if it was */
         log_debug(NULL, "table %s: a transaction of %zu puts: %s: %s; writing them one by one", cs[0].table, open,
                   store_status_name(ss), store_errstr(s));
-        apply_group_singly(s, st, cs, n, sl, out, ss == STORE_ERR_VALIDATION);
+        apply_group_singly(s, st, cs, n, sl, out, 0);
     }
 done:
     cJSON_Delete(items);

@@ -74,8 +74,9 @@ typedef struct {
  * round trip reads the known versions and adds every echo token, the precheck drops the
  * losers, and the rest are written together, each with its own condition. A canceled
  * transaction wrote nothing: members whose condition failed get their answer from the
- * stored item, the others are applied one by one (apply_one); so are all of them when
- * the store refuses the transaction as a whole. out[i] is the outcome of cs[i]. On AWS a
+ * stored item, the others are applied one by one (apply_one). A transaction the store
+ * refuses as a whole (over its 4 MB request limit) is split in halves, recursively; one
+ * that gets no answer is followed by single puts (which find its writes if it happened). out[i] is the outcome of cs[i]. On AWS a
  * transactional write costs two write units per item (replicator.group_writes). */
 void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_outcome *out);
 

@@ -383,7 +383,7 @@ static const cfg_key region_keys[] = {
         R(c.replicator.max_clock_skew_ms)),
     NUM(KT_LONG, "replicator.batch_max", 1, CFG_BATCH_MAX, 500, R(c.replicator.batch_max)),
     NUM(KT_LONG, "replicator.apply_workers", 1, 32, 4, R(c.replicator.apply_workers)),
-    NUM(KT_LONG, "replicator.group_writes", 1, 100, 25, R(c.replicator.group_writes)),
+    NUM(KT_LONG, "replicator.group_writes", 1, 100, 100, R(c.replicator.group_writes)),
     NUM(KT_INT, "replicator.metrics_port", 1, 65535, 9102, R(c.replicator.metrics_port)),
     NUM(KT_LONG, "agent.idle_poll_ms", 1, 10000, 5, R(c.agent.idle_poll_ms)),
     NUM(KT_LONG, "agent.batch_max", 1, CFG_BATCH_MAX, 500, R(c.agent.batch_max)),

@@ -82,7 +82,7 @@ typedef struct {
         long batch_max;
         long apply_workers;                /* changes applied in parallel, per-key order kept (1..32, 4) */
         long group_writes;                 /* puts written together in one TransactWriteItems by a worker
-                                              with a backlog (1 = never; 1..100, 25) */
+                                              with a backlog (1 = never; 1..100, 100) */
         int metrics_port;
     } replicator;
     struct {
