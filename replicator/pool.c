@@ -217,11 +217,30 @@ void pool_submit(apply_pool *p, pool_job *j) {
     pthread_mutex_unlock(&p->mu);
 }
 
-size_t pool_outstanding(apply_pool *p) {
-    size_t n;
+size_t pool_cancel_queued(apply_pool *p) {
+    size_t n = 0;
+    uint64_t v;
     pthread_mutex_lock(&p->mu);
-    n = p->outstanding;
+    for (int i = 0; i < p->n; i++) {
+        pool_worker *w = &p->w[i];
+        while (w->head) {
+            pool_job *j = w->head;
+            w->head = j->qnext;
+            j->res = APPLY_ERROR;
+            j->canceled = 1;
+            snprintf(j->err, sizeof j->err, "not applied: the replicator is stopping or reloading");
+            j->done_wall = daemon_wall_ms();
+            atomic_store_explicit(&j->done, 1, memory_order_release);
+            n++;
+        }
+        w->tail = NULL;
+    }
+    p->outstanding -= n;
+    if (p->outstanding == 0) pthread_cond_broadcast(&p->idle);
     pthread_mutex_unlock(&p->mu);
+    v = n;
+    if (n && write(p->efd, &v, sizeof v) < 0 && errno != EAGAIN)
+        log_error(NULL, "apply pool: eventfd write: %s", strerror(errno));
     return n;
 }
 

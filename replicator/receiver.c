@@ -331,7 +331,8 @@ static int receiver_result(receiver *r, source_state *s, const pool_job *j) {
     char *keys;
     switch (j->res) {
     case APPLY_ERROR:
-        log_warn(s->source, "table %s: applying change %s failed, will retry: %s", s->table, c->version, j->err);
+        if (!j->canceled) /* canceled: drain() said so once */
+            log_warn(s->source, "table %s: applying change %s failed, will retry: %s", s->table, c->version, j->err);
         return -1;
     case APPLY_REFUSED: {
         /* retrying cannot help, and holding it would stall every later change of this
@@ -438,6 +439,8 @@ void receiver_progress(receiver *r, void *sock) {
 int receiver_busy(receiver *r) { return r->inflight >= REPL_MAX_INFLIGHT; }
 
 void receiver_drain(receiver *r, void *sock) {
+    size_t n = pool_cancel_queued(r->pool); /* with a slow store, thousands could be queued */
+    if (n) log_info(NULL, "%zu queued changes left for their peers to resend", n);
     pool_wait_idle(r->pool);
     receiver_progress(r, sock);
 }

@@ -74,6 +74,7 @@ typedef struct pool_job {
     char winner[LWW_VERSION_STRLEN];
     char err[512];
     long long done_wall;         /* wall ms when the write returned */
+    int canceled;                /* 1: never started (pool_cancel_queued); res is APPLY_ERROR */
     /* links: qnext is the pool's; the submitter's own bookkeeping follows */
     struct pool_job *qnext;
     struct pool_job *next;       /* receiver: the source's FIFO in position order */
@@ -88,8 +89,9 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen);
 void pool_free(apply_pool *p);
 /* Queues j on its key's worker; j is the caller's and must stay valid until j->done. */
 void pool_submit(apply_pool *p, pool_job *j);
-/* Jobs submitted and not yet done. */
-size_t pool_outstanding(apply_pool *p);
+/* Jobs still queued (not started) are marked done with APPLY_ERROR ("stopping") at once;
+ * returns how many. Jobs being applied are not touched. */
+size_t pool_cancel_queued(apply_pool *p);
 /* Blocks until every submitted job is done. */
 void pool_wait_idle(apply_pool *p);
 /* An fd that polls readable when jobs finished since the last pool_take_events. */
@@ -121,7 +123,8 @@ void receiver_frame(receiver *r, void *sock, const void *routing_id, size_t rid_
 void receiver_progress(receiver *r, void *sock);
 /* 1 when REPL_MAX_INFLIGHT changes are in the pool: do not read frames. */
 int receiver_busy(receiver *r);
-/* Waits for every change in the pool, then saves and acknowledges (stop, reload). */
+/* Stop and reload: changes not yet started are dropped (their peer resends them), the
+ * ones being applied are waited for; then what finished is saved and acknowledged. */
 void receiver_drain(receiver *r, void *sock);
 /* Counts a frame rejected outside the decoder (e.g. wrong number of parts). */
 void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail);
