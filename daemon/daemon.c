@@ -199,20 +199,27 @@ metrics_server *daemon_metrics_start(metrics_registry *reg, int port, metrics_he
 }
 
 void daemon_metrics_store(metrics_registry *reg, const char *api, const store *const *handles, size_t n) {
-    store_stats now, one, *last;
+    store_stats one[64];
+    size_t m = 0;
+    for (size_t h = 0; h < n && m < sizeof one / sizeof one[0]; h++)
+        if (handles[h]) store_get_stats(handles[h], &one[m++]);
+    daemon_metrics_store_stats(reg, api, one, m);
+}
+
+void daemon_metrics_store_stats(metrics_registry *reg, const char *api, const store_stats *stats, size_t n) {
+    store_stats now, *last;
     const char *labels[3] = {api, NULL, NULL};
     int i = strcmp(api, "streams") == 0;
     (void)reg;
     if (!daemon_m.requests) return;
     memset(&now, 0, sizeof now);
     for (size_t h = 0; h < n; h++) {
-        if (!handles[h]) continue;
-        store_get_stats(handles[h], &one);
-        now.requests += one.requests;
-        now.retries += one.retries;
-        now.latency_count += one.latency_count;
-        now.latency_sum_ms += one.latency_sum_ms;
-        for (int k = 0; k < STORE_STATUS_COUNT; k++) now.status[k] += one.status[k];
+        const store_stats *one = &stats[h];
+        now.requests += one->requests;
+        now.retries += one->retries;
+        now.latency_count += one->latency_count;
+        now.latency_sum_ms += one->latency_sum_ms;
+        for (int k = 0; k < STORE_STATUS_COUNT; k++) now.status[k] += one->status[k];
     }
     last = &daemon_m.last[i];
     if (now.requests < last->requests) memset(last, 0, sizeof *last); /* new handles (reload) */

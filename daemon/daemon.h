@@ -64,5 +64,8 @@ metrics_server *daemon_metrics_start(metrics_registry *reg, int port, metrics_he
  * ("table" or "streams") to the store families. Call from a thread that owns the handles
  * or while they are idle; each api label must be published from one thread only. */
 void daemon_metrics_store(metrics_registry *reg, const char *api, const store *const *handles, size_t n);
+/* The same from statistics already copied (store_get_stats) by the threads that own the
+ * handles: stats[0..n) are summed. */
+void daemon_metrics_store_stats(metrics_registry *reg, const char *api, const store_stats *stats, size_t n);
 
 #endif

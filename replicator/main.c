@@ -65,8 +65,9 @@ static int repl_health(void *ud, char *reason, size_t len) {
 /* SIGHUP: a valid, compatible config replaces the running one between two batches: new
  * store and Redis handles, the ZAP allow-list swapped (peers' keys), the socket rebuilt
  * only if the listen endpoint or this region's key changed, the receiver pointed at them.
- * On any failure the daemon keeps the old config. Everything is owned by main's locals
- * passed in. */
+ * On a failure the daemon keeps the old config (0); if even the old apply pool cannot be
+ * rebuilt, the new config stays in the running handles and it returns -1: the daemon
+ * exits. Everything is owned by main's locals passed in. */
 typedef struct {
     cfg_region **cfg;
     store **s;
@@ -77,8 +78,9 @@ typedef struct {
     receiver *rcv;
 } repl_parts;
 
-static void repl_reload(const char *path, repl_parts *p) {
+static int repl_reload(const char *path, repl_parts *p) {
     char err[1024];
+    int rc = 0;
     cfg_region *n, *old = *p->cfg;
     store *ns = NULL;
     state *nst = NULL;
@@ -125,8 +127,22 @@ static void repl_reload(const char *path, repl_parts *p) {
 revert:
     {
         char e2[256];
-        if (receiver_reconfigure(p->rcv, old, *p->s, *p->st, e2, sizeof e2) != 0)
-            log_error(NULL, "reload: cannot return to the running config's apply pool: %s", e2);
+        if (receiver_reconfigure(p->rcv, old, *p->s, *p->st, e2, sizeof e2) != 0) {
+            /* the receiver runs on the new config and handles: they become the running ones
+             * (freeing them would leave it pointing at freed memory), and the daemon exits for
+             * its service manager to start it cleanly */
+            log_error(NULL, "reload: %s, and cannot return to the running config's apply pool: %s; exiting",
+                      err, e2);
+            zap_set_config(*p->zap, n);
+            store_free(*p->s);
+            state_free(*p->st);
+            cfg_free(old);
+            *p->cfg = n;
+            *p->s = ns;
+            *p->st = nst;
+            rc = -1;
+            goto done;
+        }
     }
 fail:
     log_error(NULL, "reload: %s; keeping the running config", err);
@@ -134,7 +150,8 @@ fail:
     state_free(nst);
     cfg_free(n);
 done:
-    daemon_notify("READY=1");
+    if (rc == 0) daemon_notify("READY=1");
+    return rc;
 }
 
 /* Receives one ROUTER message (routing id + frame) and hands it to the receiver. */
@@ -238,15 +255,15 @@ int main(int argc, char **argv) {
         if (n > 0 && (it[0].revents & ZMQ_POLLIN)) repl_recv(sock, rcv, cfg);
         if (daemon_reload_requested()) {
             repl_parts parts = {&cfg, &s, &st, zctx, &zap, &sock, rcv};
-            repl_reload(path, &parts);
+            if (repl_reload(path, &parts) != 0) goto out; /* exit_code stays 1 */
         }
         now = daemon_mono_ms();
         atomic_store(&repl_loop_at, now);
         if (now - last_hk >= REPL_HOUSEKEEP_MS) {
-            const store *hs[33];
-            size_t nh = pool_stores(receiver_pool(rcv), hs, 32);
-            hs[nh++] = s;
-            daemon_metrics_store(reg, "table", hs, nh);
+            store_stats hs[33];
+            size_t nh = pool_stats(receiver_pool(rcv), hs, 32);
+            store_get_stats(s, &hs[nh++]); /* the main thread's own handle */
+            daemon_metrics_store_stats(reg, "table", hs, nh);
             snprintf(status, sizeof status, "listening on %s", cfg->replicator.listen);
             receiver_progress(rcv, sock); /* also retries a save that failed */
             receiver_housekeep(rcv, zap_take_refused(zap), status);

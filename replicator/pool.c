@@ -37,6 +37,8 @@ struct pool_worker {
     pool_job *head, *tail;
     store *s;
     state *st;
+    store_stats snap;     /* s's statistics after the worker's last job (under mu): the
+                             handle itself is the worker's alone */
 };
 
 struct apply_pool {
@@ -119,6 +121,7 @@ static void *pool_thread(void *arg) {
     pool_worker *w = arg;
     apply_pool *p = w->p;
     pool_job *g[APPLY_GROUP_MAX];
+    store_stats stats;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         size_t n;
@@ -133,7 +136,9 @@ static void *pool_thread(void *arg) {
         done = n;
         if (write(p->efd, &done, sizeof done) < 0 && errno != EAGAIN)
             log_error(NULL, "apply pool: eventfd write: %s", strerror(errno));
+        store_get_stats(w->s, &stats);
         pthread_mutex_lock(&p->mu);
+        w->snap = stats;
         p->outstanding -= n;
         if (p->outstanding == 0) pthread_cond_broadcast(&p->idle);
     }
@@ -257,8 +262,10 @@ void pool_take_events(apply_pool *p) {
     while (read(p->efd, &v, sizeof v) == (ssize_t)sizeof v) {}
 }
 
-size_t pool_stores(const apply_pool *p, const store **out, size_t max) {
+size_t pool_stats(apply_pool *p, store_stats *out, size_t max) {
     size_t n = 0;
-    for (int i = 0; i < p->n && n < max; i++) out[n++] = p->w[i].s;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->n && n < max; i++) out[n++] = p->w[i].snap;
+    pthread_mutex_unlock(&p->mu);
     return n;
 }

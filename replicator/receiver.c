@@ -1,7 +1,8 @@
 /* receiver.c -- decodes, checks and applies peers' batches (see replicator.h).
  *
  * Owns: per (source region, table) the watermark (the last applied change-log position
- * of that source's table; loaded from wm:S:T on first sight, "unknown" if absent), the
+ * of that source's table; loaded from wm:S:T on first sight; if absent, the first batch's
+ * prev is saved as the watermark: receiver_first_contact), the
  * position of the last change handed to the apply pool (taken), the FIFO of changes in
  * the pool in position order, the routing id of the source's latest frame, and counters
  * and lag samples not yet saved. Each decoded batch is held (reference-counted by its
@@ -44,7 +45,7 @@ typedef struct {
     int loaded;                 /* Redis was asked */
     wire_pos wm;                /* applied (in memory; saved when save_due is 0) */
     wire_pos acked;             /* last watermark acknowledged */
-    int taken_set;              /* taken is meaningful (known, or something was taken) */
+    int taken_set;              /* taken is meaningful */
     wire_pos taken;             /* last position handed to the pool */
     pool_job *head, *tail;      /* changes in the pool, in position order */
     int save_due;               /* wm, ver, tally not yet saved */
@@ -391,8 +392,7 @@ static int receiver_collect(receiver *r, source_state *s) {
                 /* the watermark stops here; what follows finishes unused and the peer
                  * resends from the watermark (its ack timeout, or the gap reply) */
                 for (pool_job *k = s->head; k; k = k->next) k->ignore = 1;
-                s->taken = s->wm;
-                s->taken_set = s->known;
+                s->taken = s->wm; /* known: set on first contact (receiver_batch) */
             } else {
                 lww_version v;
                 char err[128];
@@ -445,6 +445,30 @@ void receiver_drain(receiver *r, void *sock) {
     receiver_progress(r, sock);
 }
 
+/* No watermark in Redis: the first batch from this source says where it starts (its
+ * prev: the start of the log, or what this region acknowledged before its watermark was
+ * lost). That position is saved as the watermark before anything is taken, so that a
+ * failed change, or a batch lost on the way, is caught by the gap check from then on;
+ * before, an unknown watermark let any later batch through and a failed first change
+ * was skipped for good. 0/-1 (Redis down: the peer resends). */
+static int receiver_first_contact(receiver *r, source_state *s, const wire_batch *b) {
+    char key[512], pos[48];
+    redisReply *rep;
+    state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
+    wire_pos_format(b->prev, pos, sizeof pos);
+    rep = state_cmd(r->st, "HSETNX %s pos %s", key, pos);
+    if (!rep) {
+        receiver_redis_warn(r, s->source, s->table, "saving the first watermark");
+        return -1;
+    }
+    freeReplyObject(rep);
+    s->loaded = 0; /* HSETNX: another writer may have been first; read back what is there */
+    if (receiver_load_wm(r, s) != 0 || !s->known) return -1;
+    s->acked = s->wm;
+    log_info(s->source, "table %s: first contact: replicating after position %s", s->table, pos);
+    return 0;
+}
+
 /* Hands the batch's new changes to the pool. b points into hb, which is freed here unless
  * a change in the pool holds it. */
 static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_len, held_batch *hb) {
@@ -463,7 +487,8 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
         s->rid_len = rid_len;
     }
     if (receiver_load_wm(r, s) != 0) goto out; /* no ack: the peer resends */
-    if (!s->taken_set && s->known) {
+    if (!s->known && receiver_first_contact(r, s, b) != 0) goto out;
+    if (!s->taken_set) {
         s->taken = s->wm;
         s->taken_set = 1;
     }

@@ -11,6 +11,7 @@
  *     pos  <= last position taken -> already being applied: skipped;
  *     otherwise                   -> handed to the apply pool (LWW-checked conditional write,
  *                                    apply.h).
+ *   With no watermark yet (first contact), the first batch's prev is saved as one first.
  *   Changes stream through the pool: a batch is taken as soon as it arrives, while the
  *   batches before it are still being applied. The watermark moves in position order
  *   over finished changes (written, lost their conflict, duplicates); a change that
@@ -97,8 +98,9 @@ void pool_wait_idle(apply_pool *p);
 /* An fd that polls readable when jobs finished since the last pool_take_events. */
 int pool_fd(const apply_pool *p);
 void pool_take_events(apply_pool *p);
-/* The workers' store handles (borrowed), for statistics. */
-size_t pool_stores(const apply_pool *p, const store **out, size_t max);
+/* Copies of the workers' store statistics (each as of its last job) into out[0..max);
+ * returns how many. (The handles themselves are the workers' alone.) */
+size_t pool_stats(apply_pool *p, store_stats *out, size_t max);
 
 typedef struct receiver receiver;
 
