@@ -148,6 +148,30 @@ fail:
     return NULL;
 }
 
+/* The checks against what the region knows of the key (ll: its last local change, tomb:
+ * its last delete), as flags ask. 1 when they decide the change without a write (*res
+ * LOST or SAME, winner the known version), 0 when it is to be written.
+ *   APPLY_PRECHECK: a version <= max(ll, tomb) is lost (equal: the same), except a delete
+ *     whose own version is the tombstone: an earlier attempt raised it and may have failed
+ *     before its DeleteItem, so that is no proof the item is gone: delete again.
+ *   APPLY_TOMBCHECK: a put older than the tombstone is lost (the condition on tern:ver
+ *     cannot see a deleted item's version, so the put would bring the item back). */
+static int apply_decide(const apply_change *c, const char *ll, const char *tomb, int flags, char *winner,
+                        apply_result *res) {
+    const char *known = NULL;
+    if (flags & APPLY_PRECHECK) {
+        int own_tomb;
+        known = apply_max(ll, tomb);
+        own_tomb = c->is_delete && strcmp(c->version, known) == 0 && strcmp(ll, c->version) < 0;
+        if (!*known || strcmp(c->version, known) > 0 || own_tomb) known = NULL;
+    }
+    if (!known && (flags & APPLY_TOMBCHECK) && !c->is_delete && strcmp(c->version, tomb) < 0) known = tomb;
+    if (!known) return 0;
+    if (winner) snprintf(winner, LWW_VERSION_STRLEN, "%s", known);
+    *res = strcmp(c->version, known) == 0 ? APPLY_SAME : APPLY_LOST;
+    return 1;
+}
+
 /* A fresh write id "<region>.<16 hex>" (APPLY_WID_MAX bytes). 0/-1 (err). */
 static int apply_new_wid(state *st, char *wid, size_t len, char *err, size_t errlen) {
     unsigned char rnd[8];
@@ -204,32 +228,13 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     own_token = state_reply_ll(rep[n - 2], 1) != 0;
     for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
 
-    /* 2. precheck against the last local change and the tombstone */
-    if (flags & APPLY_PRECHECK) {
-        const char *known = apply_max(ll, tomb);
-        int cmp = strcmp(c->version, known);
-        /* a delete's own tombstone (raised by an earlier attempt that may have failed
-         * before its DeleteItem) is no proof the item is gone: delete again */
-        int own_tomb = c->is_delete && cmp == 0 && strcmp(ll, c->version) < 0;
-        if (*known && cmp <= 0 && !own_tomb) {
-            if (winner) snprintf(winner, LWW_VERSION_STRLEN, "%s", known);
-            if (apply_token_remove(st, kpend, token, own_token) != 0) {
-                snprintf(err, errlen, "%s", state_errstr(st));
-                return APPLY_ERROR;
-            }
-            return cmp == 0 ? APPLY_SAME : APPLY_LOST;
-        }
-    }
-
-    /* 2b. a put against a newer delete: the condition on tern:ver cannot see a deleted
-     * item's version, so without this an older put would bring it back */
-    if ((flags & APPLY_TOMBCHECK) && !c->is_delete && strcmp(c->version, tomb) < 0) {
-        if (winner) snprintf(winner, LWW_VERSION_STRLEN, "%s", tomb);
+    /* 2. decided by what the region knows: nothing is written, the token goes */
+    if (apply_decide(c, ll, tomb, flags, winner, &res)) {
         if (apply_token_remove(st, kpend, token, own_token) != 0) {
             snprintf(err, errlen, "%s", state_errstr(st));
             return APPLY_ERROR;
         }
-        return APPLY_LOST;
+        return res;
     }
 
     /* 3. a delete raises the tombstone before touching the table */
@@ -377,18 +382,12 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
         for (size_t i = 0; i < n; i++) snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
         goto done;
     }
-    /* 2. the precheck, as in apply_one; the losers' tokens go in one more round trip */
+    /* 2. the precheck (apply_decide); the losers' tokens go in one more round trip */
     for (size_t i = 0; i < n; i++) {
         char ll[LWW_VERSION_STRLEN], tomb[LWW_VERSION_STRLEN];
-        const char *known;
-        int cmp;
         apply_copy_reply(rep[4 * i], ll);
         apply_copy_reply(rep[4 * i + 1], tomb);
-        known = apply_max(ll, tomb);
-        cmp = strcmp(cs[i].version, known);
-        if (*known && cmp <= 0) {
-            snprintf(out[i].winner, sizeof out[i].winner, "%s", known);
-            out[i].res = cmp == 0 ? APPLY_SAME : APPLY_LOST;
+        if (apply_decide(&cs[i], ll, tomb, APPLY_PRECHECK, out[i].winner, &out[i].res)) {
             state_append(st, "SREM %s %s", sl[i].kpend, sl[i].wid);
         } else {
             sl[i].open = 1;

@@ -198,12 +198,11 @@ metrics_server *daemon_metrics_start(metrics_registry *reg, int port, metrics_he
     return metrics_serve(reg, "127.0.0.1", port, health, ud, err, errlen);
 }
 
-void daemon_metrics_store(metrics_registry *reg, const char *api, const store *const *handles, size_t n) {
-    store_stats one[64];
-    size_t m = 0;
-    for (size_t h = 0; h < n && m < sizeof one / sizeof one[0]; h++)
-        if (handles[h]) store_get_stats(handles[h], &one[m++]);
-    daemon_metrics_store_stats(reg, api, one, m);
+void daemon_metrics_store(metrics_registry *reg, const char *api, const store *s) {
+    store_stats one;
+    if (!s) return;
+    store_get_stats(s, &one);
+    daemon_metrics_store_stats(reg, api, &one, 1);
 }
 
 void daemon_metrics_store_stats(metrics_registry *reg, const char *api, const store_stats *stats, size_t n) {

@@ -60,12 +60,12 @@ long long daemon_wall_ms(void);
  * reg stays the caller's. */
 metrics_server *daemon_metrics_start(metrics_registry *reg, int port, metrics_health_fn health,
                                      void *ud, char *err, size_t errlen);
-/* Adds what the store handles (summed) did since the last call for the same api label
- * ("table" or "streams") to the store families. Call from a thread that owns the handles
- * or while they are idle; each api label must be published from one thread only. */
-void daemon_metrics_store(metrics_registry *reg, const char *api, const store *const *handles, size_t n);
-/* The same from statistics already copied (store_get_stats) by the threads that own the
- * handles: stats[0..n) are summed. */
+/* Adds what a store handle did since the last call for the same api label ("table" or
+ * "streams") to the store families. Call from the thread that owns the handle; each api
+ * label must be published from one thread only. */
+void daemon_metrics_store(metrics_registry *reg, const char *api, const store *s);
+/* The same for several handles, from statistics copied (store_get_stats) by the threads
+ * that own them: stats[0..n) are summed. */
 void daemon_metrics_store_stats(metrics_registry *reg, const char *api, const store_stats *stats, size_t n);
 
 #endif

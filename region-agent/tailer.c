@@ -913,9 +913,8 @@ int tailer_run(agent_ctx *a) {
         long long turn = daemon_mono_ms();
         atomic_store(&a->tailer_beat, turn);
         if (turn - tl.published_at >= AGENT_HOUSEKEEP_MS) {
-            const store *th[] = {tl.s}, *sh[] = {tl.streams};
-            daemon_metrics_store(a->reg, "table", th, 1);
-            daemon_metrics_store(a->reg, "streams", sh, 1);
+            daemon_metrics_store(a->reg, "table", tl.s);
+            daemon_metrics_store(a->reg, "streams", tl.streams);
             tl.published_at = turn;
         }
         long long now = daemon_mono_ms(), next = now + 50;

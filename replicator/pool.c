@@ -28,6 +28,8 @@
 #include "log.h"
 #include "replicator.h"
 
+_Static_assert(APPLY_GROUP_MAX == 100, "config/cfg.c bounds replicator.group_writes to 1..100");
+
 typedef struct pool_worker pool_worker;
 
 struct pool_worker {
@@ -161,9 +163,7 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         return NULL;
     }
     p->n = (int)cfg->replicator.apply_workers;
-    p->group_max = cfg->replicator.group_writes < 1 ? 1
-                   : cfg->replicator.group_writes > APPLY_GROUP_MAX ? APPLY_GROUP_MAX
-                                                                    : (size_t)cfg->replicator.group_writes;
+    p->group_max = (size_t)cfg->replicator.group_writes; /* the config bounds it to 1..APPLY_GROUP_MAX */
     p->w = calloc((size_t)p->n, sizeof *p->w);
     if (!p->w) {
         snprintf(err, errlen, "out of memory");
@@ -173,6 +173,8 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
     for (int i = 0; i < p->n; i++) {
         p->w[i].p = p;
         pthread_cond_init(&p->w[i].work, NULL);
+    }
+    for (int i = 0; i < p->n; i++) {
         if (!(p->w[i].s = daemon_store_new(cfg, err, errlen)) || !(p->w[i].st = daemon_state_new(cfg, err, errlen))) {
             pool_free(p);
             return NULL;

@@ -26,11 +26,12 @@
 #include "replicator.h"
 #include "wire.h"
 
+/* Counters and lag samples of one source and table not yet saved (receiver_save). */
 typedef struct {
     long applied, lost, dup, skew;
     char lags[64][48];
     size_t n_lags;
-} batch_tally;
+} pending_tally;
 
 /* A decoded batch, kept while any of its changes is in the apply pool. */
 typedef struct {
@@ -45,13 +46,12 @@ typedef struct {
     int loaded;                 /* Redis was asked */
     wire_pos wm;                /* applied (in memory; saved when save_due is 0) */
     wire_pos acked;             /* last watermark acknowledged */
-    int taken_set;              /* taken is meaningful */
-    wire_pos taken;             /* last position handed to the pool */
+    wire_pos taken;             /* last position handed to the pool (from wm once known) */
     pool_job *head, *tail;      /* changes in the pool, in position order */
     int save_due;               /* wm, ver, tally not yet saved */
     char ver[LWW_VERSION_STRLEN];
     long long lag;
-    batch_tally t;
+    pending_tally t;
     unsigned char rid[256];     /* routing id of the source's latest frame (acks go there) */
     size_t rid_len;
     long long last_warn;
@@ -254,7 +254,10 @@ static int receiver_load_wm(receiver *r, source_state *s) {
         return -1;
     }
     r->last_redis_warn = 0;
-    if (rep->type == REDIS_REPLY_STRING && wire_pos_parse(rep->str, &s->wm) == 0) s->known = 1;
+    if (rep->type == REDIS_REPLY_STRING && wire_pos_parse(rep->str, &s->wm) == 0) {
+        s->known = 1;
+        s->taken = s->wm;
+    }
     freeReplyObject(rep);
     s->loaded = 1;
     return 0;
@@ -285,7 +288,7 @@ static int receiver_save(receiver *r, source_state *s) {
     char kwm[512], kcnt[512], klag[512], pos[48], now[32], lagbuf[32];
     size_t n = 0;
     redisReply *rep[80];
-    batch_tally *t = &s->t;
+    pending_tally *t = &s->t;
     int rc;
     state_key(r->st, kwm, sizeof kwm, STATE_K_WM, s->source, s->table);
     state_key(r->st, kcnt, sizeof kcnt, STATE_K_CNT, s->source, s->table);
@@ -392,7 +395,7 @@ static int receiver_collect(receiver *r, source_state *s) {
                 /* the watermark stops here; what follows finishes unused and the peer
                  * resends from the watermark (its ack timeout, or the gap reply) */
                 for (pool_job *k = s->head; k; k = k->next) k->ignore = 1;
-                s->taken = s->wm; /* known: set on first contact (receiver_batch) */
+                s->taken = s->wm;
             } else {
                 lww_version v;
                 char err[128];
@@ -488,11 +491,7 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
     }
     if (receiver_load_wm(r, s) != 0) goto out; /* no ack: the peer resends */
     if (!s->known && receiver_first_contact(r, s, b) != 0) goto out;
-    if (!s->taken_set) {
-        s->taken = s->wm;
-        s->taken_set = 1;
-    }
-    if (s->taken_set && wire_pos_cmp(b->prev, s->taken) > 0) {
+    if (wire_pos_cmp(b->prev, s->taken) > 0) {
         char p1[48], p2[48];
         wire_pos_format(b->prev, p1, sizeof p1);
         wire_pos_format(s->taken, p2, sizeof p2);
@@ -512,8 +511,8 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
                       (long long)b->sent_ms - (long long)v0.ms, daemon_wall_ms() - (long long)b->sent_ms,
                       r->inflight);
     }
-    for (; i < b->n && s->taken_set && wire_pos_cmp(b->changes[i].pos, s->taken) <= 0; i++) /* had them */
-        if (s->known && wire_pos_cmp(b->changes[i].pos, s->wm) <= 0) s->t.dup++;
+    for (; i < b->n && wire_pos_cmp(b->changes[i].pos, s->taken) <= 0; i++) /* had them */
+        if (wire_pos_cmp(b->changes[i].pos, s->wm) <= 0) s->t.dup++;
     for (; i < b->n; i++) {
         const wire_change *c = &b->changes[i];
         long long now_wall = daemon_wall_ms();
@@ -556,7 +555,6 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
         s->tail = j;
         r->inflight++;
         s->taken = c->pos;
-        s->taken_set = 1;
         taken++;
         pool_submit(r->pool, j);
     }
