@@ -18,7 +18,9 @@
  *      an ambiguous answer keeps the token. A delete's token is the same text on every attempt of one change
  *      ("D<version>"), so when SADD finds it already there an earlier attempt (before a
  *      crash or a failed watermark save) owns it, may have deleted the item, and its
- *      stream record may be unread: this attempt leaves the token alone.
+ *      stream record may be unread: this attempt leaves the token alone;
+ *   6. a repair (APPLY_TOMBCHECK) reads the tombstone again once written, and deletes
+ *      itself again if a newer delete overtook it (apply_undo_repair).
  * Invariant: every Tern write to the table has its token in pend:T:KID before the
  * write is sent. */
 #include "apply.h"
@@ -116,8 +118,12 @@ static cJSON *apply_condition_values(const char *version) {
     return vals;
 }
 
-/* Builds the PutItem/DeleteItem request. Returns NULL on allocation failure. */
-static cJSON *apply_request(const apply_change *c, const char *wid) {
+/* The condition of every Tern write: the item was never versioned here, or is older. */
+#define APPLY_COND_NEWER "attribute_not_exists(#v) OR #v < :v"
+
+/* Builds the PutItem/DeleteItem request, conditional on cond (over #v = tern:ver and :v =
+ * the change's version). Returns NULL on allocation failure. */
+static cJSON *apply_request(const apply_change *c, const char *wid, const char *cond) {
     cJSON *req = cJSON_CreateObject(), *names = NULL, *vals = NULL, *item = NULL;
     if (!req) return NULL;
     if (!cJSON_AddStringToObject(req, "TableName", c->table)) goto fail;
@@ -134,8 +140,7 @@ static cJSON *apply_request(const apply_change *c, const char *wid) {
             item_set_s(item, ITEM_ATTR_WID, wid) != 0)
             goto fail;
     }
-    if (!cJSON_AddStringToObject(req, "ConditionExpression", "attribute_not_exists(#v) OR #v < :v"))
-        goto fail;
+    if (!cJSON_AddStringToObject(req, "ConditionExpression", cond)) goto fail;
     names = cJSON_AddObjectToObject(req, "ExpressionAttributeNames");
     if (!names || !cJSON_AddStringToObject(names, "#v", ITEM_ATTR_VER)) goto fail;
     vals = apply_condition_values(c->version);
@@ -184,9 +189,89 @@ static int apply_new_wid(state *st, char *wid, size_t len, char *err, size_t err
     return 0;
 }
 
+/* A repair (an APPLY_TOMBCHECK put of c->version) that loses to the newer tombstone
+ * `tomb` may be in the table all the same: its tombstone check and its write are two
+ * steps, and a delete that raised its tombstone and removed the item between them leaves
+ * the repair's put behind it, an item that every peer deleted (a divergence). This
+ * deletes the item if it holds exactly the repair's version (condition #v = :v: a newer
+ * write, or an item already gone, is left alone), under its own echo token
+ * "D<tomb>/<wid>": it names the delete it completes, and differs from that delete's
+ * own token "D<tomb>", whose stream record may still be unread. The token goes again
+ * when certainly nothing was deleted. 0, or -1 (err; the caller retries the repair,
+ * which comes back here: the tombstone check decides it lost before writing). */
+static int apply_undo_repair(store *s, state *st, const apply_change *c, const char *tomb, const char *kpend,
+                             char *err, size_t errlen) {
+    char wid[APPLY_WID_MAX], token[APPLY_TOKEN_MAX];
+    redisReply *rep[2];
+    apply_change d = *c;
+    cJSON *req, *resp = NULL;
+    const cJSON *attrs;
+    store_status ss;
+    store_stats before, after;
+    int deleted, retried;
+
+    if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return -1;
+    snprintf(token, sizeof token, "D%s/%s", tomb, wid);
+    state_append(st, "SADD %s %s", kpend, token);
+    state_append(st, "EXPIRE %s %ld", kpend, c->ttl_s);
+    if (state_flush(st, rep, 2) != 0) {
+        snprintf(err, errlen, "%s", state_errstr(st));
+        return -1;
+    }
+    freeReplyObject(rep[0]);
+    freeReplyObject(rep[1]);
+    d.is_delete = 1;
+    req = apply_request(&d, wid, "#v = :v");
+    if (!req) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    store_get_stats(s, &before);
+    ss = store_call(s, "DeleteItem", req, &resp);
+    cJSON_Delete(req);
+    store_get_stats(s, &after);
+    retried = after.requests - before.requests > 1;
+    attrs = ss == STORE_OK && resp ? cJSON_GetObjectItemCaseSensitive(resp, "Attributes") : NULL;
+    deleted = attrs && cJSON_IsObject(attrs) && attrs->child;
+    cJSON_Delete(resp);
+    if (ss != STORE_OK && ss != STORE_ERR_CONDITION) {
+        /* the token stays: the delete may have happened */
+        snprintf(err, errlen, "DeleteItem (undoing a repair) %s: %s", store_status_name(ss), store_errstr(s));
+        return -1;
+    }
+    if (deleted) {
+        log_info(NULL, "table %s: key %s: repair to %s had landed after the newer delete %s: deleted it again",
+                 c->table, c->kid, c->version, tomb);
+    } else if (!retried && apply_token_remove(st, kpend, token, 1) != 0) {
+        snprintf(err, errlen, "%s", state_errstr(st));
+        return -1;
+    }
+    return 0;
+}
+
+/* The tombstone of the key read again after a repair was written: a newer one means a
+ * delete ran between the repair's tombstone check and its write, which apply_undo_repair
+ * undoes. *res becomes APPLY_LOST (winner the tombstone) then. 0/-1 (err). */
+static int apply_recheck_repair(store *s, state *st, const apply_change *c, const char *ktomb, const char *kpend,
+                                apply_result *res, char *winner, char *err, size_t errlen) {
+    char tomb[LWW_VERSION_STRLEN];
+    redisReply *r = state_cmd(st, "GET %s", ktomb);
+    if (!r) {
+        snprintf(err, errlen, "%s", state_errstr(st));
+        return -1;
+    }
+    apply_copy_reply(r, tomb);
+    freeReplyObject(r);
+    if (strcmp(c->version, tomb) >= 0) return 0;
+    if (apply_undo_repair(s, st, c, tomb, kpend, err, errlen) != 0) return -1;
+    *res = APPLY_LOST;
+    if (winner) snprintf(winner, LWW_VERSION_STRLEN, "%s", tomb);
+    return 0;
+}
+
 apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
                        char *winner, char *err, size_t errlen) {
-    char kll[512], ktomb[512], kpend[512], token[LWW_VERSION_STRLEN + 2], wid[APPLY_WID_MAX];
+    char kll[512], ktomb[512], kpend[512], token[APPLY_TOKEN_MAX], wid[APPLY_WID_MAX];
     char ll[LWW_VERSION_STRLEN] = "", tomb[LWW_VERSION_STRLEN] = "";
     redisReply *rep[4] = {0};
     size_t n = 0;
@@ -228,12 +313,16 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     own_token = state_reply_ll(rep[n - 2], 1) != 0;
     for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
 
-    /* 2. decided by what the region knows: nothing is written, the token goes */
+    /* 2. decided by what the region knows: nothing is written, the token goes (a repair
+     * lost to the tombstone: an earlier attempt may have landed after the delete) */
     if (apply_decide(c, ll, tomb, flags, winner, &res)) {
         if (apply_token_remove(st, kpend, token, own_token) != 0) {
             snprintf(err, errlen, "%s", state_errstr(st));
             return APPLY_ERROR;
         }
+        if ((flags & APPLY_TOMBCHECK) && !c->is_delete && res == APPLY_LOST && strcmp(c->version, tomb) < 0 &&
+            apply_undo_repair(s, st, c, tomb, kpend, err, errlen) != 0)
+            return APPLY_ERROR;
         return res;
     }
 
@@ -251,7 +340,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     }
 
     /* 4. the conditional write */
-    req = apply_request(c, wid);
+    req = apply_request(c, wid, APPLY_COND_NEWER);
     if (!req) {
         snprintf(err, errlen, "out of memory");
         return APPLY_ERROR;
@@ -285,6 +374,10 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         }
     }
     cJSON_Delete(resp);
+    /* 6. a repair written: was a newer delete made between its check and its write? */
+    if (res == APPLY_WRITTEN && (flags & APPLY_TOMBCHECK) && !c->is_delete &&
+        apply_recheck_repair(s, st, c, ktomb, kpend, &res, winner, err, errlen) != 0)
+        return APPLY_ERROR;
     return res;
 }
 
@@ -418,7 +511,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
     for (size_t i = 0; items && i < n; i++) {
         cJSON *req, *op;
         if (!sl[i].open) continue;
-        req = apply_request(&cs[i], sl[i].wid);
+        req = apply_request(&cs[i], sl[i].wid, APPLY_COND_NEWER);
         op = cJSON_CreateObject();
         if (!req || !op) {
             cJSON_Delete(req);

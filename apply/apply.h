@@ -7,8 +7,9 @@
  *     writer only when the write certainly did not happen (condition failed).
  *
  * Echo tokens: a put's token is the tern:wid it writes ("<region>.<16 hex>"); a
- * delete's token is "D" followed by the version text. Tokens expire with the key after
- * the tombstone TTL when a write's outcome was never seen.
+ * delete's token is "D" followed by the version text; the delete that undoes a repair
+ * landed after a newer delete (APPLY_TOMBCHECK) has "D<tombstone version>/<wid>". Tokens
+ * expire with the key after the tombstone TTL when a write's outcome was never seen.
  *
  * Used by tern-replicator (remote changes) and tern-region-agent (repairs). Threading:
  * the caller's store and state handles belong to the calling thread. */
@@ -40,7 +41,13 @@ const char *apply_result_name(apply_result r);
 #define APPLY_PRECHECK 1   /* compare with the key's last local change and tombstone first */
 #define APPLY_TOMBCHECK 2  /* a put older than the key's tombstone is lost (for repairs, which
                               restore the last local version itself and so cannot use the
-                              precheck; without it a repair made late undid a newer delete) */
+                              precheck; without it a repair made late undid a newer delete).
+                              The check and the write are two steps: after a write the
+                              tombstone is read again, and a repair that a newer delete
+                              overtook (or, when lost, an earlier attempt that landed) is
+                              deleted again if the item still holds its version; the result
+                              is then APPLY_LOST. One GET more per repair written, one
+                              DeleteItem more per repair lost to the tombstone. */
 
 typedef struct {
     const char *table;
@@ -60,6 +67,8 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
 
 /* Size of a write id "<region>.<16 hex>" with its NUL. */
 #define APPLY_WID_MAX (LWW_REGION_MAX + 20)
+/* Size of an echo token with its NUL (the longest: "D<version>/<wid>"). */
+#define APPLY_TOKEN_MAX (1 + LWW_VERSION_STRLEN + APPLY_WID_MAX)
 /* Largest group apply_puts takes (TransactWriteItems' limit). */
 #define APPLY_GROUP_MAX 100
 

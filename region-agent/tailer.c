@@ -363,8 +363,23 @@ static int tailer_pending(const key_view *v, const char *token) {
     return 0;
 }
 
+/* The version a delete token names, copied into out (LWW_VERSION_STRLEN): "D<version>",
+ * or "D<version>/<wid>" for the delete that undid a repair overtaken by that delete
+ * (apply.h). "" if tok is not a delete token. */
+static const char *tailer_token_version(const char *tok, char *out) {
+    size_t n;
+    out[0] = '\0';
+    if (tok[0] != 'D') return out;
+    n = strcspn(tok + 1, "/");
+    if (n < LWW_VERSION_STRLEN) {
+        memcpy(out, tok + 1, n);
+        out[n] = '\0';
+    }
+    return out;
+}
+
 /* The delete token of a REMOVE record whose deleted item had stored version `stored`
- * ("" none), or NULL: the pending, unconsumed "D<version>" token with the smallest
+ * ("" none), or NULL: the pending, unconsumed delete token with the smallest
  * version above `stored`. A Tern delete only removes an item stored below its version,
  * and Tern deletes of one key happen in version order, so several pending deletes of
  * a key (an agent behind, or several in one batch) are matched in order; SMEMBERS
@@ -372,11 +387,15 @@ static int tailer_pending(const key_view *v, const char *token) {
  * it removed and trigger a false repair. Borrowed. */
 static const char *tailer_delete_token(const key_view *v, const char *stored) {
     const char *best = NULL;
+    char tv[LWW_VERSION_STRLEN], bv[LWW_VERSION_STRLEN] = "";
     if (!v->pend || v->pend->type != REDIS_REPLY_ARRAY) return NULL;
     for (size_t i = 0; i < v->pend->elements; i++) {
         const char *tok = v->pend->element[i]->str;
-        if (tok[0] != 'D' || strcmp(tok + 1, stored) <= 0 || !tailer_pending(v, tok)) continue;
-        if (!best || strcmp(tok, best) < 0) best = tok;
+        if (!*tailer_token_version(tok, tv) || strcmp(tv, stored) <= 0 || !tailer_pending(v, tok)) continue;
+        if (!best || strcmp(tv, bv) < 0) {
+            best = tok;
+            memcpy(bv, tv, sizeof bv);
+        }
     }
     return best;
 }
@@ -614,7 +633,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
                              : item_get_s(r->newi, ITEM_ATTR_WID);
         if (token && tailer_pending(v, token)) {
             /* an echo of a Tern write: never shipped (guarantee 4) */
-            const char *echo_ver = r->is_delete ? token + 1 : tailer_item_version(r->newi);
+            char tv[LWW_VERSION_STRLEN];
+            const char *echo_ver = r->is_delete ? tailer_token_version(token, tv) : tailer_item_version(r->newi);
             v->consumed[v->n_consumed++] = token;
             tailer_observe(tl, echo_ver);
             if (r->is_delete && strcmp(echo_ver, v->tomb) > 0) snprintf(v->tomb, sizeof v->tomb, "%s", echo_ver);

@@ -1,6 +1,5 @@
 /* apply_check.c -- apply_puts (apply/) against a real DynamoDB Local and Redis.
  *
- * usage: apply_check ENDPOINT REDIS_PORT
  * Creates table tern_apply_check (PK, SK strings; no stream) and checks that a group of
  * puts written as one transaction decides every member exactly as apply_one would:
  *   1. fresh keys: all written, each with its own tern:wid, each token in pend:T:KID;
@@ -12,11 +11,22 @@
  *   4. a group too large for one transaction (12 items of 350 KB, over 4 MB): refused as a
  *      whole, then written as two halves;
  *   5. apply_one with APPLY_TOMBCHECK (the agent's repairs): a put older than the key's
- *      tombstone is lost and does not bring the deleted item back.
+ *      tombstone is lost and does not bring the deleted item back;
+ *   6. a repair lost to the tombstone whose earlier attempt landed after the delete (the
+ *      item holds the repair's version) deletes it again under a "D<tomb>/<wid>" token;
+ *      an item holding a newer version is left alone;
+ *   7. regression, the race itself: a delete whose tombstone is raised between the
+ *      repair's tombstone check and its write (made deterministic by stopping the
+ *      DynamoDB Local process, DDB_PID, with SIGSTOP while the repair's PutItem is on its
+ *      way) does not leave the repaired item behind.
+ * usage: apply_check ENDPOINT REDIS_PORT DDB_PID
  * Exits 0 after "apply_check: OK", or 1 with the first failure. */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -129,6 +139,63 @@ static void put_direct(const change *c, const char *ver, const char *wid) {
     cJSON_Delete(item);
 }
 
+/* Sets the key's tombstone (what a delete does first). */
+static void set_tomb(const change *c, const char *ver) {
+    char key[512];
+    redisReply *r;
+    CHECK(state_key(ST, key, sizeof key, STATE_K_TOMB, TABLE, c->kid) == 0, "key");
+    r = state_cmd(ST, "SET %s %s", key, ver);
+    CHECK(r, "SET: %s", state_errstr(ST));
+    freeReplyObject(r);
+}
+
+/* Whether a pending token of the key starts with prefix. */
+static int token_with_prefix(const change *c, const char *prefix) {
+    char key[512];
+    redisReply *r;
+    int found = 0;
+    CHECK(state_key(ST, key, sizeof key, STATE_K_PEND, TABLE, c->kid) == 0, "key");
+    r = state_cmd(ST, "SMEMBERS %s", key);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY, "SMEMBERS: %s", state_errstr(ST));
+    for (size_t i = 0; i < r->elements; i++)
+        if (strncmp(r->element[i]->str, prefix, strlen(prefix)) == 0) found = 1;
+    freeReplyObject(r);
+    return found;
+}
+
+static apply_change repair_of(const change *c) {
+    apply_change ac;
+    memset(&ac, 0, sizeof ac);
+    ac.table = TABLE;
+    ac.keys = c->keys;
+    ac.image = c->image;
+    ac.version = c->version;
+    ac.kid = c->kid;
+    ac.ttl_s = 3600;
+    return ac;
+}
+
+/* A repair running on its own handles (they belong to one thread). */
+typedef struct {
+    const store_opts *so;
+    const state_opts *sto;
+    apply_change ac;
+    apply_result res;
+    char winner[LWW_VERSION_STRLEN], err[256];
+} repair_job;
+
+static void *repair_thread(void *arg) {
+    repair_job *j = arg;
+    char err[256];
+    store *s = store_new(j->so, err, sizeof err);
+    state *st = state_new(j->sto, err, sizeof err);
+    CHECK(s && st, "thread handles: %s", err);
+    j->res = apply_one(s, st, &j->ac, APPLY_TOMBCHECK, j->winner, j->err, sizeof j->err);
+    state_free(st);
+    store_free(s);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     store_opts o = {0};
     state_opts so = {0};
@@ -136,16 +203,21 @@ int main(int argc, char **argv) {
     char err[256], ver[LWW_VERSION_STRLEN], wid[APPLY_WID_MAX], key[512], *end;
     change c[4];
     apply_outcome out[4];
-    long port;
+    long port, ddb_pid;
     int has;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: apply_check ENDPOINT REDIS_PORT\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: apply_check ENDPOINT REDIS_PORT DDB_PID\n");
         return 2;
     }
     port = strtol(argv[2], &end, 10);
     if (!*argv[2] || *end || port < 1 || port > 65535) {
         fprintf(stderr, "apply_check: bad port %s\n", argv[2]);
+        return 2;
+    }
+    ddb_pid = strtol(argv[3], &end, 10);
+    if (!*argv[3] || *end || ddb_pid < 2) {
+        fprintf(stderr, "apply_check: bad pid %s\n", argv[3]);
         return 2;
     }
     o.endpoint = argv[1];
@@ -284,6 +356,62 @@ int main(int argc, char **argv) {
         ac.version = "0000000008000-000001-eu-west-1";
         res = apply_one(S, ST, &ac, APPLY_TOMBCHECK, w, err, sizeof err);
         CHECK(res == APPLY_WRITTEN, "5: a put newer than the tombstone: %s (%s)", apply_result_name(res), err);
+        change_free(&c[0]);
+    }
+    /* 6. a repair lost to the tombstone, whose earlier attempt had landed after the delete */
+    {
+        apply_change ac;
+        apply_result res;
+        char w[LWW_VERSION_STRLEN];
+        change_init(&c[0], "G7#a", "0000000007000-000001-eu-west-1", 10);
+        change_init(&c[1], "G7#b", "0000000007000-000002-eu-west-1", 10);
+        for (int i = 0; i < 2; i++) set_tomb(&c[i], "0000000007500-000001-ap-south-1");
+        put_direct(&c[0], c[0].version, "eu-west-1.landed");
+        put_direct(&c[1], "0000000007900-000001-us-east-1", "us-east-1.newer");
+        ac = repair_of(&c[0]);
+        res = apply_one(S, ST, &ac, APPLY_TOMBCHECK, w, err, sizeof err);
+        CHECK(res == APPLY_LOST && strcmp(w, "0000000007500-000001-ap-south-1") == 0, "6: %s (%s), winner %s",
+              apply_result_name(res), err, w);
+        stored(&c[0], ver, wid);
+        CHECK(!*ver, "6: the repair that landed after the newer delete is still there (%s)", ver);
+        CHECK(tokens(&c[0], NULL, &has) == 1 && token_with_prefix(&c[0], "D0000000007500-000001-ap-south-1/"),
+              "6: the undoing delete's token is not the one token pending");
+        ac = repair_of(&c[1]);
+        res = apply_one(S, ST, &ac, APPLY_TOMBCHECK, w, err, sizeof err);
+        CHECK(res == APPLY_LOST, "6: %s (%s)", apply_result_name(res), err);
+        stored(&c[1], ver, wid);
+        CHECK(strcmp(ver, "0000000007900-000001-us-east-1") == 0, "6: a newer item was deleted (%s)", ver);
+        CHECK(tokens(&c[1], NULL, &has) == 0, "6: a token is pending though nothing was deleted");
+        for (int i = 0; i < 2; i++) change_free(&c[i]);
+    }
+    /* 7. regression: the delete lands between the repair's tombstone check and its write */
+    {
+        repair_job j;
+        pthread_t th;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        int waited = 0;
+        memset(&j, 0, sizeof j);
+        change_init(&c[0], "G8#a", "0000000008000-000001-eu-west-1", 10);
+        j.so = &o;
+        j.sto = &so;
+        j.ac = repair_of(&c[0]);
+        /* the item is gone (the newer delete's DeleteItem) but its tombstone is not raised
+         * yet as far as the repair's check can tell */
+        CHECK(kill((pid_t)ddb_pid, SIGSTOP) == 0, "SIGSTOP DynamoDB Local");
+        CHECK(pthread_create(&th, NULL, repair_thread, &j) == 0, "pthread_create");
+        while (tokens(&c[0], NULL, &has) == 0 && waited++ < 2000) nanosleep(&ts, NULL);
+        CHECK(waited < 2000, "7: the repair never added its token");
+        nanosleep(&ts, NULL); /* its PutItem is now on its way to the stopped store */
+        set_tomb(&c[0], "0000000008500-000001-ap-south-1");
+        CHECK(kill((pid_t)ddb_pid, SIGCONT) == 0, "SIGCONT DynamoDB Local");
+        CHECK(pthread_join(th, NULL) == 0, "pthread_join");
+        CHECK(j.res == APPLY_LOST && strcmp(j.winner, "0000000008500-000001-ap-south-1") == 0,
+              "7: a repair overtaken by a newer delete: %s (%s), winner %s", apply_result_name(j.res), j.err,
+              j.winner);
+        stored(&c[0], ver, wid);
+        CHECK(!*ver, "7: the repair overtaken by a newer delete brought the item back (%s)", ver);
+        CHECK(tokens(&c[0], NULL, &has) == 2 && token_with_prefix(&c[0], "D0000000008500-000001-ap-south-1/"),
+              "7: not exactly the repair's and the undoing delete's tokens pending");
         change_free(&c[0]);
     }
     state_free(ST);

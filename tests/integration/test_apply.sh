@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_apply.sh -- apply/ against a real DynamoDB Local and redis-server started on free
 # ports in a temp dir: groups of puts in one TransactWriteItems (apply_puts) decide every
-# member as a single conditional put would, and a repair never undoes a newer delete.
+# member as a single conditional put would, and a repair never undoes a newer delete, even
+# one made between its tombstone check and its write (DynamoDB Local is SIGSTOPped for it).
 # Runs apply_check (tests/integration/apply_check.c).
 set -euo pipefail
 : "${TERN_BUILD:?TERN_BUILD must point at the build dir (ctest sets it)}"
@@ -15,13 +16,15 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/tern-test-apply.XXXXXX")
 export TERN_PORT_LIST=$dir/ports
 cleanup() {
   local rc=$?
+  [ -f "$dir/ddb-$ddb.pid" ] && kill -CONT "$(cat "$dir/ddb-$ddb.pid")" 2>/dev/null # apply_check stops it
   stop_all "$dir"
   release_ports "$dir/ports"
   rm -rf "$dir"
   exit "$rc"
 }
+ddb="" redis=""
 trap cleanup EXIT
 ddb=$(free_port) redis=$(free_port)
 start_ddb "$dir" "$ddb"
 start_redis "$dir" "$redis"
-"$bin" "http://127.0.0.1:$ddb" "$redis"
+"$bin" "http://127.0.0.1:$ddb" "$redis" "$(cat "$dir/ddb-$ddb.pid")"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Echo tokens of deletes, two regressions on one pair of regions.
+# Echo tokens of deletes: regressions and the repair-undo token, on one pair of regions.
 # 1. (apply/apply.c) A change that was applied but whose
 # watermark was never saved (replicator killed between the write and the save) is
 # delivered again. For a delete, the second attempt finds the tombstone equal to its
@@ -103,5 +103,29 @@ region_redis $B SET "$(redis_key $B "tomb:$TABLE:$KID")" "$VER" >/dev/null
 region_redis $A DEL "$(redis_key $A "pause:$B")" >/dev/null
 "$DDBTOOL" wait "$EB" "$TABLE" "$K3" - - 10000 >/dev/null || fail "the retried delete $VER was skipped in $B: the item stayed"
 wait_identical 30 $A $B || fail "regions differ after the retried delete"
+
+# 4. (apply/apply.c) A repair overtaken by a newer delete is deleted again under the
+# token "D<tombstone version>/<wid>"; its REMOVE record must be an echo, never shipped.
+# The undoing delete is made by hand here: B's token, then the delete in B's table.
+note "the delete that undoes a repair is an echo"
+K4=$(key_json 4 REDO)
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#4"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$K4" v x 10000 >/dev/null || fail "put did not reach $B"
+SV=$("$DDBTOOL" get "$EB" "$TABLE" "$K4" | jq -r '.["tern:ver"].S')
+[[ "$SV" =~ ^([0-9]{13})-[0-9]{6}-$A$ ]] || fail "cannot read the version stored in $B ($SV)"
+TV=$(printf '%013d-000000-ap-south-1' $((10#${BASH_REMATCH[1]} + 1)))
+KID=$(printf '%s' '{"PK":{"S":"REDO#4"},"SK":{"S":"ITEM"}}' | sha256sum | cut -c1-64)
+region_redis $B SADD "$(redis_key $B "pend:$TABLE:$KID")" "D$TV/$B.00000000000000aa" >/dev/null
+local0=$(acnt $B local) echo0=$(acnt $B echo)
+"$DDBTOOL" delete "$EB" "$TABLE" "$K4" || fail delete
+for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
+sleep 1
+note "$B's agent: echo $(($(acnt $B echo) - echo0)), local $(($(acnt $B local) - local0))"
+[ "$(acnt $B echo)" -eq $((echo0 + 1)) ] || fail "$B's agent did not take the undoing delete for an echo"
+[ "$(acnt $B local)" -eq "$local0" ] || fail "$B shipped the undoing delete as a local change"
+[ "$(region_redis $B SCARD "$(redis_key $B "pend:$TABLE:$KID")")" -eq 0 ] || fail "the undo token is still pending"
+"$DDBTOOL" get "$EA" "$TABLE" "$K4" >/dev/null || fail "the undoing delete reached $A"
+"$DDBTOOL" delete "$EA" "$TABLE" "$K4" || fail delete
+wait_identical 30 $A $B || fail "regions differ at the end"
 assert_clean_logs
 echo "PASS"
