@@ -1,9 +1,9 @@
 /* lagbench.c -- end-to-end replication lag and throughput, measured with real clients.
  *
- * Writers PutItem unique keys into the source region's table at a fixed rate (or as
- * fast as they can with --rate 0); every --probe-every'th acknowledged write is handed
- * to prober threads that GetItem (ConsistentRead) the key in the destination region
- * until it is there. Lag = time the item first reads back in the destination minus the
+ * Writers PutItem unique keys into the source region's table at a fixed rate, evenly
+ * spaced (or as fast as they can with --rate 0); every --probe-every'th acknowledged
+ * write is handed to prober threads that read the key back in the destination region
+ * (BatchGetItem, ConsistentRead, every probe in flight each 1 ms) until it is there. Lag = time the item first reads back in the destination minus the
  * time the source acknowledged the write. Reports p50/p99/max lag, the write rate the
  * source sustained, and the replication rate (writes / time until the last write was
  * readable in the destination).
@@ -55,6 +55,7 @@ static struct {
     atomic_long acked, errors, lost_probes;
     atomic_llong last_visible_us, first_write_us;
     atomic_int stop_consumer;
+    long long start_us;    /* the writers' common schedule starts here */
     atomic_long copied;
 } B;
 
@@ -98,14 +99,17 @@ static cJSON *key_json(const char *pk) {
 static void *writer(void *arg) {
     long id = (long)arg;
     store *s = mkstore(B.source);
-    long long start = now_us(), end = start + B.seconds * 1000000LL;
+    long long start = B.start_us, end = start + B.seconds * 1000000LL;
     double interval_us = B.rate > 0 ? 1e6 * (double)B.writers / B.rate : 0;
     char pk[96], payload[129];
     memset(payload, 'x', 128);
     payload[128] = '\0';
     if (!s) return NULL;
     for (long n = 0;; n++) {
-        long long t = start + (long long)(interval_us * (double)n);
+        /* writer id's turn comes id/writers of an interval after writer 0's: together the
+         * writers make one write every interval/writers, a steady load (started in step,
+         * they made a burst of --writers writes every interval) */
+        long long t = start + (long long)(interval_us * ((double)n + (double)id / (double)B.writers));
         cJSON *req, *item, *v;
         if (interval_us > 0) sleep_until_us(t);
         if (now_us() >= end) break;
@@ -114,6 +118,16 @@ static void *writer(void *arg) {
         v = cJSON_CreateObject();
         cJSON_AddStringToObject(v, "S", payload);
         cJSON_AddItemToObject(item, "payload", v);
+        {
+            /* the writer's wall clock (ms), for breaking lag down along the pipeline */
+            struct timespec ts;
+            char ms[32];
+            clock_gettime(CLOCK_REALTIME, &ts);
+            snprintf(ms, sizeof ms, "%lld", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+            v = cJSON_CreateObject();
+            cJSON_AddStringToObject(v, "N", ms);
+            cJSON_AddItemToObject(item, "sent_ms", v);
+        }
         req = cJSON_CreateObject();
         cJSON_AddStringToObject(req, "TableName", B.table);
         cJSON_AddItemToObject(req, "Item", item);
@@ -144,48 +158,86 @@ static void *writer(void *arg) {
     return NULL;
 }
 
+/* Probes in flight per prober, and keys per BatchGetItem (DynamoDB's limit). */
+#define PROBER_ACTIVE_MAX 20000
+#define PROBE_BATCH 100
+
+/* A prober takes every queued probe into its active set and, every 1 ms, reads the
+ * oldest 100 of them back from the destination in one BatchGetItem (ConsistentRead).
+ * One GetItem loop per probe, as before, polled only 4 probes at a time: once the lag
+ * passed what 4 probers could poll, later probes waited in the queue and were read
+ * late, and the measured lag inflated itself. Reading all of them each cycle instead
+ * loaded the destination in proportion to the lag it measured. Changes become visible
+ * about in write order, so the oldest 100 in flight (500 writes with --probe-every 5)
+ * are the ones due; the load stays one request per prober per cycle. */
 static void *prober(void *arg) {
     store *s = mkstore(B.dest);
+    probe *act = calloc(PROBER_ACTIVE_MAX, sizeof *act);
+    size_t na = 0;
     (void)arg;
-    if (!s) return NULL;
+    if (!s || !act) {
+        store_free(s);
+        free(act);
+        return NULL;
+    }
     for (;;) {
-        probe p;
+        size_t done = 0;
         pthread_mutex_lock(&B.mu);
-        while (B.qhead == B.qtail && !B.writers_done) pthread_cond_wait(&B.cv, &B.mu);
-        if (B.qhead == B.qtail && B.writers_done) {
+        while (na == 0 && B.qhead == B.qtail && !B.writers_done) pthread_cond_wait(&B.cv, &B.mu);
+        if (na == 0 && B.qhead == B.qtail && B.writers_done) {
             pthread_mutex_unlock(&B.mu);
             break;
         }
-        p = B.queue[B.qhead++];
+        while (B.qhead < B.qtail && na < PROBER_ACTIVE_MAX) act[na++] = B.queue[B.qhead++];
         pthread_mutex_unlock(&B.mu);
-        cJSON *req = cJSON_CreateObject();
-        cJSON_AddStringToObject(req, "TableName", B.table);
-        cJSON_AddItemToObject(req, "Key", key_json(p.key));
-        cJSON_AddTrueToObject(req, "ConsistentRead");
-        for (;;) {
-            cJSON *resp = NULL;
+        for (size_t off = 0; off < na && off < PROBE_BATCH; off += PROBE_BATCH) {
+            size_t n = na - off < PROBE_BATCH ? na - off : PROBE_BATCH;
+            cJSON *req = cJSON_CreateObject(), *ri = cJSON_CreateObject(), *keys = cJSON_CreateArray(), *resp = NULL;
+            const cJSON *items, *it;
             long long t;
-            int found = store_call(s, "GetItem", req, &resp) == STORE_OK &&
-                        cJSON_GetObjectItemCaseSensitive(resp, "Item") != NULL;
-            t = now_us();
+            for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(keys, key_json(act[off + i].key));
+            cJSON_AddItemToObject(ri, "Keys", keys);
+            cJSON_AddTrueToObject(ri, "ConsistentRead");
+            cJSON_AddStringToObject(ri, "ProjectionExpression", "PK");
+            cJSON_AddItemToObject(cJSON_AddObjectToObject(req, "RequestItems"), B.table, ri);
+            if (store_call(s, "BatchGetItem", req, &resp) == STORE_OK) {
+                t = now_us();
+                items = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "Responses"), B.table);
+                cJSON_ArrayForEach(it, items) {
+                    const cJSON *pk = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "PK"), "S");
+                    for (size_t i = 0; cJSON_IsString(pk) && i < n; i++) {
+                        probe *p = &act[off + i];
+                        if (p->acked_us == 0 || strcmp(p->key, pk->valuestring) != 0) continue;
+                        long long prev = atomic_load(&B.last_visible_us);
+                        while (t > prev && !atomic_compare_exchange_weak(&B.last_visible_us, &prev, t)) {}
+                        pthread_mutex_lock(&B.mu);
+                        if (B.nlags < MAX_SAMPLES) B.lags[B.nlags++] = (double)(t - p->acked_us) / 1000.0;
+                        pthread_mutex_unlock(&B.mu);
+                        p->acked_us = 0; /* found */
+                        done++;
+                        break;
+                    }
+                }
+            }
+            cJSON_Delete(req);
             cJSON_Delete(resp);
-            if (found) {
-                long long prev = atomic_load(&B.last_visible_us);
-                while (t > prev && !atomic_compare_exchange_weak(&B.last_visible_us, &prev, t)) {}
-                pthread_mutex_lock(&B.mu);
-                if (B.nlags < MAX_SAMPLES) B.lags[B.nlags++] = (double)(t - p.acked_us) / 1000.0;
-                pthread_mutex_unlock(&B.mu);
-                break;
-            }
-            if (t - p.acked_us > PROBE_TIMEOUT_MS * 1000LL) {
-                atomic_fetch_add(&B.lost_probes, 1);
-                break;
-            }
-            usleep(1000); /* 1 ms: a tighter loop loads the destination store in proportion to the
-                           * lag it measures, and so inflates it */
         }
-        cJSON_Delete(req);
+        {
+            long long t = now_us();
+            size_t k = 0;
+            for (size_t i = 0; i < na; i++) {
+                if (act[i].acked_us == 0) continue;
+                if (t - act[i].acked_us > PROBE_TIMEOUT_MS * 1000LL) {
+                    atomic_fetch_add(&B.lost_probes, 1);
+                    continue;
+                }
+                act[k++] = act[i];
+            }
+            na = k;
+        }
+        if (na) usleep(1000);
     }
+    free(act);
     store_free(s);
     return NULL;
 }
@@ -312,7 +364,7 @@ int main(int argc, char **argv) {
     B.rate = 1000;
     B.seconds = 10;
     B.writers = 8;
-    B.probers = 4;
+    B.probers = 2;
     B.probe_every = 5;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -348,6 +400,7 @@ int main(int argc, char **argv) {
     }
     t0 = now_us();
     for (long i = 0; i < B.probers; i++) pthread_create(&p[i], NULL, prober, NULL);
+    B.start_us = now_us() + 1000; /* before writers' threads are up */
     for (long i = 0; i < B.writers; i++) pthread_create(&w[i], NULL, writer, (void *)i);
     for (long i = 0; i < B.writers; i++) pthread_join(w[i], NULL);
     t_end = now_us();

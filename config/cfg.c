@@ -385,7 +385,9 @@ static const cfg_key region_keys[] = {
     NUM(KT_LONG, "replicator.apply_workers", 1, 32, 4, R(c.replicator.apply_workers)),
     NUM(KT_LONG, "replicator.group_writes", 1, 100, 100, R(c.replicator.group_writes)),
     NUM(KT_INT, "replicator.metrics_port", 1, 65535, 9102, R(c.replicator.metrics_port)),
-    NUM(KT_LONG, "agent.idle_poll_ms", 1, 10000, 5, R(c.agent.idle_poll_ms)),
+    /* 0: chosen from store.endpoint in post_poll() */
+    NUM(KT_LONG, "agent.idle_poll_ms", 1, 10000, 0, R(c.agent.idle_poll_ms)),
+    NUM(KT_LONG, "agent.active_poll_ms", 1, 10000, 0, R(c.agent.active_poll_ms)),
     NUM(KT_LONG, "agent.batch_max", 1, CFG_BATCH_MAX, 500, R(c.agent.batch_max)),
     NUM(KT_LONG, "agent.ack_timeout_ms", 10, 600000, 2000, R(c.agent.ack_timeout_ms)),
     NUM(KT_LONG, "agent.max_inflight_batches", 1, 1024, 8, R(c.agent.max_inflight_batches)),
@@ -820,6 +822,30 @@ static int ini_profile(char *buf, const char *profile, char **akid, char **secre
 
 /* ---------------------------------------------------------------- cross-field rules */
 
+/* Whether a table endpoint is AWS's own ("https://dynamodb.R.amazonaws.com..."). */
+static int aws_endpoint(const char *e) {
+    const char *h = strstr(e, "://");
+    return h && strncmp(h + 3, "dynamodb.", 9) == 0 && strstr(h + 3, ".amazonaws.com") != NULL;
+}
+
+/* Stream polling defaults follow the store: on AWS every GetRecords is billed and more
+ * than two readers of a shard are throttled, so both pauses default to CFG_AWS_POLL_MS
+ * (4 reads a second per shard, as a Lambda trigger polls); a local store is polled
+ * every CFG_IDLE_POLL_MS when quiet and CFG_ACTIVE_POLL_MS while its application
+ * writes. The active pause may not exceed the idle one. */
+static int post_poll(loader *l, cfg_region *c) {
+    int aws = aws_endpoint(c->store.endpoint);
+    if (!c->agent.idle_poll_ms) c->agent.idle_poll_ms = aws ? CFG_AWS_POLL_MS : CFG_IDLE_POLL_MS;
+    if (!c->agent.active_poll_ms)
+        c->agent.active_poll_ms = aws ? c->agent.idle_poll_ms
+                                      : (c->agent.idle_poll_ms < CFG_ACTIVE_POLL_MS ? c->agent.idle_poll_ms
+                                                                                     : CFG_ACTIVE_POLL_MS);
+    if (c->agent.active_poll_ms > c->agent.idle_poll_ms)
+        return fail(l, "agent.active_poll_ms", "%ld is above agent.idle_poll_ms (%ld); expected 1..%ld",
+                    c->agent.active_poll_ms, c->agent.idle_poll_ms, c->agent.idle_poll_ms);
+    return 0;
+}
+
 static int dup_secret(loader *l, const char *field, const char *s, char **out) {
     if (!(*out = strdup(s))) return fail(l, field, "out of memory");
     return 0;
@@ -999,13 +1025,14 @@ static int post_checks(loader *l, raw_cfg *r) {
          * (DynamoDB Local, Alternator) on the table endpoint itself */
         const char *e = c->store.endpoint, *h = strstr(e, "://");
         char buf[2100];
-        if (h && strncmp(h + 3, "dynamodb.", 9) == 0 && strstr(h + 3, ".amazonaws.com"))
+        if (aws_endpoint(e))
             snprintf(buf, sizeof buf, "%.*sstreams.%s", (int)(h + 3 - e), e, h + 3);
         else
             snprintf(buf, sizeof buf, "%s", e);
         if (!(c->store.streams_endpoint = strdup(buf)))
             return fail(l, "store.streams_endpoint", "out of memory");
     }
+    if (post_poll(l, c) < 0) return -1;
     if (c->agent.metrics_port == c->replicator.metrics_port)
         return fail(l, "agent.metrics_port", "%d is also replicator.metrics_port; the two daemons "
                     "need different metrics ports", c->agent.metrics_port);

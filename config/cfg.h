@@ -29,6 +29,10 @@
 #define CFG_TABLES_MAX 64        /* tables: 1..64 DynamoDB table names */
 #define CFG_PEERS_MAX 16         /* peers: 0..16 */
 #define CFG_Z85_KEY_LEN 40       /* CURVE keys as Z85 text */
+/* Stream poll pauses, ms (agent.idle_poll_ms, agent.active_poll_ms defaults) */
+#define CFG_IDLE_POLL_MS 5       /* local store, quiet shard */
+#define CFG_ACTIVE_POLL_MS 1     /* local store, shard with local writes in the last moment */
+#define CFG_AWS_POLL_MS 250      /* AWS endpoint: both */
 
 /* Where the store's AWS credentials come from ("store.credentials.source"). */
 typedef enum {
@@ -86,7 +90,11 @@ typedef struct {
         int metrics_port;
     } replicator;
     struct {
-        long idle_poll_ms;
+        long idle_poll_ms;                 /* pause after an empty poll of a quiet shard (CFG_IDLE_POLL_MS,
+                                              CFG_AWS_POLL_MS on AWS) */
+        long active_poll_ms;               /* the same while the shard's application writes: a poll found
+                                              local changes in the last AGENT_ACTIVE_WINDOW_MS
+                                              (CFG_ACTIVE_POLL_MS, CFG_AWS_POLL_MS on AWS; <= idle) */
         long batch_max;
         long ack_timeout_ms;
         long max_inflight_batches;

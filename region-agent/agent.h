@@ -13,8 +13,9 @@
  * socket's inproc name stays taken until ZeroMQ's reaper gets to it (a reload restarting
  * the threads at once then failed with "Address already in use").
  *
- * Timing (ms unless said): shard polls happen at once while records arrive and every
- * cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
+ * Timing (ms unless said): shard polls happen at once while records arrive, every cfg
+ * agent.active_poll_ms for AGENT_ACTIVE_WINDOW_MS after a poll that found local changes,
+ * and every cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
  * AGENT_ERROR_BACKOFF_MS; shards are rediscovered every AGENT_DESCRIBE_MS; a batch
  * unacknowledged after agent.ack_timeout_ms is resent from the acknowledged position
  * (the timeout doubles after each timeout in a row without progress, up to 16 times it);
@@ -34,6 +35,7 @@
 #define AGENT_NOTIFY_PREFIX "inproc://tern-agent-notify-"
 #define AGENT_ERROR_BACKOFF_MS 500
 #define AGENT_DESCRIBE_MS 10000
+#define AGENT_ACTIVE_WINDOW_MS 100 /* a shard stays active this long after local changes */
 #define AGENT_BLOCKED_RETRY_MS 100
 #define AGENT_HOUSEKEEP_MS 500
 #define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */

@@ -54,6 +54,7 @@ typedef struct {
                               reply was lost); reload last_seq from Redis before reading */
     int seen;              /* present in the latest DescribeStream */
     long long next_poll;   /* monotonic ms */
+    long long active_at;   /* monotonic ms of the last poll that found local changes */
 } shard;
 
 typedef struct {
@@ -854,14 +855,23 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
             cJSON_Delete(resp);
             return;
         }
-        if (nlocal > 0) tailer_notify(tl);
+        if (nlocal > 0) {
+            tailer_notify(tl);
+            s->active_at = now;
+        }
     }
     next = cJSON_GetObjectItemCaseSensitive(resp, "NextShardIterator");
     free(s->iter);
     s->iter = NULL;
     if (cJSON_IsString(next) && *next->valuestring) {
         s->iter = strdup(next->valuestring);
-        s->next_poll = nrec > 0 ? now : now + cfg->agent.idle_poll_ms;
+        /* at once while records come; a shard whose application has just written is
+         * polled every active_poll_ms for AGENT_ACTIVE_WINDOW_MS: its next write is
+         * probably close, and each ms of pause is a ms of lag */
+        if (nrec > 0) s->next_poll = now;
+        else if (s->active_at && now - s->active_at < AGENT_ACTIVE_WINDOW_MS)
+            s->next_poll = now + cfg->agent.active_poll_ms;
+        else s->next_poll = now + cfg->agent.idle_poll_ms;
     } else {
         tailer_mark_done(tl, t, s);
     }

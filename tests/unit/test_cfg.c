@@ -229,6 +229,7 @@ static void test_full_config(void **state) {
     assert_int_equal(c->replicator.batch_max, 250);
     assert_int_equal(c->replicator.metrics_port, 9202);
     assert_int_equal(c->agent.idle_poll_ms, 10);
+    assert_int_equal(c->agent.active_poll_ms, 10); /* AWS: no faster than idle unless set */
     assert_int_equal(c->agent.batch_max, 100);
     assert_int_equal(c->agent.ack_timeout_ms, 3000);
     assert_int_equal(c->agent.max_inflight_batches, 4);
@@ -273,7 +274,30 @@ static void test_streams_endpoint_default_aws(void **state) {
     snprintf(path, sizeof path, "%s/aws.json", dir);
     cfg_region *c = load_ok(path);
     assert_string_equal(c->store.streams_endpoint, "https://streams.dynamodb.eu-west-1.amazonaws.com");
+    /* every GetRecords is billed and a shard takes two readers: 4 polls a second */
+    assert_int_equal(c->agent.idle_poll_ms, CFG_AWS_POLL_MS);
+    assert_int_equal(c->agent.active_poll_ms, CFG_AWS_POLL_MS);
     cfg_free(c);
+}
+
+/* The active poll pause is bounded by the idle one (the full config sets idle 10). */
+static void test_active_poll(void **state) {
+    (void)state;
+    expect_error("agent.active_poll_ms", "11", "agent.active_poll_ms", "above agent.idle_poll_ms (10); expected 1..10");
+    expect_error("agent.active_poll_ms", "0", "agent.active_poll_ms", "out of range: expected an integer in 1..10000");
+    expect_error("agent.idle_poll_ms", "0", "agent.idle_poll_ms", "out of range: expected an integer in 1..10000");
+    {
+        cJSON *j = base_full();
+        char path[PATH_MAX + 64];
+        cfg_region *c;
+        mutate(j, "agent.active_poll_ms", "3");
+        write_json(j, "active.json", path, sizeof path);
+        cJSON_Delete(j);
+        c = load_ok(path);
+        assert_int_equal(c->agent.active_poll_ms, 3);
+        assert_int_equal(c->agent.idle_poll_ms, 10);
+        cfg_free(c);
+    }
 }
 
 static void test_minimal_defaults(void **state) {
@@ -299,7 +323,8 @@ static void test_minimal_defaults(void **state) {
     assert_int_equal(c->replicator.batch_max, 500);
     assert_int_equal(c->replicator.apply_workers, 4);
     assert_int_equal(c->replicator.metrics_port, 9102);
-    assert_int_equal(c->agent.idle_poll_ms, 5);
+    assert_int_equal(c->agent.idle_poll_ms, CFG_IDLE_POLL_MS);
+    assert_int_equal(c->agent.active_poll_ms, CFG_ACTIVE_POLL_MS);
     assert_int_equal(c->agent.batch_max, 500);
     assert_int_equal(c->agent.ack_timeout_ms, 2000);
     assert_int_equal(c->agent.max_inflight_batches, 8);
@@ -676,6 +701,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_json),
         cmocka_unit_test(test_check_set),
         cmocka_unit_test(test_example_configs),
+        cmocka_unit_test(test_active_poll),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
