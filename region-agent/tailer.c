@@ -57,12 +57,27 @@ typedef struct {
     long long active_at;   /* monotonic ms of the last poll that found local changes */
 } shard;
 
+/* A repair this agent wrote whose own echo it has not read yet: every echo of the key
+ * read until then was written before the repair, so a clobber it shows of a state of
+ * logical version <= ver is already undone (the repair wrote ver over it, on condition
+ * that the stored version was lower). Without this, an agent behind a hot key repaired
+ * it again for each such echo: thousands of conditional writes that all came back
+ * "same" under contention. In memory only: forgetting one costs a redundant repair. */
+typedef struct {
+    char kid[65];
+    char ver[LWW_VERSION_STRLEN];
+} repair_note;
+
+#define TAILER_REPAIR_NOTES 256 /* per table; the oldest is forgotten first */
+
 typedef struct {
     const char *name;
     char stream_arn[512];
     shard *shards;
     size_t n_shards;
     long long next_describe; /* monotonic ms */
+    repair_note notes[TAILER_REPAIR_NOTES]; /* a ring: n_notes used, next at note_next */
+    size_t n_notes, note_next;
 } table_tail;
 
 typedef struct {
@@ -508,8 +523,35 @@ fail:
     return -1;
 }
 
-/* Repairs key r after an echo clobbered a state whose logical version `lv` is higher. */
-static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const char *lv, int restore_delete) {
+static repair_note *tailer_note_find(table_tail *t, const char *kid) {
+    for (size_t i = 0; i < t->n_notes; i++)
+        if (strcmp(t->notes[i].kid, kid) == 0) return &t->notes[i];
+    return NULL;
+}
+
+/* Remembers that key kid was repaired to version ver (replacing an older note). */
+static void tailer_note_repair(table_tail *t, const char *kid, const char *ver) {
+    repair_note *n = tailer_note_find(t, kid);
+    if (!n) {
+        n = &t->notes[t->note_next];
+        t->note_next = (t->note_next + 1) % TAILER_REPAIR_NOTES;
+        if (t->n_notes < TAILER_REPAIR_NOTES) t->n_notes++;
+    }
+    snprintf(n->kid, sizeof n->kid, "%s", kid);
+    snprintf(n->ver, sizeof n->ver, "%s", ver);
+}
+
+/* An echo of version ver was read for key kid: if it is the noted repair's own, the note
+ * has served (its slot is emptied: an empty kid matches no key). */
+static void tailer_note_echo(table_tail *t, const char *kid, const char *ver) {
+    repair_note *n = t->n_notes ? tailer_note_find(t, kid) : NULL;
+    if (n && strcmp(n->ver, ver) == 0) n->kid[0] = '\0';
+}
+
+/* Repairs key r after an echo clobbered a state whose logical version `lv` is higher.
+ * *written: the repair wrote (its echo is coming). */
+static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const char *lv, int restore_delete,
+                         int *written) {
     char err[512];
     apply_change c;
     cJSON *img = NULL;
@@ -531,6 +573,7 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
      * table): a newer delete applied since must not be undone (APPLY_TOMBCHECK) */
     res = apply_one(tl->s, tl->st, &c, restore_delete ? 0 : APPLY_TOMBCHECK, NULL, err, sizeof err);
     cJSON_Delete(img);
+    *written = res == APPLY_WRITTEN;
     if (res == APPLY_ERROR) {
         log_warn(NULL, "table %s: repair of key %s to %s failed: %s", t->name, r->kid, lv, err);
         return -1;
@@ -640,10 +683,19 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             tailer_observe(tl, echo_ver);
             if (r->is_delete && strcmp(echo_ver, v->tomb) > 0) snprintf(v->tomb, sizeof v->tomb, "%s", echo_ver);
             n_echo++;
+            tailer_note_echo(t, r->kid, echo_ver);
             if (*old_logical && strcmp(old_logical, echo_ver) > 0) {
                 char lv[LWW_VERSION_STRLEN];
+                const repair_note *note = tailer_note_find(t, r->kid);
+                int written = 0;
                 snprintf(lv, sizeof lv, "%s", old_logical);
-                if (tailer_repair(tl, t, r, lv, r->oldi == NULL) != 0) goto out;
+                if (note && strcmp(lv, note->ver) <= 0) {
+                    log_debug(NULL, "table %s: key %s: echo %s clobbered %s, already repaired to %s", t->name,
+                              r->kid, echo_ver, lv, note->ver);
+                    continue;
+                }
+                if (tailer_repair(tl, t, r, lv, r->oldi == NULL, &written) != 0) goto out;
+                if (written) tailer_note_repair(t, r->kid, lv);
                 n_repaired++;
             }
             continue;

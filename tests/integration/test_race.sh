@@ -10,7 +10,8 @@
 #   5. A's agent continues: it versions L as Va > Vb (its clock reads later), ships it,
 #      and at E sees that E clobbered a state of logical version Va: it repairs A.
 # Both regions must end with L, and A's agent must count a repair. The same with a
-# local delete clobbered by an older remote put: the key must end deleted everywhere.
+# local delete clobbered by an older remote put: the key must end deleted everywhere;
+# and with three older remote puts in a row over L: exactly one repair.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
@@ -83,7 +84,28 @@ wait_identical 30 $A $B || fail "regions differ after the delete race"
 [ "$(val_of "$EB" "$K2")" = - ] || fail "eu-west-1 holds $(val_of "$EB" "$K2"), expected the later local delete"
 note "delete variant: deleted in both regions; repaired $(acnt $A repaired)"
 
-note "no echo: B versioned only its own two writes"
-[ "$(acnt $B local)" -eq 2 ] || fail "eu-west-1 versioned $(acnt $B local) local changes, expected 2"
+# Regression (repair storms): the unread local write clobbered by three older remote
+# puts in a row. A's agent reads L, then E1, E2, E3: E1 needs the repair; E2 and E3 were
+# written before it, so it already undid them. It used to repair again for each (the
+# conditional writes came back "same"): under contention, thousands of wasted writes.
+note "storm variant: an unread local put clobbered by three older remote puts"
+K3=$(key_json 3 RACE)
+rep2=$(acnt $A repaired)
+stop_a_and_pause
+for n in 1 2 3; do
+  remote_write_in_b "$K3" "{\"PK\":{\"S\":\"RACE#3\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"remote$n\"}}"
+done
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"RACE#3"},"SK":{"S":"ITEM"},"v":{"S":"local"}}' || fail "put in $A"
+deliver_and_resume "$K3" remote3
+wait_counter $A repaired $((rep2 + 1)) 15 || fail "A's agent did not repair the clobbered local write"
+wait_identical 30 $A $B || fail "regions differ after the storm"
+[ "$(val_of "$EA" "$K3")" = local ] || fail "us-east-1 holds $(val_of "$EA" "$K3"), expected the later local write"
+[ "$(val_of "$EB" "$K3")" = local ] || fail "eu-west-1 holds $(val_of "$EB" "$K3"), expected the later local write"
+[ "$(acnt $A repaired)" -eq $((rep2 + 1)) ] ||
+  fail "A's agent repaired $(($(acnt $A repaired) - rep2)) times for one clobbered write"
+note "storm variant: both regions hold 'local' after one repair"
+
+note "no echo: B versioned only its own five writes"
+[ "$(acnt $B local)" -eq 5 ] || fail "eu-west-1 versioned $(acnt $B local) local changes, expected 5"
 assert_clean_logs
 echo "PASS"
