@@ -194,34 +194,39 @@ static int apply_new_wid(state *st, char *wid, size_t len, char *err, size_t err
  * steps, and a delete that raised its tombstone and removed the item between them leaves
  * the repair's put behind it, an item that every peer deleted (a divergence). This
  * deletes the item if it holds exactly the repair's version (condition #v = :v: a newer
- * write, or an item already gone, is left alone), under its own echo token
- * "D<tomb>/<wid>": it names the delete it completes, and differs from that delete's
- * own token "D<tomb>", whose stream record may still be unread. The token goes again
- * when certainly nothing was deleted. 0, or -1 (err; the caller retries the repair,
- * which comes back here: the tombstone check decides it lost before writing). */
+ * write, or an item already gone, is left alone), under the echo token
+ * "D<tomb>/<repair version>". The agent matches such a token only with the REMOVE of an
+ * item stored at exactly the repair's version, and prefers the delete's own "D<tomb>"
+ * on a tie: when this delete and the replicator's of the same item race (one removes it,
+ * the other finds nothing and takes its token back), a token read before it was taken
+ * back can only be left over as this one, which matches nothing but a state written by
+ * this very repair. The token is the same text on every attempt: like a delete's, it is
+ * taken back only by the attempt that added it, when certainly nothing was deleted.
+ * 0, or -1 (err; the caller retries the repair, which comes back here: the tombstone
+ * check decides it lost before writing). */
 static int apply_undo_repair(store *s, state *st, const apply_change *c, const char *tomb, const char *kpend,
                              char *err, size_t errlen) {
-    char wid[APPLY_WID_MAX], token[APPLY_TOKEN_MAX];
+    char token[APPLY_TOKEN_MAX];
     redisReply *rep[2];
     apply_change d = *c;
     cJSON *req, *resp = NULL;
     const cJSON *attrs;
     store_status ss;
     store_stats before, after;
-    int deleted, retried;
+    int deleted, retried, own;
 
-    if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return -1;
-    snprintf(token, sizeof token, "D%s/%s", tomb, wid);
+    snprintf(token, sizeof token, "D%s/%s", tomb, c->version);
     state_append(st, "SADD %s %s", kpend, token);
     state_append(st, "EXPIRE %s %ld", kpend, c->ttl_s);
     if (state_flush(st, rep, 2) != 0) {
         snprintf(err, errlen, "%s", state_errstr(st));
         return -1;
     }
+    own = state_reply_ll(rep[0], 1) != 0;
     freeReplyObject(rep[0]);
     freeReplyObject(rep[1]);
     d.is_delete = 1;
-    req = apply_request(&d, wid, "#v = :v");
+    req = apply_request(&d, "", "#v = :v");
     if (!req) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -242,11 +247,31 @@ static int apply_undo_repair(store *s, state *st, const apply_change *c, const c
     if (deleted) {
         log_info(NULL, "table %s: key %s: repair to %s had landed after the newer delete %s: deleted it again",
                  c->table, c->kid, c->version, tomb);
-    } else if (!retried && apply_token_remove(st, kpend, token, 1) != 0) {
+    } else if (!retried && apply_token_remove(st, kpend, token, own) != 0) {
         snprintf(err, errlen, "%s", state_errstr(st));
         return -1;
     }
     return 0;
+}
+
+/* A repair decided lost by the tombstone before it wrote: an earlier attempt may have
+ * landed after the delete (its undo failed). The item is read first (consistent), so
+ * that the common case, a repair merely too late, adds no token and no write: the undo
+ * runs only when the item holds exactly the repair's version. 0/-1 (err). */
+static int apply_undo_if_landed(store *s, state *st, const apply_change *c, const char *tomb, const char *kpend,
+                                char *err, size_t errlen) {
+    cJSON *item = NULL;
+    const char *v;
+    int rc = 0;
+    store_status ss = store_get_item(s, c->table, c->keys, 1, &item);
+    if (ss != STORE_OK) {
+        snprintf(err, errlen, "GetItem (a repair lost to a delete) %s: %s", store_status_name(ss), store_errstr(s));
+        return -1;
+    }
+    v = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
+    if (v && strcmp(v, c->version) == 0) rc = apply_undo_repair(s, st, c, tomb, kpend, err, errlen);
+    cJSON_Delete(item);
+    return rc;
 }
 
 /* The tombstone of the key read again after a repair was written: a newer one means a
@@ -321,7 +346,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
             return APPLY_ERROR;
         }
         if ((flags & APPLY_TOMBCHECK) && !c->is_delete && res == APPLY_LOST && strcmp(c->version, tomb) < 0 &&
-            apply_undo_repair(s, st, c, tomb, kpend, err, errlen) != 0)
+            apply_undo_if_landed(s, st, c, tomb, kpend, err, errlen) != 0)
             return APPLY_ERROR;
         return res;
     }

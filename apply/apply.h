@@ -8,7 +8,8 @@
  *
  * Echo tokens: a put's token is the tern:wid it writes ("<region>.<16 hex>"); a
  * delete's token is "D" followed by the version text; the delete that undoes a repair
- * landed after a newer delete (APPLY_TOMBCHECK) has "D<tombstone version>/<wid>". Tokens
+ * landed after a newer delete (APPLY_TOMBCHECK) has "D<tombstone version>/<repair
+ * version>", matched only with the REMOVE of an item stored at the repair version. Tokens
  * expire with the key after the tombstone TTL when a write's outcome was never seen.
  *
  * Used by tern-replicator (remote changes) and tern-region-agent (repairs). Threading:
@@ -46,8 +47,9 @@ const char *apply_result_name(apply_result r);
                               tombstone is read again, and a repair that a newer delete
                               overtook (or, when lost, an earlier attempt that landed) is
                               deleted again if the item still holds its version; the result
-                              is then APPLY_LOST. One GET more per repair written, one
-                              DeleteItem more per repair lost to the tombstone. */
+                              is then APPLY_LOST. One Redis GET more per repair written
+                              and one GetItem more per repair lost to the tombstone; an
+                              undo adds two Redis round trips and a DeleteItem. */
 
 typedef struct {
     const char *table;
@@ -67,8 +69,8 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
 
 /* Size of a write id "<region>.<16 hex>" with its NUL. */
 #define APPLY_WID_MAX (LWW_REGION_MAX + 20)
-/* Size of an echo token with its NUL (the longest: "D<version>/<wid>"). */
-#define APPLY_TOKEN_MAX (1 + LWW_VERSION_STRLEN + APPLY_WID_MAX)
+/* Size of an echo token with its NUL (the longest: "D<version>/<version>"). */
+#define APPLY_TOKEN_MAX (2 * LWW_VERSION_STRLEN + 1)
 /* Largest group apply_puts takes (TransactWriteItems' limit). */
 #define APPLY_GROUP_MAX 100
 

@@ -3,7 +3,8 @@
  * Writers PutItem unique keys into the source region's table at a fixed rate, evenly
  * spaced (or as fast as they can with --rate 0); every --probe-every'th acknowledged
  * write is handed to prober threads that read the key back in the destination region
- * (BatchGetItem, ConsistentRead, every probe in flight each 1 ms) until it is there. Lag = time the item first reads back in the destination minus the
+ * (BatchGetItem, ConsistentRead, each of up to 100 probes in flight per prober every
+ * 1 ms) until it is there. Lag = time the item first reads back in the destination minus the
  * time the source acknowledged the write. Reports p50/p99/max lag, the write rate the
  * source sustained, and the replication rate (writes / time until the last write was
  * readable in the destination).
@@ -158,44 +159,37 @@ static void *writer(void *arg) {
     return NULL;
 }
 
-/* Probes in flight per prober, and keys per BatchGetItem (DynamoDB's limit). */
-#define PROBER_ACTIVE_MAX 20000
+/* Probes in flight per prober: one BatchGetItem's worth (DynamoDB's limit). */
 #define PROBE_BATCH 100
 
-/* A prober takes every queued probe into its active set and, every 1 ms, reads the
- * oldest 100 of them back from the destination in one BatchGetItem (ConsistentRead).
- * One GetItem loop per probe, as before, polled only 4 probes at a time: once the lag
- * passed what 4 probers could poll, later probes waited in the queue and were read
- * late, and the measured lag inflated itself. Reading all of them each cycle instead
- * loaded the destination in proportion to the lag it measured. Changes become visible
- * about in write order, so the oldest 100 in flight (500 writes with --probe-every 5)
- * are the ones due; the load stays one request per prober per cycle. */
+/* A prober keeps up to 100 probes in flight, taken from the queue in write order, and
+ * every 1 ms reads all of them back from the destination in one BatchGetItem
+ * (ConsistentRead). One GetItem loop per probe, as before, polled only 4 probes at a
+ * time: once the lag passed what 4 probers could poll, later probes waited in the queue
+ * and were read late, and the measured lag inflated itself; reading every queued probe
+ * each cycle instead would load the destination in proportion to the lag it measures.
+ * With the default 2 probers, 200 probes (1,000 writes) can be in flight before any
+ * waits; the load stays one request per prober per cycle. */
 static void *prober(void *arg) {
     store *s = mkstore(B.dest);
-    probe *act = calloc(PROBER_ACTIVE_MAX, sizeof *act);
+    probe act[PROBE_BATCH];
     size_t na = 0;
     (void)arg;
-    if (!s || !act) {
-        store_free(s);
-        free(act);
-        return NULL;
-    }
+    if (!s) return NULL;
     for (;;) {
-        size_t done = 0;
         pthread_mutex_lock(&B.mu);
         while (na == 0 && B.qhead == B.qtail && !B.writers_done) pthread_cond_wait(&B.cv, &B.mu);
         if (na == 0 && B.qhead == B.qtail && B.writers_done) {
             pthread_mutex_unlock(&B.mu);
             break;
         }
-        while (B.qhead < B.qtail && na < PROBER_ACTIVE_MAX) act[na++] = B.queue[B.qhead++];
+        while (B.qhead < B.qtail && na < PROBE_BATCH) act[na++] = B.queue[B.qhead++];
         pthread_mutex_unlock(&B.mu);
-        for (size_t off = 0; off < na && off < PROBE_BATCH; off += PROBE_BATCH) {
-            size_t n = na - off < PROBE_BATCH ? na - off : PROBE_BATCH;
+        {
             cJSON *req = cJSON_CreateObject(), *ri = cJSON_CreateObject(), *keys = cJSON_CreateArray(), *resp = NULL;
             const cJSON *items, *it;
             long long t;
-            for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(keys, key_json(act[off + i].key));
+            for (size_t i = 0; i < na; i++) cJSON_AddItemToArray(keys, key_json(act[i].key));
             cJSON_AddItemToObject(ri, "Keys", keys);
             cJSON_AddTrueToObject(ri, "ConsistentRead");
             cJSON_AddStringToObject(ri, "ProjectionExpression", "PK");
@@ -205,8 +199,8 @@ static void *prober(void *arg) {
                 items = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "Responses"), B.table);
                 cJSON_ArrayForEach(it, items) {
                     const cJSON *pk = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "PK"), "S");
-                    for (size_t i = 0; cJSON_IsString(pk) && i < n; i++) {
-                        probe *p = &act[off + i];
+                    for (size_t i = 0; cJSON_IsString(pk) && i < na; i++) {
+                        probe *p = &act[i];
                         if (p->acked_us == 0 || strcmp(p->key, pk->valuestring) != 0) continue;
                         long long prev = atomic_load(&B.last_visible_us);
                         while (t > prev && !atomic_compare_exchange_weak(&B.last_visible_us, &prev, t)) {}
@@ -214,7 +208,6 @@ static void *prober(void *arg) {
                         if (B.nlags < MAX_SAMPLES) B.lags[B.nlags++] = (double)(t - p->acked_us) / 1000.0;
                         pthread_mutex_unlock(&B.mu);
                         p->acked_us = 0; /* found */
-                        done++;
                         break;
                     }
                 }
@@ -237,7 +230,6 @@ static void *prober(void *arg) {
         }
         if (na) usleep(1000);
     }
-    free(act);
     store_free(s);
     return NULL;
 }
@@ -400,7 +392,7 @@ int main(int argc, char **argv) {
     }
     t0 = now_us();
     for (long i = 0; i < B.probers; i++) pthread_create(&p[i], NULL, prober, NULL);
-    B.start_us = now_us() + 1000; /* before writers' threads are up */
+    B.start_us = now_us() + 50000; /* after every writer thread is up, even on a busy box */
     for (long i = 0; i < B.writers; i++) pthread_create(&w[i], NULL, writer, (void *)i);
     for (long i = 0; i < B.writers; i++) pthread_join(w[i], NULL);
     t_end = now_us();

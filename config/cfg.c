@@ -822,24 +822,43 @@ static int ini_profile(char *buf, const char *profile, char **akid, char **secre
 
 /* ---------------------------------------------------------------- cross-field rules */
 
-/* Whether a table endpoint is AWS's own ("https://dynamodb.R.amazonaws.com..."). */
-static int aws_endpoint(const char *e) {
+/* Whether a table endpoint is AWS's own standard one ("https://dynamodb.R.amazonaws.com"),
+ * whose Streams are served on "streams.dynamodb.R.amazonaws.com". */
+static int aws_table_endpoint(const char *e) {
     const char *h = strstr(e, "://");
     return h && strncmp(h + 3, "dynamodb.", 9) == 0 && strstr(h + 3, ".amazonaws.com") != NULL;
 }
 
-/* Stream polling defaults follow the store: on AWS every GetRecords is billed and more
- * than two readers of a shard are throttled, so both pauses default to CFG_AWS_POLL_MS
- * (4 reads a second per shard, as a Lambda trigger polls); a local store is polled
- * every CFG_IDLE_POLL_MS when quiet and CFG_ACTIVE_POLL_MS while its application
- * writes. The active pause may not exceed the idle one. */
+/* Whether an endpoint's host is AWS's (standard, FIPS, dual-stack, China, VPC
+ * endpoints): its host ends in .amazonaws.com, .amazonaws.com.cn or .api.aws. */
+static int aws_host(const char *e) {
+    static const char *const suffixes[] = {".amazonaws.com", ".amazonaws.com.cn", ".api.aws"};
+    const char *h = strstr(e, "://"), *end;
+    size_t n;
+    if (!h) return 0;
+    h += 3;
+    end = h + strcspn(h, ":/?#");
+    n = (size_t)(end - h);
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n > k && strncasecmp(end - k, suffixes[i], k) == 0) return 1;
+    }
+    return 0;
+}
+
+/* Stream polling defaults follow the store: on AWS (either endpoint) every GetRecords is
+ * billed and more than two readers of a shard are throttled, so both pauses default to
+ * CFG_AWS_POLL_MS (4 reads a second per shard, as a Lambda trigger polls); a local store
+ * is polled every CFG_IDLE_POLL_MS when quiet and CFG_ACTIVE_POLL_MS while its
+ * application writes. An idle pause set in the file is also the active one unless that
+ * is set too (who slows polling down to spare a store means it). The active pause may
+ * not exceed the idle one. Runs after streams_endpoint has its default. */
 static int post_poll(loader *l, cfg_region *c) {
-    int aws = aws_endpoint(c->store.endpoint);
-    if (!c->agent.idle_poll_ms) c->agent.idle_poll_ms = aws ? CFG_AWS_POLL_MS : CFG_IDLE_POLL_MS;
+    int aws = aws_host(c->store.endpoint) || aws_host(c->store.streams_endpoint);
+    int idle_set = c->agent.idle_poll_ms != 0;
+    if (!idle_set) c->agent.idle_poll_ms = aws ? CFG_AWS_POLL_MS : CFG_IDLE_POLL_MS;
     if (!c->agent.active_poll_ms)
-        c->agent.active_poll_ms = aws ? c->agent.idle_poll_ms
-                                      : (c->agent.idle_poll_ms < CFG_ACTIVE_POLL_MS ? c->agent.idle_poll_ms
-                                                                                     : CFG_ACTIVE_POLL_MS);
+        c->agent.active_poll_ms = aws || idle_set ? c->agent.idle_poll_ms : CFG_ACTIVE_POLL_MS;
     if (c->agent.active_poll_ms > c->agent.idle_poll_ms)
         return fail(l, "agent.active_poll_ms", "%ld is above agent.idle_poll_ms (%ld); expected 1..%ld",
                     c->agent.active_poll_ms, c->agent.idle_poll_ms, c->agent.idle_poll_ms);
@@ -1025,7 +1044,7 @@ static int post_checks(loader *l, raw_cfg *r) {
          * (DynamoDB Local, Alternator) on the table endpoint itself */
         const char *e = c->store.endpoint, *h = strstr(e, "://");
         char buf[2100];
-        if (aws_endpoint(e))
+        if (aws_table_endpoint(e))
             snprintf(buf, sizeof buf, "%.*sstreams.%s", (int)(h + 3 - e), e, h + 3);
         else
             snprintf(buf, sizeof buf, "%s", e);

@@ -94,7 +94,8 @@ typedef struct {
                                               CFG_AWS_POLL_MS on AWS) */
         long active_poll_ms;               /* the same while the shard's application writes: a poll found
                                               local changes in the last AGENT_ACTIVE_WINDOW_MS
-                                              (CFG_ACTIVE_POLL_MS, CFG_AWS_POLL_MS on AWS; <= idle) */
+                                              (CFG_ACTIVE_POLL_MS; idle_poll_ms on AWS or when that
+                                              is set in the file; <= idle_poll_ms) */
         long batch_max;
         long ack_timeout_ms;
         long max_inflight_batches;

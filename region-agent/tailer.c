@@ -380,36 +380,48 @@ static int tailer_pending(const key_view *v, const char *token) {
 }
 
 /* The version a delete token names, copied into out (LWW_VERSION_STRLEN): "D<version>",
- * or "D<version>/<wid>" for the delete that undid a repair overtaken by that delete
- * (apply.h). "" if tok is not a delete token. */
-static const char *tailer_token_version(const char *tok, char *out) {
+ * or "D<version>/<repair version>" for the delete that undid a repair overtaken by that
+ * delete (apply.h). *undo: the repair version after the '/', or NULL for a plain delete.
+ * Returns out, "" if tok is not a delete token. */
+static const char *tailer_token_version(const char *tok, char *out, const char **undo) {
     size_t n;
     out[0] = '\0';
+    *undo = NULL;
     if (tok[0] != 'D') return out;
     n = strcspn(tok + 1, "/");
     if (n < LWW_VERSION_STRLEN) {
         memcpy(out, tok + 1, n);
         out[n] = '\0';
     }
+    if (tok[1 + n] == '/') *undo = tok + 2 + n;
     return out;
 }
 
 /* The delete token of a REMOVE record whose deleted item had stored version `stored`
- * ("" none), or NULL: the pending, unconsumed delete token with the smallest
- * version above `stored`. A Tern delete only removes an item stored below its version,
- * and Tern deletes of one key happen in version order, so several pending deletes of
+ * ("" none), or NULL: of the pending, unconsumed delete tokens that could have removed
+ * it, the one with the smallest version. A plain delete removes an item stored below its
+ * version; an undo only an item stored at exactly its repair version, and on a tie of
+ * versions the plain one is taken: an undo and the delete it completes may race for one
+ * item (one removes it, the other takes its token back), and an undo token left over
+ * matches nothing but another state of that repair. The replicator's deletes of one key
+ * happen in version order, so several pending deletes of
  * a key (an agent behind, or several in one batch) are matched in order; SMEMBERS
  * order is arbitrary, and a wrong match would make an echo look older than the item
  * it removed and trigger a false repair. Borrowed. */
 static const char *tailer_delete_token(const key_view *v, const char *stored) {
     const char *best = NULL;
+    int best_undo = 0;
     char tv[LWW_VERSION_STRLEN], bv[LWW_VERSION_STRLEN] = "";
     if (!v->pend || v->pend->type != REDIS_REPLY_ARRAY) return NULL;
     for (size_t i = 0; i < v->pend->elements; i++) {
-        const char *tok = v->pend->element[i]->str;
-        if (!*tailer_token_version(tok, tv) || strcmp(tv, stored) <= 0 || !tailer_pending(v, tok)) continue;
-        if (!best || strcmp(tv, bv) < 0) {
+        const char *tok = v->pend->element[i]->str, *undo;
+        int c;
+        if (!*tailer_token_version(tok, tv, &undo) || strcmp(tv, stored) <= 0 || !tailer_pending(v, tok)) continue;
+        if (undo && strcmp(undo, stored) != 0) continue;
+        c = best ? strcmp(tv, bv) : -1;
+        if (c < 0 || (c == 0 && best_undo && !undo)) {
             best = tok;
+            best_undo = undo != NULL;
             memcpy(bv, tv, sizeof bv);
         }
     }
@@ -579,7 +591,8 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
         return -1;
     }
     log_info(NULL, "table %s: repaired key %s: a replicated write had overwritten local version %s "
-             "before it was read; restored it (%s, %s)", t->name, r->kid, lv,
+             "before it was read; %s (%s, %s)", t->name, r->kid, lv,
+             res == APPLY_LOST ? "a newer version is known, so it stays lost" : "restored it",
              restore_delete ? "delete" : "put", apply_result_name(res));
     return 0;
 }
@@ -678,7 +691,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         if (token && tailer_pending(v, token)) {
             /* an echo of a Tern write: never shipped (guarantee 4) */
             char tv[LWW_VERSION_STRLEN];
-            const char *echo_ver = r->is_delete ? tailer_token_version(token, tv) : tailer_item_version(r->newi);
+            const char *undo;
+            const char *echo_ver = r->is_delete ? tailer_token_version(token, tv, &undo) : tailer_item_version(r->newi);
             v->consumed[v->n_consumed++] = token;
             tailer_observe(tl, echo_ver);
             if (r->is_delete && strcmp(echo_ver, v->tomb) > 0) snprintf(v->tomb, sizeof v->tomb, "%s", echo_ver);

@@ -105,17 +105,23 @@ region_redis $A DEL "$(redis_key $A "pause:$B")" >/dev/null
 wait_identical 30 $A $B || fail "regions differ after the retried delete"
 
 # 4. (apply/apply.c) A repair overtaken by a newer delete is deleted again under the
-# token "D<tombstone version>/<wid>"; its REMOVE record must be an echo, never shipped.
-# The undoing delete is made by hand here: B's token, then the delete in B's table.
+# token "D<tombstone version>/<repair version>"; its REMOVE record must be an echo, never
+# shipped, and the token matches only the REMOVE of an item stored at exactly the repair
+# version. The undoing delete is made by hand here: B's tokens, then the delete in B's
+# table. The tombstone version is 5 s ahead: B's clock must have read it (the version
+# part of the token), which an agent that took the whole token for a version did not.
 note "the delete that undoes a repair is an echo"
 K4=$(key_json 4 REDO)
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#4"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
 "$DDBTOOL" wait "$EB" "$TABLE" "$K4" v x 10000 >/dev/null || fail "put did not reach $B"
 SV=$("$DDBTOOL" get "$EB" "$TABLE" "$K4" | jq -r '.["tern:ver"].S')
-[[ "$SV" =~ ^([0-9]{13})-[0-9]{6}-$A$ ]] || fail "cannot read the version stored in $B ($SV)"
-TV=$(printf '%013d-000000-ap-south-1' $((10#${BASH_REMATCH[1]} + 1)))
+[[ "$SV" =~ ^[0-9]{13}-[0-9]{6}-$A$ ]] || fail "cannot read the version stored in $B ($SV)"
+TVMS=$(($(date +%s%3N) + 5000))
+TV=$(printf '%013d-000000-ap-south-1' "$TVMS")
+OTHER="0000000000001-000000-$A"
 KID=$(printf '%s' '{"PK":{"S":"REDO#4"},"SK":{"S":"ITEM"}}' | sha256sum | cut -c1-64)
-region_redis $B SADD "$(redis_key $B "pend:$TABLE:$KID")" "D$TV/$B.00000000000000aa" >/dev/null
+PEND=$(redis_key $B "pend:$TABLE:$KID")
+region_redis $B SADD "$PEND" "D$TV/$SV" "D$TV/$OTHER" >/dev/null
 local0=$(acnt $B local) echo0=$(acnt $B echo)
 "$DDBTOOL" delete "$EB" "$TABLE" "$K4" || fail delete
 for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
@@ -123,7 +129,10 @@ sleep 1
 note "$B's agent: echo $(($(acnt $B echo) - echo0)), local $(($(acnt $B local) - local0))"
 [ "$(acnt $B echo)" -eq $((echo0 + 1)) ] || fail "$B's agent did not take the undoing delete for an echo"
 [ "$(acnt $B local)" -eq "$local0" ] || fail "$B shipped the undoing delete as a local change"
-[ "$(region_redis $B SCARD "$(redis_key $B "pend:$TABLE:$KID")")" -eq 0 ] || fail "the undo token is still pending"
+[ "$(region_redis $B SMEMBERS "$PEND")" = "D$TV/$OTHER" ] ||
+  fail "pending tokens $(region_redis $B SMEMBERS "$PEND" | tr '\n' ' '): expected only the one for another repair version"
+HLC=$(region_redis $B GET "$(redis_key $B hlc)")
+[ "${HLC:0:13}" -ge "$TVMS" ] 2>/dev/null || fail "$B's clock ($HLC) did not read the undo token's version $TV"
 "$DDBTOOL" get "$EA" "$TABLE" "$K4" >/dev/null || fail "the undoing delete reached $A"
 "$DDBTOOL" delete "$EA" "$TABLE" "$K4" || fail delete
 wait_identical 30 $A $B || fail "regions differ at the end"

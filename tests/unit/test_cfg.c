@@ -298,6 +298,31 @@ static void test_active_poll(void **state) {
         assert_int_equal(c->agent.idle_poll_ms, 10);
         cfg_free(c);
     }
+    {
+        /* a local store: an idle pause set in the file is the active one too; an AWS host
+         * other than the standard one (FIPS) gets AWS's defaults */
+        char path[PATH_MAX + 64];
+        cfg_region *c;
+        write_file("local-idle.json",
+                   "{\"region\": \"us-east-1\", \"store\": {\"endpoint\": \"http://127.0.0.1:8000\"},\n"
+                   " \"tables\": [\"orders\"], \"replicator\": {\"listen\": \"tcp://127.0.0.1:7101\"},\n"
+                   " \"agent\": {\"idle_poll_ms\": 40},\n"
+                   " \"peers\": [], \"curve\": {\"secret_key_file\": \"keys/us-east-1.key\"}}\n", 0644);
+        snprintf(path, sizeof path, "%s/local-idle.json", dir);
+        c = load_ok(path);
+        assert_int_equal(c->agent.idle_poll_ms, 40);
+        assert_int_equal(c->agent.active_poll_ms, 40);
+        cfg_free(c);
+        write_file("fips.json",
+                   "{\"region\": \"us-east-1\", \"store\": {\"endpoint\": \"https://dynamodb-fips.us-east-1.amazonaws.com\"},\n"
+                   " \"tables\": [\"orders\"], \"replicator\": {\"listen\": \"tcp://127.0.0.1:7101\"},\n"
+                   " \"peers\": [], \"curve\": {\"secret_key_file\": \"keys/us-east-1.key\"}}\n", 0644);
+        snprintf(path, sizeof path, "%s/fips.json", dir);
+        c = load_ok(path);
+        assert_int_equal(c->agent.idle_poll_ms, CFG_AWS_POLL_MS);
+        assert_int_equal(c->agent.active_poll_ms, CFG_AWS_POLL_MS);
+        cfg_free(c);
+    }
 }
 
 static void test_minimal_defaults(void **state) {
