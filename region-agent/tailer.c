@@ -57,7 +57,7 @@ typedef struct {
     long long active_at;   /* monotonic ms of the last poll that found local changes */
 } shard;
 
-/* A repair this agent wrote whose own echo it has not read yet: every echo of the key
+/* A repair put this agent wrote whose own echo it has not read yet: every echo of the key
  * read until then was written before the repair, so a clobber it shows of a state of
  * logical version <= ver is already undone (the repair wrote ver over it, on condition
  * that the stored version was lower). Without this, an agent behind a hot key repaired
@@ -398,34 +398,47 @@ static const char *tailer_token_version(const char *tok, char *out, const char *
 }
 
 /* The delete token of a REMOVE record whose deleted item had stored version `stored`
- * ("" none), or NULL: of the pending, unconsumed delete tokens that could have removed
- * it, the one with the smallest version. A plain delete removes an item stored below its
- * version; an undo only an item stored at exactly its repair version, and on a tie of
- * versions the plain one is taken: an undo and the delete it completes may race for one
- * item (one removes it, the other takes its token back), and an undo token left over
- * matches nothing but another state of that repair. The replicator's deletes of one key
- * happen in version order, so several pending deletes of
+ * ("" none), or NULL: the pending, unconsumed plain token "D<version>" with the smallest
+ * version above `stored` (a Tern delete removes an item stored below its version); only
+ * if there is none, an undo token "D<version>/<repair version>" whose repair version is
+ * `stored` (an undo removes exactly that state). Plain first: an undo and the delete it
+ * completes may race for one item (one removes it, the other finds nothing and takes
+ * its token back), and an undo whose DeleteItem failed keeps its token; either way the
+ * token left over must be an undo's, which matches only a state of that repair (and is
+ * consumed with the first REMOVE of such a state: tailer_consume_undos). The
+ * replicator's deletes of one key happen in version order, so several pending deletes of
  * a key (an agent behind, or several in one batch) are matched in order; SMEMBERS
  * order is arbitrary, and a wrong match would make an echo look older than the item
  * it removed and trigger a false repair. Borrowed. */
 static const char *tailer_delete_token(const key_view *v, const char *stored) {
-    const char *best = NULL;
-    int best_undo = 0;
-    char tv[LWW_VERSION_STRLEN], bv[LWW_VERSION_STRLEN] = "";
+    const char *best[2] = {NULL, NULL}; /* [0] plain, [1] undo */
+    char tv[LWW_VERSION_STRLEN], bv[2][LWW_VERSION_STRLEN] = {"", ""};
     if (!v->pend || v->pend->type != REDIS_REPLY_ARRAY) return NULL;
     for (size_t i = 0; i < v->pend->elements; i++) {
         const char *tok = v->pend->element[i]->str, *undo;
-        int c;
+        int k;
         if (!*tailer_token_version(tok, tv, &undo) || strcmp(tv, stored) <= 0 || !tailer_pending(v, tok)) continue;
         if (undo && strcmp(undo, stored) != 0) continue;
-        c = best ? strcmp(tv, bv) : -1;
-        if (c < 0 || (c == 0 && best_undo && !undo)) {
-            best = tok;
-            best_undo = undo != NULL;
-            memcpy(bv, tv, sizeof bv);
+        k = undo != NULL;
+        if (!best[k] || strcmp(tv, bv[k]) < 0) {
+            best[k] = tok;
+            memcpy(bv[k], tv, sizeof bv[k]);
         }
     }
-    return best;
+    return best[0] ? best[0] : best[1];
+}
+
+/* A REMOVE of an item stored at `stored` was read: every pending undo token of that
+ * repair version is spent with it (a repair lands at most once after the delete that
+ * overtakes it, so one REMOVE of its state is all an undo can produce). */
+static void tailer_consume_undos(key_view *v, const char *stored) {
+    char tv[LWW_VERSION_STRLEN];
+    if (!*stored || !v->pend || v->pend->type != REDIS_REPLY_ARRAY) return;
+    for (size_t i = 0; i < v->pend->elements; i++) {
+        const char *tok = v->pend->element[i]->str, *undo;
+        if (*tailer_token_version(tok, tv, &undo) && undo && strcmp(undo, stored) == 0 && tailer_pending(v, tok))
+            v->consumed[v->n_consumed++] = tok;
+    }
 }
 
 /* A valid version text from an item attribute, or "" (apps may write anything). */
@@ -640,8 +653,6 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         if (!tailer_view(views, nk, r->kid)) {
             views[nk].kid = strdup(r->kid);
             if (!views[nk].kid) goto out;
-            views[nk].consumed = calloc(n, sizeof *views[nk].consumed);
-            if (!views[nk].consumed) goto out;
             nk++;
         }
     }
@@ -671,6 +682,10 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         if (c->type == REDIS_REPLY_STRING && c->len < LWW_VERSION_STRLEN) memcpy(views[i].lt, c->str, c->len + 1);
         views[i].pend = rep[4 * i + 2];
         rep[4 * i + 2] = NULL;
+        /* only pending tokens are consumed, each once */
+        views[i].consumed = calloc(views[i].pend->type == REDIS_REPLY_ARRAY && views[i].pend->elements
+                                       ? views[i].pend->elements : 1, sizeof *views[i].consumed);
+        if (!views[i].consumed) goto out;
         freeReplyObject(a);
         freeReplyObject(b);
         freeReplyObject(c);
@@ -694,6 +709,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             const char *undo;
             const char *echo_ver = r->is_delete ? tailer_token_version(token, tv, &undo) : tailer_item_version(r->newi);
             v->consumed[v->n_consumed++] = token;
+            if (r->is_delete) tailer_consume_undos(v, tailer_item_version(r->oldi));
             tailer_observe(tl, echo_ver);
             if (r->is_delete && strcmp(echo_ver, v->tomb) > 0) snprintf(v->tomb, sizeof v->tomb, "%s", echo_ver);
             n_echo++;
@@ -709,7 +725,9 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
                     continue;
                 }
                 if (tailer_repair(tl, t, r, lv, r->oldi == NULL, &written) != 0) goto out;
-                if (written) tailer_note_repair(t, r->kid, lv);
+                /* a written put certainly has an echo to clear its note (a new tern:wid
+                 * changes the item); a delete that found the item gone has none */
+                if (written && r->oldi) tailer_note_repair(t, r->kid, lv);
                 n_repaired++;
             }
             continue;

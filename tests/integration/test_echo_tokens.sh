@@ -110,6 +110,11 @@ wait_identical 30 $A $B || fail "regions differ after the retried delete"
 # version. The undoing delete is made by hand here: B's tokens, then the delete in B's
 # table. The tombstone version is 5 s ahead: B's clock must have read it (the version
 # part of the token), which an agent that took the whole token for a version did not.
+# A newer plain delete token is pending too (a delete that removed the repair's state
+# before its undo could): the REMOVE is that delete's, and spends the undo token of the
+# same state with it; only the undo token of another repair version stays (the agent
+# used to take the undo token for its smaller version and leave the plain one, which
+# would then have hidden a later local delete of the key).
 note "the delete that undoes a repair is an echo"
 K4=$(key_json 4 REDO)
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#4"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
@@ -118,10 +123,11 @@ SV=$("$DDBTOOL" get "$EB" "$TABLE" "$K4" | jq -r '.["tern:ver"].S')
 [[ "$SV" =~ ^[0-9]{13}-[0-9]{6}-$A$ ]] || fail "cannot read the version stored in $B ($SV)"
 TVMS=$(($(date +%s%3N) + 5000))
 TV=$(printf '%013d-000000-ap-south-1' "$TVMS")
+TV2=$(printf '%013d-000000-ap-south-1' "$((TVMS + 1))")
 OTHER="0000000000001-000000-$A"
 KID=$(printf '%s' '{"PK":{"S":"REDO#4"},"SK":{"S":"ITEM"}}' | sha256sum | cut -c1-64)
 PEND=$(redis_key $B "pend:$TABLE:$KID")
-region_redis $B SADD "$PEND" "D$TV/$SV" "D$TV/$OTHER" >/dev/null
+region_redis $B SADD "$PEND" "D$TV/$SV" "D$TV/$OTHER" "D$TV2" >/dev/null
 local0=$(acnt $B local) echo0=$(acnt $B echo)
 "$DDBTOOL" delete "$EB" "$TABLE" "$K4" || fail delete
 for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
@@ -132,7 +138,7 @@ note "$B's agent: echo $(($(acnt $B echo) - echo0)), local $(($(acnt $B local) -
 [ "$(region_redis $B SMEMBERS "$PEND")" = "D$TV/$OTHER" ] ||
   fail "pending tokens $(region_redis $B SMEMBERS "$PEND" | tr '\n' ' '): expected only the one for another repair version"
 HLC=$(region_redis $B GET "$(redis_key $B hlc)")
-[ "${HLC:0:13}" -ge "$TVMS" ] 2>/dev/null || fail "$B's clock ($HLC) did not read the undo token's version $TV"
+[ "${HLC:0:13}" -ge "$TVMS" ] 2>/dev/null || fail "$B's clock ($HLC) did not read the delete token's version ($TV2)"
 "$DDBTOOL" get "$EA" "$TABLE" "$K4" >/dev/null || fail "the undoing delete reached $A"
 "$DDBTOOL" delete "$EA" "$TABLE" "$K4" || fail delete
 wait_identical 30 $A $B || fail "regions differ at the end"
