@@ -196,11 +196,12 @@ static int apply_new_wid(state *st, char *wid, size_t len, char *err, size_t err
  * deletes the item if it holds exactly the repair's version (condition #v = :v: a newer
  * write, or an item already gone, is left alone), under the echo token
  * "D<tomb>/<repair version>". The agent matches such a token only with the REMOVE of an
- * item stored at exactly the repair's version, and prefers the delete's own "D<tomb>"
- * on a tie: when this delete and the replicator's of the same item race (one removes it,
- * the other finds nothing and takes its token back), a token read before it was taken
- * back can only be left over as this one, which matches nothing but a state written by
- * this very repair. The token is the same text on every attempt: like a delete's, it is
+ * item stored at exactly the repair's version, and only when no plain delete token fits
+ * (then spending it with the plain one): when this delete and the replicator's of the
+ * same item race (one removes it, the other finds nothing and takes its token back), a
+ * token read before it was taken back can only be left over as this one, which matches
+ * nothing but a state written by this very repair. The token is the same text on every
+ * attempt: like a delete's, it is
  * taken back only by the attempt that added it, when certainly nothing was deleted.
  * 0, or -1 (err; the caller retries the repair, which comes back here: the tombstone
  * check decides it lost before writing). */
