@@ -201,8 +201,8 @@ static int apply_new_wid(state *st, char *wid, size_t len, char *err, size_t err
  * same item race (one removes it, the other finds nothing and takes its token back), a
  * token read before it was taken back can only be left over as this one, which matches
  * nothing but a state written by this very repair. The token is the same text on every
- * attempt: like a delete's, it is
- * taken back only by the attempt that added it, when certainly nothing was deleted.
+ * attempt: like a delete's, it is taken back only by the attempt that added it, when
+ * certainly nothing was deleted.
  * 0, or -1 (err; the caller retries the repair, which comes back here: the tombstone
  * check decides it lost before writing). */
 static int apply_undo_repair(store *s, state *st, const apply_change *c, const char *tomb, const char *kpend,

@@ -1,7 +1,7 @@
 /* tailer.c -- the stream-reading half of tern-region-agent (see agent.h).
  *
  * Owns: per table, the stream ARN and the shard list with each shard's iterator, last
- * appended sequence number and poll schedule; the region's hybrid logical clock; a
+ * appended sequence number and poll schedule, and its repair notes; the region's hybrid logical clock; a
  * store handle and a Redis handle (this thread's own).
  *
  * Per GetRecords batch of one shard:
@@ -13,7 +13,9 @@
  *        token) not yet consumed. It is not shipped. If the state it overwrote had a
  *        higher logical version (max(stored tern:ver, ll) for an item, tomb for no item),
  *        a Tern write clobbered a local write we had not read yet: repair it (write the
- *        overwritten image, or delete, back with that version);
+ *        overwritten image, or delete, back with that version), unless a repair put this
+ *        agent made since, whose echo is still to come, already wrote that version
+ *        (repair notes);
  *      - local: versioned by the clock after observing the overwritten state's version,
  *        so a change made on top of a replicated item wins over it (guarantee 3);
  *   3. one MULTI/EXEC appends the local changes to log:T, stores ll/tomb, consumes the
