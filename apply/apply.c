@@ -53,6 +53,20 @@ static void apply_copy_reply(const redisReply *r, char *out) {
     }
 }
 
+/* An error reply among rep[0..n) (a pend key of the wrong type, Redis out of memory):
+ * copied into err and -1, every reply freed; else 0 and the replies are the caller's. A
+ * write whose token could not be added must not be made: its echo would be shipped. */
+static int apply_replies_failed(redisReply **rep, size_t n, char *err, size_t errlen) {
+    const char *e = state_reply_error(rep, n);
+    if (!e) return 0;
+    snprintf(err, errlen, "Redis: %s", e);
+    for (size_t i = 0; i < n; i++) {
+        if (rep[i]) freeReplyObject(rep[i]);
+        rep[i] = NULL;
+    }
+    return -1;
+}
+
 int apply_known(state *st, const char *table, const char *kid, char *ll, char *tomb,
                 char *err, size_t errlen) {
     char kll[512], ktomb[512];
@@ -68,6 +82,7 @@ int apply_known(state *st, const char *table, const char *kid, char *ll, char *t
         snprintf(err, errlen, "%s", state_errstr(st));
         return -1;
     }
+    if (apply_replies_failed(rep, 2, err, errlen) != 0) return -1;
     apply_copy_reply(rep[0], ll);
     apply_copy_reply(rep[1], tomb);
     freeReplyObject(rep[0]);
@@ -223,6 +238,7 @@ static int apply_undo_repair(store *s, state *st, const apply_change *c, const c
         snprintf(err, errlen, "%s", state_errstr(st));
         return -1;
     }
+    if (apply_replies_failed(rep, 2, err, errlen) != 0) return -1;
     own = state_reply_ll(rep[0], 1) != 0;
     freeReplyObject(rep[0]);
     freeReplyObject(rep[1]);
@@ -332,6 +348,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         snprintf(err, errlen, "%s", state_errstr(st));
         return APPLY_ERROR;
     }
+    if (apply_replies_failed(rep, n, err, errlen) != 0) return APPLY_ERROR;
     if (flags & (APPLY_PRECHECK | APPLY_TOMBCHECK)) {
         apply_copy_reply(rep[0], ll);
         apply_copy_reply(rep[1], tomb);
@@ -500,6 +517,13 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
     if (state_flush(st, rep, 4 * n) != 0) {
         for (size_t i = 0; i < n; i++) snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
         goto done;
+    }
+    {
+        char e[256];
+        if (apply_replies_failed(rep, 4 * n, e, sizeof e) != 0) { /* nothing written: every member retries */
+            for (size_t i = 0; i < n; i++) snprintf(out[i].err, sizeof out[i].err, "%s", e);
+            goto done;
+        }
     }
     /* 2. the precheck (apply_decide); the losers' tokens go in one more round trip */
     for (size_t i = 0; i < n; i++) {

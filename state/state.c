@@ -318,6 +318,12 @@ int state_flush(state *st, redisReply **replies, size_t n) {
 
 size_t state_pending(const state *st) { return st->queued; }
 
+const char *state_reply_error(redisReply *const *replies, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (replies[i] && replies[i]->type == REDIS_REPLY_ERROR) return replies[i]->str ? replies[i]->str : "error";
+    return NULL;
+}
+
 long long state_reply_ll(const redisReply *r, long long dflt) {
     char *end;
     long long v;

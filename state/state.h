@@ -107,6 +107,11 @@ size_t state_pending(const state *st);
  * or dflt when the reply is NULL, nil or not a number. */
 long long state_reply_ll(const redisReply *r, long long dflt);
 
+/* The text of the first error reply among replies[0..n) (a flush returns them as
+ * replies: a key of the wrong type, a Redis out of memory or read-only), or NULL. Borrowed
+ * from the replies. */
+const char *state_reply_error(redisReply *const *replies, size_t n);
+
 /* Writes the heartbeat key hb:<who> = "<now_ms> <pid> <status>" with expiry. 0/-1. */
 int state_heartbeat(state *st, const char *who, const char *status);
 

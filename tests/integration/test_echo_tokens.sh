@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Echo tokens of deletes: regressions and the repair-undo token, on one pair of regions.
+# Echo tokens: regressions of delete tokens, the repair-undo token, and a token set of the
+# wrong type in Redis, on one pair of regions.
 # 1. (apply/apply.c) A change that was applied but whose
 # watermark was never saved (replicator killed between the write and the save) is
 # delivered again. For a delete, the second attempt finds the tombstone equal to its
@@ -141,6 +142,42 @@ HLC=$(region_redis $B GET "$(redis_key $B hlc)")
 [ "${HLC:0:13}" -ge "$TVMS" ] 2>/dev/null || fail "$B's clock ($HLC) did not read the delete token's version ($TV2)"
 "$DDBTOOL" get "$EA" "$TABLE" "$K4" >/dev/null || fail "the undoing delete reached $A"
 "$DDBTOOL" delete "$EA" "$TABLE" "$K4" || fail delete
+wait_identical 30 $A $B || fail "regions differ after the undo"
+
+# 5. (apply/apply.c, region-agent/tailer.c) A key's echo-token set of the wrong type in
+# Redis (an operator's mistake, a bad restore): error replies were taken for "nothing
+# there", so the replicator wrote without a token and the agent read an echo as a local
+# change, shipping it back. Now both stop on the key, say why, and go on once it is fixed.
+note "a pend key of the wrong type stops that key, loudly, and loses nothing"
+K5=$(key_json 5 REDO)
+KID5=$(printf '%s' '{"PK":{"S":"REDO#5"},"SK":{"S":"ITEM"}}' | sha256sum | cut -c1-64)
+PEND5=$(redis_key $B "pend:$TABLE:$KID5")
+region_redis $B SET "$PEND5" not-a-set >/dev/null
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#5"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+sleep 3
+rc=0; "$DDBTOOL" get "$EB" "$TABLE" "$K5" >/dev/null || rc=$?
+[ $rc = 3 ] || fail "$B's replicator wrote the change although it could not add its echo token"
+grep -q "WRONGTYPE" "$(region_run $B)/tern-replicator.log" || fail "$B's replicator did not say why it stopped"
+region_redis $B DEL "$PEND5" >/dev/null
+"$DDBTOOL" wait "$EB" "$TABLE" "$K5" v x 30000 >/dev/null || fail "the change did not reach $B once the key was fixed"
+note "the agent's side: $B's agent frozen, the token set swapped for a string while it reads"
+signal_daemon $B tern-region-agent STOP
+local0=$(acnt $B local) echo0=$(acnt $B echo)
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#5"},"SK":{"S":"ITEM"},"v":{"S":"y"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$K5" v y 15000 >/dev/null || fail "the second put did not reach $B"
+region_redis $B RENAME "$PEND5" "$PEND5.saved" >/dev/null || fail "no token pending for the second put"
+region_redis $B SET "$PEND5" not-a-set >/dev/null
+signal_daemon $B tern-region-agent CONT
+sleep 2
+[ "$(acnt $B local)" -eq "$local0" ] || fail "$B's agent shipped an echo it could not classify"
+grep -q "reading key state: WRONGTYPE" "$(region_run $B)/tern-region-agent.log" ||
+  fail "$B's agent did not say why it stopped"
+region_redis $B DEL "$PEND5" >/dev/null
+region_redis $B RENAME "$PEND5.saved" "$PEND5" >/dev/null
+for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
+sleep 1
+[ "$(acnt $B echo)" -gt "$echo0" ] || fail "$B's agent did not go on once the key was fixed"
+[ "$(acnt $B local)" -eq "$local0" ] || fail "$B shipped the echo back as a local change"
 wait_identical 30 $A $B || fail "regions differ at the end"
 assert_clean_logs
 echo "PASS"
