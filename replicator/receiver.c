@@ -80,18 +80,24 @@ struct receiver {
     long redis_failures;        /* Redis failures not logged since then */
 };
 
-/* Logs a Redis failure at most once per REPL_WARN_EVERY_MS (a peer resends its window
- * every ack timeout while Redis is down); the others are counted in the next line. */
-static void receiver_redis_warn(receiver *r, const char *peer, const char *table, const char *what) {
+/* Logs a Redis failure (detail: why; NULL: the connection's error) at most once per
+ * REPL_WARN_EVERY_MS (a peer resends its window every ack timeout while Redis is down);
+ * the others are counted in the next line. */
+static void receiver_redis_warn_detail(receiver *r, const char *peer, const char *table, const char *what,
+                                       const char *detail) {
     long long now = daemon_mono_ms();
     if (r->last_redis_warn && now - r->last_redis_warn < REPL_WARN_EVERY_MS) {
         r->redis_failures++;
         return;
     }
     log_warn(peer, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)", table, what,
-             state_errstr(r->st), r->redis_failures);
+             detail ? detail : state_errstr(r->st), r->redis_failures);
     r->last_redis_warn = now;
     r->redis_failures = 0;
+}
+
+static void receiver_redis_warn(receiver *r, const char *peer, const char *table, const char *what) {
+    receiver_redis_warn_detail(r, peer, table, what, NULL);
 }
 
 receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen) {
@@ -312,8 +318,16 @@ static int receiver_save(receiver *r, source_state *s) {
     state_append(r->st, "LTRIM %s 0 %d", klag, STATE_LAG_SAMPLES - 1);
     n++;
     rc = state_flush(r->st, rep, n);
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        if (rep[i]) freeReplyObject(rep[i]);
+    if (rc == 0) {
+        /* an error reply (Redis out of memory, a key of the wrong type) is no save: an
+         * ack after it would let the peer trim what this region has not recorded */
+        const char *e = state_reply_error(rep, n);
+        int failed = e != NULL;
+        if (failed) receiver_redis_warn_detail(r, s->source, s->table, "saving the watermark (the acknowledgement waits)", e);
+        for (size_t i = 0; i < n; i++)
+            if (rep[i]) freeReplyObject(rep[i]);
+        if (failed) return -1;
+    }
     if (rc != 0) {
         receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
         return -1;

@@ -178,6 +178,29 @@ for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sle
 sleep 1
 [ "$(acnt $B echo)" -gt "$echo0" ] || fail "$B's agent did not go on once the key was fixed"
 [ "$(acnt $B local)" -eq "$local0" ] || fail "$B shipped the echo back as a local change"
+wait_identical 30 $A $B || fail "regions differ after the token set was fixed"
+
+# 6. (replicator/receiver.c) The same for the watermark: a save answered with an error
+# reply was taken for done and acknowledged, so the peer could trim changes this region
+# had not recorded. Now the acknowledgement waits until the save succeeds.
+note "a watermark save answered with an error is not acknowledged"
+WM=$(redis_key $B "wm:$A:$TABLE") ACK=$(redis_key $A "ack:$TABLE")
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#6"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 6 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
+sleep 1.5
+ack0=$(region_redis $A HGET "$ACK" $B)
+region_redis $B RENAME "$WM" "$WM.saved" >/dev/null || fail "no watermark in $B"
+region_redis $B SET "$WM" not-a-hash >/dev/null
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#7"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 7 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
+sleep 3
+[ "$(region_redis $A HGET "$ACK" $B)" = "$ack0" ] || fail "$B acknowledged a change whose watermark it could not save"
+grep -q "saving the watermark (the acknowledgement waits): WRONGTYPE" "$(region_run $B)/tern-replicator.log" ||
+  fail "$B's replicator did not say why it does not acknowledge"
+region_redis $B DEL "$WM" >/dev/null
+region_redis $B RENAME "$WM.saved" "$WM" >/dev/null
+for ((i = 0; i < 150; i++)); do [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] && break; sleep 0.1; done
+[ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] || fail "$B did not acknowledge once its watermark could be saved"
 wait_identical 30 $A $B || fail "regions differ at the end"
 assert_clean_logs
 echo "PASS"
