@@ -78,8 +78,9 @@ typedef struct {
     shard *shards;
     size_t n_shards;
     long long next_describe; /* monotonic ms */
-    repair_note notes[TAILER_REPAIR_NOTES]; /* a ring: n_notes used, next at note_next */
+    repair_note notes[TAILER_REPAIR_NOTES]; /* a ring: n_notes slots used, next at note_next */
     size_t n_notes, note_next;
+    size_t n_live;                          /* slots holding a note (an empty kid: served) */
 } table_tail;
 
 typedef struct {
@@ -568,16 +569,21 @@ static void tailer_note_repair(table_tail *t, const char *kid, const char *ver) 
         n = &t->notes[t->note_next];
         t->note_next = (t->note_next + 1) % TAILER_REPAIR_NOTES;
         if (t->n_notes < TAILER_REPAIR_NOTES) t->n_notes++;
+        if (!n->kid[0]) t->n_live++; /* else the oldest note is forgotten */
     }
     snprintf(n->kid, sizeof n->kid, "%s", kid);
     snprintf(n->ver, sizeof n->ver, "%s", ver);
 }
 
 /* An echo of version ver was read for key kid: if it is the noted repair's own, the note
- * has served (its slot is emptied: an empty kid matches no key). */
+ * has served (its slot is emptied: an empty kid matches no key). Called for every echo:
+ * with no note held, as almost always, it costs nothing. */
 static void tailer_note_echo(table_tail *t, const char *kid, const char *ver) {
-    repair_note *n = t->n_notes ? tailer_note_find(t, kid) : NULL;
-    if (n && strcmp(n->ver, ver) == 0) n->kid[0] = '\0';
+    repair_note *n = t->n_live ? tailer_note_find(t, kid) : NULL;
+    if (n && strcmp(n->ver, ver) == 0) {
+        n->kid[0] = '\0';
+        t->n_live--;
+    }
 }
 
 /* Repairs key r after an echo clobbered a state whose logical version `lv` is higher.
@@ -731,7 +737,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             tailer_note_echo(t, r->kid, echo_ver);
             if (*old_logical && strcmp(old_logical, echo_ver) > 0) {
                 char lv[LWW_VERSION_STRLEN];
-                const repair_note *note = tailer_note_find(t, r->kid);
+                const repair_note *note = t->n_live ? tailer_note_find(t, r->kid) : NULL;
                 int written = 0;
                 snprintf(lv, sizeof lv, "%s", old_logical);
                 if (note && strcmp(lv, note->ver) <= 0) {

@@ -295,6 +295,7 @@ static int receiver_save(receiver *r, source_state *s) {
     size_t n = 0;
     redisReply *rep[80];
     pending_tally *t = &s->t;
+    const char *e = NULL; /* an error reply's text */
     int rc;
     state_key(r->st, kwm, sizeof kwm, STATE_K_WM, s->source, s->table);
     state_key(r->st, kcnt, sizeof kcnt, STATE_K_CNT, s->source, s->table);
@@ -318,20 +319,13 @@ static int receiver_save(receiver *r, source_state *s) {
     state_append(r->st, "LTRIM %s 0 %d", klag, STATE_LAG_SAMPLES - 1);
     n++;
     rc = state_flush(r->st, rep, n);
-    if (rc == 0) {
-        /* an error reply (Redis out of memory, a key of the wrong type) is no save: an
-         * ack after it would let the peer trim what this region has not recorded */
-        const char *e = state_reply_error(rep, n);
-        int failed = e != NULL;
-        if (failed) receiver_redis_warn_detail(r, s->source, s->table, "saving the watermark (the acknowledgement waits)", e);
-        for (size_t i = 0; i < n; i++)
-            if (rep[i]) freeReplyObject(rep[i]);
-        if (failed) return -1;
-    }
-    if (rc != 0) {
-        receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
-        return -1;
-    }
+    /* an error reply (Redis out of memory, a key of the wrong type) is no save either: an
+     * ack after it would let the peer trim what this region has not recorded */
+    if (rc == 0 && (e = state_reply_error(rep, n))) rc = -1;
+    if (rc != 0) receiver_redis_warn_detail(r, s->source, s->table, "saving the watermark (the acknowledgement waits)", e);
+    for (size_t i = 0; i < n; i++) /* all NULL after a failed flush */
+        if (rep[i]) freeReplyObject(rep[i]);
+    if (rc != 0) return -1;
     r->last_redis_warn = 0;
     receiver_count(r, s->source, s->table, "applied", t->applied);
     receiver_count(r, s->source, s->table, "lost", t->lost);

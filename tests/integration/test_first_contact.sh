@@ -7,8 +7,6 @@
 # us-east-1's agent is stopped; peerprobe speaks for us-east-1 with its real key.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
-PROBE=$TERN_BUILD/tests/peerprobe
-[ -x "$PROBE" ] || fail "$PROBE not built"
 cluster_init 2
 cluster_up
 kill_daemon us-east-1 tern-region-agent
@@ -16,7 +14,7 @@ W=$(region_endpoint eu-west-1)
 EP="tcp://127.0.0.1:${CL_REPL[eu-west-1]}"
 WMKEY=$(redis_key eu-west-1 "wm:us-east-1:$TABLE")
 probe() {
-  "$PROBE" --connect "$EP" --server-key "$CLUSTER_DIR/keys/eu-west-1.pub" \
+  "$PEERPROBE" --connect "$EP" --server-key "$CLUSTER_DIR/keys/eu-west-1.pub" \
     --secret-key "$CLUSTER_DIR/keys/us-east-1.key" --wait "${WAIT:-1500}" "$@"
 }
 now_ms() { date +%s%3N; }

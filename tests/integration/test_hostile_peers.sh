@@ -27,8 +27,6 @@
 # fails the test only at the end, so every other check still runs.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
-PROBE=$TERN_BUILD/tests/peerprobe
-[ -x "$PROBE" ] || fail "$PROBE not built"
 cluster_init 2
 cluster_up
 E=$(region_endpoint us-east-1) W=$(region_endpoint eu-west-1)
@@ -43,7 +41,7 @@ mkdir -p "$D"
 
 # probe ARGS...: peerprobe against eu-west-1's replicator with us-east-1's legit key
 probe() {
-  "$PROBE" --connect "$EP" --server-key "$KEYS/eu-west-1.pub" --secret-key "$KEYS/us-east-1.key" \
+  "$PEERPROBE" --connect "$EP" --server-key "$KEYS/eu-west-1.pub" --secret-key "$KEYS/us-east-1.key" \
     --wait 500 "$@"
 }
 # frames_of NAME JQ...: crafts one frame per jq filter applied to hbody NAME, prints the files
@@ -51,7 +49,7 @@ frames_of() {
   local name=$1 f i=0; shift
   for f in "$@"; do
     i=$((i + 1))
-    "$PROBE" craft --out "$D/$name.$i.bin" --body "$(hbody "$name" "$f")" || fail "craft $f"
+    "$PEERPROBE" craft --out "$D/$name.$i.bin" --body "$(hbody "$name" "$f")" || fail "craft $f"
     echo "$D/$name.$i.bin"
   done
 }
@@ -142,7 +140,7 @@ case_end "${want[*]}" 'rejected a frame \((magic|short)\)'
 
 case_begin "truncated frames"
 HOSTILE+=(trunc)
-"$PROBE" batch --out "$D/valid.bin" --source us-east-1 --table "$TABLE" --prev 0-0 --pos "$NEXT" \
+"$PEERPROBE" batch --out "$D/valid.bin" --source us-east-1 --table "$TABLE" --prev 0-0 --pos "$NEXT" \
   --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(hkey trunc)" --image "$(himage trunc)" || fail "encode"
 len=$(stat -c %s "$D/valid.bin")
 head -c $((len - 1)) "$D/valid.bin" >"$D/t1.bin"  # body one byte short
@@ -155,16 +153,16 @@ case_end "length+3 short+2" 'rejected a frame \((length|short)\)'
 
 case_begin "unknown protocol version and set reserved bits"
 HOSTILE+=(ver)
-mapfile -t files < <(for v in 2 0 255; do "$PROBE" craft --out "$D/ver.$v.bin" --version $v --body "$(hbody ver)" && echo "$D/ver.$v.bin"; done
-  "$PROBE" craft --out "$D/ver.r.bin" --reserved 1 --body "$(hbody ver)" && echo "$D/ver.r.bin")
+mapfile -t files < <(for v in 2 0 255; do "$PEERPROBE" craft --out "$D/ver.$v.bin" --version $v --body "$(hbody ver)" && echo "$D/ver.$v.bin"; done
+  "$PEERPROBE" craft --out "$D/ver.r.bin" --reserved 1 --body "$(hbody ver)" && echo "$D/ver.r.bin")
 expect_no_ack "$(probe raw "${files[@]}")"
 case_end "version+4" 'rejected a frame \(version\)'
 
 case_begin "unknown frame type, and an ACK sent to a replicator"
 HOSTILE+=(type)
-"$PROBE" craft --out "$D/type.3.bin" --type 3 --body "$(hbody type)" || fail craft
-"$PROBE" craft --out "$D/type.0.bin" --type 0 --body "$(hbody type)" || fail craft
-"$PROBE" craft --out "$D/type.2.bin" --type 2 --body "{\"source\":\"us-east-1\",\"table\":\"$TABLE\",\"pos\":\"$NEXT\"}" || fail craft
+"$PEERPROBE" craft --out "$D/type.3.bin" --type 3 --body "$(hbody type)" || fail craft
+"$PEERPROBE" craft --out "$D/type.0.bin" --type 0 --body "$(hbody type)" || fail craft
+"$PEERPROBE" craft --out "$D/type.2.bin" --type 2 --body "{\"source\":\"us-east-1\",\"table\":\"$TABLE\",\"pos\":\"$NEXT\"}" || fail craft
 expect_no_ack "$(probe raw "$D"/type.[0-3].bin)"
 case_end "type+3" 'rejected a frame \(type\)'
 
@@ -175,21 +173,21 @@ s=$(hbody big '.changes[0].image.pad = {S: "PAD"}')
 printf '%s' "${s%%PAD*}" >"$D/big.json"
 head -c $((9 * 1024 * 1024)) /dev/zero | tr '\0' 'x' >>"$D/big.json"
 printf '%s' "${s#*PAD}" >>"$D/big.json" # valid JSON: only the size can reject it
-"$PROBE" craft --out "$D/big.1.bin" --body-file "$D/big.json" || fail craft
+"$PEERPROBE" craft --out "$D/big.1.bin" --body-file "$D/big.json" || fail craft
 # a small frame whose header declares 9 MiB
-"$PROBE" craft --out "$D/big.2.bin" --length $((9 * 1024 * 1024)) --body "$(hbody big)" || fail craft
+"$PEERPROBE" craft --out "$D/big.2.bin" --length $((9 * 1024 * 1024)) --body "$(hbody big)" || fail craft
 expect_no_ack "$(probe raw "$D"/big.[12].bin)"
 case_end "too-big+2" 'rejected a frame \(too-big\)'
 
 case_begin "invalid JSON"
 HOSTILE+=(json)
 body=$(hbody json)
-"$PROBE" craft --out "$D/json.1.bin" --body "${body%?}" || fail craft                  # cut short
-"$PROBE" craft --out "$D/json.2.bin" --body "$body$body" || fail craft                 # two values
-"$PROBE" craft --out "$D/json.3.bin" --body "$(hbody json '.changes[0].image.evil.S = "y\u0000s"')" || fail craft # \u0000
+"$PEERPROBE" craft --out "$D/json.1.bin" --body "${body%?}" || fail craft                  # cut short
+"$PEERPROBE" craft --out "$D/json.2.bin" --body "$body$body" || fail craft                 # two values
+"$PEERPROBE" craft --out "$D/json.3.bin" --body "$(hbody json '.changes[0].image.evil.S = "y\u0000s"')" || fail craft # \u0000
 hbody json | sed 's/"yes"/"y\xff\xfes"/' >"$D/notutf8.json"
-"$PROBE" craft --out "$D/json.4.bin" --body-file "$D/notutf8.json" || fail craft        # not UTF-8
-"$PROBE" craft --out "$D/json.5.bin" --body '' || fail craft                           # nothing
+"$PEERPROBE" craft --out "$D/json.4.bin" --body-file "$D/notutf8.json" || fail craft        # not UTF-8
+"$PEERPROBE" craft --out "$D/json.5.bin" --body '' || fail craft                           # nothing
 expect_no_ack "$(probe raw "$D"/json.[1-5].bin)"
 case_end "json+5" 'rejected a frame \(json\)'
 
@@ -262,9 +260,9 @@ case_end "" 'ahead of this region.s clock.*held back'
 
 case_begin "a client without CURVE cannot even connect"
 HOSTILE+=(plain)
-"$PROBE" batch --out "$D/plain.bin" --source us-east-1 --table "$TABLE" --prev 0-0 --pos "$NEXT" \
+"$PEERPROBE" batch --out "$D/plain.bin" --source us-east-1 --table "$TABLE" --prev 0-0 --pos "$NEXT" \
   --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(hkey plain)" --image "$(himage plain)" || fail "encode"
-rc=0; out=$("$PROBE" --connect "$EP" --plain --connect-timeout 2000 raw "$D/plain.bin") || rc=$?
+rc=0; out=$("$PEERPROBE" --connect "$EP" --plain --connect-timeout 2000 raw "$D/plain.bin") || rc=$?
 [ "$rc" = 3 ] && [ "$out" = "not-connected" ] || fail "$CASE: a plain client got through (exit $rc): $out"
 case_end "" ""
 
@@ -272,10 +270,10 @@ case_begin "a flood of 200 connections with an unknown key"
 HOSTILE+=(flood)
 mkdir -p "$D/intruder"
 "$CURVEKEYGEN" intruder "$D/intruder" || fail "keygen"
-"$PROBE" batch --out "$D/flood.bin" --source us-east-1 --table "$TABLE" --prev "$WM0" --pos "$NEXT" \
+"$PEERPROBE" batch --out "$D/flood.bin" --source us-east-1 --table "$TABLE" --prev "$WM0" --pos "$NEXT" \
   --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$(hkey flood)" --image "$(himage flood)" || fail "encode"
 refused0=$(region_redis eu-west-1 HGET "$REJ" curve_refused); refused0=${refused0:-0}
-out=$("$PROBE" --connect "$EP" --server-key "$KEYS/eu-west-1.pub" --secret-key "$D/intruder/intruder.key" \
+out=$("$PEERPROBE" --connect "$EP" --server-key "$KEYS/eu-west-1.pub" --secret-key "$D/intruder/intruder.key" \
   --wait 3000 flood 200 --frame-file "$D/flood.bin") || fail "$CASE: probe failed"
 [[ "$out" =~ ^flood\ 200\ connections\ [0-9]+\ queued\ 0\ replies$ ]] || fail "$CASE: probe said: $out"
 for ((i = 0; i < 50; i++)); do

@@ -25,6 +25,12 @@ val_of() { # val_of ENDPOINT KEY: the item's "v" attribute, or "-" when absent
   out=$("$DDBTOOL" get "$1" "$TABLE" "$2") || rc=$?
   if [ $rc = 3 ]; then echo -; elif [ $rc != 0 ]; then echo "?"; else jq -r '.v.S' <<<"$out"; fi
 }
+# both_hold KEY VALUE WHAT: the regions converge and both hold VALUE ("-": deleted)
+both_hold() {
+  wait_identical 30 $A $B || fail "regions differ after the $3"
+  [ "$(val_of "$EA" "$1")" = "$2" ] || fail "us-east-1 holds $(val_of "$EA" "$1") after the $3, expected $2"
+  [ "$(val_of "$EB" "$1")" = "$2" ] || fail "eu-west-1 holds $(val_of "$EB" "$1") after the $3, expected $2"
+}
 wait_counter() { # wait_counter REGION FIELD MIN SECONDS
   local i
   for ((i = 0; i < $4 * 10; i++)); do [ "$(acnt "$1" "$2")" -ge "$3" ] && return 0; sleep 0.1; done
@@ -64,9 +70,7 @@ remote_write_in_b "$K" '{"PK":{"S":"RACE#1"},"SK":{"S":"ITEM"},"v":{"S":"remote"
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"RACE#1"},"SK":{"S":"ITEM"},"v":{"S":"local"}}' || fail "put in $A"
 deliver_and_resume "$K" remote
 wait_counter $A repaired $((rep0 + 1)) 15 || fail "A's agent did not repair the clobbered local write"
-wait_identical 30 $A $B || fail "regions differ after the put race"
-[ "$(val_of "$EA" "$K")" = local ] || fail "us-east-1 holds $(val_of "$EA" "$K"), expected the later local write"
-[ "$(val_of "$EB" "$K")" = local ] || fail "eu-west-1 holds $(val_of "$EB" "$K"), expected the later local write"
+both_hold "$K" local "put race"
 note "put variant: both regions hold 'local'; repaired $(acnt $A repaired)"
 
 note "delete variant: an unread local delete clobbered by an older remote put"
@@ -79,9 +83,7 @@ remote_write_in_b "$K2" '{"PK":{"S":"RACE#2"},"SK":{"S":"ITEM"},"v":{"S":"remote
 "$DDBTOOL" delete "$EA" "$TABLE" "$K2" || fail "delete in $A"
 deliver_and_resume "$K2" remote
 wait_counter $A repaired $((rep1 + 1)) 15 || fail "A's agent did not repair the clobbered local delete"
-wait_identical 30 $A $B || fail "regions differ after the delete race"
-[ "$(val_of "$EA" "$K2")" = - ] || fail "us-east-1 holds $(val_of "$EA" "$K2"), expected the later local delete"
-[ "$(val_of "$EB" "$K2")" = - ] || fail "eu-west-1 holds $(val_of "$EB" "$K2"), expected the later local delete"
+both_hold "$K2" - "delete race"
 note "delete variant: deleted in both regions; repaired $(acnt $A repaired)"
 
 # Regression (repair storms): the unread local write clobbered by three older remote
@@ -98,9 +100,7 @@ done
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"RACE#3"},"SK":{"S":"ITEM"},"v":{"S":"local"}}' || fail "put in $A"
 deliver_and_resume "$K3" remote3
 wait_counter $A repaired $((rep2 + 1)) 15 || fail "A's agent did not repair the clobbered local write"
-wait_identical 30 $A $B || fail "regions differ after the storm"
-[ "$(val_of "$EA" "$K3")" = local ] || fail "us-east-1 holds $(val_of "$EA" "$K3"), expected the later local write"
-[ "$(val_of "$EB" "$K3")" = local ] || fail "eu-west-1 holds $(val_of "$EB" "$K3"), expected the later local write"
+both_hold "$K3" local "storm"
 [ "$(acnt $A repaired)" -eq $((rep2 + 1)) ] ||
   fail "A's agent repaired $(($(acnt $A repaired) - rep2)) times for one clobbered write"
 note "storm variant: both regions hold 'local' after one repair"

@@ -16,6 +16,7 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=${AWS
 TABLE=${TABLE:-tern-test}
 DDBTOOL=$TERN_BUILD/tests/ddbtool
 TABLEDUMP=$TERN_BUILD/tests/tabledump
+PEERPROBE=$TERN_BUILD/tests/peerprobe
 CURVEKEYGEN=$TERN_BUILD/tests/curvekeygen
 TERNCTL=$TERN_BUILD/ternctl/ternctl
 ALL_REGIONS=(us-east-1 eu-west-1 ap-south-1)
