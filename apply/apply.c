@@ -53,20 +53,6 @@ static void apply_copy_reply(const redisReply *r, char *out) {
     }
 }
 
-/* An error reply among rep[0..n) (a pend key of the wrong type, Redis out of memory):
- * copied into err and -1, every reply freed; else 0 and the replies are the caller's. A
- * write whose token could not be added must not be made: its echo would be shipped. */
-static int apply_replies_failed(redisReply **rep, size_t n, char *err, size_t errlen) {
-    const char *e = state_reply_error(rep, n);
-    if (!e) return 0;
-    snprintf(err, errlen, "Redis: %s", e);
-    for (size_t i = 0; i < n; i++) {
-        if (rep[i]) freeReplyObject(rep[i]);
-        rep[i] = NULL;
-    }
-    return -1;
-}
-
 int apply_known(state *st, const char *table, const char *kid, char *ll, char *tomb,
                 char *err, size_t errlen) {
     char kll[512], ktomb[512];
@@ -78,11 +64,10 @@ int apply_known(state *st, const char *table, const char *kid, char *ll, char *t
     }
     state_append(st, "GET %s", kll);
     state_append(st, "GET %s", ktomb);
-    if (state_flush(st, rep, 2) != 0) {
+    if (state_flush_ok(st, rep, 2) != 0) {
         snprintf(err, errlen, "%s", state_errstr(st));
         return -1;
     }
-    if (apply_replies_failed(rep, 2, err, errlen) != 0) return -1;
     apply_copy_reply(rep[0], ll);
     apply_copy_reply(rep[1], tomb);
     freeReplyObject(rep[0]);
@@ -234,11 +219,10 @@ static int apply_undo_repair(store *s, state *st, const apply_change *c, const c
     snprintf(token, sizeof token, "D%s/%s", tomb, c->version);
     state_append(st, "SADD %s %s", kpend, token);
     state_append(st, "EXPIRE %s %ld", kpend, c->ttl_s);
-    if (state_flush(st, rep, 2) != 0) {
+    if (state_flush_ok(st, rep, 2) != 0) {
         snprintf(err, errlen, "%s", state_errstr(st));
         return -1;
     }
-    if (apply_replies_failed(rep, 2, err, errlen) != 0) return -1;
     own = state_reply_ll(rep[0], 1) != 0;
     freeReplyObject(rep[0]);
     freeReplyObject(rep[1]);
@@ -344,11 +328,10 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     state_append(st, "SADD %s %s", kpend, token);
     state_append(st, "EXPIRE %s %ld", kpend, c->ttl_s);
     n += 2;
-    if (state_flush(st, rep, n) != 0) {
+    if (state_flush_ok(st, rep, n) != 0) { /* no write without its token */
         snprintf(err, errlen, "%s", state_errstr(st));
         return APPLY_ERROR;
     }
-    if (apply_replies_failed(rep, n, err, errlen) != 0) return APPLY_ERROR;
     if (flags & (APPLY_PRECHECK | APPLY_TOMBCHECK)) {
         apply_copy_reply(rep[0], ll);
         apply_copy_reply(rep[1], tomb);
@@ -514,16 +497,9 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
         state_append(st, "SADD %s %s", sl[i].kpend, sl[i].wid);
         state_append(st, "EXPIRE %s %ld", sl[i].kpend, c->ttl_s);
     }
-    if (state_flush(st, rep, 4 * n) != 0) {
+    if (state_flush_ok(st, rep, 4 * n) != 0) { /* nothing written: every member retries */
         for (size_t i = 0; i < n; i++) snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
         goto done;
-    }
-    {
-        char e[256];
-        if (apply_replies_failed(rep, 4 * n, e, sizeof e) != 0) { /* nothing written: every member retries */
-            for (size_t i = 0; i < n; i++) snprintf(out[i].err, sizeof out[i].err, "%s", e);
-            goto done;
-        }
     }
     /* 2. the precheck (apply_decide); the losers' tokens go in one more round trip */
     for (size_t i = 0; i < n; i++) {

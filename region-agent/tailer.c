@@ -123,21 +123,16 @@ static shard *tailer_find_shard(table_tail *t, const char *id) {
 
 /* Logs a Redis failure at most once per AGENT_WARN_EVERY_MS; the others are counted
  * and reported with the next line. */
-/* Logs a Redis failure (detail: why), at most once per AGENT_WARN_EVERY_MS. */
-static void tailer_redis_warn_detail(tailer *tl, const char *table, const char *what, const char *detail) {
+static void tailer_redis_warn(tailer *tl, const char *table, const char *what) {
     long long now = daemon_mono_ms();
     if (tl->last_redis_warn && now - tl->last_redis_warn < AGENT_WARN_EVERY_MS) {
         tl->redis_failures++;
         return;
     }
     log_warn(NULL, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)", table,
-             what, detail, tl->redis_failures);
+             what, state_errstr(tl->st), tl->redis_failures);
     tl->last_redis_warn = now;
     tl->redis_failures = 0;
-}
-
-static void tailer_redis_warn(tailer *tl, const char *table, const char *what) {
-    tailer_redis_warn_detail(tl, table, what, state_errstr(tl->st));
 }
 
 /* Re-reads the shard's checkpoint after a commit whose outcome is unknown (the EXEC may
@@ -684,17 +679,9 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     rep = calloc(4 * nk + 1, sizeof *rep);
     if (!rep) goto out;
     rep_len = 4 * nk + 1;
-    if (state_flush(tl->st, rep, 4 * nk) != 0) {
+    if (state_flush_ok(tl->st, rep, 4 * nk) != 0) { /* an error read as "nothing known" would ship echoes */
         tailer_redis_warn(tl, t->name, "reading key state");
         goto out;
-    }
-    {
-        /* a key of the wrong type, say: read as "nothing known" it would ship echoes */
-        const char *e = state_reply_error(rep, 4 * nk);
-        if (e) {
-            tailer_redis_warn_detail(tl, t->name, "reading key state", e);
-            goto out;
-        }
     }
     for (size_t i = 0; i < nk; i++) {
         redisReply *a = rep[4 * i], *b = rep[4 * i + 1], *c = rep[4 * i + 3];

@@ -80,24 +80,18 @@ struct receiver {
     long redis_failures;        /* Redis failures not logged since then */
 };
 
-/* Logs a Redis failure (detail: why; NULL: the connection's error) at most once per
- * REPL_WARN_EVERY_MS (a peer resends its window every ack timeout while Redis is down);
- * the others are counted in the next line. */
-static void receiver_redis_warn_detail(receiver *r, const char *peer, const char *table, const char *what,
-                                       const char *detail) {
+/* Logs a Redis failure at most once per REPL_WARN_EVERY_MS (a peer resends its window
+ * every ack timeout while Redis is down); the others are counted in the next line. */
+static void receiver_redis_warn(receiver *r, const char *peer, const char *table, const char *what) {
     long long now = daemon_mono_ms();
     if (r->last_redis_warn && now - r->last_redis_warn < REPL_WARN_EVERY_MS) {
         r->redis_failures++;
         return;
     }
     log_warn(peer, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)", table, what,
-             detail ? detail : state_errstr(r->st), r->redis_failures);
+             state_errstr(r->st), r->redis_failures);
     r->last_redis_warn = now;
     r->redis_failures = 0;
-}
-
-static void receiver_redis_warn(receiver *r, const char *peer, const char *table, const char *what) {
-    receiver_redis_warn_detail(r, peer, table, what, NULL);
 }
 
 receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen) {
@@ -295,7 +289,6 @@ static int receiver_save(receiver *r, source_state *s) {
     size_t n = 0;
     redisReply *rep[80];
     pending_tally *t = &s->t;
-    const char *e = NULL; /* an error reply's text */
     int rc;
     state_key(r->st, kwm, sizeof kwm, STATE_K_WM, s->source, s->table);
     state_key(r->st, kcnt, sizeof kcnt, STATE_K_CNT, s->source, s->table);
@@ -318,14 +311,14 @@ static int receiver_save(receiver *r, source_state *s) {
     }
     state_append(r->st, "LTRIM %s 0 %d", klag, STATE_LAG_SAMPLES - 1);
     n++;
-    rc = state_flush(r->st, rep, n);
     /* an error reply (Redis out of memory, a key of the wrong type) is no save either: an
      * ack after it would let the peer trim what this region has not recorded */
-    if (rc == 0 && (e = state_reply_error(rep, n))) rc = -1;
-    if (rc != 0) receiver_redis_warn_detail(r, s->source, s->table, "saving the watermark (the acknowledgement waits)", e);
-    for (size_t i = 0; i < n; i++) /* all NULL after a failed flush */
-        if (rep[i]) freeReplyObject(rep[i]);
-    if (rc != 0) return -1;
+    rc = state_flush_ok(r->st, rep, n);
+    for (size_t i = 0; rc == 0 && i < n; i++) freeReplyObject(rep[i]);
+    if (rc != 0) {
+        receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
+        return -1;
+    }
     r->last_redis_warn = 0;
     receiver_count(r, s->source, s->table, "applied", t->applied);
     receiver_count(r, s->source, s->table, "lost", t->lost);

@@ -318,10 +318,18 @@ int state_flush(state *st, redisReply **replies, size_t n) {
 
 size_t state_pending(const state *st) { return st->queued; }
 
-const char *state_reply_error(redisReply *const *replies, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (replies[i] && replies[i]->type == REDIS_REPLY_ERROR) return replies[i]->str ? replies[i]->str : "error";
-    return NULL;
+int state_flush_ok(state *st, redisReply **replies, size_t n) {
+    size_t bad = n;
+    if (state_flush(st, replies, n) != 0) return -1;
+    for (size_t i = 0; i < n && bad == n; i++)
+        if (replies[i]->type == REDIS_REPLY_ERROR) bad = i;
+    if (bad == n) return 0;
+    state_seterr(st, "redis: %s", replies[bad]->str ? replies[bad]->str : "error reply");
+    for (size_t i = 0; i < n; i++) {
+        freeReplyObject(replies[i]);
+        replies[i] = NULL;
+    }
+    return -1;
 }
 
 long long state_reply_ll(const redisReply *r, long long dflt) {

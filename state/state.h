@@ -100,6 +100,11 @@ redisReply *state_cmdargv(state *st, int argc, const char **argv, const size_t *
 int state_append(state *st, const char *fmt, ...);
 int state_appendargv(state *st, int argc, const char **argv, const size_t *argvlen);
 int state_flush(state *st, redisReply **replies, size_t n);
+/* state_flush for replies that must all be real answers: an error reply among them (a
+ * key of the wrong type, Redis out of memory or read-only) is a failure too, its text the
+ * sticky error, every slot NULL, the connection kept. For reads where "absent" and
+ * "error" must not be confused, and writes that must have happened. */
+int state_flush_ok(state *st, redisReply **replies, size_t n);
 /* Number of commands queued since the last flush. */
 size_t state_pending(const state *st);
 
@@ -107,10 +112,6 @@ size_t state_pending(const state *st);
  * or dflt when the reply is NULL, nil or not a number. */
 long long state_reply_ll(const redisReply *r, long long dflt);
 
-/* The text of the first error reply among replies[0..n) (a flush returns them as
- * replies: a key of the wrong type, a Redis out of memory or read-only), or NULL. Borrowed
- * from the replies. */
-const char *state_reply_error(redisReply *const *replies, size_t n);
 
 /* Writes the heartbeat key hb:<who> = "<now_ms> <pid> <status>" with expiry. 0/-1. */
 int state_heartbeat(state *st, const char *who, const char *status);
