@@ -393,6 +393,8 @@ static const cfg_key region_keys[] = {
     NUM(KT_LONG, "agent.max_inflight_batches", 1, 1024, 8, R(c.agent.max_inflight_batches)),
     NUM(KT_LONG, "agent.heartbeat_ms", 10, 60000, 1000, R(c.agent.heartbeat_ms)),
     NUM(KT_INT, "agent.metrics_port", 1, 65535, 9101, R(c.agent.metrics_port)),
+    /* wire/wire.h: WIRE_VERSION_MIN..WIRE_VERSION (shipper.c asserts it) */
+    NUM(KT_INT, "agent.wire_version", 1, 2, 2, R(c.agent.wire_version)),
     {.path = "peers", .type = KT_OBJLIST, .flags = K_REQ, .min = 0, .max = CFG_PEERS_MAX,
      .what = "an array of 0..16 peer objects", .off = R(peers), .off_n = R(n_peers),
      .sub = peer_keys, .n_sub = sizeof peer_keys / sizeof peer_keys[0], .elem_size = sizeof(peer_raw)},

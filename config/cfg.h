@@ -101,6 +101,8 @@ typedef struct {
         long max_inflight_batches;
         long heartbeat_ms;
         int metrics_port;                  /* differs from replicator.metrics_port */
+        int wire_version;                  /* protocol version of the batches it sends (1..2, default
+                                              2): 1 only while a peer's replicator predates 2 */
     } agent;
     cfg_peer *peers;                       /* 0..16, distinct regions, none equal to region */
     size_t n_peers;

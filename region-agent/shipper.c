@@ -15,7 +15,9 @@
  * (it refused or could not apply it), the link resends from the acknowledged position.
  * The replicator's watermark makes the resend idempotent.
  * Each batch names the position before its first change (prev), so a replicator can
- * tell a gap (a lost batch) from a duplicate.
+ * tell a gap (a lost batch) from a duplicate, and (version 2) the link's acknowledged
+ * position, so a replicator that has no watermark for this region yet knows where to
+ * start.
  * The log is trimmed below the minimum acknowledgement of all configured peers, so a
  * peer that is down keeps everything it has not applied.
  * Threading: its own thread, its own Redis handle; reads agent_ctx atomics. */
@@ -31,6 +33,8 @@
 #include "lww.h"
 #include "state.h"
 #include "wire.h"
+
+_Static_assert(WIRE_VERSION_MIN == 1 && WIRE_VERSION == 2, "config/cfg.c bounds agent.wire_version to 1..2");
 
 #define SHIPPER_MAX_WINDOW 64
 #define SHIPPER_MAX_BACKOFF 4    /* ack timeout doublings: at most 16 x agent.ack_timeout_ms */
@@ -228,6 +232,10 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     snprintf(b.source, sizeof b.source, "%s", cfg->region);
     snprintf(b.table, sizeof b.table, "%s", l->table);
     b.prev = l->sent;
+    /* version 2: what this link holds as acknowledged (sent never falls below it), where a
+     * replicator without a watermark for us must start */
+    b.has_acked = cfg->agent.wire_version >= 2;
+    b.acked = l->acked;
     b.sent_ms = (uint64_t)daemon_wall_ms();
     b.n = r->elements;
     b.changes = calloc(b.n, sizeof *b.changes);

@@ -1,8 +1,9 @@
 /* receiver.c -- decodes, checks and applies peers' batches (see replicator.h).
  *
  * Owns: per (source region, table) the watermark (the last applied change-log position
- * of that source's table; loaded from wm:S:T on first sight; if absent, the first batch's
- * prev is saved as the watermark: receiver_first_contact), the
+ * of that source's table; loaded from wm:S:T on first sight; if absent, the first batch
+ * that follows the source's acknowledged position saves its prev as the watermark:
+ * receiver_first_contact), the
  * position of the last change handed to the apply pool (taken), the FIFO of changes in
  * the pool in position order, the routing id of the source's latest frame, and counters
  * and lag samples not yet saved. Each decoded batch is held (reference-counted by its
@@ -263,7 +264,9 @@ static int receiver_load_wm(receiver *r, source_state *s) {
     return 0;
 }
 
-static void receiver_ack(void *sock, const source_state *s) {
+/* Acknowledges pos to s's source (its latest routing id); best effort: a lost ack is
+ * repeated by the source's resend. */
+static void receiver_ack(void *sock, const source_state *s, wire_pos pos) {
     wire_ack a;
     unsigned char *frame = NULL;
     size_t len = 0;
@@ -271,7 +274,7 @@ static void receiver_ack(void *sock, const source_state *s) {
     memset(&a, 0, sizeof a);
     snprintf(a.source, sizeof a.source, "%s", s->source);
     snprintf(a.table, sizeof a.table, "%s", s->table);
-    a.pos = s->wm;
+    a.pos = pos;
     if (wire_encode_ack(&a, &frame, &len, err, sizeof err) != 0) {
         log_error(s->source, "cannot encode ack: %s", err);
         return;
@@ -427,7 +430,7 @@ static void receiver_flush(receiver *r, void *sock, source_state *s, int force) 
     if (s->save_due && receiver_save(r, s) != 0) return;
     if (!sock || !s->known || !s->rid_len) return;
     if (force || wire_pos_cmp(s->wm, s->acked) != 0) {
-        receiver_ack(sock, s);
+        receiver_ack(sock, s, s->wm);
         s->acked = s->wm;
     }
 }
@@ -449,15 +452,29 @@ void receiver_drain(receiver *r, void *sock) {
     receiver_progress(r, sock);
 }
 
-/* No watermark in Redis: the first batch from this source says where it starts (its
- * prev: the start of the log, or what this region acknowledged before its watermark was
- * lost). That position is saved as the watermark before anything is taken, so that a
- * failed change, or a batch lost on the way, is caught by the gap check from then on;
- * before, an unknown watermark let any later batch through and a failed first change
- * was skipped for good. 0/-1 (Redis down: the peer resends). */
-static int receiver_first_contact(receiver *r, source_state *s, const wire_batch *b) {
+/* No watermark in Redis: the batch says where this source starts. Its acked (version 2)
+ * is what the source holds as acknowledged by this region: everything after it must be
+ * applied here. A batch whose prev is after its acked follows batches this region never
+ * recorded (taken by an incarnation that died before saving anything, or in flight
+ * before this one): it is refused and acked is acknowledged, so the source resends from
+ * there. A batch whose prev is its acked (or a version 1 batch: its prev, the start of
+ * the log or a resend after the last ack) starts it: prev is saved as the watermark
+ * before anything is taken, so that a failed change, or a batch lost on the way, is
+ * caught by the gap check from then on. 0: the watermark is known; 1: refused (acked);
+ * -1: Redis down (the peer resends). */
+static int receiver_first_contact(receiver *r, void *sock, source_state *s, const wire_batch *b) {
     char key[512], pos[48];
     redisReply *rep;
+    if (b->has_acked && wire_pos_cmp(b->prev, b->acked) > 0) {
+        char p1[48];
+        wire_pos_format(b->prev, p1, sizeof p1);
+        wire_pos_format(b->acked, pos, sizeof pos);
+        receiver_reject(r, "gap", b->source, "first batch does not follow the source's acknowledged position");
+        log_info(b->source, "table %s: first contact with a batch after %s, but the source holds only %s as "
+                 "acknowledged: asking for a resend from there", b->table, p1, pos);
+        if (sock && s->rid_len) receiver_ack(sock, s, b->acked);
+        return 1;
+    }
     state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
     wire_pos_format(b->prev, pos, sizeof pos);
     rep = state_cmd(r->st, "HSETNX %s pos %s", key, pos);
@@ -491,7 +508,7 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
         s->rid_len = rid_len;
     }
     if (receiver_load_wm(r, s) != 0) goto out; /* no ack: the peer resends */
-    if (!s->known && receiver_first_contact(r, s, b) != 0) goto out;
+    if (!s->known && receiver_first_contact(r, sock, s, b) != 0) goto out;
     if (wire_pos_cmp(b->prev, s->taken) > 0) {
         char p1[48], p2[48];
         wire_pos_format(b->prev, p1, sizeof p1);

@@ -364,18 +364,23 @@ static wire_status check_change(const cJSON *ch, size_t i, const char *source, w
     return WIRE_OK;
 }
 
-enum { BF_SOURCE, BF_TABLE, BF_PREV, BF_FIRST, BF_LAST, BF_SENT, BF_CHANGES, BF_N };
+enum { BF_SOURCE, BF_TABLE, BF_PREV, BF_FIRST, BF_LAST, BF_SENT, BF_CHANGES, BF_ACKED, BF_N };
 static const char *const BATCH_FIELDS[BF_N] = {"source", "table", "prev", "first", "last",
-                                               "sent_ms", "changes"};
+                                               "sent_ms", "changes", "acked"};
 
-/* Checks a batch body. With out != NULL (decoding; root is then mutable) it also moves
- * the keys/image trees out of root into out. On error out holds nothing. */
-static wire_status check_batch(cJSON *root, wire_batch *out, char *err, size_t errlen)
+/* Checks a batch body of protocol version `version` (1: no acked; 2: acked required, the
+ * last field of BATCH_FIELDS, so version 1 takes the fields before it). With out != NULL
+ * (decoding; root is then mutable) it also moves the keys/image trees out of root into
+ * out. On error out holds nothing. */
+static wire_status check_batch(cJSON *root, int version, wire_batch *out, char *err, size_t errlen)
 {
     const cJSON *f[BF_N];
-    wire_status st = take_fields(root, BATCH_FIELDS, BF_N, f, "body", err, errlen);
+    wire_status st = take_fields(root, BATCH_FIELDS, version >= 2 ? BF_N : BF_ACKED, f, "body", err, errlen);
+    wire_pos acked = {0, 0};
     if (st != WIRE_OK)
         return st;
+    if (version < 2)
+        f[BF_ACKED] = NULL;
     if ((st = check_source_table(f[BF_SOURCE], f[BF_TABLE], err, errlen)) != WIRE_OK)
         return st;
     const char *source = f[BF_SOURCE]->valuestring;
@@ -389,6 +394,14 @@ static wire_status check_batch(cJSON *root, wire_batch *out, char *err, size_t e
     if (wire_pos_cmp(before, first) >= 0) {
         set_err(err, errlen, "prev: must be before first");
         return WIRE_ERR_SCHEMA;
+    }
+    if (version >= 2) {
+        if ((st = check_pos(f[BF_ACKED], "acked", &acked, err, errlen)) != WIRE_OK)
+            return st;
+        if (wire_pos_cmp(acked, before) > 0) {
+            set_err(err, errlen, "acked: must not be after prev");
+            return WIRE_ERR_SCHEMA;
+        }
     }
     const cJSON *changes = f[BF_CHANGES];
     if (!changes) {
@@ -469,6 +482,8 @@ static wire_status check_batch(cJSON *root, wire_batch *out, char *err, size_t e
         snprintf(out->source, sizeof out->source, "%s", source);
         snprintf(out->table, sizeof out->table, "%s", f[BF_TABLE]->valuestring);
         out->prev = before;
+        out->has_acked = version >= 2;
+        out->acked = acked;
         out->first = first;
         out->last = last;
         out->sent_ms = sent_ms;
@@ -583,8 +598,9 @@ wire_status wire_decode(const void *buf, size_t len, wire_msg *out, char *err, s
         set_err(err, errlen, "bad magic %02x%02x%02x%02x, expected \"TERN\"", p[0], p[1], p[2], p[3]);
         return WIRE_ERR_MAGIC;
     }
-    if (p[4] != WIRE_VERSION) {
-        set_err(err, errlen, "protocol version %u, this build speaks %d", p[4], WIRE_VERSION);
+    if (p[4] < WIRE_VERSION_MIN || p[4] > WIRE_VERSION) {
+        set_err(err, errlen, "protocol version %u, this build speaks %d..%d", p[4], WIRE_VERSION_MIN,
+                WIRE_VERSION);
         return WIRE_ERR_VERSION;
     }
     if (p[5] != WIRE_BATCH && p[5] != WIRE_ACK) {
@@ -593,8 +609,7 @@ wire_status wire_decode(const void *buf, size_t len, wire_msg *out, char *err, s
     }
     unsigned reserved = ((unsigned)p[6] << 8) | p[7];
     if (reserved != 0) {
-        set_err(err, errlen, "reserved header field is 0x%04x, must be 0 in version %d", reserved,
-                WIRE_VERSION);
+        set_err(err, errlen, "reserved header field is 0x%04x, must be 0 in version %u", reserved, p[4]);
         return WIRE_ERR_VERSION;
     }
     uint32_t body_len = ((uint32_t)p[8] << 24) | ((uint32_t)p[9] << 16) | ((uint32_t)p[10] << 8) |
@@ -638,7 +653,7 @@ wire_status wire_decode(const void *buf, size_t len, wire_msg *out, char *err, s
     free(text);
     wire_status st;
     if (p[5] == WIRE_BATCH) {
-        st = check_batch(root, &out->u.batch, err, errlen);
+        st = check_batch(root, p[4], &out->u.batch, err, errlen);
         out->type = WIRE_BATCH;
     } else {
         st = check_ack(root, &out->u.ack, err, errlen);
@@ -667,7 +682,7 @@ void wire_msg_free(wire_msg *m)
 /* ---------------------------------------------------------------- encoding */
 
 /* Prints root and frames it. Returns 0 or -1 with err. */
-static int frame_body(const cJSON *root, wire_type type, unsigned char **out, size_t *len,
+static int frame_body(const cJSON *root, int version, wire_type type, unsigned char **out, size_t *len,
                       char *err, size_t errlen)
 {
     char *body = cJSON_PrintUnformatted(root);
@@ -689,7 +704,7 @@ static int frame_body(const cJSON *root, wire_type type, unsigned char **out, si
         return -1;
     }
     memcpy(f, MAGIC, sizeof MAGIC);
-    f[4] = WIRE_VERSION;
+    f[4] = (unsigned char)version;
     f[5] = (unsigned char)type;
     f[6] = 0;
     f[7] = 0;
@@ -764,7 +779,8 @@ int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, cha
         !cJSON_AddStringToObject(root, "table", b->table) || add_pos(root, "prev", b->prev) ||
         add_pos(root, "first", b->first) ||
         add_pos(root, "last", b->last) || !cJSON_AddRawToObject(root, "sent_ms", ms) ||
-        !(changes = cJSON_AddArrayToObject(root, "changes")))
+        !(changes = cJSON_AddArrayToObject(root, "changes")) ||
+        (b->has_acked && add_pos(root, "acked", b->acked)))
         goto nomem;
     for (size_t i = 0; i < b->n; i++) {
         const wire_change *c = &b->changes[i];
@@ -785,10 +801,11 @@ int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, cha
             !cJSON_AddStringToObject(ch, "ver", c->version))
             goto nomem;
     }
-    wire_status st = check_batch(root, NULL, err, errlen);
+    int version = b->has_acked ? 2 : 1;
+    wire_status st = check_batch(root, version, NULL, err, errlen);
     if (st != WIRE_OK)
         goto done;
-    rc = frame_body(root, WIRE_BATCH, out, len, err, errlen);
+    rc = frame_body(root, version, WIRE_BATCH, out, len, err, errlen);
     goto done;
 nomem:
     set_err(err, errlen, "out of memory building the batch");
@@ -825,7 +842,7 @@ int wire_encode_ack(const wire_ack *a, unsigned char **out, size_t *len, char *e
     }
     if (check_ack(root, NULL, err, errlen) != WIRE_OK)
         goto done;
-    rc = frame_body(root, WIRE_ACK, out, len, err, errlen);
+    rc = frame_body(root, 1, WIRE_ACK, out, len, err, errlen);
 done:
     cJSON_Delete(root);
     return rc;

@@ -2,7 +2,7 @@
  *
  * One ZeroMQ message is one frame: a 12-byte header followed by a UTF-8 JSON body.
  *   offset 0  4 bytes  magic "TERN"
- *   offset 4  u8       protocol version (WIRE_VERSION)
+ *   offset 4  u8       protocol version (WIRE_VERSION_MIN..WIRE_VERSION)
  *   offset 5  u8       frame type (wire_type)
  *   offset 6  u16      reserved, 0
  *   offset 8  u32      body length in bytes, big-endian
@@ -23,7 +23,8 @@
 
 #include "lww.h"
 
-#define WIRE_VERSION 1
+#define WIRE_VERSION 2     /* the newest version this build speaks: a batch with acked */
+#define WIRE_VERSION_MIN 1 /* the oldest version it still decodes (a batch without acked) */
 #define WIRE_HEADER_LEN 12
 #define WIRE_MAX_FRAME (8u << 20)      /* bytes, header included */
 #define WIRE_MAX_CHANGES 2000          /* changes in one batch */
@@ -74,6 +75,11 @@ typedef struct {
     wire_pos prev;                      /* the log position just before first (0-0 at the
                                            start): a receiver whose watermark is below prev
                                            missed a batch (a gap) and must not apply this one */
+    int has_acked;                      /* acked is set: a version 2 frame (0: version 1) */
+    wire_pos acked;                     /* the position the sender held as acknowledged by
+                                           this receiver when it sent (<= prev): everything
+                                           after it must reach the receiver, which is what a
+                                           receiver without a watermark starts from */
     wire_pos first, last;               /* == changes[0].pos and changes[n-1].pos */
     uint64_t sent_ms;                   /* sender's wall clock at send, 0..WIRE_SENT_MS_MAX */
     size_t n;                           /* 1..WIRE_MAX_CHANGES */
@@ -90,7 +96,7 @@ typedef enum {
     WIRE_OK = 0,       /* decoded; the caller owns the message */
     WIRE_ERR_SHORT,    /* fewer bytes than the 12-byte header */
     WIRE_ERR_MAGIC,    /* the first 4 bytes are not "TERN" */
-    WIRE_ERR_VERSION,  /* protocol version is not WIRE_VERSION, or reserved bits are set */
+    WIRE_ERR_VERSION,  /* protocol version outside WIRE_VERSION_MIN..WIRE_VERSION, or reserved bits are set */
     WIRE_ERR_TYPE,     /* frame type is neither BATCH nor ACK */
     WIRE_ERR_TOO_BIG,  /* frame or declared body length beyond WIRE_MAX_FRAME */
     WIRE_ERR_LENGTH,   /* declared body length differs from the bytes after the header */
@@ -124,7 +130,10 @@ void wire_msg_free(wire_msg *m);
 /* Encoders: validate with the decoder's rules, then store a malloc'd frame in *out and
  * its size in *len (the caller frees *out). Return 0, or -1 with err set and *out NULL:
  * a rule broken (e.g. "changes[2].image: ...") or the frame over WIRE_MAX_FRAME
- * (split the batch), or allocation failure. The batch/ack stays the caller's. */
+ * (split the batch), or allocation failure. The batch/ack stays the caller's.
+ * A batch is framed as version 2 when has_acked is set, else as version 1; an ack is
+ * always framed as version 1 (its body is the same in both), so a peer that decodes
+ * only version 1 still takes this build's acks. */
 int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, char *err,
                       size_t errlen);
 int wire_encode_ack(const wire_ack *a, unsigned char **out, size_t *len, char *err,

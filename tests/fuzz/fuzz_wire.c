@@ -26,7 +26,8 @@ static void wire_check_equal(const wire_msg *a, const wire_msg *b)
     }
     const wire_batch *x = &a->u.batch, *y = &b->u.batch;
     if (strcmp(x->source, y->source) || strcmp(x->table, y->table) ||
-        wire_pos_cmp(x->prev, y->prev) || wire_pos_cmp(x->first, y->first) ||
+        wire_pos_cmp(x->prev, y->prev) || x->has_acked != y->has_acked ||
+        wire_pos_cmp(x->acked, y->acked) || wire_pos_cmp(x->first, y->first) ||
         wire_pos_cmp(x->last, y->last) || x->sent_ms != y->sent_ms || x->n != y->n)
         fuzz_fail("batch header round trip differs");
     for (size_t i = 0; i < x->n; i++) {

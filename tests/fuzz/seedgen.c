@@ -28,8 +28,10 @@ typedef struct {
     const char *op, *keys, *image, *ver;
 } change_spec;
 
+/* A batch of n changes; a version 2 frame when acked_seq >= 0 (prev ...-5, acked the same
+ * ms with seq acked_seq <= 5), else version 1. */
 static int batch(const char *dir, const char *name, const char *source, const char *table,
-                 unsigned long long sent_ms, const change_spec *cs, size_t n)
+                 unsigned long long sent_ms, const change_spec *cs, size_t n, long long acked_seq)
 {
     wire_batch b;
     memset(&b, 0, sizeof b);
@@ -41,6 +43,12 @@ static int batch(const char *dir, const char *name, const char *source, const ch
     if (!b.changes)
         return -1;
     b.prev.ms = 1700000000000ULL;
+    if (acked_seq >= 0) {
+        b.prev.seq = 5;
+        b.has_acked = 1;
+        b.acked.ms = b.prev.ms;
+        b.acked.seq = (unsigned long long)acked_seq;
+    }
     for (size_t i = 0; i < n; i++) {
         wire_change *c = &b.changes[i];
         c->pos.ms = 1700000000001ULL + i / 2;
@@ -121,13 +129,15 @@ int main(int argc, char **argv)
         "{\"k\":{\"N\":\"99999999999999999999999999999999999999\"},\"big\":{\"N\":\"9.9999999999999999999999999999999999999E+125\"}}",
         "9999999999999-999999-abcdefghijklmnopqrstuvwxyz-0123"}};
     int rc = 0;
-    rc |= batch(d, "batch-put.bin", "us-east-1", "Orders", 1700000000500ULL, put1, 1);
-    rc |= batch(d, "batch-delete.bin", "us-east-1", "Orders", 0, del1, 1);
+    rc |= batch(d, "batch-put.bin", "us-east-1", "Orders", 1700000000500ULL, put1, 1, -1);
+    rc |= batch(d, "batch-delete.bin", "us-east-1", "Orders", 0, del1, 1, -1);
     rc |= batch(d, "batch-all-types.bin", "us-east-1", "demo-ecommerce-freetier", 1700000000500ULL,
-                all_types, 1);
-    rc |= batch(d, "batch-mixed.bin", "eu-west-1", "t.a_b-c", 1700000000999ULL, mixed, 4);
+                all_types, 1, -1);
+    rc |= batch(d, "batch-mixed.bin", "eu-west-1", "t.a_b-c", 1700000000999ULL, mixed, 4, -1);
     rc |= batch(d, "batch-limits.bin", "abcdefghijklmnopqrstuvwxyz-0123",
-                "Table.With_Many-Chars0123456789", WIRE_SENT_MS_MAX, region31, 1);
+                "Table.With_Many-Chars0123456789", WIRE_SENT_MS_MAX, region31, 1, -1);
+    rc |= batch(d, "batch-acked.bin", "us-east-1", "Orders", 1700000000500ULL, del1, 1, 2);
+    rc |= batch(d, "batch-acked-prev.bin", "eu-west-1", "t.a_b-c", 1700000000999ULL, mixed, 4, 5);
     rc |= ack(d, "ack.bin", "us-east-1", "Orders", 1700000000001ULL, 2);
     rc |= ack(d, "ack-zero.bin", "eu-west-1", "abc", 0, 0);
     rc |= ack(d, "ack-max.bin", "a", "demo-ecommerce-freetier", 18446744073709551615ULL,

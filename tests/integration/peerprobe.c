@@ -7,17 +7,19 @@
  *   peerprobe [OPTIONS] craft            send a hand-made frame:
  *             [--magic TEXT4] [--version N] [--type N] [--reserved N] [--length N]
  *             (--body JSON | --body-file FILE)
- *             header fields default to a valid BATCH header; --length defaults to the
- *             body's size (give another value to lie about it)
+ *             header fields default to a valid version 1 BATCH header (the body then
+ *             has no acked); --length defaults to the body's size (give another value
+ *             to lie about it)
  *   peerprobe [OPTIONS] garbage N [--seed S] [--max-len L]
  *             send N frames of random bytes (xorshift64 seeded with S, default 1), each
  *             0..L bytes long (default 256) and never starting with 'T' (so each is
  *             rejected as "short" below 12 bytes, else "magic"); prints
  *             "garbage N short K magic M"
  *   peerprobe [OPTIONS] batch --source R --table T --prev POS --pos POS --ver VERSION
- *             --keys JSON [--image JSON] [--sent-ms N]
+ *             --keys JSON [--image JSON] [--sent-ms N] [--acked POS]
  *             one change encoded with wire_encode_batch (a put with --image, else a
- *             delete); the encoder's rules apply, use craft to break them
+ *             delete); a version 2 frame carrying acked with --acked, else version 1;
+ *             the encoder's rules apply, use craft to break them
  *   peerprobe [OPTIONS] flood N [--frame-file FILE]
  *             open N connections at once, each sending one frame (FILE, or a 12-byte
  *             header with no body); prints "flood N connections R replies"
@@ -60,7 +62,7 @@ typedef struct {
     unsigned long long seed;
     long max_len;
     /* batch */
-    const char *source, *table, *prev, *pos, *ver, *keys, *image;
+    const char *source, *table, *prev, *pos, *ver, *keys, *image, *acked;
     unsigned long long sent_ms;
     /* flood */
     const char *frame_file;
@@ -74,7 +76,8 @@ static void usage(void) {
             "                 [--connect-timeout MS] [--out F] COMMAND ...\n"
             "  raw FILE | craft [--magic T] [--version N] [--type N] [--reserved N] [--length N]\n"
             "  (--body JSON | --body-file F) | garbage N [--seed S] [--max-len L] |\n"
-            "  batch --source R --table T --prev P --pos P --ver V --keys J [--image J] [--sent-ms N] |\n"
+            "  batch --source R --table T --prev P --pos P --ver V --keys J [--image J] [--sent-ms N]\n"
+            "        [--acked P] |\n"
             "  flood N [--frame-file F]\n");
 }
 
@@ -318,10 +321,12 @@ static int batch_frame(const probe_opts *o, unsigned char **out, size_t *len) {
     snprintf(b.source, sizeof b.source, "%s", o->source);
     snprintf(b.table, sizeof b.table, "%s", o->table);
     snprintf(c.version, sizeof c.version, "%s", o->ver);
-    if (wire_pos_parse(o->prev, &b.prev) != 0 || wire_pos_parse(o->pos, &c.pos) != 0) {
-        fprintf(stderr, "peerprobe: --prev/--pos: expected positions \"ms-seq\"\n");
+    if (wire_pos_parse(o->prev, &b.prev) != 0 || wire_pos_parse(o->pos, &c.pos) != 0 ||
+        (o->acked && wire_pos_parse(o->acked, &b.acked) != 0)) {
+        fprintf(stderr, "peerprobe: --prev/--pos/--acked: expected positions \"ms-seq\"\n");
         return -1;
     }
+    b.has_acked = o->acked != NULL;
     c.keys = cJSON_Parse(o->keys);
     c.image = o->image ? cJSON_Parse(o->image) : NULL;
     if (!c.keys || (o->image && !c.image)) {
@@ -429,7 +434,7 @@ int main(int argc, char **argv) {
     o.wait_ms = 1000;
     o.connect_timeout_ms = 5000;
     o.magic = "TERN";
-    o.version = WIRE_VERSION;
+    o.version = WIRE_VERSION_MIN; /* crafted bodies are version 1 bodies (no acked) */
     o.type = WIRE_BATCH;
     o.length = -1;
     o.seed = 1;
@@ -459,6 +464,7 @@ int main(int argc, char **argv) {
             else if (OPT("--source")) o.source = val;
             else if (OPT("--table")) o.table = val;
             else if (OPT("--prev")) o.prev = val;
+            else if (OPT("--acked")) o.acked = val;
             else if (OPT("--pos")) o.pos = val;
             else if (OPT("--ver")) o.ver = val;
             else if (OPT("--keys")) o.keys = val;

@@ -4,7 +4,12 @@
 # failed), the next batch was applied and acknowledged past it, and the first change was
 # never applied (lost). Now the first batch's prev is saved as the watermark before
 # anything is taken, and the next batch is a gap until the first is applied.
-# us-east-1's agent is stopped; peerprobe speaks for us-east-1 with its real key.
+# Regression 2: a replicator that lost its watermark (it died before saving anything, or
+# its Redis lost the key) took whichever in-flight batch came first as its start, and the
+# changes before it were never applied. Version 2 batches carry the source's
+# acknowledged position; a first batch after it is refused and the source resends.
+# us-east-1's agent is stopped; peerprobe speaks for us-east-1 with its real key (without
+# --acked it sends version 1 batches, as an agent of an older release does).
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
@@ -46,5 +51,31 @@ out=$(probe batch --source us-east-1 --table "$TABLE" --prev 100-1 --pos 100-2 \
   --ver "$(ver_at "$(now_ms)")" --keys "$(key 2)" --image "$(image 2)") || fail "probe"
 [ "$out" = "ack us-east-1 $TABLE 100-2" ] || fail "the resent second batch: $out"
 present 1 && present 2 || fail "a resent change is missing in eu-west-1"
+
+note "eu-west-1's replicator dies and its watermark is lost, with batches after 100-2 in flight"
+kill_daemon eu-west-1 tern-replicator KILL
+region_redis eu-west-1 DEL "$WMKEY" >/dev/null
+lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
+note "the first batch to arrive follows one never recorded here: refused, the source's ack position asked for"
+out=$(probe batch --source us-east-1 --table "$TABLE" --prev 100-3 --acked 100-2 --pos 100-4 \
+  --ver "$(ver_at "$(now_ms)")" --keys "$(key 4)" --image "$(image 4)") || fail "probe"
+[ "$out" = "ack us-east-1 $TABLE 100-2" ] || fail "a first batch after the acknowledged position was not refused: $out"
+! present 4 || fail "the batch after an unrecorded one was applied"
+[ -z "$(region_redis eu-west-1 HGET "$WMKEY" pos)" ] || fail "a refused first batch saved a watermark"
+note "the source resends from its acknowledged position: both changes applied"
+out=$(probe batch --source us-east-1 --table "$TABLE" --prev 100-2 --acked 100-2 --pos 100-3 \
+  --ver "$(ver_at "$(now_ms)")" --keys "$(key 3)" --image "$(image 3)") || fail "probe"
+[ "$out" = "ack us-east-1 $TABLE 100-3" ] || fail "the resend from the acknowledged position: $out"
+out=$(probe batch --source us-east-1 --table "$TABLE" --prev 100-3 --acked 100-2 --pos 100-4 \
+  --ver "$(ver_at "$(now_ms)")" --keys "$(key 4)" --image "$(image 4)") || fail "probe"
+[ "$out" = "ack us-east-1 $TABLE 100-4" ] || fail "the batch after it: $out"
+present 3 && present 4 || fail "a resent change is missing in eu-west-1"
+
+note "us-east-1's agent set to agent.wire_version 1 (an upgrade in progress) still replicates"
+jq '.agent.wire_version = 1' "$(region_cfg us-east-1)" > "$CLUSTER_DIR/v1.json" && mv "$CLUSTER_DIR/v1.json" "$(region_cfg us-east-1)"
+lr start-daemons us-east-1 >/dev/null || fail "restart us-east-1's agent"
+"$DDBTOOL" put "$(region_endpoint us-east-1)" "$TABLE" "$(image 5)" >/dev/null || fail "put in us-east-1"
+for _ in $(seq 100); do present 5 && break; sleep 0.1; done
+present 5 || fail "a change from an agent sending version 1 batches did not arrive"
 assert_clean_logs
 echo PASS

@@ -153,7 +153,7 @@ case_end "length+3 short+2" 'rejected a frame \((length|short)\)'
 
 case_begin "unknown protocol version and set reserved bits"
 HOSTILE+=(ver)
-mapfile -t files < <(for v in 2 0 255; do "$PEERPROBE" craft --out "$D/ver.$v.bin" --version $v --body "$(hbody ver)" && echo "$D/ver.$v.bin"; done
+mapfile -t files < <(for v in 3 0 255; do "$PEERPROBE" craft --out "$D/ver.$v.bin" --version $v --body "$(hbody ver)" && echo "$D/ver.$v.bin"; done
   "$PEERPROBE" craft --out "$D/ver.r.bin" --reserved 1 --body "$(hbody ver)" && echo "$D/ver.r.bin")
 expect_no_ack "$(probe raw "${files[@]}")"
 case_end "version+4" 'rejected a frame \(version\)'

@@ -286,6 +286,7 @@ static void test_active_poll(void **state) {
     expect_error("agent.active_poll_ms", "11", "agent.active_poll_ms", "above agent.idle_poll_ms (10); expected 1..10");
     expect_error("agent.active_poll_ms", "0", "agent.active_poll_ms", "out of range: expected an integer in 1..10000");
     expect_error("agent.idle_poll_ms", "0", "agent.idle_poll_ms", "out of range: expected an integer in 1..10000");
+    expect_error("agent.wire_version", "3", "agent.wire_version", "out of range: expected an integer in 1..2");
     {
         cJSON *j = base_full();
         char path[PATH_MAX + 64];
@@ -355,6 +356,7 @@ static void test_minimal_defaults(void **state) {
     assert_int_equal(c->agent.max_inflight_batches, 8);
     assert_int_equal(c->agent.heartbeat_ms, 1000);
     assert_int_equal(c->agent.metrics_port, 9101);
+    assert_int_equal(c->agent.wire_version, 2);
     assert_int_equal(c->n_peers, 0);
     assert_int_equal(c->curve.enabled, 1);
     assert_string_equal(c->curve.public_key, pub_us);

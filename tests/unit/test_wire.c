@@ -42,17 +42,24 @@ static unsigned char *raw_frame(unsigned version, unsigned type, unsigned reserv
     return f;
 }
 
-/* Decodes a body as a frame of type; frees any message; returns the status. */
-static wire_status decode_body(unsigned type, const char *body, char *err, size_t errlen)
+/* Decodes a body as a frame of type and protocol version; frees any message; returns the
+ * status. */
+static wire_status decode_body_v(unsigned version, unsigned type, const char *body, char *err, size_t errlen)
 {
     size_t len;
-    unsigned char *f = raw_frame(WIRE_VERSION, type, 0, body, &len);
+    unsigned char *f = raw_frame(version, type, 0, body, &len);
     wire_msg m;
     wire_status st = wire_decode(f, len, &m, err, errlen);
     if (st == WIRE_OK)
         wire_msg_free(&m);
     free(f);
     return st;
+}
+
+/* The same as a version 1 frame (the body schemas below, without acked). */
+static wire_status decode_body(unsigned type, const char *body, char *err, size_t errlen)
+{
+    return decode_body_v(1, type, body, err, errlen);
 }
 
 /* ---------------------------------------------------------------- positions */
@@ -150,15 +157,22 @@ static void test_batch_round_trip(void **state)
 {
     (void)state;
     size_t sizes[] = {1, 2, 7, WIRE_MAX_CHANGES};
-    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-        wire_batch b = make_batch(sizes[s]);
+    for (size_t s = 0; s < 2 * sizeof sizes / sizeof sizes[0]; s++) {
+        /* version 1 (no acked), then the same sizes as version 2 */
+        int v2 = s >= sizeof sizes / sizeof sizes[0];
+        wire_batch b = make_batch(sizes[s % (sizeof sizes / sizeof sizes[0])]);
         unsigned char *frame = NULL;
         size_t len = 0;
         char err[256];
+        if (v2) {
+            b.has_acked = 1;
+            b.acked = b.prev;
+            if (b.acked.seq) b.acked.seq--;
+        }
         if (wire_encode_batch(&b, &frame, &len, err, sizeof err) != 0)
             fail_msg("encode failed: %s", err);
         assert_true(len > WIRE_HEADER_LEN && len <= WIRE_MAX_FRAME);
-        assert_memory_equal(frame, "TERN\x01\x01\x00\x00", 8);
+        assert_memory_equal(frame, v2 ? "TERN\x02\x01\x00\x00" : "TERN\x01\x01\x00\x00", 8);
         uint32_t blen = ((uint32_t)frame[8] << 24) | ((uint32_t)frame[9] << 16) |
                         ((uint32_t)frame[10] << 8) | frame[11];
         assert_int_equal(blen, len - WIRE_HEADER_LEN);
@@ -170,6 +184,9 @@ static void test_batch_round_trip(void **state)
         wire_batch *d = &m.u.batch;
         assert_string_equal(d->source, b.source);
         assert_string_equal(d->table, b.table);
+        assert_int_equal(wire_pos_cmp(d->prev, b.prev), 0);
+        assert_int_equal(d->has_acked, v2);
+        assert_int_equal(wire_pos_cmp(d->acked, v2 ? b.acked : (wire_pos){0, 0}), 0);
         assert_int_equal(wire_pos_cmp(d->first, b.first), 0);
         assert_int_equal(wire_pos_cmp(d->last, b.last), 0);
         assert_true(d->sent_ms == b.sent_ms);
@@ -301,10 +318,14 @@ static void test_header_rejections(void **state)
     assert_int_equal(wire_decode(f, len, &m, err, sizeof err), WIRE_ERR_MAGIC);
     assert_non_null(strstr(err, "magic"));
     free(f);
-    /* unknown version */
-    f = raw_frame(2, 2, 0, ack, &len);
+    /* unknown version; an ack is the same in versions 1 and 2 */
+    f = raw_frame(3, 2, 0, ack, &len);
     assert_int_equal(wire_decode(f, len, &m, err, sizeof err), WIRE_ERR_VERSION);
-    assert_string_equal(err, "protocol version 2, this build speaks 1");
+    assert_string_equal(err, "protocol version 3, this build speaks 1..2");
+    free(f);
+    f = raw_frame(2, 2, 0, ack, &len);
+    assert_int_equal(wire_decode(f, len, &m, err, sizeof err), WIRE_OK);
+    wire_msg_free(&m);
     free(f);
     f = raw_frame(0, 2, 0, ack, &len);
     assert_int_equal(wire_decode(f, len, &m, err, sizeof err), WIRE_ERR_VERSION);
@@ -538,6 +559,39 @@ static void test_batch_schema(void **state)
         if (st != WIRE_OK)
             fail_msg("ok case %zu rejected: %s %s", i, wire_status_name(st), err);
     }
+}
+
+/* Version 2 batches carry acked (required, not after prev); version 1 batches must not. */
+static void test_batch_acked(void **state)
+{
+    (void)state;
+#define HEAD_ACKED(prev, acked) "{\"source\":\"us-east-1\",\"table\":\"Orders\",\"prev\":\"" prev "\",\"acked\":\"" \
+    acked "\",\"first\":\"1-1\",\"last\":\"1-1\",\"sent_ms\":1,\"changes\":[" PUT("1-1") "]}"
+    static const struct { unsigned version; const char *body, *err; } bad[] = {
+        {2, HEAD("1-1", "1-1") "\"changes\":[" PUT("1-1") "]}", "acked: missing"},
+        {2, HEAD_ACKED("0-5", "0-6"), "acked: must not be after prev"},
+        {2, HEAD_ACKED("0-5", "x"), "acked: \"x\" is not a position"},
+        {1, HEAD_ACKED("0-5", "0-5"), "body: unknown field \"acked\""},
+    };
+    char err[512];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        wire_status st = decode_body_v(bad[i].version, WIRE_BATCH, bad[i].body, err, sizeof err);
+        if (st != WIRE_ERR_SCHEMA || strncmp(err, bad[i].err, strlen(bad[i].err)) != 0)
+            fail_msg("case %zu: %s \"%s\", expected schema \"%s\"", i, wire_status_name(st), err, bad[i].err);
+    }
+    assert_int_equal(decode_body_v(2, WIRE_BATCH, HEAD_ACKED("0-5", "0-5"), err, sizeof err), WIRE_OK);
+    assert_int_equal(decode_body_v(2, WIRE_BATCH, HEAD_ACKED("0-5", "0-0"), err, sizeof err), WIRE_OK);
+#undef HEAD_ACKED
+    /* the encoder applies the same rule */
+    wire_batch b = make_batch(1);
+    unsigned char *frame = NULL;
+    size_t len = 0;
+    b.has_acked = 1;
+    b.acked = b.first;
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_null(frame);
+    assert_string_equal(err, "acked: must not be after prev");
+    free_batch(&b);
 }
 
 static void test_batch_too_many_changes(void **state)
@@ -777,6 +831,7 @@ int main(void)
         cmocka_unit_test(test_json_rejections),
         cmocka_unit_test(test_ack_schema),
         cmocka_unit_test(test_batch_schema),
+        cmocka_unit_test(test_batch_acked),
         cmocka_unit_test(test_batch_too_many_changes),
         cmocka_unit_test(test_encode_rejections),
         cmocka_unit_test(test_encode_over_size),
