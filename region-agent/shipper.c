@@ -391,7 +391,9 @@ static void shipper_housekeep(shipper *sh) {
     }
     if (queued) {
         redisReply **rep = calloc(queued, sizeof *rep);
-        if (rep && state_flush(sh->st, rep, queued) == 0) {
+        /* an error reply (a key of the wrong type, Redis out of memory) is a failed save:
+         * the acks stay dirty, so the log is not trimmed past what Redis holds */
+        if (rep && state_flush_ok(sh->st, rep, queued) == 0) {
             for (size_t i = 0; i < sh->n_peers; i++)
                 for (size_t j = 0; j < cfg->n_tables; j++) {
                     sh->peers[i].links[j].ack_dirty = 0;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Echo tokens: regressions of delete tokens, the repair-undo token, and a token set of the
-# wrong type in Redis, on one pair of regions.
+# Echo tokens: regressions of delete tokens, the repair-undo token, and keys of the wrong
+# type in Redis (token set, watermark, acknowledgements), on one pair of regions.
 # 1. (apply/apply.c) A change that was applied but whose
 # watermark was never saved (replicator killed between the write and the save) is
 # delivered again. For a delete, the second attempt finds the tombstone equal to its
@@ -201,6 +201,37 @@ region_redis $B DEL "$WM" >/dev/null
 region_redis $B RENAME "$WM.saved" "$WM" >/dev/null
 for ((i = 0; i < 150; i++)); do [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] && break; sleep 0.1; done
 [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] || fail "$B did not acknowledge once its watermark could be saved"
+
+# 7. (region-agent/shipper.c) The agent's side of the same: a save of peers'
+# acknowledgements answered with an error reply was taken for done, and the change log was
+# trimmed below an acknowledgement Redis did not hold. Now the log keeps everything after
+# the last saved acknowledgement until a save succeeds.
+note "an acknowledgement save answered with an error does not trim the change log"
+LOG=$(redis_key $A "log:$TABLE")
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#8"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 8 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
+sleep 1.5
+L0=$(region_redis $A XREVRANGE "$LOG" + - COUNT 1 | head -1)
+[ -n "$L0" ] || fail "$A's change log is empty"
+region_redis $A RENAME "$ACK" "$ACK.saved" >/dev/null || fail "no acknowledgements in $A"
+region_redis $A SET "$ACK" not-a-hash >/dev/null
+for i in 9 10; do
+  "$DDBTOOL" put "$EA" "$TABLE" "{\"PK\":{\"S\":\"REDO#$i\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"x\"}}" || fail put
+  "$DDBTOOL" wait "$EB" "$TABLE" "$(key_json $i REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
+done
+sleep 2
+n=$(region_redis $A XRANGE "$LOG" "($L0" + | grep -c 'REDO#' || true)
+[ "$n" -eq 2 ] || fail "$A's log keeps $n of the 2 changes after its last saved acknowledgement (trimmed past it)"
+grep -q "saving acknowledgements: redis: WRONGTYPE" "$(region_run $A)/tern-region-agent.log" ||
+  fail "$A's agent did not say why it keeps the log"
+region_redis $A DEL "$ACK" >/dev/null
+region_redis $A RENAME "$ACK.saved" "$ACK" >/dev/null
+for ((i = 0; i < 100; i++)); do
+  [ "$(region_redis $A XRANGE "$LOG" "($L0" + | grep -c 'REDO#' || true)" -le 1 ] && break
+  sleep 0.1
+done
+[ "$(region_redis $A XRANGE "$LOG" "($L0" + | grep -c 'REDO#' || true)" -le 1 ] ||
+  fail "$A's log was not trimmed once its acknowledgements could be saved"
 wait_identical 30 $A $B || fail "regions differ at the end"
 assert_clean_logs
 echo "PASS"
