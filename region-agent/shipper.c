@@ -50,6 +50,8 @@ typedef struct {
     int ack_dirty;          /* acked moved: save it */
     long long progress_at;  /* monotonic ms of the last acknowledgement that moved acked */
     int timeouts;           /* ack timeouts in a row without progress (backoff exponent) */
+    int heard;              /* an ack of this link came since the agent started */
+    int hinted;             /* the "never acknowledged" hint was logged */
     inflight q[SHIPPER_MAX_WINDOW];
     int nq;
     int dirty;              /* the log may have more to send */
@@ -135,6 +137,7 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
         log_warn(p->peer->region, "ack for unknown table %s: ignored", ack->table);
         return;
     }
+    l->heard = 1;
     if (wire_pos_cmp(ack->pos, l->acked) > 0) {
         int k = 0;
         l->acked = ack->pos;
@@ -235,7 +238,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     /* version 2: what this link holds as acknowledged (sent never falls below it), where a
      * replicator without a watermark for us must start */
     b.has_acked = cfg->agent.wire_version >= 2;
-    b.acked = l->acked;
+    b.acked = wire_pos_cmp(l->acked, l->sent) <= 0 ? l->acked : l->sent; /* never after prev */
     b.sent_ms = (uint64_t)daemon_wall_ms();
     b.n = r->elements;
     b.changes = calloc(b.n, sizeof *b.changes);
@@ -323,6 +326,14 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
         if (now - since > timeout) {
             shipper_go_back(p, l, "acknowledgement timed out");
             l->timeouts++;
+            if (l->timeouts >= 2 && !l->heard && !l->hinted && sh->a->cfg->agent.wire_version >= 2) {
+                /* connected (a peer that is down refuses the send) yet silent: the usual
+                 * cause is a replicator of a release before protocol version 2 */
+                log_warn(p->peer->region, "table %s: no acknowledgement since this agent started; a replicator of a "
+                         "release before wire protocol version 2 rejects its batches (its log says \"protocol "
+                         "version 2\"): set agent.wire_version to 1 until that region is upgraded", l->table);
+                l->hinted = 1;
+            }
         }
     }
     if (p->paused || now < l->blocked_until || !l->dirty) return;

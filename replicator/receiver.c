@@ -12,7 +12,8 @@
  * Invariants: a change is applied at most once per position (pos <= taken is skipped);
  * the watermark only moves, in position order, past a change that was written, lost its
  * conflict, or was a duplicate, never past one that failed or was held back; an
- * acknowledgement names a watermark that was saved.
+ * acknowledgement names a watermark that was saved (or 0-0, nothing: a refused first
+ * contact).
  * Threading: the replicator's main thread only; the pool's workers touch only the jobs. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -456,8 +457,8 @@ void receiver_drain(receiver *r, void *sock) {
  * is what the source holds as acknowledged by this region: everything after it must be
  * applied here. A batch whose prev is after its acked follows batches this region never
  * recorded (taken by an incarnation that died before saving anything, or in flight
- * before this one): it is refused and acked is acknowledged, so the source resends from
- * there. A batch whose prev is its acked (or a version 1 batch: its prev, the start of
+ * before this one): it is refused and 0-0 acknowledged (this region holds nothing), which
+ * is below the source's oldest batch in flight, so it resends from its acked. A batch whose prev is its acked (or a version 1 batch: its prev, the start of
  * the log or a resend after the last ack) starts it: prev is saved as the watermark
  * before anything is taken, so that a failed change, or a batch lost on the way, is
  * caught by the gap check from then on. 0: the watermark is known; 1: refused (acked);
@@ -472,7 +473,7 @@ static int receiver_first_contact(receiver *r, void *sock, source_state *s, cons
         receiver_reject(r, "gap", b->source, "first batch does not follow the source's acknowledged position");
         log_info(b->source, "table %s: first contact with a batch after %s, but the source holds only %s as "
                  "acknowledged: asking for a resend from there", b->table, p1, pos);
-        if (sock && s->rid_len) receiver_ack(sock, s, b->acked);
+        if (sock && s->rid_len) receiver_ack(sock, s, (wire_pos){0, 0});
         return 1;
     }
     state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
@@ -487,6 +488,33 @@ static int receiver_first_contact(receiver *r, void *sock, source_state *s, cons
     if (receiver_load_wm(r, s) != 0 || !s->known) return -1;
     s->acked = s->wm;
     log_info(s->source, "table %s: first contact: replicating after position %s", s->table, pos);
+    return 0;
+}
+
+/* A version 2 batch that follows the source's acknowledged position exactly, above a
+ * watermark with nothing in flight: this region acknowledged that position once, so it
+ * had applied everything up to it, and its watermark went back (Redis restored from an
+ * older copy, or lost writes). Without this, every resend from that position was a gap
+ * and the link stopped for good. The acknowledged position becomes the watermark (saved
+ * before anything is taken). 0: adopted, or not that case; -1: Redis down (the peer
+ * resends). */
+static int receiver_rolled_back(receiver *r, source_state *s, const wire_batch *b) {
+    char key[512], pos[48], old[48];
+    redisReply *rep;
+    if (!b->has_acked || wire_pos_cmp(b->prev, b->acked) != 0 || s->head || wire_pos_cmp(s->taken, s->wm) != 0)
+        return 0;
+    state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
+    wire_pos_format(b->acked, pos, sizeof pos);
+    wire_pos_format(s->wm, old, sizeof old);
+    state_append(r->st, "HSET %s pos %s", key, pos);
+    if (state_flush_ok(r->st, &rep, 1) != 0) {
+        receiver_redis_warn(r, s->source, s->table, "saving the watermark");
+        return -1;
+    }
+    freeReplyObject(rep);
+    log_warn(s->source, "table %s: the watermark %s is behind %s, which this region once acknowledged: its Redis "
+             "lost or rolled back the watermark; continuing from %s", s->table, old, pos, pos);
+    s->wm = s->taken = s->acked = b->acked;
     return 0;
 }
 
@@ -509,6 +537,7 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
     }
     if (receiver_load_wm(r, s) != 0) goto out; /* no ack: the peer resends */
     if (!s->known && receiver_first_contact(r, sock, s, b) != 0) goto out;
+    if (wire_pos_cmp(b->prev, s->taken) > 0 && receiver_rolled_back(r, s, b) != 0) goto out;
     if (wire_pos_cmp(b->prev, s->taken) > 0) {
         char p1[48], p2[48];
         wire_pos_format(b->prev, p1, sizeof p1);
@@ -524,8 +553,9 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
          * regions: skew shows) */
         lww_version v0;
         if (lww_version_parse(b->changes[0].version, &v0, err, sizeof err) == 0)
-            log_debug(b->source, "table %s: batch of %zu: sent %lld ms after its first version, received %lld ms "
-                      "after sending; %zu changes in the pool", b->table, b->n,
+            log_debug(b->source, "table %s: batch of %zu (protocol version %d): sent %lld ms after its first "
+                      "version, received %lld ms after sending; %zu changes in the pool", b->table, b->n,
+                      b->has_acked ? 2 : 1,
                       (long long)b->sent_ms - (long long)v0.ms, daemon_wall_ms() - (long long)b->sent_ms,
                       r->inflight);
     }

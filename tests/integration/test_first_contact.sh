@@ -7,7 +7,8 @@
 # Regression 2: a replicator that lost its watermark (it died before saving anything, or
 # its Redis lost the key) took whichever in-flight batch came first as its start, and the
 # changes before it were never applied. Version 2 batches carry the source's
-# acknowledged position; a first batch after it is refused and the source resends.
+# acknowledged position; a first batch after it is refused and the source resends (checked
+# with peerprobe, then with the real agent).
 # us-east-1's agent is stopped; peerprobe speaks for us-east-1 with its real key (without
 # --acked it sends version 1 batches, as an agent of an older release does).
 set -euo pipefail
@@ -56,10 +57,10 @@ note "eu-west-1's replicator dies and its watermark is lost, with batches after 
 kill_daemon eu-west-1 tern-replicator KILL
 region_redis eu-west-1 DEL "$WMKEY" >/dev/null
 lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
-note "the first batch to arrive follows one never recorded here: refused, the source's ack position asked for"
+note "the first batch to arrive follows one never recorded here: refused (ack 0-0: nothing held)"
 out=$(probe batch --source us-east-1 --table "$TABLE" --prev 100-3 --acked 100-2 --pos 100-4 \
   --ver "$(ver_at "$(now_ms)")" --keys "$(key 4)" --image "$(image 4)") || fail "probe"
-[ "$out" = "ack us-east-1 $TABLE 100-2" ] || fail "a first batch after the acknowledged position was not refused: $out"
+[ "$out" = "ack us-east-1 $TABLE 0-0" ] || fail "a first batch after the acknowledged position was not refused: $out"
 ! present 4 || fail "the batch after an unrecorded one was applied"
 [ -z "$(region_redis eu-west-1 HGET "$WMKEY" pos)" ] || fail "a refused first batch saved a watermark"
 note "the source resends from its acknowledged position: both changes applied"
@@ -71,11 +72,55 @@ out=$(probe batch --source us-east-1 --table "$TABLE" --prev 100-3 --acked 100-2
 [ "$out" = "ack us-east-1 $TABLE 100-4" ] || fail "the batch after it: $out"
 present 3 && present 4 || fail "a resent change is missing in eu-west-1"
 
+# Regression 3: a watermark that went back (Redis restored from an older copy) below what
+# this region had acknowledged made every resend from the source's acknowledged position
+# a gap: the link stopped for good. A version 2 batch that follows the acknowledged
+# position exactly now moves the watermark there.
+note "eu-west-1's watermark rolled back from 100-4 to 100-1 (Redis restored from an older copy)"
+kill_daemon eu-west-1 tern-replicator KILL
+region_redis eu-west-1 HSET "$WMKEY" pos 100-1 >/dev/null
+lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
+out=$(probe batch --source us-east-1 --table "$TABLE" --prev 100-4 --acked 100-4 --pos 100-5 \
+  --ver "$(ver_at "$(now_ms)")" --keys "$(key 5)" --image "$(image 5)") || fail "probe"
+[ "$out" = "ack us-east-1 $TABLE 100-5" ] || fail "the resend from the acknowledged position after a rollback: $out"
+present 5 || fail "the change after the rolled-back watermark is missing"
+
+# The real agent against a replicator that lost its watermark with a batch in flight: the
+# refusal makes it resend at once (its ack timeout is 60 s), and nothing is lost.
+note "us-east-1's agent ships a change that eu-west-1's replicator takes and dies without saving"
+jq '.agent.ack_timeout_ms = 60000' "$(region_cfg us-east-1)" > "$CLUSTER_DIR/a.json" &&
+  mv "$CLUSTER_DIR/a.json" "$(region_cfg us-east-1)"
+lr start-daemons us-east-1 >/dev/null || fail "start us-east-1's agent"
+put_a() { "$DDBTOOL" put "$(region_endpoint us-east-1)" "$TABLE" "$(image "$1")" >/dev/null || fail "put $1 in us-east-1"; }
+wait_present() { for _ in $(seq "${2:-100}"); do present "$1" && return 0; sleep 0.1; done; return 1; }
+put_a 6
+wait_present 6 || fail "change 6 did not arrive"
+sleep 1 # its acknowledgement is saved
+signal_daemon eu-west-1 tern-replicator STOP
+put_a 7
+sleep 1 # shipped, in flight, never acknowledged
+kill_daemon eu-west-1 tern-replicator KILL
+region_redis eu-west-1 DEL "$WMKEY" >/dev/null
+lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
+put_a 8
+wait_present 8 && wait_present 7 || fail "changes 7 and 8 did not both arrive within 10 s (7: $(present 7 && echo yes || echo no))"
+grep -q "first contact with a batch after" "$(region_run eu-west-1)/tern-replicator.log" ||
+  fail "the new batch was not the first to arrive: the refusal was not exercised"
+grep -q "resending from .* (peer did not apply the oldest batch in flight)" "$(region_run us-east-1)/tern-region-agent.log" ||
+  fail "us-east-1's agent did not resend on the refusal"
+
 note "us-east-1's agent set to agent.wire_version 1 (an upgrade in progress) still replicates"
+kill_daemon us-east-1 tern-region-agent
 jq '.agent.wire_version = 1' "$(region_cfg us-east-1)" > "$CLUSTER_DIR/v1.json" && mv "$CLUSTER_DIR/v1.json" "$(region_cfg us-east-1)"
+jq '.log_level = "debug"' "$(region_cfg eu-west-1)" > "$CLUSTER_DIR/b.json" && mv "$CLUSTER_DIR/b.json" "$(region_cfg eu-west-1)"
+kill_daemon eu-west-1 tern-replicator
+lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
 lr start-daemons us-east-1 >/dev/null || fail "restart us-east-1's agent"
-"$DDBTOOL" put "$(region_endpoint us-east-1)" "$TABLE" "$(image 5)" >/dev/null || fail "put in us-east-1"
-for _ in $(seq 100); do present 5 && break; sleep 0.1; done
-present 5 || fail "a change from an agent sending version 1 batches did not arrive"
+put_a 9
+wait_present 9 || fail "a change from an agent sending version 1 batches did not arrive"
+grep -q "batch of 1 (protocol version 1)" "$(region_run eu-west-1)/tern-replicator.log" ||
+  fail "us-east-1's agent did not send version 1 batches"
+! grep -q "(protocol version 2)" "$(region_run eu-west-1)/tern-replicator.log" ||
+  fail "us-east-1's agent sent version 2 batches with agent.wire_version 1"
 assert_clean_logs
 echo PASS
