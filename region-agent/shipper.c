@@ -78,6 +78,8 @@ typedef struct {
     long window;
     long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;        /* Redis failures not logged since then */
+    long long last_save_warn;   /* monotonic ms of the last warning about error replies to the
+                                   ack/counter save (its own limit: reads succeed meanwhile) */
 } shipper;
 
 /* Logs a Redis failure at most once per AGENT_WARN_EVERY_MS; the others are counted
@@ -327,11 +329,11 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
             shipper_go_back(p, l, "acknowledgement timed out");
             l->timeouts++;
             if (l->timeouts >= 2 && !l->heard && !l->hinted && sh->a->cfg->agent.wire_version >= 2) {
-                /* connected (a peer that is down refuses the send) yet silent: the usual
-                 * cause is a replicator of a release before protocol version 2 */
-                log_warn(p->peer->region, "table %s: no acknowledgement since this agent started; a replicator of a "
-                         "release before wire protocol version 2 rejects its batches (its log says \"protocol "
-                         "version 2\"): set agent.wire_version to 1 until that region is upgraded", l->table);
+                /* connected (a peer that is down refuses the send) yet silent */
+                log_warn(p->peer->region, "table %s: no acknowledgement since this agent started: the peer's "
+                         "replicator rejects or cannot apply its batches (see its log). One of a release before "
+                         "wire protocol version 2 rejects them (its log says \"protocol version 2\"): then set "
+                         "agent.wire_version to 1 until that region is upgraded", l->table);
                 l->hinted = 1;
             }
         }
@@ -402,32 +404,52 @@ static void shipper_housekeep(shipper *sh) {
     }
     if (queued) {
         redisReply **rep = calloc(queued, sizeof *rep);
-        /* an error reply (a key of the wrong type, Redis out of memory) is a failed save:
-         * the acks stay dirty, so the log is not trimmed past what Redis holds */
-        if (rep && state_flush_ok(sh->st, rep, queued) == 0) {
+        if (!rep) {
+            state_flush(sh->st, NULL, 0);
+        } else if (state_flush(sh->st, rep, queued) != 0) {
+            shipper_redis_warn(sh, NULL, "saving acknowledgements");
+        } else {
+            /* each reply on its own: an error reply (a key of the wrong type, Redis out
+             * of memory) leaves that ack dirty, to be saved again, and that counter
+             * unflushed, while what succeeded is done (counters not added twice) */
+            const char *failed = NULL;
+            size_t k = 0;
             for (size_t i = 0; i < sh->n_peers; i++)
                 for (size_t j = 0; j < cfg->n_tables; j++) {
-                    sh->peers[i].links[j].ack_dirty = 0;
-                    sh->peers[i].links[j].shipped = sh->peers[i].links[j].resent = 0;
+                    link_state *l = &sh->peers[i].links[j];
+                    if (l->ack_dirty) {
+                        if (rep[k]->type != REDIS_REPLY_ERROR) l->ack_dirty = 0;
+                        else failed = rep[k]->str;
+                        k++;
+                    }
+                    if (rep[k]->type != REDIS_REPLY_ERROR) l->shipped = 0;
+                    else failed = rep[k]->str;
+                    if (rep[k + 1]->type != REDIS_REPLY_ERROR) l->resent = 0;
+                    else failed = rep[k + 1]->str;
+                    k += 2;
                 }
-        } else if (!rep) {
-            state_flush(sh->st, NULL, 0);
-        } else {
-            shipper_redis_warn(sh, NULL, "saving acknowledgements");
+            if (failed) {
+                long long now = daemon_mono_ms();
+                if (!sh->last_save_warn || now - sh->last_save_warn >= AGENT_WARN_EVERY_MS) {
+                    log_warn(NULL, "saving acknowledgements and counters: redis: %s (retrying)", failed);
+                    sh->last_save_warn = now;
+                }
+            } else {
+                sh->last_save_warn = 0;
+            }
         }
         for (size_t i = 0; rep && i < queued; i++)
             if (rep[i]) freeReplyObject(rep[i]);
         free(rep);
     }
-    /* trim each log below the lowest durable acknowledgement of every peer */
+    /* trim each log below the lowest acknowledgement of every peer, saved or not: each is
+     * a peer's answer for a watermark it saved, so what is trimmed is applied there (an
+     * agent restarted with an older saved ack resends from it; the peer skips what it has) */
     for (size_t j = 0; j < cfg->n_tables && sh->n_peers > 0; j++) {
         wire_pos min = sh->peers[0].links[j].acked;
-        int all_saved = 1;
-        for (size_t i = 0; i < sh->n_peers; i++) {
+        for (size_t i = 0; i < sh->n_peers; i++)
             if (wire_pos_cmp(sh->peers[i].links[j].acked, min) < 0) min = sh->peers[i].links[j].acked;
-            if (sh->peers[i].links[j].ack_dirty) all_saved = 0;
-        }
-        if (!all_saved || (min.ms == 0 && min.seq == 0)) continue;
+        if (min.ms == 0 && min.seq == 0) continue;
         state_key(sh->st, key, sizeof key, STATE_K_LOG, cfg->tables[j]);
         wire_pos_format(min, pos, sizeof pos);
         r = state_cmd(sh->st, "XTRIM %s MINID %s", key, pos);

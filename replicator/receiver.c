@@ -11,7 +11,8 @@
  * handles, the config.
  * Invariants: a change is applied at most once per position (pos <= taken is skipped);
  * the watermark only moves, in position order, past a change that was written, lost its
- * conflict, or was a duplicate, never past one that failed or was held back; an
+ * conflict, or was a duplicate, never past one that failed or was held back (or up to
+ * the source's acknowledged position when it went back: receiver_rolled_back); an
  * acknowledgement names a watermark that was saved (or 0-0, nothing: a refused first
  * contact).
  * Threading: the replicator's main thread only; the pool's workers touch only the jobs. */
@@ -513,8 +514,10 @@ static int receiver_rolled_back(receiver *r, source_state *s, const wire_batch *
     }
     freeReplyObject(rep);
     log_warn(s->source, "table %s: the watermark %s is behind %s, which this region once acknowledged: its Redis "
-             "lost or rolled back the watermark; continuing from %s", s->table, old, pos, pos);
+             "lost or rolled back the watermark; continuing from %s (if the table was restored too, run ternctl "
+             "verify)", s->table, old, pos, pos);
     s->wm = s->taken = s->acked = b->acked;
+    s->ver[0] = '\0'; /* the version of the change at acked is not known */
     return 0;
 }
 

@@ -11,7 +11,11 @@
  *     pos  <= last position taken -> already being applied: skipped;
  *     otherwise                   -> handed to the apply pool (LWW-checked conditional write,
  *                                    apply.h).
- *   With no watermark yet (first contact), the first batch's prev is saved as one first.
+ *   With no watermark yet (first contact), the first batch that follows the source's
+ *   acknowledged position (version 2 batches carry it; any version 1 batch) has its prev
+ *   saved as one first; a first batch after that position is refused (ack 0-0) and the
+ *   peer resends from it. A version 2 batch that follows that position above a watermark
+ *   that went back (Redis restored) moves the watermark there instead of being a gap.
  *   Changes stream through the pool: a batch is taken as soon as it arrives, while the
  *   batches before it are still being applied. The watermark moves in position order
  *   over finished changes (written, lost their conflict, duplicates); a change that
