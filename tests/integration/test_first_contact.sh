@@ -21,7 +21,7 @@ EP="tcp://127.0.0.1:${CL_REPL[eu-west-1]}"
 WMKEY=$(redis_key eu-west-1 "wm:us-east-1:$TABLE")
 probe() {
   "$PEERPROBE" --connect "$EP" --server-key "$CLUSTER_DIR/keys/eu-west-1.pub" \
-    --secret-key "$CLUSTER_DIR/keys/us-east-1.key" --wait "${WAIT:-2500}" "$@"
+    --secret-key "$CLUSTER_DIR/keys/us-east-1.key" --wait "${WAIT:-1500}" "$@"
 }
 now_ms() { date +%s%3N; }
 ver_at() { printf '%013d-000000-us-east-1' "$1"; }
