@@ -112,6 +112,18 @@ tail -n +$((lines0 + 1)) "$(region_run eu-west-1)/tern-replicator.log" | grep -q
 grep -q "resending from .* (peer did not apply the oldest batch in flight)" "$(region_run us-east-1)/tern-region-agent.log" ||
   fail "us-east-1's agent did not resend on the refusal"
 
+note "a peer that never acknowledges anything: the agent hints at agent.wire_version"
+kill_daemon us-east-1 tern-region-agent
+jq '.agent.ack_timeout_ms = 300' "$(region_cfg us-east-1)" > "$CLUSTER_DIR/a.json" && mv "$CLUSTER_DIR/a.json" "$(region_cfg us-east-1)"
+kill_redis eu-west-1 # its replicator takes batches and cannot answer them
+lr start-daemons us-east-1 >/dev/null || fail "restart us-east-1's agent"
+put_a 10
+for _ in $(seq 100); do grep -q "no acknowledgement since this agent started" "$(region_run us-east-1)/tern-region-agent.log" && break; sleep 0.1; done
+grep -q "no acknowledgement since this agent started.*set agent.wire_version to 1" "$(region_run us-east-1)/tern-region-agent.log" ||
+  fail "us-east-1's agent did not hint at agent.wire_version"
+restart_redis eu-west-1
+wait_present 10 100 || fail "change 10 did not arrive once eu-west-1's Redis was back"
+
 note "us-east-1's agent set to agent.wire_version 1 (an upgrade in progress) still replicates"
 kill_daemon us-east-1 tern-region-agent
 jq '.agent.wire_version = 1' "$(region_cfg us-east-1)" > "$CLUSTER_DIR/v1.json" && mv "$CLUSTER_DIR/v1.json" "$(region_cfg us-east-1)"
