@@ -458,11 +458,12 @@ void receiver_drain(receiver *r, void *sock) {
  * is what the source holds as acknowledged by this region: everything after it must be
  * applied here. A batch whose prev is after its acked follows batches this region never
  * recorded (taken by an incarnation that died before saving anything, or in flight
- * before this one): it is refused and 0-0 acknowledged (this region holds nothing), which
- * is below the source's oldest batch in flight, so it resends from its acked. A batch whose prev is its acked (or a version 1 batch: its prev, the start of
- * the log or a resend after the last ack) starts it: prev is saved as the watermark
- * before anything is taken, so that a failed change, or a batch lost on the way, is
- * caught by the gap check from then on. 0: the watermark is known; 1: refused (acked);
+ * before this one): it is refused and 0-0 acknowledged (this region holds nothing),
+ * which is below the source's oldest batch in flight, so it resends from its acked.
+ * A batch whose prev is its acked (or a version 1 batch: its prev, the start of the log
+ * or a resend after the last ack) starts it: prev is saved as the watermark before
+ * anything is taken, so that a failed change, or a batch lost on the way, is caught by
+ * the gap check from then on. 0: the watermark is known; 1: refused (0-0 acknowledged);
  * -1: Redis down (the peer resends). */
 static int receiver_first_contact(receiver *r, void *sock, source_state *s, const wire_batch *b) {
     char key[512], pos[48];
