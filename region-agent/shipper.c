@@ -51,7 +51,6 @@ typedef struct {
     long long progress_at;  /* monotonic ms of the last acknowledgement that moved acked */
     int timeouts;           /* ack timeouts in a row without progress (backoff exponent) */
     int heard;              /* an ack of this link came since the agent started */
-    int hinted;             /* the "never acknowledged" hint was logged */
     inflight q[SHIPPER_MAX_WINDOW];
     int nq;
     int dirty;              /* the log may have more to send */
@@ -78,8 +77,6 @@ typedef struct {
     long window;
     long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;        /* Redis failures not logged since then */
-    long long last_save_warn;   /* monotonic ms of the last warning about error replies to the
-                                   ack/counter save (its own limit: reads succeed meanwhile) */
 } shipper;
 
 /* Logs a Redis failure at most once per AGENT_WARN_EVERY_MS; the others are counted
@@ -96,9 +93,11 @@ static void shipper_redis_warn(shipper *sh, const char *peer, const char *what) 
     sh->redis_failures = 0;
 }
 
-/* After a Redis success: one line if failures were being rate-limited. */
+/* After a Redis success: one line if failures were being rate-limited, once the last
+ * warning is AGENT_WARN_EVERY_MS old (a write that keeps failing while reads succeed
+ * would otherwise re-arm the warning at every read). */
 static void shipper_redis_ok(shipper *sh) {
-    if (!sh->last_redis_warn) return;
+    if (!sh->last_redis_warn || daemon_mono_ms() - sh->last_redis_warn < AGENT_WARN_EVERY_MS) return;
     log_info(NULL, "Redis answers again");
     sh->last_redis_warn = 0;
     sh->redis_failures = 0;
@@ -237,10 +236,10 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     snprintf(b.source, sizeof b.source, "%s", cfg->region);
     snprintf(b.table, sizeof b.table, "%s", l->table);
     b.prev = l->sent;
-    /* version 2: what this link holds as acknowledged (sent never falls below it), where a
-     * replicator without a watermark for us must start */
+    /* version 2: what this link holds as acknowledged, where a replicator without a
+     * watermark for us must start (shipper_on_ack keeps sent >= acked) */
     b.has_acked = cfg->agent.wire_version >= 2;
-    b.acked = wire_pos_cmp(l->acked, l->sent) <= 0 ? l->acked : l->sent; /* never after prev */
+    b.acked = l->acked;
     b.sent_ms = (uint64_t)daemon_wall_ms();
     b.n = r->elements;
     b.changes = calloc(b.n, sizeof *b.changes);
@@ -328,13 +327,13 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
         if (now - since > timeout) {
             shipper_go_back(p, l, "acknowledgement timed out");
             l->timeouts++;
-            if (l->timeouts >= 2 && !l->heard && !l->hinted && sh->a->cfg->agent.wire_version >= 2) {
-                /* connected (a peer that is down refuses the send) yet silent */
+            if (l->timeouts == 2 && !l->heard && sh->a->cfg->agent.wire_version >= 2) {
+                /* connected (a peer that is down refuses the send) yet silent; once:
+                 * timeouts is reset only by an ack, which sets heard */
                 log_warn(p->peer->region, "table %s: no acknowledgement since this agent started: the peer's "
                          "replicator rejects or cannot apply its batches (see its log). One of a release before "
                          "wire protocol version 2 rejects them (its log says \"protocol version 2\"): then set "
                          "agent.wire_version to 1 until that region is upgraded", l->table);
-                l->hinted = 1;
             }
         }
     }
@@ -366,6 +365,13 @@ static void shipper_publish(shipper *sh) {
             l->m_resent_pub = l->m_resent_total;
         }
     }
+}
+
+/* 1 when reply r of the housekeeping save is a real answer; else sets *failed. */
+static int shipper_saved(shipper *sh, const redisReply *r, int *failed) {
+    if (!state_reply_failed(sh->st, r)) return 1;
+    *failed = 1;
+    return 0;
 }
 
 /* Saves acks and counters, reads pause flags, trims logs, heartbeats. */
@@ -412,31 +418,16 @@ static void shipper_housekeep(shipper *sh) {
             /* each reply on its own: an error reply (a key of the wrong type, Redis out
              * of memory) leaves that ack dirty, to be saved again, and that counter
              * unflushed, while what succeeded is done (counters not added twice) */
-            const char *failed = NULL;
+            int failed = 0;
             size_t k = 0;
             for (size_t i = 0; i < sh->n_peers; i++)
                 for (size_t j = 0; j < cfg->n_tables; j++) {
                     link_state *l = &sh->peers[i].links[j];
-                    if (l->ack_dirty) {
-                        if (rep[k]->type != REDIS_REPLY_ERROR) l->ack_dirty = 0;
-                        else failed = rep[k]->str;
-                        k++;
-                    }
-                    if (rep[k]->type != REDIS_REPLY_ERROR) l->shipped = 0;
-                    else failed = rep[k]->str;
-                    if (rep[k + 1]->type != REDIS_REPLY_ERROR) l->resent = 0;
-                    else failed = rep[k + 1]->str;
-                    k += 2;
+                    if (l->ack_dirty && shipper_saved(sh, rep[k++], &failed)) l->ack_dirty = 0;
+                    if (shipper_saved(sh, rep[k++], &failed)) l->shipped = 0;
+                    if (shipper_saved(sh, rep[k++], &failed)) l->resent = 0;
                 }
-            if (failed) {
-                long long now = daemon_mono_ms();
-                if (!sh->last_save_warn || now - sh->last_save_warn >= AGENT_WARN_EVERY_MS) {
-                    log_warn(NULL, "saving acknowledgements and counters: redis: %s (retrying)", failed);
-                    sh->last_save_warn = now;
-                }
-            } else {
-                sh->last_save_warn = 0;
-            }
+            if (failed) shipper_redis_warn(sh, NULL, "saving acknowledgements and counters");
         }
         for (size_t i = 0; rep && i < queued; i++)
             if (rep[i]) freeReplyObject(rep[i]);

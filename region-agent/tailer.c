@@ -551,7 +551,10 @@ fail:
     return -1;
 }
 
+/* The live note of key kid, or NULL (at once when none is live, as almost always: it
+ * is asked for every echo). */
 static repair_note *tailer_note_find(table_tail *t, const char *kid) {
+    if (!t->n_live) return NULL;
     for (size_t i = 0; i < t->n_notes; i++)
         if (strcmp(t->notes[i].kid, kid) == 0) return &t->notes[i];
     return NULL;
@@ -571,14 +574,16 @@ static void tailer_note_repair(table_tail *t, const char *kid, const char *ver) 
 }
 
 /* An echo of version ver was read for key kid: if it is the noted repair's own, the note
- * has served (its slot is emptied: an empty kid matches no key). Called for every echo:
- * with no note held, as almost always, it costs nothing. */
-static void tailer_note_echo(table_tail *t, const char *kid, const char *ver) {
-    repair_note *n = t->n_live ? tailer_note_find(t, kid) : NULL;
+ * has served (its slot is emptied: an empty kid matches no key). Returns the key's note
+ * still live after that, or NULL. */
+static const repair_note *tailer_note_echo(table_tail *t, const char *kid, const char *ver) {
+    repair_note *n = tailer_note_find(t, kid);
     if (n && strcmp(n->ver, ver) == 0) {
         n->kid[0] = '\0';
         t->n_live--;
+        return NULL;
     }
+    return n;
 }
 
 /* Repairs key r after an echo clobbered a state whose logical version `lv` is higher.
@@ -716,15 +721,15 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             char tv[LWW_VERSION_STRLEN];
             const char *undo;
             const char *echo_ver = r->is_delete ? tailer_token_version(token, tv, &undo) : tailer_item_version(r->newi);
+            const repair_note *note;
             v->consumed[v->n_consumed++] = token;
             if (r->is_delete) tailer_consume_undos(v, tailer_item_version(r->oldi));
             tailer_observe(tl, echo_ver);
             if (r->is_delete && strcmp(echo_ver, v->tomb) > 0) snprintf(v->tomb, sizeof v->tomb, "%s", echo_ver);
             n_echo++;
-            tailer_note_echo(t, r->kid, echo_ver);
+            note = tailer_note_echo(t, r->kid, echo_ver);
             if (*old_logical && strcmp(old_logical, echo_ver) > 0) {
                 char lv[LWW_VERSION_STRLEN];
-                const repair_note *note = t->n_live ? tailer_note_find(t, r->kid) : NULL;
                 int written = 0;
                 snprintf(lv, sizeof lv, "%s", old_logical);
                 if (note && strcmp(lv, note->ver) <= 0) {

@@ -3,7 +3,7 @@
  * Owns: per (source region, table) the watermark (the last applied change-log position
  * of that source's table; loaded from wm:S:T on first sight; if absent, the first batch
  * that follows the source's acknowledged position saves its prev as the watermark:
- * receiver_first_contact), the
+ * receiver_admit), the
  * position of the last change handed to the apply pool (taken), the FIFO of changes in
  * the pool in position order, the routing id of the source's latest frame, and counters
  * and lag samples not yet saved. Each decoded batch is held (reference-counted by its
@@ -12,7 +12,7 @@
  * Invariants: a change is applied at most once per position (pos <= taken is skipped);
  * the watermark only moves, in position order, past a change that was written, lost its
  * conflict, or was a duplicate, never past one that failed or was held back (or up to
- * the source's acknowledged position when it went back: receiver_rolled_back); an
+ * the source's acknowledged position when it went back: receiver_admit); an
  * acknowledgement names a watermark that was saved (or 0-0, nothing: a refused first
  * contact).
  * Threading: the replicator's main thread only; the pool's workers touch only the jobs. */
@@ -454,72 +454,80 @@ void receiver_drain(receiver *r, void *sock) {
     receiver_progress(r, sock);
 }
 
-/* No watermark in Redis: the batch says where this source starts. Its acked (version 2)
- * is what the source holds as acknowledged by this region: everything after it must be
- * applied here. A batch whose prev is after its acked follows batches this region never
- * recorded (taken by an incarnation that died before saving anything, or in flight
- * before this one): it is refused and 0-0 acknowledged (this region holds nothing),
- * which is below the source's oldest batch in flight, so it resends from its acked.
- * A batch whose prev is its acked (or a version 1 batch: its prev, the start of the log
- * or a resend after the last ack) starts it: prev is saved as the watermark before
- * anything is taken, so that a failed change, or a batch lost on the way, is caught by
- * the gap check from then on. 0: the watermark is known; 1: refused (0-0 acknowledged);
- * -1: Redis down (the peer resends). */
-static int receiver_first_contact(receiver *r, void *sock, source_state *s, const wire_batch *b) {
-    char key[512], pos[48];
-    redisReply *rep;
-    if (b->has_acked && wire_pos_cmp(b->prev, b->acked) > 0) {
-        char p1[48];
-        wire_pos_format(b->prev, p1, sizeof p1);
-        wire_pos_format(b->acked, pos, sizeof pos);
-        receiver_reject(r, "gap", b->source, "first batch does not follow the source's acknowledged position");
-        log_info(b->source, "table %s: first contact with a batch after %s, but the source holds only %s as "
-                 "acknowledged: asking for a resend from there", b->table, p1, pos);
-        if (sock && s->rid_len) receiver_ack(sock, s, (wire_pos){0, 0});
-        return 1;
-    }
-    state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
-    wire_pos_format(b->prev, pos, sizeof pos);
-    rep = state_cmd(r->st, "HSETNX %s pos %s", key, pos);
-    if (!rep) {
-        receiver_redis_warn(r, s->source, s->table, "saving the first watermark");
-        return -1;
-    }
-    freeReplyObject(rep);
-    s->loaded = 0; /* HSETNX: another writer may have been first; read back what is there */
-    if (receiver_load_wm(r, s) != 0 || !s->known) return -1;
-    s->acked = s->wm;
-    log_info(s->source, "table %s: first contact: replicating after position %s", s->table, pos);
-    return 0;
-}
-
-/* A version 2 batch that follows the source's acknowledged position exactly, above a
- * watermark with nothing in flight: this region acknowledged that position once, so it
- * had applied everything up to it, and its watermark went back (Redis restored from an
- * older copy, or lost writes). Without this, every resend from that position was a gap
- * and the link stopped for good. The acknowledged position becomes the watermark (saved
- * before anything is taken). 0: adopted, or not that case; -1: Redis down (the peer
+/* Saves pos as the watermark before anything is taken after it, and takes it as the
+ * in-memory watermark. first: no watermark was known, written with HSETNX and read back
+ * (another writer may have been first). 0/-1 (Redis down or an error reply: the peer
  * resends). */
-static int receiver_rolled_back(receiver *r, source_state *s, const wire_batch *b) {
-    char key[512], pos[48], old[48];
+static int receiver_start_at(receiver *r, source_state *s, wire_pos pos, int first) {
+    char key[512], txt[48];
     redisReply *rep;
-    if (!b->has_acked || wire_pos_cmp(b->prev, b->acked) != 0 || s->head || wire_pos_cmp(s->taken, s->wm) != 0)
-        return 0;
     state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
-    wire_pos_format(b->acked, pos, sizeof pos);
-    wire_pos_format(s->wm, old, sizeof old);
-    state_append(r->st, "HSET %s pos %s", key, pos);
-    if (state_flush_ok(r->st, &rep, 1) != 0) {
+    wire_pos_format(pos, txt, sizeof txt);
+    rep = state_cmd(r->st, first ? "HSETNX %s pos %s" : "HSET %s pos %s", key, txt);
+    if (!rep) {
         receiver_redis_warn(r, s->source, s->table, "saving the watermark");
         return -1;
     }
     freeReplyObject(rep);
-    log_warn(s->source, "table %s: the watermark %s is behind %s, which this region once acknowledged: its Redis "
-             "lost or rolled back the watermark; continuing from %s (if the table was restored too, run ternctl "
-             "verify)", s->table, old, pos, pos);
-    s->wm = s->taken = s->acked = b->acked;
-    s->ver[0] = '\0'; /* the version of the change at acked is not known */
+    if (first) {
+        s->loaded = 0;
+        if (receiver_load_wm(r, s) != 0 || !s->known) return -1;
+    } else {
+        s->wm = s->taken = pos;
+        s->ver[0] = '\0'; /* the version of the change at pos is not known */
+    }
+    s->acked = s->wm;
     return 0;
+}
+
+/* Whether batch b can be taken after what this region holds of its source. 0: take it
+ * (its changes at or below taken are skipped); 1: refused, and acknowledged so that the
+ * source resends; -1: Redis failed (no ack: the source resends on its timeout).
+ * A version 2 batch carries acked, the position the source holds as acknowledged by this
+ * region, so everything after it must be applied here:
+ *  - no watermark (first contact: the first batch ever, or Redis lost the key): a batch
+ *    that follows acked (or any version 1 batch: its prev is the start of the log or a
+ *    resend after the last ack) starts the watermark at its prev, saved before anything
+ *    is taken, so that a failed change, or a batch lost on the way, is caught as a gap
+ *    from then on. A batch after acked follows batches this region never recorded (taken
+ *    by a run that died before saving anything, or in flight before this one): refused
+ *    with an ack of 0-0 (nothing held), below the source's oldest batch in flight, so it
+ *    resends from acked;
+ *  - prev after taken: a gap (a lost batch), refused with an ack of the watermark;
+ *    except a batch that follows acked when nothing of the source is in progress: this
+ *    region acknowledged acked once, so it had applied everything up to it, and its
+ *    watermark went back (Redis restored from an older copy). The watermark moves to
+ *    acked; without this, every resend from there was a gap and the link stopped. */
+static int receiver_admit(receiver *r, void *sock, source_state *s, const wire_batch *b) {
+    int follows_ack = b->has_acked && wire_pos_cmp(b->prev, b->acked) == 0; /* acked <= prev (decoder) */
+    char p1[48], p2[48];
+    wire_pos_format(b->prev, p1, sizeof p1);
+    if (!s->known) {
+        if (b->has_acked && !follows_ack) {
+            wire_pos_format(b->acked, p2, sizeof p2);
+            receiver_reject(r, "gap", b->source, "first batch does not follow the source's acknowledged position");
+            log_info(b->source, "table %s: first contact with a batch after %s, but the source holds only %s as "
+                     "acknowledged: asking for a resend from there", b->table, p1, p2);
+            if (sock && s->rid_len) receiver_ack(sock, s, (wire_pos){0, 0});
+            return 1;
+        }
+        if (receiver_start_at(r, s, b->prev, 1) != 0) return -1;
+        log_info(s->source, "table %s: first contact: replicating after position %s", s->table, p1);
+        /* HSETNX may have found another writer's watermark: checked as any other */
+    }
+    if (wire_pos_cmp(b->prev, s->taken) <= 0) return 0;
+    wire_pos_format(s->taken, p2, sizeof p2);
+    if (follows_ack && !s->head && wire_pos_cmp(s->taken, s->wm) == 0) {
+        if (receiver_start_at(r, s, b->acked, 0) != 0) return -1;
+        log_warn(s->source, "table %s: the watermark %s is behind %s, which this region once acknowledged: its "
+                 "Redis lost or rolled back the watermark; continuing from %s (if the table was restored too, run "
+                 "ternctl verify)", s->table, p2, p1, p1);
+        return 0;
+    }
+    receiver_reject(r, "gap", b->source, "batch follows a position not yet received");
+    log_info(b->source, "table %s: batch after %s but received only up to %s: asking for a resend", b->table, p1, p2);
+    receiver_flush(r, sock, s, 1);
+    return 1;
 }
 
 /* Hands the batch's new changes to the pool. b points into hb, which is freed here unless
@@ -540,18 +548,7 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
         s->rid_len = rid_len;
     }
     if (receiver_load_wm(r, s) != 0) goto out; /* no ack: the peer resends */
-    if (!s->known && receiver_first_contact(r, sock, s, b) != 0) goto out;
-    if (wire_pos_cmp(b->prev, s->taken) > 0 && receiver_rolled_back(r, s, b) != 0) goto out;
-    if (wire_pos_cmp(b->prev, s->taken) > 0) {
-        char p1[48], p2[48];
-        wire_pos_format(b->prev, p1, sizeof p1);
-        wire_pos_format(s->taken, p2, sizeof p2);
-        receiver_reject(r, "gap", b->source, "batch follows a position not yet received");
-        log_info(b->source, "table %s: batch after %s but received only up to %s: asking for a resend", b->table,
-                 p1, p2);
-        receiver_flush(r, sock, s, 1);
-        goto out;
-    }
+    if (receiver_admit(r, sock, s, b) != 0) goto out;
     if (log_get_level() >= LOG_LVL_DEBUG && b->n) {
         /* where a change's time goes before it reaches the pool (wall clocks of two
          * regions: skew shows) */

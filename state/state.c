@@ -185,6 +185,13 @@ int state_key(const state *st, char *buf, size_t len, const char *fmt, ...) {
     return 0;
 }
 
+int state_reply_failed(state *st, const redisReply *r) {
+    char addr[300];
+    if (r && r->type != REDIS_REPLY_ERROR) return 0;
+    state_seterr(st, "redis %s: %s", state_addr(st, addr, sizeof addr), r && r->str ? r->str : "no reply");
+    return 1;
+}
+
 /* Turns a NULL or error reply into NULL + sticky error; drops a broken connection. */
 static redisReply *state_check(state *st, redisReply *r) {
     char addr[300];
@@ -194,8 +201,7 @@ static redisReply *state_check(state *st, redisReply *r) {
         state_drop(st);
         return NULL;
     }
-    if (r->type == REDIS_REPLY_ERROR) {
-        state_seterr(st, "redis %s: %s", state_addr(st, addr, sizeof addr), r->str);
+    if (state_reply_failed(st, r)) {
         freeReplyObject(r);
         return NULL;
     }
@@ -318,13 +324,13 @@ int state_flush(state *st, redisReply **replies, size_t n) {
 
 size_t state_pending(const state *st) { return st->queued; }
 
+
 int state_flush_ok(state *st, redisReply **replies, size_t n) {
     size_t bad = n;
     if (state_flush(st, replies, n) != 0) return -1;
     for (size_t i = 0; i < n && bad == n; i++)
-        if (replies[i]->type == REDIS_REPLY_ERROR) bad = i;
+        if (state_reply_failed(st, replies[i])) bad = i;
     if (bad == n) return 0;
-    state_seterr(st, "redis: %s", replies[bad]->str ? replies[bad]->str : "error reply");
     for (size_t i = 0; i < n; i++) {
         freeReplyObject(replies[i]);
         replies[i] = NULL;

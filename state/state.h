@@ -105,13 +105,16 @@ int state_flush(state *st, redisReply **replies, size_t n);
  * sticky error, every slot NULL, the connection kept. For reads where "absent" and
  * "error" must not be confused, and writes that must have happened. */
 int state_flush_ok(state *st, redisReply **replies, size_t n);
+/* 1 when r (one of state_flush's replies) is an error reply or missing, its text then the
+ * sticky error ("redis HOST:PORT: ...", as state_cmd's); 0 for a real answer. For
+ * pipelines whose replies are judged one by one. */
+int state_reply_failed(state *st, const redisReply *r);
 /* Number of commands queued since the last flush. */
 size_t state_pending(const state *st);
 
 /* Convenience: returns the integer value of a reply (integer or numeric string),
  * or dflt when the reply is NULL, nil or not a number. */
 long long state_reply_ll(const redisReply *r, long long dflt);
-
 
 /* Writes the heartbeat key hb:<who> = "<now_ms> <pid> <status>" with expiry. 0/-1. */
 int state_heartbeat(state *st, const char *who, const char *status);

@@ -379,8 +379,6 @@ static wire_status check_batch(cJSON *root, int version, wire_batch *out, char *
     wire_pos acked = {0, 0};
     if (st != WIRE_OK)
         return st;
-    if (version < 2)
-        f[BF_ACKED] = NULL;
     if ((st = check_source_table(f[BF_SOURCE], f[BF_TABLE], err, errlen)) != WIRE_OK)
         return st;
     const char *source = f[BF_SOURCE]->valuestring;

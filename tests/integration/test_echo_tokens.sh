@@ -170,7 +170,7 @@ region_redis $B SET "$PEND5" not-a-set >/dev/null
 signal_daemon $B tern-region-agent CONT
 sleep 2
 [ "$(acnt $B local)" -eq "$local0" ] || fail "$B's agent shipped an echo it could not classify"
-grep -q "reading key state: redis: WRONGTYPE" "$(region_run $B)/tern-region-agent.log" ||
+grep -qE "reading key state: redis [^ ]+: WRONGTYPE" "$(region_run $B)/tern-region-agent.log" ||
   fail "$B's agent did not say why it stopped"
 region_redis $B DEL "$PEND5" >/dev/null
 region_redis $B RENAME "$PEND5.saved" "$PEND5" >/dev/null
@@ -195,7 +195,7 @@ region_redis $B SET "$WM" not-a-hash >/dev/null
 "$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 7 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
 sleep 3
 [ "$(region_redis $A HGET "$ACK" $B)" = "$ack0" ] || fail "$B acknowledged a change whose watermark it could not save"
-grep -q "saving the watermark (the acknowledgement waits): redis: WRONGTYPE" "$(region_run $B)/tern-replicator.log" ||
+grep -qE "saving the watermark \(the acknowledgement waits\): redis [^ ]+: WRONGTYPE" "$(region_run $B)/tern-replicator.log" ||
   fail "$B's replicator did not say why it does not acknowledge"
 region_redis $B DEL "$WM" >/dev/null
 region_redis $B RENAME "$WM.saved" "$WM" >/dev/null
@@ -218,7 +218,7 @@ for i in 8 9 10; do
   "$DDBTOOL" wait "$EB" "$TABLE" "$(key_json $i REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
 done
 sleep 2.5
-n=$(grep -c "saving acknowledgements and counters: redis: WRONGTYPE" "$(region_run $A)/tern-region-agent.log" || true)
+n=$(grep -cE "saving acknowledgements and counters: redis [^ ]+: WRONGTYPE" "$(region_run $A)/tern-region-agent.log" || true)
 [ "$n" -ge 1 ] || fail "$A's agent did not say why it could not save its acknowledgements"
 [ "$n" -le 2 ] || fail "$A's agent repeated the warning $n times in 2.5 s (not rate-limited)"
 region_redis $A RENAME "$ACK.saved" "$ACK" >/dev/null # the older acknowledgement is back

@@ -92,7 +92,7 @@ jq '.agent.ack_timeout_ms = 60000' "$(region_cfg us-east-1)" > "$CLUSTER_DIR/a.j
   mv "$CLUSTER_DIR/a.json" "$(region_cfg us-east-1)"
 lr start-daemons us-east-1 >/dev/null || fail "start us-east-1's agent"
 put_a() { "$DDBTOOL" put "$(region_endpoint us-east-1)" "$TABLE" "$(image "$1")" >/dev/null || fail "put $1 in us-east-1"; }
-wait_present() { for _ in $(seq "${2:-100}"); do present "$1" && return 0; sleep 0.1; done; return 1; }
+wait_present() { "$DDBTOOL" wait "$W" "$TABLE" "$(key "$1")" v "$1" 10000 >/dev/null 2>&1; } # up to 10 s
 put_a 6
 wait_present 6 || fail "change 6 did not arrive"
 sleep 1 # its acknowledgement is saved
@@ -122,7 +122,7 @@ for _ in $(seq 100); do grep -q "no acknowledgement since this agent started" "$
 grep -q "no acknowledgement since this agent started.*set agent.wire_version to 1" "$(region_run us-east-1)/tern-region-agent.log" ||
   fail "us-east-1's agent did not hint at agent.wire_version"
 restart_redis eu-west-1
-wait_present 10 100 || fail "change 10 did not arrive once eu-west-1's Redis was back"
+wait_present 10 || fail "change 10 did not arrive once eu-west-1's Redis was back"
 
 note "us-east-1's agent set to agent.wire_version 1 (an upgrade in progress) still replicates"
 kill_daemon us-east-1 tern-region-agent
