@@ -295,16 +295,60 @@ static int apply_recheck_repair(store *s, state *st, const apply_change *c, cons
     return 0;
 }
 
+/* The conditional write of c (PutItem or DeleteItem over APPLY_COND_NEWER), once its
+ * echo token is in Redis and what the region knows of the key did not decide it; then what
+ * the answer means for the token: it goes when the write certainly did not happen (a newer
+ * or equal version stored, a request refused for good) or, for a delete, removed nothing.
+ * Returns the change's result; err on APPLY_ERROR/APPLY_REFUSED. */
+static apply_result apply_write(store *s, state *st, const apply_change *c, const char *wid, const char *kpend,
+                                const char *token, int own_token, char *winner, char *err, size_t errlen) {
+    cJSON *req = apply_request(c, wid, APPLY_COND_NEWER), *resp = NULL;
+    store_status ss;
+    store_stats before, after;
+    int retried;
+    apply_result res;
+    if (!req) {
+        snprintf(err, errlen, "out of memory");
+        return APPLY_ERROR;
+    }
+    store_get_stats(s, &before);
+    ss = store_call(s, c->is_delete ? "DeleteItem" : "PutItem", req, &resp);
+    cJSON_Delete(req);
+    store_get_stats(s, &after);
+    /* the store client retried inside the call: an earlier attempt may have written, and
+     * this answer may be about that write (the token must then stay: its echo is coming) */
+    retried = after.requests - before.requests > 1;
+    if (ss == STORE_OK) {
+        const cJSON *attrs = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Attributes") : NULL;
+        res = APPLY_WRITTEN;
+        if (c->is_delete && !(attrs && cJSON_IsObject(attrs) && attrs->child) && !retried) {
+            /* nothing was deleted, so no stream record will carry the token */
+            if (apply_token_remove(st, kpend, token, own_token) != 0)
+                log_warn(NULL, "cannot remove unused echo token of %s: %s", c->table, state_errstr(st));
+        }
+    } else if (ss == STORE_ERR_CONDITION) {
+        res = apply_on_condition(st, c, resp ? cJSON_GetObjectItemCaseSensitive(resp, "Item") : NULL, wid, kpend,
+                                 token, own_token, retried, winner, err, errlen);
+    } else {
+        snprintf(err, errlen, "%s %s: %s", c->is_delete ? "DeleteItem" : "PutItem",
+                 store_status_name(ss), store_errstr(s));
+        res = APPLY_ERROR;
+        if (ss == STORE_ERR_VALIDATION) {
+            /* refused for good: the write did not happen, its token must not linger */
+            res = APPLY_REFUSED;
+            if (apply_token_remove(st, kpend, token, own_token) != 0) res = APPLY_ERROR;
+        }
+    }
+    cJSON_Delete(resp);
+    return res;
+}
+
 apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
                        char *winner, char *err, size_t errlen) {
     char kll[512], ktomb[512], kpend[512], token[APPLY_TOKEN_MAX], wid[APPLY_WID_MAX];
     char ll[LWW_VERSION_STRLEN] = "", tomb[LWW_VERSION_STRLEN] = "";
     redisReply *rep[4] = {0};
     size_t n = 0;
-    cJSON *req = NULL, *resp = NULL;
-    store_status ss;
-    store_stats before, after;
-    int retried;
     apply_result res = APPLY_ERROR;
     int own_token;   /* SADD added the token: this call may remove it */
 
@@ -365,42 +409,9 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         freeReplyObject(r);
     }
 
-    /* 4. the conditional write */
-    req = apply_request(c, wid, APPLY_COND_NEWER);
-    if (!req) {
-        snprintf(err, errlen, "out of memory");
-        return APPLY_ERROR;
-    }
-    store_get_stats(s, &before);
-    ss = store_call(s, c->is_delete ? "DeleteItem" : "PutItem", req, &resp);
-    cJSON_Delete(req);
-    store_get_stats(s, &after);
-    /* the store client retried inside the call: an earlier attempt may have written, and
-     * this answer may be about that write (the token must then stay: its echo is coming) */
-    retried = after.requests - before.requests > 1;
-    if (ss == STORE_OK) {
-        const cJSON *attrs = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Attributes") : NULL;
-        res = APPLY_WRITTEN;
-        if (c->is_delete && !(attrs && cJSON_IsObject(attrs) && attrs->child) && !retried) {
-            /* nothing was deleted, so no stream record will carry the token */
-            if (apply_token_remove(st, kpend, token, own_token) != 0)
-                log_warn(NULL, "cannot remove unused echo token of %s: %s", c->table, state_errstr(st));
-        }
-    } else if (ss == STORE_ERR_CONDITION) {
-        res = apply_on_condition(st, c, resp ? cJSON_GetObjectItemCaseSensitive(resp, "Item") : NULL, wid, kpend,
-                                 token, own_token, retried, winner, err, errlen);
-    } else {
-        snprintf(err, errlen, "%s %s: %s", c->is_delete ? "DeleteItem" : "PutItem",
-                 store_status_name(ss), store_errstr(s));
-        res = APPLY_ERROR;
-        if (ss == STORE_ERR_VALIDATION) {
-            /* refused for good: the write did not happen, its token must not linger */
-            res = APPLY_REFUSED;
-            if (apply_token_remove(st, kpend, token, own_token) != 0) res = APPLY_ERROR;
-        }
-    }
-    cJSON_Delete(resp);
-    /* 6. a repair written: was a newer delete made between its check and its write? */
+    /* 4. the conditional write, and what its answer means for the token */
+    res = apply_write(s, st, c, wid, kpend, token, own_token, winner, err, errlen);
+    /* 5. a repair written: was a newer delete made between its check and its write? */
     if (res == APPLY_WRITTEN && (flags & APPLY_TOMBCHECK) && !c->is_delete &&
         apply_recheck_repair(s, st, c, ktomb, kpend, &res, winner, err, errlen) != 0)
         return APPLY_ERROR;
@@ -415,19 +426,26 @@ typedef struct {
     int open;            /* still to be written by the transaction */
 } apply_slot;
 
-/* The group's members still open go singly through apply_one (with its own token);
- * drop_token: the transaction certainly did not write them, so their group token goes. */
-static void apply_group_singly(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
-                               apply_outcome *out, int drop_token) {
-    for (size_t i = 0; i < n; i++) {
-        if (!sl[i].open) continue;
-        if (drop_token && apply_token_remove(st, sl[i].kpend, sl[i].wid, 1) != 0) {
-            out[i].res = APPLY_ERROR;
-            snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
-            continue;
+/* The group's members still open are written one by one, each under the token the group
+ * added for it (their precheck is done and nothing of theirs was written). */
+static void apply_group_each(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
+                             apply_outcome *out) {
+    for (size_t i = 0; i < n; i++)
+        if (sl[i].open) {
+            out[i].res = apply_write(s, st, &cs[i], sl[i].wid, sl[i].kpend, sl[i].wid, 1, out[i].winner, out[i].err,
+                                     sizeof out[i].err);
+            sl[i].open = 0;
         }
-        out[i].res = apply_one(s, st, &cs[i], APPLY_PRECHECK, out[i].winner, out[i].err, sizeof out[i].err);
-    }
+}
+
+/* The group's members still open, after a transaction that got no answer (it may have
+ * written them, so their group tokens stay), go singly through apply_one with new tokens:
+ * each finds its version stored (APPLY_SAME) if the transaction happened. */
+static void apply_group_singly(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
+                               apply_outcome *out) {
+    for (size_t i = 0; i < n; i++)
+        if (sl[i].open)
+            out[i].res = apply_one(s, st, &cs[i], APPLY_PRECHECK, out[i].winner, out[i].err, sizeof out[i].err);
 }
 
 /* The open members of a transaction the store refused as a whole: their tokens go (the
@@ -438,7 +456,7 @@ static void apply_group_split(store *s, state *st, const apply_change *cs, size_
     apply_outcome *so = calloc(n, sizeof *so);
     size_t *idx = calloc(n, sizeof *idx), m = 0;
     if (!sub || !so || !idx) {
-        apply_group_singly(s, st, cs, n, sl, out, 1);
+        apply_group_each(s, st, cs, n, sl, out);
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
@@ -528,8 +546,8 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
         for (size_t i = 0; i < n - open; i++)
             if (rep[i]) freeReplyObject(rep[i]);
     }
-    if (open < 2) { /* a transaction of one is a plain conditional put */
-        apply_group_singly(s, st, cs, n, sl, out, 1);
+    if (open < APPLY_GROUP_MIN) { /* cheaper as plain conditional puts */
+        apply_group_each(s, st, cs, n, sl, out);
         goto done;
     }
     /* 3. one transaction: every open put with its condition */
@@ -550,7 +568,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
         cJSON_AddItemToArray(items, op);
     }
     if (!items || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
-        apply_group_singly(s, st, cs, n, sl, out, 1);
+        apply_group_each(s, st, cs, n, sl, out);
         goto done;
     }
     for (size_t i = 0; i < sizeof rnd; i++) snprintf(token + 2 * i, 3, "%02x", rnd[i]);
@@ -564,7 +582,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
     } else if (ss == STORE_ERR_TRANSACTION) {
         /* canceled: nothing was written. A member whose condition failed has its answer
          * (a newer or equal version is stored, or our own wid from an attempt the client
-         * retried); the others go singly. */
+         * retried); the others are written one by one. */
         const cJSON *reasons = resp ? cJSON_GetObjectItemCaseSensitive(resp, "CancellationReasons") : NULL;
         size_t k = 0;
         for (size_t i = 0; i < n; i++) {
@@ -579,7 +597,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
                 sl[i].open = 0;
             }
         }
-        apply_group_singly(s, st, cs, n, sl, out, 1);
+        apply_group_each(s, st, cs, n, sl, out);
     } else if (ss == STORE_ERR_VALIDATION) {
         /* refused as a whole (over the 4 MB request limit, say): certainly not written;
          * each half goes again (down to single puts, where a bad member is refused alone) */
@@ -591,7 +609,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
          * its version stored (APPLY_SAME) if it was */
         log_debug(NULL, "table %s: a transaction of %zu puts: %s: %s; writing them one by one", cs[0].table, open,
                   store_status_name(ss), store_errstr(s));
-        apply_group_singly(s, st, cs, n, sl, out, 0);
+        apply_group_singly(s, st, cs, n, sl, out);
     }
 done:
     cJSON_Delete(items);

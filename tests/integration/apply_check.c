@@ -1,13 +1,16 @@
 /* apply_check.c -- apply_puts (apply/) against a real DynamoDB Local and Redis.
  *
  * Creates table tern_apply_check (PK, SK strings; no stream) and checks that a group of
- * puts written as one transaction decides every member exactly as apply_one would:
- *   1. fresh keys: all written, each with its own tern:wid, each token in pend:T:KID;
+ * puts, written as one transaction (APPLY_GROUP_MIN or more) or one by one (fewer),
+ * decides every member exactly as apply_one would:
+ *   1. fresh keys: all written, each with its own tern:wid, each token in pend:T:KID: 5
+ *      in one transaction, 3 as three PutItems (each with the one token the group added);
  *   2. a member older than what the table holds (unknown to Redis): the transaction is
  *      canceled; that member is lost (the stored version is the winner, its token
  *      removed), the others are written one by one;
  *   3. a member older than the key's last local change in Redis: lost by the precheck,
- *      token removed, nothing sent for it; a member equal to the stored version: same;
+ *      token removed, nothing sent for it; a member equal to the stored version: same
+ *      (the two others go as single puts);
  *   4. a group too large for one transaction (12 items of 350 KB, over 4 MB): refused as a
  *      whole, then written as two halves;
  *   5. apply_one with APPLY_TOMBCHECK (the agent's repairs): a put older than the key's
@@ -36,6 +39,9 @@
 #include "store.h"
 
 #define TABLE "tern_apply_check"
+
+_Static_assert(APPLY_GROUP_MIN > 3 && APPLY_GROUP_MIN <= 6,
+               "cases 1 and 3 put groups of 3 one by one; case 4's halves of 12 are transactions");
 
 static store *S;
 static state *ST;
@@ -187,8 +193,8 @@ int main(int argc, char **argv) {
     state_opts so = {0};
     store_table_spec spec = {0};
     char err[256], ver[LWW_VERSION_STRLEN], wid[APPLY_WID_MAX], key[512], *end;
-    change c[4];
-    apply_outcome out[4];
+    change c[APPLY_GROUP_MIN];
+    apply_outcome out[APPLY_GROUP_MIN];
     long port, ddb_pid;
     int has;
 
@@ -225,38 +231,52 @@ int main(int argc, char **argv) {
     CHECK(store_create_table(S, &spec) == STORE_OK, "CreateTable: %s", store_errstr(S));
     CHECK(store_wait_table_active(S, TABLE, 20000, NULL) == STORE_OK, "table: %s", store_errstr(S));
 
-    /* 1. fresh keys */
-    change_init(&c[0], "G1#a", "0000000001000-000001-us-east-1", 10);
-    change_init(&c[1], "G1#b", "0000000001000-000002-us-east-1", 10);
-    change_init(&c[2], "G1#c", "0000000001000-000003-us-east-1", 10);
-    CHECK(run(c, 3, out) == 1, "1: three puts took more than one store request");
-    for (int i = 0; i < 3; i++) {
-        CHECK(out[i].res == APPLY_WRITTEN, "1: member %d: %s (%s)", i, apply_result_name(out[i].res), out[i].err);
-        stored(&c[i], ver, wid);
-        CHECK(strcmp(ver, c[i].version) == 0, "1: member %d stored %s", i, ver);
-        CHECK(tokens(&c[i], wid, &has) == 1 && has, "1: member %d: its token %s is not pending", i, wid);
-        change_free(&c[i]);
+    /* 1. fresh keys: a group of APPLY_GROUP_MIN in one transaction, one of 3 put by put */
+    for (int g = 0; g < 2; g++) {
+        int n = g ? 3 : APPLY_GROUP_MIN;
+        for (int i = 0; i < n; i++) {
+            char pk[16], v[LWW_VERSION_STRLEN];
+            snprintf(pk, sizeof pk, "G1%c#%d", g ? 'b' : 'a', i);
+            snprintf(v, sizeof v, "0000000001000-%06d-us-east-1", i + 1);
+            change_init(&c[i], pk, v, 10);
+        }
+        CHECK(run(c, (size_t)n, out) == (g ? 3 : 1), "1: a group of %d puts did not take %d store request(s)", n,
+              g ? 3 : 1);
+        for (int i = 0; i < n; i++) {
+            CHECK(out[i].res == APPLY_WRITTEN, "1: member %d of %d: %s (%s)", i, n, apply_result_name(out[i].res),
+                  out[i].err);
+            stored(&c[i], ver, wid);
+            CHECK(strcmp(ver, c[i].version) == 0, "1: member %d of %d stored %s", i, n, ver);
+            CHECK(tokens(&c[i], wid, &has) == 1 && has, "1: member %d of %d: its token %s is not the one pending", i,
+                  n, wid);
+            change_free(&c[i]);
+        }
     }
 
     /* 2. one member older than the table's item: canceled, decided one by one */
-    change_init(&c[0], "G2#a", "0000000002000-000001-us-east-1", 10);
-    change_init(&c[1], "G2#b", "0000000002000-000002-us-east-1", 10);
-    change_init(&c[2], "G2#c", "0000000002000-000003-us-east-1", 10);
+    for (int i = 0; i < APPLY_GROUP_MIN; i++) {
+        char pk[16], v[LWW_VERSION_STRLEN];
+        snprintf(pk, sizeof pk, "G2#%d", i);
+        snprintf(v, sizeof v, "0000000002000-%06d-us-east-1", i + 1);
+        change_init(&c[i], pk, v, 10);
+    }
     put_direct(&c[1], "0000000009000-000001-ap-south-1", "ap-south-1.local");
-    CHECK(run(c, 3, out) == 3, "2: not one canceled transaction and two single puts");
-    CHECK(out[0].res == APPLY_WRITTEN && out[2].res == APPLY_WRITTEN, "2: others: %s, %s",
-          apply_result_name(out[0].res), apply_result_name(out[2].res));
+    CHECK(run(c, APPLY_GROUP_MIN, out) == APPLY_GROUP_MIN, "2: not one canceled transaction and %d single puts",
+          APPLY_GROUP_MIN - 1);
+    for (int i = 0; i < APPLY_GROUP_MIN; i++)
+        CHECK(i == 1 || out[i].res == APPLY_WRITTEN, "2: member %d: %s", i, apply_result_name(out[i].res));
     CHECK(out[1].res == APPLY_LOST, "2: the older member: %s", apply_result_name(out[1].res));
     CHECK(strcmp(out[1].winner, "0000000009000-000001-ap-south-1") == 0, "2: winner %s", out[1].winner);
     stored(&c[1], ver, wid);
     CHECK(strcmp(ver, "0000000009000-000001-ap-south-1") == 0, "2: the newer item was overwritten: %s", ver);
     CHECK(tokens(&c[1], NULL, &has) == 0, "2: the lost member's token is still pending");
-    for (int i = 0; i < 3; i += 2) {
+    for (int i = 0; i < APPLY_GROUP_MIN; i++) {
+        if (i == 1) continue;
         stored(&c[i], ver, wid);
         CHECK(strcmp(ver, c[i].version) == 0, "2: member %d stored %s", i, ver);
         CHECK(tokens(&c[i], wid, &has) == 1 && has, "2: member %d: exactly its token pending", i);
     }
-    for (int i = 0; i < 3; i++) change_free(&c[i]);
+    for (int i = 0; i < APPLY_GROUP_MIN; i++) change_free(&c[i]);
 
     /* 3. the precheck: older than the key's last local change; equal to the stored version */
     change_init(&c[0], "G3#a", "0000000003000-000001-us-east-1", 10);
@@ -269,7 +289,7 @@ int main(int argc, char **argv) {
         freeReplyObject(r);
     }
     put_direct(&c[2], c[2].version, "us-east-1.earlier");
-    CHECK(run(c, 3, out) == 2, "3: not one canceled transaction (of two) and one single put");
+    CHECK(run(c, 3, out) == 2, "3: not two single puts (the precheck loser sent nothing)");
     CHECK(out[0].res == APPLY_LOST && strcmp(out[0].winner, "0000000008000-000001-eu-west-1") == 0,
           "3: precheck: %s winner %s", apply_result_name(out[0].res), out[0].winner);
     CHECK(out[1].res == APPLY_WRITTEN, "3: %s", apply_result_name(out[1].res));
