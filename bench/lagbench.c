@@ -7,7 +7,8 @@
  * 1 ms) until it is there. Lag = time the item first reads back in the destination minus the
  * time the source acknowledged the write. Reports p50/p99/max lag, the write rate the
  * source sustained, and the replication rate (writes / time until the last write was
- * readable in the destination).
+ * readable in the destination), and this process's own CPU time per acknowledged write
+ * (client_cpu_ms_per_write: the writers and probers, and the copier with --baseline).
  *
  * --baseline runs, inside this process, the plain consumer Tern is compared with: it
  * tails the source stream from LATEST with GetRecords in a tight loop (no sleep) and
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -408,19 +410,24 @@ int main(int argc, char **argv) {
     qsort(B.lags, B.nlags, sizeof *B.lags, cmp_double);
     qsort(B.wlat, B.nwlat, sizeof *B.wlat, cmp_double);
     {
-        double secs = (double)(t_end - t0) / 1e6;
+        double secs = (double)(t_end - t0) / 1e6, cpu_ms = -1;
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            cpu_ms = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+                     (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
         long long first = atomic_load(&B.first_write_us), last = atomic_load(&B.last_visible_us);
         double repl_secs = last > first ? (double)(last - first) / 1e6 : 0;
         printf("{\"label\":\"%s\",\"target_rate\":%.0f,\"seconds\":%.1f,\"acked\":%ld,\"errors\":%ld,"
                "\"write_rate\":%.1f,\"replication_rate\":%.1f,\"samples\":%zu,\"lost_probes\":%ld,"
                "\"lag_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f},"
-               "\"source_put_ms\":{\"p50\":%.2f,\"p99\":%.2f}}\n",
+               "\"source_put_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"client_cpu_ms_per_write\":%.3f}\n",
                B.label, B.rate, secs, atomic_load(&B.acked), atomic_load(&B.errors),
                (double)atomic_load(&B.acked) / secs,
                repl_secs > 0 ? (double)atomic_load(&B.acked) / repl_secs : 0, B.nlags,
                atomic_load(&B.lost_probes), pct(B.lags, B.nlags, 0.50), pct(B.lags, B.nlags, 0.90),
                pct(B.lags, B.nlags, 0.99), B.nlags ? B.lags[B.nlags - 1] : -1, pct(B.wlat, B.nwlat, 0.50),
-               pct(B.wlat, B.nwlat, 0.99));
+               pct(B.wlat, B.nwlat, 0.99),
+               cpu_ms >= 0 && atomic_load(&B.acked) > 0 ? cpu_ms / (double)atomic_load(&B.acked) : -1.0);
     }
     free(B.queue);
     free(B.lags);
