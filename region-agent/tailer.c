@@ -891,7 +891,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     cJSON *req, *resp = NULL;
     const cJSON *records, *next;
     store_status ss;
-    int nrec, nlocal;
+    int nrec, nlocal = 0;
 
     if (s->ckpt_unsure && tailer_reload_checkpoint(tl, t, s) != 0) {
         s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
@@ -962,10 +962,11 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     s->iter = NULL;
     if (cJSON_IsString(next) && *next->valuestring) {
         s->iter = strdup(next->valuestring);
-        /* at once while records come; a shard whose application has just written is
-         * polled every active_poll_ms for AGENT_ACTIVE_WINDOW_MS: its next write is
-         * probably close, and each ms of pause is a ms of lag */
-        if (nrec > 0) s->next_poll = now;
+        /* at once while local changes come, or while a backlog is read; a shard whose
+         * application has just written is polled every active_poll_ms for
+         * AGENT_ACTIVE_WINDOW_MS: its next write is probably close, and each ms of pause is
+         * a ms of lag */
+        if (nlocal > 0 || nrec >= AGENT_ECHO_TRICKLE) s->next_poll = now;
         else if (s->active_at && now - s->active_at < AGENT_ACTIVE_WINDOW_MS)
             s->next_poll = now + cfg->agent.active_poll_ms;
         else s->next_poll = now + cfg->agent.idle_poll_ms;
