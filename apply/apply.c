@@ -418,16 +418,17 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     return res;
 }
 
-/* ---- groups of puts in one TransactWriteItems ---- */
+/* ---- groups of puts: one Redis round trip, then one TransactWriteItems or single puts ---- */
 
 typedef struct {
     char kll[512], ktomb[512], kpend[512];
     char wid[APPLY_WID_MAX];
-    int open;            /* still to be written by the transaction */
+    int open;            /* passed the precheck, not decided yet */
 } apply_slot;
 
 /* The group's members still open are written one by one, each under the token the group
- * added for it (their precheck is done and nothing of theirs was written). */
+ * added for it, right after the group's precheck (a group under APPLY_GROUP_MIN, or one
+ * whose transaction could not be built): nothing of theirs was written. */
 static void apply_group_each(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
                              apply_outcome *out) {
     for (size_t i = 0; i < n; i++)
@@ -438,14 +439,23 @@ static void apply_group_each(store *s, state *st, const apply_change *cs, size_t
         }
 }
 
-/* The group's members still open, after a transaction that got no answer (it may have
- * written them, so their group tokens stay), go singly through apply_one with new tokens:
- * each finds its version stored (APPLY_SAME) if the transaction happened. */
+/* The group's members still open go singly through apply_one, which reads what the region
+ * knows of the key again and adds a token of its own: after a canceled transaction, whose
+ * remaining members would otherwise be written one after another on a precheck that is
+ * older by then (drop_token: nothing of theirs was written, so their group token goes), and
+ * after a transaction that got no answer (it may have written them, so the group tokens
+ * stay; each finds its version stored, APPLY_SAME, if it happened). */
 static void apply_group_singly(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
-                               apply_outcome *out) {
-    for (size_t i = 0; i < n; i++)
-        if (sl[i].open)
-            out[i].res = apply_one(s, st, &cs[i], APPLY_PRECHECK, out[i].winner, out[i].err, sizeof out[i].err);
+                               apply_outcome *out, int drop_token) {
+    for (size_t i = 0; i < n; i++) {
+        if (!sl[i].open) continue;
+        if (drop_token && apply_token_remove(st, sl[i].kpend, sl[i].wid, 1) != 0) {
+            out[i].res = APPLY_ERROR;
+            snprintf(out[i].err, sizeof out[i].err, "%s", state_errstr(st));
+            continue;
+        }
+        out[i].res = apply_one(s, st, &cs[i], APPLY_PRECHECK, out[i].winner, out[i].err, sizeof out[i].err);
+    }
 }
 
 /* The open members of a transaction the store refused as a whole: their tokens go (the
@@ -582,7 +592,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
     } else if (ss == STORE_ERR_TRANSACTION) {
         /* canceled: nothing was written. A member whose condition failed has its answer
          * (a newer or equal version is stored, or our own wid from an attempt the client
-         * retried); the others are written one by one. */
+         * retried); the others go singly. */
         const cJSON *reasons = resp ? cJSON_GetObjectItemCaseSensitive(resp, "CancellationReasons") : NULL;
         size_t k = 0;
         for (size_t i = 0; i < n; i++) {
@@ -597,7 +607,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
                 sl[i].open = 0;
             }
         }
-        apply_group_each(s, st, cs, n, sl, out);
+        apply_group_singly(s, st, cs, n, sl, out, 1);
     } else if (ss == STORE_ERR_VALIDATION) {
         /* refused as a whole (over the 4 MB request limit, say): certainly not written;
          * each half goes again (down to single puts, where a bad member is refused alone) */
@@ -609,7 +619,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
          * its version stored (APPLY_SAME) if it was */
         log_debug(NULL, "table %s: a transaction of %zu puts: %s: %s; writing them one by one", cs[0].table, open,
                   store_status_name(ss), store_errstr(s));
-        apply_group_singly(s, st, cs, n, sl, out);
+        apply_group_singly(s, st, cs, n, sl, out, 0);
     }
 done:
     cJSON_Delete(items);

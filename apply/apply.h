@@ -90,7 +90,7 @@ typedef struct {
  * token, the precheck drops the losers, and the rest are written, each with its own
  * condition: together in one TransactWriteItems when at least APPLY_GROUP_MIN, else one by
  * one. A canceled transaction wrote nothing: members whose condition failed get their
- * answer from the stored item, the others are written one by one. A
+ * answer from the stored item, the others are applied one by one (apply_one). A
  * transaction the store refuses as a whole (over its 4 MB request limit) is split in
  * halves, recursively; one that gets no answer is followed by single puts (which find its
  * writes if it happened). out[i] is the outcome of cs[i]. On AWS a transactional write

@@ -85,8 +85,9 @@ typedef struct {
         long max_clock_skew_ms;
         long batch_max;
         long apply_workers;                /* changes applied in parallel, per-key order kept (1..32, 4) */
-        long group_writes;                 /* puts written together in one TransactWriteItems by a worker
-                                              with a backlog (1 = never; 1..100, 100) */
+        long group_writes;                 /* puts taken together by a worker with a backlog: one Redis
+                                              round trip, one TransactWriteItems from APPLY_GROUP_MIN
+                                              (1 = never; 1..100, 100) */
         int metrics_port;
     } replicator;
     struct {

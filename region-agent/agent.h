@@ -13,8 +13,8 @@
  * socket's inproc name stays taken until ZeroMQ's reaper gets to it (a reload restarting
  * the threads at once then failed with "Address already in use").
  *
- * Timing (ms unless said): shard polls happen at once while local changes arrive (or a
- * page of at least AGENT_ECHO_TRICKLE records, a backlog being read), every cfg
+ * Timing (ms unless said): shard polls happen at once while local changes arrive or a
+ * backlog is read (a page that is not an echo trickle, AGENT_ECHO_TRICKLE), every cfg
  * agent.active_poll_ms for AGENT_ACTIVE_WINDOW_MS after a poll that found local changes,
  * and every cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
  * AGENT_ERROR_BACKOFF_MS; shards are rediscovered every AGENT_DESCRIBE_MS; a batch
@@ -37,10 +37,14 @@
 #define AGENT_ERROR_BACKOFF_MS 500
 #define AGENT_DESCRIBE_MS 10000
 #define AGENT_ACTIVE_WINDOW_MS 100 /* a shard stays active this long after local changes */
-/* A page with fewer records than this, all echoes of replicated writes, is not followed by
- * another poll at once: echoes are no one's lag, and each poll costs the store about 0.5 ms
- * of CPU (in steady replication the destination's agent polled twice per echo page). */
+/* A page of only echoes of replicated writes, with fewer records than this (and than
+ * agent.batch_max) and under AGENT_ECHO_TRICKLE_BYTES of stream records, is a trickle, not a
+ * backlog: it is not followed by another poll at once. Echoes are no one's lag, and each
+ * poll costs the store about 0.5 ms of CPU (in steady replication the destination's agent
+ * polled twice per echo page). The byte bound keeps a page that GetRecords cut at its 1 MB
+ * limit (a few large records) a backlog. */
 #define AGENT_ECHO_TRICKLE 16
+#define AGENT_ECHO_TRICKLE_BYTES (256 * 1024)
 #define AGENT_BLOCKED_RETRY_MS 100
 #define AGENT_HOUSEKEEP_MS 500
 #define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */

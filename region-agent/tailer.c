@@ -886,6 +886,20 @@ static void tailer_mark_done(tailer *tl, table_tail *t, shard *s) {
 }
 
 /* One GetRecords on a shard, processing what it returns. */
+/* 1 when a page of nrec records (none of them local changes) is a trickle of echoes rather
+ * than part of a backlog: fewer than AGENT_ECHO_TRICKLE records and than a full page
+ * (batch_max), and under AGENT_ECHO_TRICKLE_BYTES by the records' SizeBytes. */
+static int tailer_trickle(const cJSON *records, int nrec, long batch_max) {
+    const cJSON *r;
+    double bytes = 0;
+    if (nrec >= AGENT_ECHO_TRICKLE || nrec >= batch_max) return 0;
+    cJSON_ArrayForEach(r, records) {
+        const cJSON *sz = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "dynamodb"), "SizeBytes");
+        if (cJSON_IsNumber(sz)) bytes += sz->valuedouble;
+    }
+    return bytes < AGENT_ECHO_TRICKLE_BYTES;
+}
+
 static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     const cfg_region *cfg = tl->a->cfg;
     cJSON *req, *resp = NULL;
@@ -966,7 +980,8 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
          * application has just written is polled every active_poll_ms for
          * AGENT_ACTIVE_WINDOW_MS: its next write is probably close, and each ms of pause is
          * a ms of lag */
-        if (nlocal > 0 || nrec >= AGENT_ECHO_TRICKLE) s->next_poll = now;
+        if (nrec > 0 && (nlocal > 0 || !tailer_trickle(records, nrec, cfg->agent.batch_max)))
+            s->next_poll = now;
         else if (s->active_at && now - s->active_at < AGENT_ACTIVE_WINDOW_MS)
             s->next_poll = now + cfg->agent.active_poll_ms;
         else s->next_poll = now + cfg->agent.idle_poll_ms;

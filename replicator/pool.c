@@ -8,9 +8,9 @@
  * and the echo tokens need); different keys go in parallel. Jobs stream: a worker takes
  * the next job as soon as it is free, so a batch never waits for the slowest change of
  * the batch before it. A worker with a backlog takes the puts at the head of its queue
- * together (distinct keys, at most replicator.group_writes) and writes them in one
- * transaction (apply_puts): under load the store does far less work per change, while
- * at low rates every change still goes alone at once. A job's results are written before its `done` flag (release), and
+ * together (distinct keys, at most replicator.group_writes): one Redis round trip, then
+ * one transaction from APPLY_GROUP_MIN puts on (apply_puts): under load the store does
+ * far less work per change, while at low rates every change still goes alone at once. A job's results are written before its `done` flag (release), and
  * read after it (acquire); the job itself belongs to the submitter, who must not free it
  * before `done` is set.
  * Threading: pool_submit, pool_wait_idle and pool_free are called by one thread (the
@@ -95,7 +95,7 @@ static size_t pool_take(pool_worker *w, pool_job **g, size_t group_max) {
     return n;
 }
 
-/* Applies g[0..n) as one transaction of puts (n >= 2). */
+/* Applies g[0..n) as one group of puts (n >= 2; apply_puts). */
 static void pool_apply_group(pool_worker *w, pool_job **g, size_t n) {
     apply_change cs[APPLY_GROUP_MAX];
     apply_outcome out[APPLY_GROUP_MAX];

@@ -11,8 +11,8 @@
  *   3. a member older than the key's last local change in Redis: lost by the precheck,
  *      token removed, nothing sent for it; a member equal to the stored version: same
  *      (the two others go as single puts);
- *   4. a group too large for one transaction (12 items of 350 KB, over 4 MB): refused as a
- *      whole, then written as two halves;
+ *   4. large items: APPLY_GROUP_MIN of 350 KB in one transaction; 12 (over 4 MB): refused
+ *      as a whole, then written as two halves;
  *   5. apply_one with APPLY_TOMBCHECK (the agent's repairs): a put older than the key's
  *      tombstone is lost and does not bring the deleted item back;
  *   6. a repair lost to the tombstone whose earlier attempt landed after the delete (the
@@ -41,7 +41,8 @@
 #define TABLE "tern_apply_check"
 
 _Static_assert(APPLY_GROUP_MIN > 3 && APPLY_GROUP_MIN <= 6,
-               "cases 1 and 3 put groups of 3 one by one; case 4's halves of 12 are transactions");
+               "cases 1 and 3 put groups of 3 one by one; case 4's group of APPLY_GROUP_MIN stays under "
+               "4 MB and its halves of 12 are transactions");
 
 static store *S;
 static state *ST;
@@ -301,15 +302,25 @@ int main(int argc, char **argv) {
     CHECK(strcmp(wid, "us-east-1.earlier") == 0, "3: the equal version was rewritten (wid %s)", wid);
     for (int i = 0; i < 3; i++) change_free(&c[i]);
 
-    /* 4. too large for one transaction (4 MB): refused as a whole, written in halves */
-    for (int i = 0; i < 4; i++) {
-        char pk[16];
+    /* 4. large items: a group under 4 MB is one transaction; one over it is refused as a
+     * whole and written in halves */
+    for (int i = 0; i < APPLY_GROUP_MIN; i++) {
+        char pk[16], v[LWW_VERSION_STRLEN];
         snprintf(pk, sizeof pk, "G4#%d", i);
-        change_init(&c[i], pk, "0000000004000-000001-us-east-1", 350 * 1024);
+        snprintf(v, sizeof v, "0000000004000-%06d-us-east-1", i + 1);
+        change_init(&c[i], pk, v, 350 * 1024);
     }
-    for (int i = 0; i < 4; i++) snprintf(c[i].version, sizeof c[i].version, "0000000004000-00000%d-us-east-1", i + 1);
+    /* APPLY_GROUP_MIN x 350 KB (at most 2.1 MB): under the limit */
+    CHECK(run(c, APPLY_GROUP_MIN, out) == 1, "4: a group of %d large puts under 4 MB was not one transaction",
+          APPLY_GROUP_MIN);
+    for (int i = 0; i < APPLY_GROUP_MIN; i++) {
+        CHECK(out[i].res == APPLY_WRITTEN, "4: member %d: %s (%s)", i, apply_result_name(out[i].res), out[i].err);
+        stored(&c[i], ver, wid);
+        CHECK(strcmp(ver, c[i].version) == 0, "4: member %d stored %s", i, ver);
+        change_free(&c[i]);
+    }
     {
-        /* 4 x 350 KB = 1.4 MB: under the limit; 12 of them are over it */
+        /* 12 x 350 KB = 4.2 MB: over it */
         change big[12];
         apply_outcome bo[12];
         for (int i = 0; i < 12; i++) {
@@ -328,11 +339,6 @@ int main(int argc, char **argv) {
             CHECK(tokens(&big[i], NULL, &has) >= 1, "4: member %d: no token pending", i);
             change_free(&big[i]);
         }
-    }
-    run(c, 4, out);
-    for (int i = 0; i < 4; i++) {
-        CHECK(out[i].res == APPLY_WRITTEN, "4: member %d: %s (%s)", i, apply_result_name(out[i].res), out[i].err);
-        change_free(&c[i]);
     }
     /* 5. regression: a repair (APPLY_TOMBCHECK) of a key deleted by a newer delete since
      * must not bring the item back; one older than the tombstone is written */

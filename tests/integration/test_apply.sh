@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_apply.sh -- apply/ against a real DynamoDB Local and redis-server started on free
-# ports in a temp dir: groups of puts in one TransactWriteItems (apply_puts) decide every
-# member as a single conditional put would, and a repair never undoes a newer delete, even
+# ports in a temp dir: groups of puts (apply_puts: one TransactWriteItems from
+# APPLY_GROUP_MIN puts, single puts below) decide every member as a single conditional put
+# would, and a repair never undoes a newer delete, even
 # one made between its tombstone check and its write (DynamoDB Local is SIGSTOPped for it).
 # Runs apply_check (tests/integration/apply_check.c).
 set -euo pipefail
