@@ -885,7 +885,6 @@ static void tailer_mark_done(tailer *tl, table_tail *t, shard *s) {
     log_info(NULL, "table %s shard %s: closed shard read to its end", t->name, s->id);
 }
 
-/* One GetRecords on a shard, processing what it returns. */
 /* 1 when a page of nrec records (none of them local changes) is a trickle of echoes rather
  * than part of a backlog: fewer than AGENT_ECHO_TRICKLE records and than a full page
  * (batch_max), and under AGENT_ECHO_TRICKLE_BYTES by the records' SizeBytes. */
@@ -894,12 +893,14 @@ static int tailer_trickle(const cJSON *records, int nrec, long batch_max) {
     double bytes = 0;
     if (nrec >= AGENT_ECHO_TRICKLE || nrec >= batch_max) return 0;
     cJSON_ArrayForEach(r, records) {
-        const cJSON *sz = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "dynamodb"), "SizeBytes");
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(r, "dynamodb");
+        const cJSON *sz = cJSON_GetObjectItemCaseSensitive(d, "SizeBytes");
         if (cJSON_IsNumber(sz)) bytes += sz->valuedouble;
     }
     return bytes < AGENT_ECHO_TRICKLE_BYTES;
 }
 
+/* One GetRecords on a shard, processing what it returns. */
 static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     const cfg_region *cfg = tl->a->cfg;
     cJSON *req, *resp = NULL;
