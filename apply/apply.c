@@ -427,8 +427,9 @@ typedef struct {
 } apply_slot;
 
 /* The group's members still open are written one by one, each under the token the group
- * added for it, right after the group's precheck (a group under APPLY_GROUP_MIN, or one
- * whose transaction could not be built): nothing of theirs was written. */
+ * added for it, soon after the group's precheck: a group under APPLY_GROUP_MIN, one whose
+ * transaction could not be built, or one refused as a whole that could not be split (out
+ * of memory). Nothing of theirs was written. */
 static void apply_group_each(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
                              apply_outcome *out) {
     for (size_t i = 0; i < n; i++)
