@@ -68,19 +68,22 @@ applied=$(region_redis eu-west-1 HGET "tern:eu-west-1:cnt:us-east-1:$TABLE" appl
 note "us-east-1 local=$((after_e - before_e)) eu-west-1 applied=$applied echoes=$echoes local=$((after_w - before_w))"
 
 note "a backlog of echoes in small full pages is read at once, not a page per poll pause"
-# eu-west-1's agent is down while 40 writes are applied there, then restarts with
-# agent.batch_max 2 and a 2 s pause: read one page per pause, the 20 pages would take 40 s
+# eu-west-1's agent is down while a second of writes (over 40 keys) is applied there, then
+# restarts with agent.batch_max 2 and a 2 s pause: read one page per pause, 20 or more
+# echoes would take 20 s or more
 kill_daemon eu-west-1 tern-region-agent
 cfg=$(region_cfg eu-west-1)
 jq '.agent.batch_max = 2 | .agent.idle_poll_ms = 2000' "$cfg" >"$cfg.tmp" && mv "$cfg.tmp" "$cfg"
-for i in $(seq 1 40); do echo "{\"PK\":{\"S\":\"P#$i\"},\"SK\":{\"S\":\"ITEM\"},\"i\":{\"N\":\"$i\"}}"; done |
-  while read -r it; do "$DDBTOOL" put "$E" "$TABLE" "$it" || exit 1; done || fail "backlog writes"
-"$DDBTOOL" wait "$W" "$TABLE" '{"PK":{"S":"P#40"},"SK":{"S":"ITEM"}}' i 40 20000 >/dev/null || fail "writes did not arrive"
+loaded=$("$DDBTOOL" load "$E" "$TABLE" --writers 2 --keys 40 --seconds 1 --prefix P --seed 7 --mix 100,0,0,0) ||
+  fail "backlog writes"
+n=$(sed -E 's/.*acked=([0-9]+).*/\1/' <<<"$loaded")
+[ "$n" -ge 20 ] || fail "only $n writes for the backlog ($loaded)"
+ctl wait-caught-up --from us-east-1 --to eu-west-1 --timeout 30 --table "$TABLE" >/dev/null || fail "writes did not arrive"
 lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's agent"
 ctl wait-caught-up --from eu-west-1 --to us-east-1 --timeout 10 --table "$TABLE" >/dev/null ||
-  fail "eu-west-1's agent did not read its 40 echoes in 10 s (a page per 2 s pause?)"
+  fail "eu-west-1's agent did not read its $n echoes in 10 s (a page per 2 s pause?)"
 echoes2=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" echo)
-[ "${echoes2:-0}" -ge $((echoes + 40)) ] || fail "eu-west-1 counted $((echoes2 - echoes)) echoes of 40"
+[ "${echoes2:-0}" -ge $((echoes + n)) ] || fail "eu-west-1 counted $((echoes2 - echoes)) echoes of $n"
 after_w2=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" local)
 [ "$after_w2" = "$after_w" ] || fail "eu-west-1 shipped $((after_w2 - after_w)) of the echoes back"
 
