@@ -500,9 +500,9 @@ static int receiver_start_at(receiver *r, source_state *s, wire_pos pos, int fir
  *    acked; without this, every resend from there was a gap and the link stopped. */
 static int receiver_admit(receiver *r, void *sock, source_state *s, const wire_batch *b) {
     int follows_ack = b->has_acked && wire_pos_cmp(b->prev, b->acked) == 0; /* acked <= prev (decoder) */
-    char p1[48], p2[48];
-    wire_pos_format(b->prev, p1, sizeof p1);
+    char p1[48], p2[48]; /* positions as text, formatted only for the log lines (not per batch) */
     if (!s->known) {
+        wire_pos_format(b->prev, p1, sizeof p1);
         if (b->has_acked && !follows_ack) {
             wire_pos_format(b->acked, p2, sizeof p2);
             receiver_reject(r, "gap", b->source, "first batch does not follow the source's acknowledged position");
@@ -516,6 +516,7 @@ static int receiver_admit(receiver *r, void *sock, source_state *s, const wire_b
         /* HSETNX may have found another writer's watermark: checked as any other */
     }
     if (wire_pos_cmp(b->prev, s->taken) <= 0) return 0;
+    wire_pos_format(b->prev, p1, sizeof p1);
     wire_pos_format(s->taken, p2, sizeof p2);
     if (follows_ack && !s->head && wire_pos_cmp(s->taken, s->wm) == 0) {
         if (receiver_start_at(r, s, b->acked, 0) != 0) return -1;

@@ -324,7 +324,6 @@ int state_flush(state *st, redisReply **replies, size_t n) {
 
 size_t state_pending(const state *st) { return st->queued; }
 
-
 int state_flush_ok(state *st, redisReply **replies, size_t n) {
     size_t bad = n;
     if (state_flush(st, replies, n) != 0) return -1;
