@@ -150,8 +150,13 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
             memmove(l->q, l->q + k, (size_t)(l->nq - k) * sizeof l->q[0]);
             l->nq -= k;
         }
-        if (wire_pos_cmp(l->sent, l->acked) < 0) l->sent = l->acked; /* peer is ahead of us */
-        l->dirty = 1;
+        /* an ack adds nothing to the log: a link that stopped at a full window kept dirty
+         * set, one that read the log to its end has nothing to send (reading it again for
+         * every ack was one empty XRANGE per batch) */
+        if (wire_pos_cmp(l->sent, l->acked) < 0) { /* peer is ahead of us */
+            l->sent = l->acked;
+            l->dirty = 1;
+        }
     } else if (l->nq > 0 && wire_pos_cmp(ack->pos, l->q[0].last) < 0) {
         /* the peer processed a batch without taking its head: refused, gap or error */
         shipper_go_back(p, l, "peer did not apply the oldest batch in flight");
@@ -192,8 +197,10 @@ static void shipper_blocked(peer_state *p, link_state *l, long long now) {
 }
 
 /* Reads up to batch_max log entries after l->sent and sends them as one batch.
- * Returns 1 if a batch was sent, 0 if nothing to send or the peer is not connected,
- * -1 on error. */
+ * Returns 2 if a batch was sent and it held everything the log had (the read came back
+ * short, so reading again now would find nothing: the tailer's next commit notifies),
+ * 1 if a batch was sent and more may follow, 0 if nothing to send or the peer is not
+ * connected, -1 on error. */
 static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long now) {
     const cfg_region *cfg = sh->a->cfg;
     char key[512], start[64], posbuf[48];
@@ -301,7 +308,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->sent = b.last;
     l->shipped += (long long)b.n;
     l->m_shipped_total += (long long)b.n;
-    rc = 1;
+    rc = b.n == r->elements && (long)r->elements < cfg->agent.batch_max ? 2 : 1;
     goto out;
 bad:
     log_error(p->peer->region, "table %s: malformed change-log entry in Redis after %s; not shipped", l->table, posbuf);
@@ -340,8 +347,8 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
     if (p->paused || now < l->blocked_until || !l->dirty) return;
     while (l->nq < sh->window) {
         int r = shipper_send_one(sh, p, l, now);
-        if (r <= 0) {
-            if (r == 0 && now >= l->blocked_until) l->dirty = 0; /* drained */
+        if (r <= 0 || r == 2) {
+            if (r == 2 || (r == 0 && now >= l->blocked_until)) l->dirty = 0; /* drained */
             return;
         }
     }

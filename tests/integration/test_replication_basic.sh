@@ -53,6 +53,10 @@ note "no echo: a burst of N writes in us-east-1 is shipped exactly N times"
 N=200
 before_e=$(region_redis us-east-1 HGET "tern:us-east-1:acnt:$TABLE" local); before_e=${before_e:-0}
 before_w=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" local); before_w=${before_w:-0}
+calls() { # calls CMD: how many times us-east-1's Redis ran CMD since it started
+  region_redis us-east-1 INFO commandstats | tr -d '\r' | sed -nE "s/^cmdstat_$1:calls=([0-9]+),.*/\1/p" | grep . || echo 0
+}
+xr0=$(calls xrange) ex0=$(calls exec) t0=$SECONDS
 for i in $(seq 1 $N); do echo "{\"PK\":{\"S\":\"E#$i\"},\"SK\":{\"S\":\"ITEM\"},\"i\":{\"N\":\"$i\"}}"; done |
   while read -r it; do "$DDBTOOL" put "$E" "$TABLE" "$it" || exit 1; done || fail "burst"
 "$DDBTOOL" wait "$W" "$TABLE" "{\"PK\":{\"S\":\"E#$N\"},\"SK\":{\"S\":\"ITEM\"}}" i $N 20000 >/dev/null || fail "burst did not arrive"
@@ -66,6 +70,12 @@ echoes=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" echo)
 [ "${echoes:-0}" -ge $N ] || fail "eu-west-1 saw ${echoes:-0} echoes, expected at least $N"
 applied=$(region_redis eu-west-1 HGET "tern:eu-west-1:cnt:us-east-1:$TABLE" applied)
 note "us-east-1 local=$((after_e - before_e)) eu-west-1 applied=$applied echoes=$echoes local=$((after_w - before_w))"
+# the shipper reads the change log once per batch: each tailer commit (an EXEC) is read
+# once, plus one read per housekeeping pass (2 a second); it used to read the log again
+# after the batch (finding it drained) and once more after each acknowledgement
+xr=$(( $(calls xrange) - xr0 )) ex=$(( $(calls exec) - ex0 )) secs=$(( SECONDS - t0 + 1 ))
+note "us-east-1's Redis: $xr change-log reads (XRANGE), $ex commits (EXEC) in ${secs} s"
+[ "$xr" -le $(( ex + 2 * secs + 10 )) ] || fail "the shipper read the change log $xr times for $ex commits in ${secs} s"
 
 note "a backlog of echoes in small full pages is read at once, not a page per poll pause"
 # eu-west-1's agent is down while a second of writes (over 40 keys) is applied there, then
