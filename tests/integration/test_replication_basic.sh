@@ -70,9 +70,10 @@ echoes=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" echo)
 [ "${echoes:-0}" -ge $N ] || fail "eu-west-1 saw ${echoes:-0} echoes, expected at least $N"
 applied=$(region_redis eu-west-1 HGET "tern:eu-west-1:cnt:us-east-1:$TABLE" applied)
 note "us-east-1 local=$((after_e - before_e)) eu-west-1 applied=$applied echoes=$echoes local=$((after_w - before_w))"
-# the shipper reads the change log once per batch: each tailer commit (an EXEC) is read
-# once, plus one read per housekeeping pass (2 a second); it used to read the log again
-# after the batch (finding it drained) and once more after each acknowledgement
+# the shipper reads the change log once per batch: with one peer and one table, each
+# tailer commit (an EXEC) is read once, plus one read per housekeeping pass (2 a second);
+# it used to read the log again after the batch (finding it drained) and once more after
+# each acknowledgement
 xr=$(( $(calls xrange) - xr0 )) ex=$(( $(calls exec) - ex0 )) secs=$(( SECONDS - t0 + 1 ))
 note "us-east-1's Redis: $xr change-log reads (XRANGE), $ex commits (EXEC) in ${secs} s"
 [ "$xr" -le $(( ex + 2 * secs + 10 )) ] || fail "the shipper read the change log $xr times for $ex commits in ${secs} s"
