@@ -197,10 +197,10 @@ static void shipper_blocked(peer_state *p, link_state *l, long long now) {
 }
 
 /* Reads up to batch_max log entries after l->sent and sends them as one batch.
- * Returns 2 if a batch was sent and it held everything the log had (the read came back
- * short, so reading again now would find nothing: the tailer's next commit notifies),
- * 1 if a batch was sent and more may follow, 0 if nothing to send or the peer is not
- * connected, -1 on error. */
+ * Returns 1 if a batch was sent, 0 if nothing to send or the peer is not connected,
+ * -1 on error. Clears l->dirty once the read shows that the log holds nothing more to send
+ * (it came back empty, or short and all of it was sent): the tailer's next commit
+ * notifies, and reading again before then would find nothing. */
 static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long now) {
     const cfg_region *cfg = sh->a->cfg;
     char key[512], start[64], posbuf[48];
@@ -237,6 +237,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     shipper_redis_ok(sh);
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
         freeReplyObject(r);
+        l->dirty = 0;
         return 0;
     }
     memset(&b, 0, sizeof b);
@@ -308,7 +309,8 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->sent = b.last;
     l->shipped += (long long)b.n;
     l->m_shipped_total += (long long)b.n;
-    rc = b.n == r->elements && (long)r->elements < cfg->agent.batch_max ? 2 : 1;
+    if (b.n == r->elements && (long)r->elements < cfg->agent.batch_max) l->dirty = 0;
+    rc = 1;
     goto out;
 bad:
     log_error(p->peer->region, "table %s: malformed change-log entry in Redis after %s; not shipped", l->table, posbuf);
@@ -344,14 +346,9 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
             }
         }
     }
-    if (p->paused || now < l->blocked_until || !l->dirty) return;
-    while (l->nq < sh->window) {
-        int r = shipper_send_one(sh, p, l, now);
-        if (r <= 0 || r == 2) {
-            if (r == 2 || (r == 0 && now >= l->blocked_until)) l->dirty = 0; /* drained */
-            return;
-        }
-    }
+    if (p->paused || now < l->blocked_until) return;
+    while (l->dirty && l->nq < sh->window)
+        if (shipper_send_one(sh, p, l, now) <= 0) return;
 }
 
 /* Metrics: what each link shipped and resent since the last call, windows, connections. */

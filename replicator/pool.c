@@ -10,8 +10,9 @@
  * the batch before it. A worker with a backlog takes the puts at the head of its queue
  * together (distinct keys, at most replicator.group_writes): one Redis round trip, then
  * one transaction from APPLY_GROUP_MIN puts on (apply_puts): under load the store does
- * far less work per change, while at low rates every change still goes alone at once. A job's results are written before its `done` flag (release), and
- * read after it (acquire); the job itself belongs to the submitter, who must not free it
+ * far less work per change, while at low rates every change still goes alone at once.
+ * A job's results are written before its `done` flag (release), and read after it
+ * (acquire); the job itself belongs to the submitter, who must not free it
  * before `done` is set.
  * Threading: pool_submit, pool_wait_idle and pool_free are called by one thread (the
  * replicator's main thread); the queues are guarded by `mu`. */
