@@ -22,6 +22,7 @@
  * peer that is down keeps everything it has not applied.
  * Threading: its own thread, its own Redis handle; reads agent_ctx atomics. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -596,10 +597,14 @@ int shipper_run(agent_ctx *a) {
             break;
         }
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
-            char buf[16];
-            while (zmq_recv(sh.notify, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {}
-            for (size_t i = 0; i < sh.n_peers; i++)
-                for (size_t j = 0; j < cfg->n_tables; j++) sh.peers[i].links[j].dirty = 1;
+            uint32_t idx;
+            int n;
+            /* one message per tailer commit, naming the committed table's index; anything
+             * else (never sent) wakes every link rather than lose a wake-up */
+            while ((n = zmq_recv(sh.notify, &idx, sizeof idx, ZMQ_DONTWAIT)) >= 0)
+                for (size_t i = 0; i < sh.n_peers; i++)
+                    for (size_t j = 0; j < cfg->n_tables; j++)
+                        if (n != (int)sizeof idx || idx >= cfg->n_tables || idx == j) sh.peers[i].links[j].dirty = 1;
         }
         for (size_t i = 0; rc > 0 && i < sh.n_peers; i++)
             if (items[i + 1].revents & ZMQ_POLLIN) shipper_recv(&sh, &sh.peers[i]);

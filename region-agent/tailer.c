@@ -31,6 +31,7 @@
  * Threading: runs on its own thread; talks to the shipper only through the notify
  * socket and the shared atomics in agent_ctx. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -865,8 +866,11 @@ out:
     return rc;
 }
 
-static void tailer_notify(tailer *tl) {
-    if (zmq_send(tl->notify, "n", 1, ZMQ_DONTWAIT) < 0 && errno != EAGAIN)
+/* Wakes the shipper's links of table t only: the message is the table's index in
+ * cfg->tables (== tl->tables), as a uint32_t in host order (inproc, same process). */
+static void tailer_notify(tailer *tl, const table_tail *t) {
+    uint32_t idx = (uint32_t)(t - tl->tables);
+    if (zmq_send(tl->notify, &idx, sizeof idx, ZMQ_DONTWAIT) < 0 && errno != EAGAIN)
         log_warn(NULL, "cannot wake the shipper: %s", zmq_strerror(errno));
 }
 
@@ -968,7 +972,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
             return;
         }
         if (nlocal > 0) {
-            tailer_notify(tl);
+            tailer_notify(tl, t);
             s->active_at = now;
         }
     }
