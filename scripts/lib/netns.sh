@@ -42,6 +42,7 @@
 # Run as a script, `scripts/lib/netns.sh down` tears down what a run left behind
 # (after `scripts/drill --netns --keep`, or a kill -9 of the drill).
 
+. "$(dirname "${BASH_SOURCE[0]}")/servers.sh" # pid_alive
 NETNS_NET=${TERN_NETNS_NET:-10.201}          # first two octets of the regions' /24s
 NETNS_PROBE_PORT=${TERN_NETNS_PROBE_PORT:-7999}
 NETNS_STATE=/run/tern-drill-netns            # pids of the relay, for a later stale cleanup
@@ -73,7 +74,7 @@ netns_exec() { # netns_exec REGION CMD...
 _netns_kill_pid() { # _netns_kill_pid PID: TERM, up to 5 s, then KILL
   local pid=$1 i
   kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  for ((i = 0; i < 100; i++)); do pid_alive "$pid" || return 0; sleep 0.05; done
   kill -KILL "$pid" 2>/dev/null || true
 }
 

@@ -16,8 +16,8 @@ for d in tern-region-agent tern-replicator; do
   for r in us-east-1 eu-west-1; do
     pid=$(cat "$(region_run "$r")/$d.pid")
     kill -TERM "$pid"
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -0 "$pid" 2>/dev/null && fail "$r $d did not stop within 15 s of SIGTERM"
+    for _ in $(seq 1 300); do pid_alive "$pid" || break; sleep 0.05; done
+    pid_alive "$pid" && fail "$r $d did not stop within 15 s of SIGTERM"
     grep -q ' stopped$' "$(region_run "$r")/$d.log" || fail "$r $d did not stop cleanly"
     rm -f "$(region_run "$r")/$d.pid"
     lr start-daemons "$r" >/dev/null || fail "restart $r"

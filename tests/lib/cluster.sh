@@ -78,11 +78,13 @@ lr() { # lr CMD REGION [opts]: scripts/local-region for a cluster region
     --bin "$TERN_BUILD" "${@:3}" "$cmd" "$r"
 }
 
-cluster_up() { # stores and Redis of all regions start in parallel, then the daemons
+cluster_up() { # stores and Redis of all regions start in parallel, then the daemons (also in parallel)
   local r pids=() i=0
   for r in "${CLUSTER_REGIONS[@]}"; do lr up "$r" --no-daemons "$@" >/dev/null & pids+=($!); done
   for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || fail "up $r"; i=$((i + 1)); done
-  for r in "${CLUSTER_REGIONS[@]}"; do lr start-daemons "$r" >/dev/null || fail "daemons $r"; done
+  pids=() i=0
+  for r in "${CLUSTER_REGIONS[@]}"; do lr start-daemons "$r" >/dev/null & pids+=($!); done
+  for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || fail "daemons $r"; i=$((i + 1)); done
 }
 
 cluster_down() { # daemons first (graceful), then every region's servers side by side
@@ -187,7 +189,7 @@ kill_redis() { stop_pidfile "$(region_run "$1")/redis-${CL_REDIS[$1]}.pid" "${2:
 restart_redis() { start_redis "$(region_run "$1")" "${CL_REDIS[$1]}" >/dev/null || fail "restart redis $1"; }
 
 # daemon_alive REGION NAME: the daemon's pid file names a live process
-daemon_alive() { local f; f="$(region_run "$1")/$2.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+daemon_alive() { local f; f="$(region_run "$1")/$2.pid"; [ -f "$f" ] && pid_alive "$(cat "$f")"; }
 
 # key_json N [PREFIX]: the key {"PK":"PREFIX#N","SK":"ITEM"} as ddbtool wants it
 key_json() { echo "{\"PK\":{\"S\":\"${2:-K}#$1\"},\"SK\":{\"S\":\"ITEM\"}}"; }
