@@ -14,6 +14,7 @@ set -euo pipefail
 TERN_SRC=${TERN_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 TERN_BUILD=${TERN_BUILD:-$TERN_SRC/build}
 DDBTOOL=$TERN_BUILD/tests/ddbtool
+. "$TERN_SRC/scripts/lib/servers.sh" # pid_alive
 fail() { echo "FAIL: $*" >&2; exit 1; }
 note() { echo "== $(date +%T) $*"; }
 if [ "$(id -u)" -ne 0 ]; then echo "SKIP: test_netns needs root (network namespaces)"; exit 0; fi
@@ -38,7 +39,7 @@ nothing_left() { # nothing_left WHAT: no namespace, veth or relay of a drill rem
   [ -z "$links" ] || fail "$1: veths left: $links"
   ! ls /run/tern-drill-netns/*.pid >/dev/null 2>&1 || fail "$1: relay pid file left"
 }
-alive() { local p; for p in "$@"; do kill -0 "$p" 2>/dev/null && echo "$p"; done; return 0; }
+alive() { local p; for p in "$@"; do pid_alive "$p" && echo "$p"; done; return 0; } # a zombie has exited
 
 note "a stale set: namespace tern-drill-us-east-1 with a process in it, veth tdrill1-root"
 bash "$TERN_SRC/scripts/lib/netns.sh" down >/dev/null
