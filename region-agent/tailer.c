@@ -82,6 +82,8 @@ typedef struct {
     repair_note notes[TAILER_REPAIR_NOTES]; /* a ring: n_notes slots used, next at note_next */
     size_t n_notes, note_next;
     size_t n_live;                          /* slots holding a note (an empty kid: served) */
+    int wake_pending;                       /* a wake-up of the shipper found the notify
+                                               queue full: sent again on the next turn */
 } table_tail;
 
 typedef struct {
@@ -867,11 +869,16 @@ out:
 }
 
 /* Wakes the shipper's links of table t only: the message is the table's index in
- * cfg->tables (== tl->tables), as a uint32_t in host order (inproc, same process). */
-static void tailer_notify(tailer *tl, const table_tail *t) {
+ * cfg->tables (== tl->tables), as a uint32_t in host order (inproc, same process). A full
+ * queue (the shipper is behind by thousands of commits) leaves t->wake_pending set, for
+ * the tailer loop to send again: no other message may name this table. */
+static void tailer_notify(tailer *tl, table_tail *t) {
     uint32_t idx = (uint32_t)(t - tl->tables);
-    if (zmq_send(tl->notify, &idx, sizeof idx, ZMQ_DONTWAIT) < 0 && errno != EAGAIN)
-        log_warn(NULL, "cannot wake the shipper: %s", zmq_strerror(errno));
+    t->wake_pending = 0;
+    if (zmq_send(tl->notify, &idx, sizeof idx, ZMQ_DONTWAIT) < 0) {
+        if (errno == EAGAIN) t->wake_pending = 1;
+        else log_warn(NULL, "cannot wake the shipper: %s", zmq_strerror(errno));
+    }
 }
 
 static void tailer_mark_done(tailer *tl, table_tail *t, shard *s) {
@@ -1069,6 +1076,7 @@ int tailer_run(agent_ctx *a) {
         size_t ready = 0;
         for (size_t i = 0; i < tl.n_tables; i++) {
             table_tail *t = &tl.tables[i];
+            if (t->wake_pending) tailer_notify(&tl, t);
             if (!*t->stream_arn) {
                 if (now < t->next_describe) continue;
                 if (tailer_describe_table(&tl, t) != 0 || tailer_load_checkpoints(&tl, t) != 0) {

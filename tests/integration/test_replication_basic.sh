@@ -62,6 +62,10 @@ K3='{"PK":{"S":"T#3"},"SK":{"S":"ITEM"}}'
 # the other table replicates
 "$DDBTOOL" delete "$E" "$TABLE" "$K3" || fail "delete $TABLE"
 "$DDBTOOL" wait "$W" "$TABLE" "$K3" - - 10000 >/dev/null || fail "$TABLE's delete did not reach eu-west-1"
+for r in us-east-1 eu-west-1; do
+  "$DDBTOOL" get "$(region_endpoint $r)" "$B" "$K3" | jq -e '.v.S == "b from us-east-1"' >/dev/null ||
+    fail "$r: the delete in $TABLE removed or changed the key in $B"
+done
 "$DDBTOOL" put "$W" "$B" '{"PK":{"S":"T#3"},"SK":{"S":"ITEM"},"v":{"S":"b from eu-west-1"}}' || fail "put $B"
 "$DDBTOOL" wait "$E" "$B" "$K3" v "b from eu-west-1" 10000 >/dev/null || fail "$B's second put did not reach us-east-1"
 wait_converged 30 us-east-1 eu-west-1 || fail "regions differ (two tables)"
@@ -69,6 +73,10 @@ for r in us-east-1 eu-west-1; do
   rc=0; "$DDBTOOL" get "$(region_endpoint $r)" "$TABLE" "$K3" >/dev/null || rc=$?
   [ $rc = 3 ] || fail "$r: the key is back in $TABLE (ddbtool get: $rc)"
 done
+lag_median() { # lag_median TABLE N: the median of eu-west-1's newest N lag samples of TABLE from us-east-1 (ms)
+  region_redis eu-west-1 LRANGE "tern:eu-west-1:lag:us-east-1:$1" 0 $(($2 - 1)) | awk '{print $2}' | sort -n |
+    awk '{v[NR] = $1} END {print (NR ? v[int(NR / 2) + 1] : 999999)}'
+}
 bcnt() { local v; v=$(region_redis "$1" HGET "tern:$1:$2:$B" "$3"); echo "${v:-0}"; }
 [ "$(bcnt us-east-1 acnt local)" = 1 ] && [ "$(bcnt eu-west-1 acnt local)" = 1 ] ||
   fail "local changes in $B: us-east-1 $(bcnt us-east-1 acnt local), eu-west-1 $(bcnt eu-west-1 acnt local), expected 1 each"
@@ -76,6 +84,35 @@ bcnt() { local v; v=$(region_redis "$1" HGET "tern:$1:$2:$B" "$3"); echo "${v:-0
   fail "changes applied to $B: $(bcnt eu-west-1 cnt:us-east-1 applied) in eu-west-1, $(bcnt us-east-1 cnt:eu-west-1 applied) in us-east-1, expected 1 each"
 region_redis us-east-1 HGET "tern:us-east-1:wm:eu-west-1:$B" pos | grep -q . || fail "no watermark for $B in us-east-1"
 [ "$(acnt us-east-1 local)" = 4 ] || fail "us-east-1 counted $(acnt us-east-1 local) local changes in $TABLE, expected 4"
+
+note "a tombstone is per table: an older put in $B, delivered after a newer delete of its key in $TABLE, is applied"
+K4='{"PK":{"S":"T#4"},"SK":{"S":"ITEM"}}'
+"$DDBTOOL" put "$W" "$TABLE" '{"PK":{"S":"T#4"},"SK":{"S":"ITEM"},"v":{"S":"a"}}' || fail "put $TABLE"
+"$DDBTOOL" wait "$E" "$TABLE" "$K4" v a 10000 >/dev/null || fail "$TABLE's put did not reach us-east-1"
+ctl pause --from us-east-1 --to eu-west-1 >/dev/null || fail "pause"
+sleep 0.7 # the shipper reads the pause every 500 ms
+l0=$(bcnt us-east-1 acnt local)
+"$DDBTOOL" put "$E" "$B" '{"PK":{"S":"T#4"},"SK":{"S":"ITEM"},"v":{"S":"b, older than the delete"}}' || fail "put $B"
+for ((i = 0; i < 100; i++)); do [ "$(bcnt us-east-1 acnt local)" -gt "$l0" ] && break; sleep 0.1; done
+[ "$(bcnt us-east-1 acnt local)" -gt "$l0" ] || fail "us-east-1's agent did not version the put in $B"
+"$DDBTOOL" delete "$W" "$TABLE" "$K4" || fail "delete $TABLE"
+"$DDBTOOL" wait "$E" "$TABLE" "$K4" - - 10000 >/dev/null || fail "$TABLE's delete did not reach us-east-1"
+"$DDBTOOL" get "$W" "$B" "$K4" >/dev/null 2>&1 && fail "the pause let the put in $B through"
+lost0=$(bcnt eu-west-1 cnt:us-east-1 lost)
+ctl resume --from us-east-1 --to eu-west-1 >/dev/null || fail "resume"
+"$DDBTOOL" wait "$W" "$B" "$K4" v "b, older than the delete" 10000 >/dev/null ||
+  fail "the put in $B was lost to the delete of its key in $TABLE (lost: $lost0 -> $(bcnt eu-west-1 cnt:us-east-1 lost))"
+
+note "a commit wakes its own table's link: 10 writes in $B cross without waiting for the 500 ms housekeeping pass"
+for i in $(seq 1 10); do
+  "$DDBTOOL" put "$E" "$B" "{\"PK\":{\"S\":\"W#$i\"},\"SK\":{\"S\":\"ITEM\"},\"i\":{\"N\":\"$i\"}}" || fail "put $B"
+  sleep 0.15 # the writes fall at every phase of the housekeeping pass
+done
+"$DDBTOOL" wait "$W" "$B" '{"PK":{"S":"W#10"},"SK":{"S":"ITEM"}}' i 10 10000 >/dev/null || fail "the writes in $B did not arrive"
+# woken only by the housekeeping pass, a change would wait 250 ms on average
+m=$(lag_median "$B" 10)
+note "$B: median lag of the 10 writes $m ms (versioned in us-east-1 -> applied in eu-west-1)"
+[ "$m" -lt 150 ] || fail "$B's changes waited $m ms (median) to be shipped: was the link woken?"
 
 note "no echo: a burst of N writes in us-east-1 is shipped exactly N times"
 N=200
@@ -89,6 +126,9 @@ for i in $(seq 1 $N); do echo "{\"PK\":{\"S\":\"E#$i\"},\"SK\":{\"S\":\"ITEM\"},
   while read -r it; do "$DDBTOOL" put "$E" "$TABLE" "$it" || exit 1; done || fail "burst"
 "$DDBTOOL" wait "$W" "$TABLE" "{\"PK\":{\"S\":\"E#$N\"},\"SK\":{\"S\":\"ITEM\"}}" i $N 20000 >/dev/null || fail "burst did not arrive"
 wait_converged 30 us-east-1 eu-west-1 || fail "regions differ after the burst"
+m=$(lag_median "$TABLE" $N)
+note "$TABLE: median lag of the burst $m ms"
+[ "$m" -lt 150 ] || fail "$TABLE's changes waited $m ms (median) to be shipped: was the link woken?"
 sleep 1 # let both agents read their streams to the end
 after_e=$(region_redis us-east-1 HGET "tern:us-east-1:acnt:$TABLE" local)
 after_w=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" local)
