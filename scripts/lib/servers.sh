@@ -122,13 +122,18 @@ start_redis() {
 # a zombie: a server that has exited but that its parent has not reaped yet. Servers
 # started in the background by a script that has since ended are children of PID 1, and
 # a PID 1 that reaps orphans only now and then (1-2 s in this project's VMs) made every
-# stop wait that long. Reads /proc/PID/stat without forking.
+# stop wait that long. Alive while any of its threads is not a zombie (the main thread
+# can be one while the others still exit, holding its sockets). Reads
+# /proc/PID/task/*/stat without forking.
 pid_alive() {
-  local st
+  local st f
   kill -0 "$1" 2>/dev/null || return 1
-  { read -r st <"/proc/$1/stat"; } 2>/dev/null || return 1
-  st=${st##*) }
-  [ "${st%% *}" != Z ]
+  for f in /proc/"$1"/task/*/stat; do
+    { read -r st <"$f"; } 2>/dev/null || continue
+    st=${st##*) }
+    [ "${st%% *}" = Z ] || return 0
+  done
+  return 1
 }
 
 # stop_pidfile FILE [SIGNAL]: stops the process in FILE and waits up to 10 s for it.

@@ -79,12 +79,16 @@ lr() { # lr CMD REGION [opts]: scripts/local-region for a cluster region
 }
 
 cluster_up() { # stores and Redis of all regions start in parallel, then the daemons (also in parallel)
-  local r pids=() i=0
+  local r pids=() i=0 failed=""
   for r in "${CLUSTER_REGIONS[@]}"; do lr up "$r" --no-daemons "$@" >/dev/null & pids+=($!); done
-  for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || fail "up $r"; i=$((i + 1)); done
+  # every start is waited for before failing: the EXIT trap must not stop a region that
+  # is still starting (its daemons would be left running)
+  for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || failed+=" $r"; i=$((i + 1)); done
+  [ -z "$failed" ] || fail "up:$failed"
   pids=() i=0
   for r in "${CLUSTER_REGIONS[@]}"; do lr start-daemons "$r" >/dev/null & pids+=($!); done
-  for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || fail "daemons $r"; i=$((i + 1)); done
+  for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || failed+=" $r"; i=$((i + 1)); done
+  [ -z "$failed" ] || fail "daemons:$failed"
 }
 
 cluster_down() { # daemons first (graceful), then every region's servers side by side
