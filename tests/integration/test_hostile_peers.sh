@@ -91,8 +91,13 @@ rej_delta() {
     sort | paste -sd' ' -
 }
 
-CASE="" LOGLINE=0
+CASE="" LOGLINE=0 CASE_DONE_MS=0
 case_begin() {
+  local wait_ms
+  # the replicator logs at most one rejection per reason per second: a case starts 1.1 s
+  # or more after the previous case's rejections were all counted (and so logged)
+  wait_ms=$((CASE_DONE_MS + 1100 - $(now_ms)))
+  [ "$wait_ms" -le 0 ] || sleep "$(printf '%d.%03d' $((wait_ms / 1000)) $((wait_ms % 1000)))"
   CASE=$1
   note "case: $CASE"
   rej_snapshot >"$D/before"
@@ -108,6 +113,7 @@ case_end() {
     [ "$got" = "$want" ] && break
     sleep 0.1
   done
+  CASE_DONE_MS=$(now_ms)
   sleep 0.7 # a later flush must not add anything else
   got=$(rej_delta)
   [ "$got" = "$want" ] || fail "$CASE: rejections counted '$got', expected '$want' (in $REJ)"
@@ -123,7 +129,6 @@ case_end() {
   [ "$("$DDBTOOL" count "$W" "$TABLE")" = "$COUNT0" ] || fail "$CASE: eu-west-1's item count changed"
   [ "$("$DDBTOOL" get "$W" "$TABLE" "$(key_json 1 R)")" = "$R1_BEFORE" ] || fail "$CASE: R#1 changed in eu-west-1"
   [ "${WM_MAY_MOVE:-0}" = 1 ] || [ "$(wm)" = "$WM0" ] || fail "$CASE: the watermark moved from $WM0 to $(wm)"
-  sleep 1.1 # the replicator logs at most one rejection per reason per second
 }
 # expect_no_ack OUTPUT: the probe connected and got nothing back
 expect_no_ack() { [ "$1" = "no-ack" ] || fail "$CASE: expected no reply, probe said: $1"; }
