@@ -8,12 +8,13 @@
  *   position in batches over a ZeroMQ DEALER (CURVE), keeps a window of unacknowledged
  *   batches, goes back to the acknowledged position after a timeout or a refusal, and
  *   trims the log below the minimum acknowledgement of all peers.
- * The tailer wakes the shipper through an inproc PAIR socket, bound by the shipper at
- * agent_ctx.notify_ep, one message per commit of local changes naming the table (its
- * index in cfg->tables, a uint32_t), so that only that table's links read the log again;
- * a wake-up that finds the queue full is sent again on the tailer's next turn: a new name for every start of the two threads, because a closed
- * socket's inproc name stays taken until ZeroMQ's reaper gets to it (a reload restarting
- * the threads at once then failed with "Address already in use").
+ * The tailer wakes the shipper through an inproc PAIR socket, one message per commit of
+ * local changes naming the table (its index in cfg->tables, a uint32_t), so that only
+ * that table's links read the log again; a wake-up that finds the queue full is sent
+ * again on the tailer's next turn. The shipper binds it at agent_ctx.notify_ep: a new
+ * name for every start of the two threads, because a closed socket's inproc name stays
+ * taken until ZeroMQ's reaper gets to it (a reload restarting the threads at once then
+ * failed with "Address already in use").
  *
  * Timing (ms unless said): shard polls happen at once while local changes arrive or a
  * backlog is read (a page that is not an echo trickle, AGENT_ECHO_TRICKLE), every cfg

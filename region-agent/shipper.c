@@ -324,6 +324,19 @@ out:
     return rc;
 }
 
+/* A wake-up from the tailer, n bytes received into idx: the index of the table it
+ * committed to. Marks that table's link of every peer as having more to send; a message
+ * of another size or index (never sent) marks every link rather than lose a wake-up. */
+static void shipper_wake(shipper *sh, uint32_t idx, int n) {
+    size_t first = 0, end = sh->a->cfg->n_tables;
+    if (n == (int)sizeof idx && idx < end) {
+        first = idx;
+        end = (size_t)idx + 1;
+    }
+    for (size_t i = 0; i < sh->n_peers; i++)
+        for (size_t j = first; j < end; j++) sh->peers[i].links[j].dirty = 1;
+}
+
 static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long now) {
     /* the peer applies batches in order: it is late only when the oldest batch in flight
      * and the last progress are both older than the timeout (a busy peer that keeps
@@ -599,12 +612,7 @@ int shipper_run(agent_ctx *a) {
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
             uint32_t idx;
             int n;
-            /* one message per tailer commit, naming the committed table's index; anything
-             * else (never sent) wakes every link rather than lose a wake-up */
-            while ((n = zmq_recv(sh.notify, &idx, sizeof idx, ZMQ_DONTWAIT)) >= 0)
-                for (size_t i = 0; i < sh.n_peers; i++)
-                    for (size_t j = 0; j < cfg->n_tables; j++)
-                        if (n != (int)sizeof idx || idx >= cfg->n_tables || idx == j) sh.peers[i].links[j].dirty = 1;
+            while ((n = zmq_recv(sh.notify, &idx, sizeof idx, ZMQ_DONTWAIT)) >= 0) shipper_wake(&sh, idx, n);
         }
         for (size_t i = 0; rc > 0 && i < sh.n_peers; i++)
             if (items[i + 1].revents & ZMQ_POLLIN) shipper_recv(&sh, &sh.peers[i]);

@@ -18,17 +18,16 @@ ddb_jar() {
 # frees the ones listed in a file; reservations older than an hour are stale.
 TERN_PORT_DIR=${TERN_PORT_DIR:-/tmp/tern-ports}
 free_port() {
-  local p i
+  local p i lo n
   mkdir -p "$TERN_PORT_DIR"
   find "$TERN_PORT_DIR" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
-  # below the kernel's ephemeral range, so that no outgoing connection takes the port
-  # between now and the server's bind; a port that accepts a connection is in use. Pure
-  # bash (RANDOM, /dev/tcp): the Python one-liner this replaced took 0.25-0.3 s to start,
-  # 5 ports per region, in every test.
-  local lo=32768 n
+  # from 10000 up to the kernel's ephemeral range, so that no outgoing connection takes
+  # the port between now and the server's bind; a port that accepts a connection is in
+  # use. Pure bash (RANDOM, /dev/tcp): the Python one-liner this replaced took 0.25-0.3 s
+  # to start, 5 ports per region, in every test.
   read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
   n=$((lo - 10000))
-  [ "$n" -ge 1000 ] || { lo=32768; n=22768; }
+  [ "$n" -ge 1000 ] || n=22768
   for ((i = 0; i < 200; i++)); do
     p=$((10000 + (RANDOM * 32768 + RANDOM) % n))
     if : 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$p"; then continue; fi

@@ -11,6 +11,10 @@ cluster_up
 E=$(region_endpoint us-east-1) W=$(region_endpoint eu-west-1)
 
 strip() { jq -S 'with_entries(select(.key | startswith("tern:") | not))'; }
+lag_median() { # lag_median TABLE N: the median of eu-west-1's newest N lag samples of TABLE from us-east-1 (ms)
+  region_redis eu-west-1 LRANGE "$(redis_key eu-west-1 "lag:us-east-1:$1")" 0 $(($2 - 1)) | awk '{print $2}' |
+    sort -n | awk '{v[NR] = $1} END {print (NR ? v[int(NR / 2) + 1] : 999999)}'
+}
 same_item() { # same_item KEY: the item is identical (hidden attributes aside) in both regions
   local a b
   a=$("$DDBTOOL" get "$E" "$TABLE" "$1" | strip) || fail "get us-east-1 $1"
@@ -73,16 +77,13 @@ for r in us-east-1 eu-west-1; do
   rc=0; "$DDBTOOL" get "$(region_endpoint $r)" "$TABLE" "$K3" >/dev/null || rc=$?
   [ $rc = 3 ] || fail "$r: the key is back in $TABLE (ddbtool get: $rc)"
 done
-lag_median() { # lag_median TABLE N: the median of eu-west-1's newest N lag samples of TABLE from us-east-1 (ms)
-  region_redis eu-west-1 LRANGE "tern:eu-west-1:lag:us-east-1:$1" 0 $(($2 - 1)) | awk '{print $2}' | sort -n |
-    awk '{v[NR] = $1} END {print (NR ? v[int(NR / 2) + 1] : 999999)}'
-}
-bcnt() { local v; v=$(region_redis "$1" HGET "tern:$1:$2:$B" "$3"); echo "${v:-0}"; }
-[ "$(bcnt us-east-1 acnt local)" = 1 ] && [ "$(bcnt eu-west-1 acnt local)" = 1 ] ||
-  fail "local changes in $B: us-east-1 $(bcnt us-east-1 acnt local), eu-west-1 $(bcnt eu-west-1 acnt local), expected 1 each"
-[ "$(bcnt eu-west-1 cnt:us-east-1 applied)" = 1 ] && [ "$(bcnt us-east-1 cnt:eu-west-1 applied)" = 1 ] ||
-  fail "changes applied to $B: $(bcnt eu-west-1 cnt:us-east-1 applied) in eu-west-1, $(bcnt us-east-1 cnt:eu-west-1 applied) in us-east-1, expected 1 each"
-region_redis us-east-1 HGET "tern:us-east-1:wm:eu-west-1:$B" pos | grep -q . || fail "no watermark for $B in us-east-1"
+bcnt() { TABLE=$B acnt "$@"; }     # bcnt REGION FIELD: agent counter of table B
+brcnt() { TABLE=$B rcnt "$@"; }    # brcnt REGION SOURCE FIELD: replicator counter of table B
+[ "$(bcnt us-east-1 local)" = 1 ] && [ "$(bcnt eu-west-1 local)" = 1 ] ||
+  fail "local changes in $B: us-east-1 $(bcnt us-east-1 local), eu-west-1 $(bcnt eu-west-1 local), expected 1 each"
+[ "$(brcnt eu-west-1 us-east-1 applied)" = 1 ] && [ "$(brcnt us-east-1 eu-west-1 applied)" = 1 ] ||
+  fail "changes applied to $B: $(brcnt eu-west-1 us-east-1 applied) in eu-west-1, $(brcnt us-east-1 eu-west-1 applied) in us-east-1, expected 1 each"
+region_redis us-east-1 HGET "$(redis_key us-east-1 "wm:eu-west-1:$B")" pos | grep -q . || fail "no watermark for $B in us-east-1"
 [ "$(acnt us-east-1 local)" = 4 ] || fail "us-east-1 counted $(acnt us-east-1 local) local changes in $TABLE, expected 4"
 
 note "a tombstone is per table: an older put in $B, delivered after a newer delete of its key in $TABLE, is applied"
@@ -91,17 +92,17 @@ K4='{"PK":{"S":"T#4"},"SK":{"S":"ITEM"}}'
 "$DDBTOOL" wait "$E" "$TABLE" "$K4" v a 10000 >/dev/null || fail "$TABLE's put did not reach us-east-1"
 ctl pause --from us-east-1 --to eu-west-1 >/dev/null || fail "pause"
 sleep 0.7 # the shipper reads the pause every 500 ms
-l0=$(bcnt us-east-1 acnt local)
+l0=$(bcnt us-east-1 local)
 "$DDBTOOL" put "$E" "$B" '{"PK":{"S":"T#4"},"SK":{"S":"ITEM"},"v":{"S":"b, older than the delete"}}' || fail "put $B"
-for ((i = 0; i < 100; i++)); do [ "$(bcnt us-east-1 acnt local)" -gt "$l0" ] && break; sleep 0.1; done
-[ "$(bcnt us-east-1 acnt local)" -gt "$l0" ] || fail "us-east-1's agent did not version the put in $B"
+for ((i = 0; i < 100; i++)); do [ "$(bcnt us-east-1 local)" -gt "$l0" ] && break; sleep 0.1; done
+[ "$(bcnt us-east-1 local)" -gt "$l0" ] || fail "us-east-1's agent did not version the put in $B"
 "$DDBTOOL" delete "$W" "$TABLE" "$K4" || fail "delete $TABLE"
 "$DDBTOOL" wait "$E" "$TABLE" "$K4" - - 10000 >/dev/null || fail "$TABLE's delete did not reach us-east-1"
 "$DDBTOOL" get "$W" "$B" "$K4" >/dev/null 2>&1 && fail "the pause let the put in $B through"
-lost0=$(bcnt eu-west-1 cnt:us-east-1 lost)
+lost0=$(brcnt eu-west-1 us-east-1 lost)
 ctl resume --from us-east-1 --to eu-west-1 >/dev/null || fail "resume"
 "$DDBTOOL" wait "$W" "$B" "$K4" v "b, older than the delete" 10000 >/dev/null ||
-  fail "the put in $B was lost to the delete of its key in $TABLE (lost: $lost0 -> $(bcnt eu-west-1 cnt:us-east-1 lost))"
+  fail "the put in $B was lost to the delete of its key in $TABLE (lost: $lost0 -> $(brcnt eu-west-1 us-east-1 lost))"
 
 note "a commit wakes its own table's link: 10 writes in $B cross without waiting for the 500 ms housekeeping pass"
 for i in $(seq 1 10); do

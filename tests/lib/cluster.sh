@@ -78,27 +78,27 @@ lr() { # lr CMD REGION [opts]: scripts/local-region for a cluster region
     --bin "$TERN_BUILD" "${@:3}" "$cmd" "$r"
 }
 
-cluster_up() { # stores and Redis of all regions start in parallel, then the daemons (also in parallel)
+# regions_parallel CMD [opts]: `lr CMD REGION [opts]` for every region at once (stdout
+# dropped); waits for all of them, then prints the regions that failed (" r1 r2", or
+# nothing). Every one is waited for, so that a failure does not run the EXIT trap's
+# cluster_down while another region is still starting (its daemons would be left).
+regions_parallel() {
   local r pids=() i=0 failed=""
-  for r in "${CLUSTER_REGIONS[@]}"; do lr up "$r" --no-daemons "$@" >/dev/null & pids+=($!); done
-  # every start is waited for before failing: the EXIT trap must not stop a region that
-  # is still starting (its daemons would be left running)
+  for r in "${CLUSTER_REGIONS[@]}"; do lr "$1" "$r" "${@:2}" >/dev/null & pids+=($!); done
   for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || failed+=" $r"; i=$((i + 1)); done
-  [ -z "$failed" ] || fail "up:$failed"
-  pids=() i=0
-  for r in "${CLUSTER_REGIONS[@]}"; do lr start-daemons "$r" >/dev/null & pids+=($!); done
-  for r in "${CLUSTER_REGIONS[@]}"; do wait "${pids[$i]}" || failed+=" $r"; i=$((i + 1)); done
-  [ -z "$failed" ] || fail "daemons:$failed"
+  echo "$failed"
+}
+
+cluster_up() { # stores and Redis of all regions start in parallel, then the daemons (also in parallel)
+  local failed
+  failed=$(regions_parallel up --no-daemons "$@"); [ -z "$failed" ] || fail "up:$failed"
+  failed=$(regions_parallel start-daemons); [ -z "$failed" ] || fail "daemons:$failed"
 }
 
 cluster_down() { # daemons first (graceful), then every region's servers side by side
-  local r p pids=()
   [ -n "${CLUSTER_DIR:-}" ] || return 0
-  for r in "${CLUSTER_REGIONS[@]}"; do lr stop-daemons "$r" >/dev/null 2>&1 & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p" || true; done
-  pids=()
-  for r in "${CLUSTER_REGIONS[@]}"; do lr down "$r" >/dev/null 2>&1 & pids+=($!); done
-  for p in "${pids[@]}"; do wait "$p" || true; done
+  regions_parallel stop-daemons >/dev/null 2>&1
+  regions_parallel down >/dev/null 2>&1
   release_ports "$CLUSTER_DIR/ports"
   if [ -n "${KEEP_CLUSTER:-}" ]; then echo "kept $CLUSTER_DIR"; else rm -rf "$CLUSTER_DIR"; fi
   CLUSTER_DIR=
