@@ -10,15 +10,22 @@
  *   4. the store write with ConditionExpression
  *        attribute_not_exists(#v) OR #v < :v      (#v = tern:ver)
  *      which holds for items the region never versioned and for older versions;
- *   5. the token is removed only when the write certainly did not happen (condition
- *      failed, or a delete found no item) and this call added it. After a transient
- *      error the token stays: the write may have happened and its echo must still be
- *      recognised. The same holds when the store client retried inside the call: a
- *      condition failure naming our own tern:wid is our earlier attempt (written), and
- *      an ambiguous answer keeps the token. A delete's token is the same text on every attempt of one change
- *      ("D<version>"), so when SADD finds it already there an earlier attempt (before a
- *      crash or a failed watermark save) owns it, may have deleted the item, and its
- *      stream record may be unread: this attempt leaves the token alone;
+ *   5. the token is settled by the answer (apply_token_settle):
+ *      - a put's token is removed only when the write certainly did not happen
+ *        (condition failed, refused) and this call added it. After a transient error
+ *        it stays: the write may have happened and its echo must still be recognised.
+ *        The same holds when the store client retried inside the call: a condition
+ *        failure naming our own tern:wid is our earlier attempt (written);
+ *      - a delete's token is tentative ("T<version>") until its DeleteItem has answered
+ *        (the agent holds a REMOVE whose matching token is tentative), then confirmed
+ *        ("D<version>", atomically and only while still pending: APPLY_LUA_CONFIRM) if
+ *        an item was removed or may have been, or taken back if certainly nothing was.
+ *        It is the same text on every attempt of one change, so when SADD finds it
+ *        already there an earlier attempt (before a crash or a failed watermark save)
+ *        added it and may have deleted the item, its stream record unread: this attempt
+ *        confirms it rather than taking it back. After a transient error it stays
+ *        tentative: the retry of the change settles it. A DeleteItem never sent (Redis
+ *        failed raising the tombstone) takes its own token back;
  *   6. a repair (APPLY_TOMBCHECK) reads the tombstone again once written, and deletes
  *      itself again if a newer delete overtook it (apply_undo_repair).
  * Invariant: every Tern write to the table has its token in pend:T:KID before the
@@ -87,10 +94,44 @@ static int apply_token_remove(state *st, const char *kpend, const char *token, i
     return 0;
 }
 
+/* What one attempt's answer says of its write, for the echo token (apply_token_settle). */
+typedef enum {
+    APPLY_TOK_WRITTEN, /* it wrote, or may have (the store client retried inside the call) */
+    APPLY_TOK_NONE     /* this attempt certainly wrote nothing */
+} apply_tok_fate;
+/* (No answer at all leaves the token as it is: the change is retried, and its retry
+ * settles it.) */
+
+/* Lua: confirms a delete's echo token, atomically: "T<version>" (ARGV[1]) becomes
+ * "D<version>" (ARGV[2]) only if it is still pending. An agent that has already spent it
+ * (it waited longer than its hold limit, agent.h) has taken its REMOVE for this echo; a
+ * "D" token added then would match a later local delete. */
+#define APPLY_LUA_CONFIRM \
+    "if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then redis.call('SADD', KEYS[1], ARGV[2]) end " \
+    "return 1"
+
+/* Settles the echo token of change c after its attempt (apply.c header, step 5). own: this
+ * attempt's SADD added it. 0, or -1 (Redis failed; the token may stay tentative, which the
+ * caller reports as APPLY_ERROR so that the change is retried and settles it). */
+static int apply_token_settle(state *st, const apply_change *c, const char *kpend, const char *token, int own,
+                              apply_tok_fate fate) {
+    char confirmed[APPLY_TOKEN_MAX];
+    redisReply *r;
+    if (!c->is_delete || (fate == APPLY_TOK_NONE && own))
+        return fate == APPLY_TOK_NONE ? apply_token_remove(st, kpend, token, own) : 0;
+    snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, c->version); /* (hiredis has no %c) */
+    r = state_cmd(st, "EVAL %s 1 %s %s %s", APPLY_LUA_CONFIRM, kpend, token, confirmed);
+    if (!r) return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
 /* The store refused the write's condition; item is the stored item (ALL_OLD) or NULL.
  * A put whose own tern:wid is stored was written by an earlier attempt whose answer was
- * lost (its echo is coming). Otherwise a newer or equal version is stored: the token is
- * removed unless an earlier attempt (retried) may have written this very version. */
+ * lost (its echo is coming). Otherwise a newer or equal version is stored, and this
+ * attempt wrote nothing; but when the store client retried inside the call, an earlier
+ * try may have written: a put of this very version (stored), or a delete (of an older
+ * item, since replaced). The token is settled accordingly. */
 static apply_result apply_on_condition(state *st, const apply_change *c, const cJSON *item, const char *wid,
                                        const char *kpend, const char *token, int own_token, int retried,
                                        char *winner, char *err, size_t errlen) {
@@ -100,7 +141,8 @@ static apply_result apply_on_condition(state *st, const apply_change *c, const c
     if (!c->is_delete && stored_wid && strcmp(stored_wid, wid) == 0) return APPLY_WRITTEN;
     if (winner && stored) snprintf(winner, LWW_VERSION_STRLEN, "%s", stored);
     res = stored && strcmp(stored, c->version) == 0 ? APPLY_SAME : APPLY_LOST;
-    if (!(retried && res == APPLY_SAME) && apply_token_remove(st, kpend, token, own_token) != 0) {
+    if (apply_token_settle(st, c, kpend, token, own_token,
+                           retried && (c->is_delete || res == APPLY_SAME) ? APPLY_TOK_WRITTEN : APPLY_TOK_NONE) != 0) {
         snprintf(err, errlen, "%s", state_errstr(st));
         return APPLY_ERROR;
     }
@@ -216,7 +258,7 @@ static int apply_undo_repair(store *s, state *st, const apply_change *c, const c
     store_stats before, after;
     int deleted, retried, own;
 
-    snprintf(token, sizeof token, "D%s/%s", tomb, c->version);
+    snprintf(token, sizeof token, "%c%s/%s", APPLY_TOKEN_DELETE, tomb, c->version);
     state_append(st, "SADD %s %s", kpend, token);
     state_append(st, "EXPIRE %s %ld", kpend, c->ttl_s);
     if (state_flush_ok(st, rep, 2) != 0) {
@@ -297,9 +339,11 @@ static int apply_recheck_repair(store *s, state *st, const apply_change *c, cons
 
 /* The conditional write of c (PutItem or DeleteItem over APPLY_COND_NEWER), once its
  * echo token is in Redis and what the region knows of the key did not decide it; then what
- * the answer means for the token: it goes when the write certainly did not happen (a newer
- * or equal version stored, a request refused for good) or, for a delete, removed nothing.
- * Returns the change's result; err on APPLY_ERROR/APPLY_REFUSED. */
+ * the answer means for the token (apply_token_settle): the write certainly did not happen
+ * (a newer or equal version stored, a request refused for good, a delete that removed
+ * nothing), happened or may have, or got no answer. A delete whose token cannot be settled
+ * is APPLY_ERROR: its retry settles it. Returns the change's result; err on
+ * APPLY_ERROR/APPLY_REFUSED. */
 static apply_result apply_write(store *s, state *st, const apply_change *c, const char *wid, const char *kpend,
                                 const char *token, int own_token, char *winner, char *err, size_t errlen) {
     cJSON *req = apply_request(c, wid, APPLY_COND_NEWER), *resp = NULL;
@@ -307,8 +351,9 @@ static apply_result apply_write(store *s, state *st, const apply_change *c, cons
     store_stats before, after;
     int retried;
     apply_result res;
-    if (!req) {
+    if (!req) { /* never sent: our token goes (best effort) */
         snprintf(err, errlen, "out of memory");
+        apply_token_remove(st, kpend, token, own_token);
         return APPLY_ERROR;
     }
     store_get_stats(s, &before);
@@ -320,11 +365,12 @@ static apply_result apply_write(store *s, state *st, const apply_change *c, cons
     retried = after.requests - before.requests > 1;
     if (ss == STORE_OK) {
         const cJSON *attrs = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Attributes") : NULL;
+        /* a delete that removed nothing has no stream record to carry its token */
+        int none = c->is_delete && !(attrs && cJSON_IsObject(attrs) && attrs->child) && !retried;
         res = APPLY_WRITTEN;
-        if (c->is_delete && !(attrs && cJSON_IsObject(attrs) && attrs->child) && !retried) {
-            /* nothing was deleted, so no stream record will carry the token */
-            if (apply_token_remove(st, kpend, token, own_token) != 0)
-                log_warn(NULL, "cannot remove unused echo token of %s: %s", c->table, state_errstr(st));
+        if (apply_token_settle(st, c, kpend, token, own_token, none ? APPLY_TOK_NONE : APPLY_TOK_WRITTEN) != 0) {
+            snprintf(err, errlen, "settling the delete's echo token: %s", state_errstr(st));
+            res = APPLY_ERROR; /* (a put's token is left as it is: no Redis call to fail) */
         }
     } else if (ss == STORE_ERR_CONDITION) {
         res = apply_on_condition(st, c, resp ? cJSON_GetObjectItemCaseSensitive(resp, "Item") : NULL, wid, kpend,
@@ -332,11 +378,13 @@ static apply_result apply_write(store *s, state *st, const apply_change *c, cons
     } else {
         snprintf(err, errlen, "%s %s: %s", c->is_delete ? "DeleteItem" : "PutItem",
                  store_status_name(ss), store_errstr(s));
-        res = APPLY_ERROR;
+        res = APPLY_ERROR; /* no answer: the token stays as it is, for the retry to settle */
         if (ss == STORE_ERR_VALIDATION) {
-            /* refused for good: the write did not happen, its token must not linger */
+            /* refused for good: this attempt wrote nothing (an earlier try inside the call
+             * may have), and a token of nothing must not linger */
             res = APPLY_REFUSED;
-            if (apply_token_remove(st, kpend, token, own_token) != 0) res = APPLY_ERROR;
+            if (apply_token_settle(st, c, kpend, token, own_token, retried ? APPLY_TOK_WRITTEN : APPLY_TOK_NONE) != 0)
+                res = APPLY_ERROR;
         }
     }
     cJSON_Delete(resp);
@@ -360,7 +408,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         return APPLY_ERROR;
     }
     if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return APPLY_ERROR;
-    if (c->is_delete) snprintf(token, sizeof token, "D%s", c->version);
+    if (c->is_delete) snprintf(token, sizeof token, "%c%s", APPLY_TOKEN_TENTATIVE, c->version);
     else snprintf(token, sizeof token, "%s", wid);
 
     /* 1. one round trip: what the region knows of the key, and the echo token */
@@ -386,7 +434,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     /* 2. decided by what the region knows: nothing is written, the token goes (a repair
      * lost to the tombstone: an earlier attempt may have landed after the delete) */
     if (apply_decide(c, ll, tomb, flags, winner, &res)) {
-        if (apply_token_remove(st, kpend, token, own_token) != 0) {
+        if (apply_token_settle(st, c, kpend, token, own_token, APPLY_TOK_NONE) != 0) {
             snprintf(err, errlen, "%s", state_errstr(st));
             return APPLY_ERROR;
         }
@@ -402,8 +450,9 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         redisReply *r;
         snprintf(ttl, sizeof ttl, "%ld", c->ttl_s);
         r = state_cmd(st, "EVAL %s 1 %s %s %s", APPLY_LUA_SETMAX, ktomb, c->version, ttl);
-        if (!r) {
+        if (!r) { /* no DeleteItem sent: our token goes (best effort) */
             snprintf(err, errlen, "%s", state_errstr(st));
+            apply_token_remove(st, kpend, token, own_token);
             return APPLY_ERROR;
         }
         freeReplyObject(r);

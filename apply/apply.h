@@ -6,11 +6,16 @@
  *     an echo token is added to Redis pend:T:KID *before* the write and removed by the
  *     writer only when the write certainly did not happen (condition failed).
  *
- * Echo tokens: a put's token is the tern:wid it writes ("<region>.<16 hex>"); a
- * delete's token is "D" followed by the version text; the delete that undoes a repair
- * landed after a newer delete (APPLY_TOMBCHECK) has "D<tombstone version>/<repair
- * version>", matched only with the REMOVE of an item stored at the repair version. Tokens
- * expire with the key after the tombstone TTL when a write's outcome was never seen.
+ * Echo tokens: a put's token is the tern:wid it writes ("<region>.<16 hex>"). A delete's
+ * is "T<version>" (tentative) until its DeleteItem has answered, then "D<version>"
+ * (confirmed: an item was removed, or may have been), or taken back (nothing removed).
+ * The agent does not classify a REMOVE whose matching token is tentative until the token
+ * is settled (agent.h, AGENT_HOLD_*): an application's delete of the key made
+ * while the replicator's DeleteItem was on its way (which then finds nothing) was taken
+ * for its echo and never shipped. The delete that undoes a repair landed after a newer
+ * delete (APPLY_TOMBCHECK) has "D<tombstone version>/<repair version>", matched only with
+ * the REMOVE of an item stored at the repair version. Tokens expire with the key after
+ * the tombstone TTL when a write's outcome was never seen.
  *
  * Used by tern-replicator (remote changes) and tern-region-agent (repairs). Threading:
  * the caller's store and state handles belong to the calling thread. */
@@ -69,6 +74,10 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
 
 /* Size of a write id "<region>.<16 hex>" with its NUL. */
 #define APPLY_WID_MAX (LWW_REGION_MAX + 20)
+/* First character of a delete's echo token: confirmed, and tentative (its DeleteItem has
+ * not answered yet). Region names are lower case, so no put token starts with either. */
+#define APPLY_TOKEN_DELETE 'D'
+#define APPLY_TOKEN_TENTATIVE 'T'
 /* Size of an echo token with its NUL (the longest: "D<version>/<version>"). */
 #define APPLY_TOKEN_MAX (2 * LWW_VERSION_STRLEN + 1)
 /* Largest group apply_puts takes (TransactWriteItems' limit). */

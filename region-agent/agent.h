@@ -49,6 +49,22 @@
 #define AGENT_ECHO_TRICKLE 16
 #define AGENT_ECHO_TRICKLE_BYTES (256 * 1024)
 #define AGENT_BLOCKED_RETRY_MS 100
+/* Hold of a REMOVE record whose matching delete token is tentative (apply.h): the
+ * replicator (or this agent's repair) has sent the DeleteItem and not had its answer. The
+ * shard's records before it are committed; it and the rest of the page are kept and
+ * classified again (Redis only, no stream read) every AGENT_HOLD_POLL_MS for the first
+ * AGENT_HOLD_FAST_MS, then every AGENT_HOLD_SLOW_MS, until the token is confirmed (an
+ * echo) or taken back (a local delete: the application's, made while the DeleteItem was
+ * on its way). The hold limit is the longest a store call can take
+ * (daemon_store_call_max_ms, 23 s with the defaults) plus AGENT_HOLD_SLACK_MS for the
+ * peer's resend of a change whose apply failed without an answer. A token still
+ * tentative then belongs to a writer that crashed, or is down, between its write and
+ * the answer (its retry settles it); the REMOVE is taken for its echo, as it almost
+ * always is, and a warning logged. All in ms. */
+#define AGENT_HOLD_POLL_MS 2
+#define AGENT_HOLD_FAST_MS 100
+#define AGENT_HOLD_SLOW_MS 100
+#define AGENT_HOLD_SLACK_MS 5000
 #define AGENT_HOUSEKEEP_MS 500
 #define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */
 #define AGENT_DRAIN_MS 5000     /* on stop: wait at most this long for outstanding acks */

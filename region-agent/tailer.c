@@ -10,12 +10,15 @@
  *   2. each record is classified in stream order, with an in-memory overlay of those
  *      values so that several records of one key in one batch see each other:
  *      - echo: the record carries a pending token (put: its tern:wid; delete: a "D"
- *        token) not yet consumed. It is not shipped. If the state it overwrote had a
+ *        or "T" token naming a version above the removed item's) not yet consumed. It is not shipped. If the state it overwrote had a
  *        higher logical version (max(stored tern:ver, ll) for an item, tomb for no item),
  *        a Tern write clobbered a local write we had not read yet: repair it (write the
  *        overwritten image, or delete, back with that version), unless a repair put this
  *        agent made since, whose echo is still to come, already wrote that version
- *        (repair notes);
+ *        (repair notes). A REMOVE whose matching token is tentative ("T": its
+ *        DeleteItem has not answered) is not classified yet: the batch is committed up
+ *        to it, and the rest of the page kept and classified again until the token is
+ *        settled (tailer_hold);
  *      - local: versioned by the clock after observing the overwritten state's version,
  *        so a change made on top of a replicated item wins over it (guarantee 3);
  *   3. one MULTI/EXEC appends the local changes to log:T, stores ll/tomb, consumes the
@@ -58,6 +61,10 @@ typedef struct {
     int seen;              /* present in the latest DescribeStream */
     long long next_poll;   /* monotonic ms */
     long long active_at;   /* monotonic ms of the last poll that found local changes */
+    char held_seq[64];     /* the REMOVE record the shard was last held at (AGENT_HOLD_*) */
+    long long held_since;  /* monotonic ms when it was first held there */
+    cJSON *held_page;      /* the GetRecords response of the page held there (owned), its
+                              Records from that record on; NULL: none */
 } shard;
 
 /* A repair put this agent wrote whose own echo it has not read yet: every echo of the key
@@ -97,6 +104,7 @@ typedef struct {
     table_tail *tables;
     size_t n_tables;
     long ttl_s;
+    long long hold_max_ms;            /* hold limit of a tentative delete token (agent.h) */
     long long last_redis_warn;        /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;              /* Redis failures not logged since then */
 } tailer;
@@ -385,15 +393,15 @@ static int tailer_pending(const key_view *v, const char *token) {
     return 0;
 }
 
-/* The version a delete token names, copied into out (LWW_VERSION_STRLEN): "D<version>",
- * or "D<version>/<repair version>" for the delete that undid a repair overtaken by that
- * delete (apply.h). *undo: the repair version after the '/', or NULL for a plain delete.
- * Returns out, "" if tok is not a delete token. */
+/* The version a delete token names, copied into out (LWW_VERSION_STRLEN): "D<version>"
+ * or, tentative, "T<version>", or "D<version>/<repair version>" for the delete that undid a
+ * repair overtaken by that delete (apply.h). *undo: the repair version after the '/', or
+ * NULL for a plain delete. Returns out, "" if tok is not a delete token. */
 static const char *tailer_token_version(const char *tok, char *out, const char **undo) {
     size_t n;
     out[0] = '\0';
     *undo = NULL;
-    if (tok[0] != 'D') return out;
+    if (tok[0] != APPLY_TOKEN_DELETE && tok[0] != APPLY_TOKEN_TENTATIVE) return out;
     n = strcspn(tok + 1, "/");
     if (n < LWW_VERSION_STRLEN) {
         memcpy(out, tok + 1, n);
@@ -404,14 +412,16 @@ static const char *tailer_token_version(const char *tok, char *out, const char *
 }
 
 /* The delete token of a REMOVE record whose deleted item had stored version `stored`
- * ("" none), or NULL: the pending, unconsumed plain token "D<version>" with the smallest
- * version above `stored` (a Tern delete removes an item stored below its version); only
- * if there is none, an undo token "D<version>/<repair version>" whose repair version is
- * `stored` (an undo removes exactly that state). Plain first: an undo and the delete it
- * completes may race for one item (one removes it, the other finds nothing and takes
- * its token back), and an undo whose DeleteItem failed keeps its token; either way the
- * token left over must be an undo's, which matches only a state of that repair (and is
- * consumed with the first REMOVE of such a state: tailer_consume_undos). The
+ * ("" none), or NULL: the pending, unconsumed plain token "D<version>" or "T<version>"
+ * with the smallest version above `stored` (a Tern delete removes an item stored below
+ * its version; of the two tokens of one version, both pending for the moment a tentative
+ * one is being confirmed, "D"); only if there is none, an undo token "D<version>/<repair
+ * version>" whose repair version is `stored` (an undo removes exactly that state). Plain
+ * first: an undo and the delete it completes may race for one item (one removes it, the
+ * other finds nothing and takes its token back), and an undo whose DeleteItem failed
+ * keeps its token; either way the token left over must be an undo's, which matches only
+ * a state of that repair (and is consumed with the first REMOVE of such a state:
+ * tailer_consume_undos). A tentative token found here holds the record (tailer_hold). The
  * replicator's deletes of one key happen in version order, so several pending deletes of
  * a key (an agent behind, or several in one batch) are matched in order; SMEMBERS
  * order is arbitrary, and a wrong match would make an echo look older than the item
@@ -426,7 +436,7 @@ static const char *tailer_delete_token(const key_view *v, const char *stored) {
         if (!*tailer_token_version(tok, tv, &undo) || strcmp(tv, stored) <= 0 || !tailer_pending(v, tok)) continue;
         if (undo && strcmp(undo, stored) != 0) continue;
         k = undo != NULL;
-        if (!best[k] || strcmp(tv, bv[k]) < 0) {
+        if (!best[k] || strcmp(tv, bv[k]) < 0 || (strcmp(tv, bv[k]) == 0 && tok[0] == APPLY_TOKEN_DELETE)) {
             best[k] = tok;
             memcpy(bv[k], tv, sizeof bv[k]);
         }
@@ -626,10 +636,28 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
     return 0;
 }
 
-/* Classifies, versions and commits one batch of records. Returns the number of local
- * changes appended, or -1 (nothing committed; the caller re-reads the batch). */
-static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *records) {
-    size_t n = (size_t)cJSON_GetArraySize(records), nk = 0, nrep = 0, idx = 0;
+/* The token matching REMOVE record r of shard s is tentative (apply.h): 1 when the shard
+ * is to stop before r, its DeleteItem not answered yet (AGENT_HOLD_*); 0 when it has been
+ * held at r for the hold limit (logged): the token is then taken for confirmed. */
+static int tailer_hold(const tailer *tl, const table_tail *t, shard *s, const rec_view *r, const char *token) {
+    long long now = daemon_mono_ms();
+    if (strcmp(s->held_seq, r->seq) != 0) {
+        snprintf(s->held_seq, sizeof s->held_seq, "%s", r->seq);
+        s->held_since = now;
+    }
+    if (now - s->held_since < tl->hold_max_ms) return 1;
+    log_warn(NULL, "table %s shard %s: key %s: delete token %s still tentative after %lld ms (its writer crashed, "
+             "is down or cannot reach the store since its DeleteItem): taking record %s for its echo", t->name, s->id,
+             r->kid, token, now - s->held_since, r->seq);
+    return 0;
+}
+
+/* Classifies, versions and commits one batch of records, up to the first REMOVE whose
+ * matching delete token is tentative (tailer_hold): *taken is the number of records
+ * committed (all of them unless held there). Returns the number of local changes
+ * appended, or -1 (nothing committed; the caller re-reads the batch). */
+static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *records, size_t *taken) {
+    size_t n = (size_t)cJSON_GetArraySize(records), np = n, nk = 0, nrep = 0, idx = 0;
     rec_view *recs = calloc(n ? n : 1, sizeof *recs);
     key_view *views = calloc(n ? n : 1, sizeof *views);
     redisReply **rep = NULL;
@@ -641,6 +669,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     lww_version last;
     char lastv[LWW_VERSION_STRLEN];
 
+    *taken = 0;
     if (!recs || !views) goto out;
     if (state_key(tl->st, logkey, sizeof logkey, STATE_K_LOG, t->name) != 0 ||
         state_key(tl->st, ckptkey, sizeof ckptkey, STATE_K_CKPT, t->name) != 0 ||
@@ -725,6 +754,10 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             const char *undo;
             const char *echo_ver = r->is_delete ? tailer_token_version(token, tv, &undo) : tailer_item_version(r->newi);
             const repair_note *note;
+            if (token[0] == APPLY_TOKEN_TENTATIVE && tailer_hold(tl, t, s, r, token)) {
+                np = i;
+                break;
+            }
             v->consumed[v->n_consumed++] = token;
             if (r->is_delete) tailer_consume_undos(v, tailer_item_version(r->oldi));
             tailer_observe(tl, echo_ver);
@@ -770,9 +803,13 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         n_local++;
     }
 
+    if (np == 0) { /* held at its first record: nothing to commit */
+        rc = 0;
+        goto out;
+    }
     state_append(tl->st, "MULTI");
     nrep = 1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < np; i++) {
         if (!recs[i].local) continue;
         tailer_append_log(tl, logkey, &recs[i], recs[i].ver); /* a failure here fails the flush */
         nrep++;
@@ -803,7 +840,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             }
         }
     }
-    state_append(tl->st, "HSET %s %s %s", ckptkey, s->id, recs[n - 1].seq);
+    state_append(tl->st, "HSET %s %s %s", ckptkey, s->id, recs[np - 1].seq);
     lww_clock_last(tl->clock, &last);
     lww_version_format(&last, lastv, sizeof lastv);
     state_append(tl->st, "SET %s %s", hlckey, lastv);
@@ -836,7 +873,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             goto out;
         }
     }
-    snprintf(s->last_seq, sizeof s->last_seq, "%s", recs[n - 1].seq);
+    snprintf(s->last_seq, sizeof s->last_seq, "%s", recs[np - 1].seq);
+    *taken = np;
     rc = (int)n_local;
     if (tl->a->m_changes) {
         const char *kinds[] = {"local", "echo", "repaired", "invalid"};
@@ -846,8 +884,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             if (counts[k]) metrics_inc_with(tl->a->m_changes, v, (uint64_t)counts[k]);
         }
     }
-    log_debug(NULL, "table %s shard %s: %zu records: %ld local, %ld echo, %ld repaired", t->name, s->id, n,
-              n_local, n_echo, n_repaired);
+    log_debug(NULL, "table %s shard %s: %zu records: %ld local, %ld echo, %ld repaired%s", t->name, s->id, np,
+              n_local, n_echo, n_repaired, np < n ? " (held at the next: its delete token is tentative)" : "");
     goto out;
 
 out:
@@ -911,28 +949,28 @@ static int tailer_trickle(const cJSON *records, int nrec, long batch_max) {
     return bytes < AGENT_ECHO_TRICKLE_BYTES;
 }
 
-/* One GetRecords on a shard, processing what it returns. */
-static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
+/* One GetRecords on shard s: its response (the caller frees it), or NULL when there is
+ * nothing to process (an error, backed off; an expired iterator or a trimmed stream,
+ * handled: the next poll acquires a new iterator). */
+static cJSON *tailer_read(tailer *tl, table_tail *t, shard *s, long long now) {
     const cfg_region *cfg = tl->a->cfg;
     cJSON *req, *resp = NULL;
-    const cJSON *records, *next;
     store_status ss;
-    int nrec, nlocal = 0;
 
     if (s->ckpt_unsure && tailer_reload_checkpoint(tl, t, s) != 0) {
         s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
-        return;
+        return NULL;
     }
     if (!s->iter && tailer_acquire(tl, t, s) != 0) {
         s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
-        return;
+        return NULL;
     }
     req = cJSON_CreateObject();
     if (!req || !cJSON_AddStringToObject(req, "ShardIterator", s->iter) ||
         !cJSON_AddNumberToObject(req, "Limit", (double)cfg->agent.batch_max)) {
         cJSON_Delete(req);
         s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
-        return;
+        return NULL;
     }
     ss = store_call(tl->streams, "GetRecords", req, &resp);
     cJSON_Delete(req);
@@ -942,7 +980,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
         free(s->iter);
         s->iter = NULL;
         cJSON_Delete(resp);
-        return;
+        return NULL;
     }
     if (ss == STORE_ERR_TRIMMED) {
         tailer_alarm_trimmed(tl, t, s);
@@ -950,7 +988,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
         free(s->iter);
         s->iter = NULL;
         cJSON_Delete(resp);
-        return;
+        return NULL;
     }
     if (ss != STORE_OK) {
         log_warn(NULL, "table %s shard %s: GetRecords: %s: %s", t->name, s->id, store_status_name(ss),
@@ -962,12 +1000,26 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
         }
         s->next_poll = now + AGENT_ERROR_BACKOFF_MS;
         cJSON_Delete(resp);
-        return;
+        return NULL;
     }
+    return resp;
+}
+
+/* One poll of shard s: a GetRecords, or the page held at a record whose delete token was
+ * tentative (s->held_page: classified again without reading the stream), processed. */
+static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
+    const cfg_region *cfg = tl->a->cfg;
+    cJSON *resp = s->held_page ? s->held_page : tailer_read(tl, t, s, now), *records;
+    const cJSON *next;
+    int nrec, nlocal = 0;
+
+    s->held_page = NULL;
+    if (!resp) return;
     records = cJSON_GetObjectItemCaseSensitive(resp, "Records");
     nrec = cJSON_IsArray(records) ? cJSON_GetArraySize(records) : 0;
     if (nrec > 0) {
-        nlocal = tailer_process(tl, t, s, records);
+        size_t taken = 0;
+        nlocal = tailer_process(tl, t, s, records, &taken);
         if (nlocal < 0) {
             /* not known to be committed: read the records again after the checkpoint,
              * which is re-read first in case the commit happened */
@@ -981,6 +1033,14 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
         if (nlocal > 0) {
             tailer_notify(tl, t);
             s->active_at = now;
+        }
+        if (taken < (size_t)nrec) {
+            /* held: the page from the held record on is classified again soon (its token
+             * is settled within ms), s->iter still after the whole page */
+            for (size_t k = 0; k < taken; k++) cJSON_DeleteItemFromArray(records, 0);
+            s->held_page = resp;
+            s->next_poll = now + (now - s->held_since < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
+            return;
         }
     }
     next = cJSON_GetObjectItemCaseSensitive(resp, "NextShardIterator");
@@ -1009,6 +1069,7 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
     memset(tl, 0, sizeof *tl);
     tl->a = a;
     tl->ttl_s = a->cfg->replicator.tombstone_ttl_s;
+    tl->hold_max_ms = daemon_store_call_max_ms(a->cfg) + AGENT_HOLD_SLACK_MS;
     tl->s = daemon_store_new(a->cfg, err, errlen);
     if (!tl->s) return -1;
     tl->streams = daemon_streams_new(a->cfg, err, errlen);
@@ -1042,7 +1103,10 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
 
 static void tailer_cleanup(tailer *tl) {
     for (size_t i = 0; tl->tables && i < tl->n_tables; i++) {
-        for (size_t j = 0; j < tl->tables[i].n_shards; j++) free(tl->tables[i].shards[j].iter);
+        for (size_t j = 0; j < tl->tables[i].n_shards; j++) {
+            free(tl->tables[i].shards[j].iter);
+            cJSON_Delete(tl->tables[i].shards[j].held_page);
+        }
         free(tl->tables[i].shards);
     }
     free(tl->tables);

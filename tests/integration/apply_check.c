@@ -21,7 +21,12 @@
  *   7. regression, the race itself: a delete whose tombstone is raised between the
  *      repair's tombstone check and its write (made deterministic by stopping the
  *      DynamoDB Local process, DDB_PID, with SIGSTOP while the repair's PutItem is on its
- *      way) does not leave the repaired item behind.
+ *      way) does not leave the repaired item behind;
+ *   8. a delete's echo token: "T<version>" (tentative) while its DeleteItem is on its way
+ *      (DynamoDB Local stopped), then "D<version>" when it removed an item; taken back
+ *      when it removed nothing; confirmed when an earlier attempt (crashed) had added the
+ *      tentative token, whose DeleteItem may have removed the item; not confirmed when
+ *      the agent has spent the tentative token meanwhile (its hold limit passed).
  * usage: apply_check ENDPOINT REDIS_PORT DDB_PID
  * Exits 0 after "apply_check: OK", or 1 with the first failure. */
 #include <pthread.h>
@@ -168,11 +173,13 @@ static apply_change repair_of(const change *c) {
     return ac;
 }
 
-/* A repair running on its own handles (they belong to one thread). */
+/* An apply_one (a repair: APPLY_TOMBCHECK; a delete) running on its own handles (they
+ * belong to one thread). */
 typedef struct {
     const store_opts *so;
     const state_opts *sto;
     apply_change ac;
+    int flags;
     apply_result res;
     char winner[LWW_VERSION_STRLEN], err[256];
 } repair_job;
@@ -183,7 +190,7 @@ static void *repair_thread(void *arg) {
     store *s = store_new(j->so, err, sizeof err);
     state *st = state_new(j->sto, err, sizeof err);
     CHECK(s && st, "thread handles: %s", err);
-    j->res = apply_one(s, st, &j->ac, APPLY_TOMBCHECK, j->winner, j->err, sizeof j->err);
+    j->res = apply_one(s, st, &j->ac, j->flags, j->winner, j->err, sizeof j->err);
     state_free(st);
     store_free(s);
     return NULL;
@@ -407,6 +414,7 @@ int main(int argc, char **argv) {
         j.so = &o;
         j.sto = &so;
         j.ac = repair_of(&c[0]);
+        j.flags = APPLY_TOMBCHECK;
         /* the item is gone (the newer delete's DeleteItem) but its tombstone is not raised
          * yet as far as the repair's check can tell */
         CHECK(kill((pid_t)ddb_pid, SIGSTOP) == 0, "SIGSTOP DynamoDB Local");
@@ -425,6 +433,73 @@ int main(int argc, char **argv) {
         CHECK(tokens(&c[0], "D0000000008500-000001-ap-south-1/0000000008000-000001-eu-west-1", &has) == 2 && has,
               "7: not exactly the repair's and the undoing delete's tokens pending");
         change_free(&c[0]);
+    }
+    /* 8. a delete's echo token: tentative until its DeleteItem answers, then confirmed or
+     * taken back */
+    {
+        repair_job j;
+        pthread_t th;
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        int waited = 0;
+        apply_change ac;
+        apply_result res;
+        char tok[APPLY_TOKEN_MAX], pend[512];
+        redisReply *r;
+        change_init(&c[0], "G9#a", "0000000009000-000001-eu-west-1", 10);
+        change_init(&c[1], "G9#b", "0000000009000-000002-eu-west-1", 10);
+        change_init(&c[2], "G9#c", "0000000009000-000003-eu-west-1", 10);
+        change_init(&c[3], "G9#d", "0000000009000-000004-eu-west-1", 10);
+        for (int k = 0; k < 4; k += 3) { /* c[0]: confirmed; c[3]: spent by the agent meanwhile */
+            put_direct(&c[k], "0000000008900-000001-us-east-1", "us-east-1.older");
+            memset(&j, 0, sizeof j);
+            j.so = &o;
+            j.sto = &so;
+            j.ac = repair_of(&c[k]);
+            j.ac.is_delete = 1;
+            j.flags = APPLY_PRECHECK;
+            waited = 0;
+            CHECK(kill((pid_t)ddb_pid, SIGSTOP) == 0, "SIGSTOP DynamoDB Local");
+            CHECK(pthread_create(&th, NULL, repair_thread, &j) == 0, "pthread_create");
+            while (tokens(&c[k], NULL, &has) == 0 && waited++ < 2000) nanosleep(&ts, NULL);
+            nanosleep(&ts, NULL); /* its DeleteItem is on its way to the stopped store */
+            snprintf(tok, sizeof tok, "T%s", c[k].version);
+            CHECK(tokens(&c[k], tok, &has) == 1 && has, "8: the token of a delete on its way is not %s alone", tok);
+            if (k == 3) {
+                CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[k].kid) == 0, "key");
+                r = state_cmd(ST, "SREM %s %s", pend, tok);
+                CHECK(r, "SREM: %s", state_errstr(ST));
+                freeReplyObject(r);
+            }
+            CHECK(kill((pid_t)ddb_pid, SIGCONT) == 0, "SIGCONT DynamoDB Local");
+            CHECK(pthread_join(th, NULL) == 0, "pthread_join");
+            CHECK(j.res == APPLY_WRITTEN, "8: delete: %s (%s)", apply_result_name(j.res), j.err);
+            snprintf(tok, sizeof tok, "D%s", c[k].version);
+            if (k == 0)
+                CHECK(tokens(&c[k], tok, &has) == 1 && has,
+                      "8: the token of a delete that removed the item is not %s alone", tok);
+            else
+                CHECK(tokens(&c[k], NULL, &has) == 0,
+                      "8: a delete confirmed its token after the agent had spent it (a leftover D token)");
+        }
+        ac = repair_of(&c[1]);
+        ac.is_delete = 1;
+        res = apply_one(S, ST, &ac, APPLY_PRECHECK, NULL, err, sizeof err);
+        CHECK(res == APPLY_WRITTEN, "8: delete of an absent item: %s (%s)", apply_result_name(res), err);
+        CHECK(tokens(&c[1], NULL, &has) == 0, "8: a token is pending though the delete removed nothing");
+        /* an earlier attempt added the tentative token and crashed before the answer */
+        snprintf(tok, sizeof tok, "T%s", c[2].version);
+        CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[2].kid) == 0, "key");
+        r = state_cmd(ST, "SADD %s %s", pend, tok);
+        CHECK(r, "SADD: %s", state_errstr(ST));
+        freeReplyObject(r);
+        ac = repair_of(&c[2]);
+        ac.is_delete = 1;
+        res = apply_one(S, ST, &ac, APPLY_PRECHECK, NULL, err, sizeof err);
+        CHECK(res == APPLY_WRITTEN, "8: delete retried: %s (%s)", apply_result_name(res), err);
+        snprintf(tok, sizeof tok, "D%s", c[2].version);
+        CHECK(tokens(&c[2], tok, &has) == 1 && has,
+              "8: the retry did not confirm the token of an earlier attempt that may have deleted the item");
+        for (int i = 0; i < 4; i++) change_free(&c[i]);
     }
     state_free(ST);
     store_free(S);

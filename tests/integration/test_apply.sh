@@ -3,7 +3,8 @@
 # ports in a temp dir: groups of puts (apply_puts: one TransactWriteItems from
 # APPLY_GROUP_MIN puts, single puts below) decide every member as a single conditional put
 # would, and a repair never undoes a newer delete, even
-# one made between its tombstone check and its write (DynamoDB Local is SIGSTOPped for it).
+# one made between its tombstone check and its write (DynamoDB Local is SIGSTOPped for it);
+# a delete's echo token is tentative until its DeleteItem answers.
 # Runs apply_check (tests/integration/apply_check.c).
 set -euo pipefail
 : "${TERN_BUILD:?TERN_BUILD must point at the build dir (ctest sets it)}"

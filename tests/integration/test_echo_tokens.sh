@@ -17,9 +17,13 @@
 # agent took the first D token in SMEMBERS order (arbitrary); a REMOVE matched with an
 # older delete's token looked older than the item it removed, and the agent "repaired"
 # it by putting the deleted item back in its region only: the regions diverged.
+# 8. (region-agent/tailer.c) A delete's echo token left tentative by a replicator that
+# stopped between its DeleteItem and the answer: the agent holds the shard at that REMOVE
+# for its hold limit, then takes it for the echo and goes on (store.timeout_ms is 1 s
+# here, for a hold limit of 12 s instead of 28).
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
-cluster_init 2
+cluster_init 2 '.store.timeout_ms = 1000'
 cluster_up
 A=us-east-1 B=eu-west-1
 EA=$(region_endpoint $A) EB=$(region_endpoint $B)
@@ -228,6 +232,37 @@ for ((i = 0; i < 50; i++)); do [ "$(region_redis $A HGET "$ACK" $B)" = "$last" ]
   fail "$A's agent did not save again the acknowledgement whose save failed ($(region_redis $A HGET "$ACK" $B), not $last)"
 d=$(($(acnt $A "shipped:$B") - s0))
 [ "$d" -ge 3 ] && [ "$d" -le 6 ] || fail "$A counts $d changes shipped to $B for 3 (at most 6 with a resend): counters added again"
+wait_identical 30 $A $B || fail "regions differ after the acknowledgement save"
+
+# 8. The delete of a replicator that stopped before its answer: its tentative token is
+# added by hand, then the DeleteItem lands in B's table (as that replicator's did).
+note "a delete token left tentative: the shard is held for the hold limit, then goes on"
+K8=$(key_json 8 REDO)
+KID8=$(printf '%s' "$K8" | sha256sum | cut -c1-64)
+PEND8=$(redis_key $B "pend:$TABLE:$KID8")
+HOLD_MS=$((4 * 1000 + 3 * 1000 + 5000)) # 4 x store.timeout_ms + 3 backoffs at 1 s + 5 s
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#8"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$K8" v x 10000 >/dev/null || fail "put did not reach $B"
+sleep 1
+region_redis $B SADD "$PEND8" "T$(printf '%013d' "$(date +%s%3N)")-000000-$A" >/dev/null
+local0=$(acnt $B local) echo0=$(acnt $B echo)
+t0=$(date +%s%3N)
+"$DDBTOOL" delete "$EB" "$TABLE" "$K8" || fail delete
+"$DDBTOOL" put "$EB" "$TABLE" '{"PK":{"S":"REDO#11"},"SK":{"S":"ITEM"},"v":{"S":"after"}}' || fail put
+sleep 3
+[ "$(acnt $B echo)" -eq "$echo0" ] || fail "$B's agent classified a REMOVE whose token is tentative"
+[ "$(acnt $B local)" -eq "$local0" ] || fail "$B's agent shipped a write made after the held REMOVE"
+for ((i = 0; i < 200; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
+held=$(($(date +%s%3N) - t0))
+note "$B's agent took the REMOVE for an echo after $held ms (limit $HOLD_MS)"
+[ "$(acnt $B echo)" -eq $((echo0 + 1)) ] || fail "$B's agent did not take the REMOVE for the echo after the hold limit"
+[ "$held" -ge "$HOLD_MS" ] || fail "$B's agent held the shard $held ms, under its limit of $HOLD_MS"
+grep -q "delete token T.* still tentative after" "$(region_run $B)/tern-region-agent.log" ||
+  fail "$B's agent did not warn about the tentative token"
+"$DDBTOOL" wait "$EA" "$TABLE" "$(key_json 11 REDO)" v after 10000 >/dev/null || fail "the write after the held REMOVE did not reach $A"
+[ "$(acnt $B local)" -eq $((local0 + 1)) ] || fail "$B's agent shipped $(($(acnt $B local) - local0)) local changes, expected 1"
+[ "$(region_redis $B SCARD "$PEND8")" = 0 ] || fail "the tentative token is still pending"
+"$DDBTOOL" delete "$EA" "$TABLE" "$K8" || fail delete # what the stopped replicator's peer had done
 wait_identical 30 $A $B || fail "regions differ at the end"
 assert_clean_logs
 echo "PASS"

@@ -107,5 +107,51 @@ note "storm variant: both regions hold 'local' after one repair"
 
 note "no echo: B versioned only its own five writes"
 [ "$(acnt $B local)" -eq 5 ] || fail "eu-west-1 versioned $(acnt $B local) local changes, expected 5"
+
+# Regression (an application's delete taken for a replicated delete's echo): A's
+# replicator adds the echo token of a replicated delete before its DeleteItem. When the
+# application puts and deletes the key in A meanwhile, the DeleteItem finds nothing and
+# the token is taken back; but A's agent, reading the application's REMOVE while the
+# token was still there, took it for the echo and did not ship it: B kept the
+# application's put, A had nothing. Now the token is tentative until the DeleteItem has
+# answered, and the agent waits for that before it classifies a REMOVE matching it. Made
+# deterministic: A's replicator reaches its store through a relay that delays each
+# request and each response by 1.5 s; the application writes once the token is there, and
+# must be done within 1 s of seeing it, so both its writes land before the DeleteItem.
+note "an application's put and delete while a replicated delete of the key is in flight"
+K4=$(key_json 4 RACE)
+KID4=$(printf '%s' "$K4" | sha256sum | cut -c1-64)
+PEND4=$(redis_key $A "pend:$TABLE:$KID4")
+"$DDBTOOL" put "$EB" "$TABLE" '{"PK":{"S":"RACE#4"},"SK":{"S":"ITEM"},"v":{"S":"v0"}}' || fail "seed put"
+"$DDBTOOL" wait "$EA" "$TABLE" "$K4" v v0 10000 >/dev/null || fail "seed did not reach $A"
+RELAY_PORT=$(free_port)
+"$TERN_BUILD/scripts/relay/tern-relay" --delay-ms 1500 \
+  --route "store,127.0.0.1:$RELAY_PORT,127.0.0.1:${CL_DDB[$A]}" 2>"$CLUSTER_DIR/relay.log" &
+RELAY_PID=$!
+trap 'kill "$RELAY_PID" 2>/dev/null; cluster_down' EXIT
+for ((i = 0; i < 50; i++)); do grep -q ready "$CLUSTER_DIR/relay.log" && break; sleep 0.1; done
+grep -q ready "$CLUSTER_DIR/relay.log" || fail "the relay did not start: $(cat "$CLUSTER_DIR/relay.log")"
+kill_daemon $A tern-replicator
+jq --arg r "http://127.0.0.1:$RELAY_PORT" --arg d "$EA" '.store.endpoint = $r | .store.streams_endpoint = $d' \
+  "$(region_cfg $A)" >"$CLUSTER_DIR/a.json" && mv "$CLUSTER_DIR/a.json" "$(region_cfg $A)"
+lr start-daemons $A >/dev/null || fail "restart $A's replicator behind the relay"
+sleep 1 # the seed's echo token is spent
+[ "$(region_redis $A SCARD "$PEND4")" = 0 ] || fail "echo tokens of the key pending before the delete"
+local0=$(acnt $A local)
+"$DDBTOOL" delete "$EB" "$TABLE" "$K4" || fail "delete in $B"
+for ((i = 0; i < 250; i++)); do [ "$(region_redis $A SCARD "$PEND4")" != 0 ] && break; sleep 0.02; done
+t0=$(date +%s%3N)
+[ "$(region_redis $A SCARD "$PEND4")" != 0 ] || fail "$A's replicator added no echo token for the delete"
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"RACE#4"},"SK":{"S":"ITEM"},"v":{"S":"app"}}' || fail "put in $A"
+"$DDBTOOL" delete "$EA" "$TABLE" "$K4" || fail "delete in $A"
+took=$(($(date +%s%3N) - t0))
+[ "$took" -lt 1000 ] || fail "the application's writes took $took ms: the DeleteItem may have come first (no race)"
+# (the DeleteItem answers 3 s after its token was added; only the agent can have spent it)
+[ "$(region_redis $A SCARD "$PEND4")" != 0 ] ||
+  fail "the replicated delete's echo token was spent before its DeleteItem answered: taken for the application's delete"
+wait_counter $A local $((local0 + 2)) 15 ||
+  fail "$A's agent shipped $(($(acnt $A local) - local0)) of the application's 2 writes: its delete was taken for an echo"
+both_hold "$K4" - "application's put and delete"
+note "both regions have deleted the key; $A shipped the application's 2 writes"
 assert_clean_logs
 echo "PASS"
