@@ -28,13 +28,17 @@ static void ctl_usage(FILE *f) {
             "                                     wait until every change R1 had at the call is applied in R2\n"
             "  verify [--regions R1,R2,...] [--table T] [--segments N] [--max-diffs K]\n"
             "                                     scan the tables in every region and compare the items\n"
+            "  backfill --from R1 --to R2 [--table T] [--rate N]\n"
+            "                                     copy R1's items to R2 under last-writer-wins (a new region\n"
+            "                                     or table); newer versions in R2 stay; N items/s at most\n"
             "  pause --from R1 --to R2            stop shipping R1's changes to R2 (durable)\n"
             "  resume --from R1 --to R2           resume it\n"
             "  keygen REGION [--dir DIR] [--force]\n"
             "                                     write DIR/REGION.key (0600) and DIR/REGION.pub (CURVE keys;\n"
             "                                     default DIR config/keys); needs no config\n"
             "\n"
-            "Exit status: 0 success (identical, caught up); 1 a negative answer (differences, timeout);\n"
+            "Exit status: 0 success (identical, caught up, copied); 1 a negative answer (differences,\n"
+            "timeout, items not copied);\n"
             "2 usage or config error, or a region's Redis or store cannot be reached.\n"
             "docs/lag.md defines lag and pending; docs/redis-keys.md the state read.\n");
 }
@@ -87,7 +91,8 @@ int main(int argc, char **argv) {
         goto out;
     }
     if (strcmp(cmd, "status") != 0 && strcmp(cmd, "lag") != 0 && strcmp(cmd, "wait-caught-up") != 0 &&
-        strcmp(cmd, "verify") != 0 && strcmp(cmd, "pause") != 0 && strcmp(cmd, "resume") != 0) {
+        strcmp(cmd, "verify") != 0 && strcmp(cmd, "backfill") != 0 && strcmp(cmd, "pause") != 0 &&
+        strcmp(cmd, "resume") != 0) {
         ctl_err("unknown command '%s' (see ternctl --help)", cmd);
         goto out;
     }
@@ -97,6 +102,7 @@ int main(int argc, char **argv) {
     else if (strcmp(cmd, "lag") == 0) rc = ctl_cmd_lag(&c, nrest, rest);
     else if (strcmp(cmd, "wait-caught-up") == 0) rc = ctl_cmd_wait(&c, nrest, rest);
     else if (strcmp(cmd, "verify") == 0) rc = ctl_cmd_verify(&c, nrest, rest);
+    else if (strcmp(cmd, "backfill") == 0) rc = ctl_cmd_backfill(&c, nrest, rest);
     else rc = ctl_cmd_pause(&c, nrest, rest, strcmp(cmd, "pause") == 0);
 out:
     ctl_ctx_free(&c);

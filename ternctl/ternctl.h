@@ -10,6 +10,7 @@
  *   status.c  `status` and `lag` (they read the same link state)
  *   wait.c    `wait-caught-up`
  *   verify.c  `verify`
+ *   backfill.c `backfill`
  *   admin.c   `keygen`, `pause`, `resume`
  *
  * Exit codes of every command: CTL_EXIT_OK (0) success / identical / caught up;
@@ -188,6 +189,7 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv);
 int ctl_cmd_lag(ctl_ctx *c, int argc, char **argv);
 int ctl_cmd_wait(ctl_ctx *c, int argc, char **argv);
 int ctl_cmd_verify(ctl_ctx *c, int argc, char **argv);
+int ctl_cmd_backfill(ctl_ctx *c, int argc, char **argv);
 int ctl_cmd_pause(ctl_ctx *c, int argc, char **argv, int pause);
 /* keygen needs no config. */
 int ctl_cmd_keygen(int json, int argc, char **argv);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # ternctl against a live pair: verify catches a difference injected into one table,
 # wait-caught-up times out while a link is paused and succeeds after resume, status
-# shows the pause and the pending changes, pause survives an agent restart.
+# shows the pause and the pending changes, pause survives an agent restart; backfill
+# brings a region that starts over empty (a new region) the items it never got, keeps
+# its newer versions, is not shipped on as new changes, and can run again.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
@@ -43,5 +45,46 @@ ctl wait-caught-up --from us-east-1 --to eu-west-1 --timeout 60 || fail "wait-ca
 ctl verify || fail "verify after resume"
 ctl status >/dev/null || fail "status (table form)"
 ctl lag >/dev/null || fail "lag"
+
+note "backfill: eu-west-1 starts over with an empty table and Redis (a new region)"
+lr down eu-west-1 >/dev/null
+rm -rf "$(region_run eu-west-1)/redis-${CL_REDIS[eu-west-1]}"
+lr up eu-west-1 --no-daemons >/dev/null || fail "eu-west-1 up again"
+lr start-daemons eu-west-1 >/dev/null || fail "eu-west-1's daemons"
+# C#1's last local version has expired in us-east-1 (its TTL): an item Tern never versioned
+KID1=$(printf '%s' '{"PK":{"S":"C#1"},"SK":{"S":"ITEM"}}' | sha256sum | cut -c1-64)
+region_redis us-east-1 DEL "$(redis_key us-east-1 "ll:$TABLE:$KID1")" >/dev/null
+# C#2 changed in the new region: replicated to us-east-1, the same version in both
+"$DDBTOOL" put "$W" "$TABLE" '{"PK":{"S":"C#2"},"SK":{"S":"ITEM"},"v":{"N":"222"}}'
+ctl wait-caught-up --from eu-west-1 --to us-east-1 --timeout 60 || fail "C#2 from the new region"
+# C#4 changed in the new region and held there: newer than what us-east-1 holds
+ctl pause --from eu-west-1 --to us-east-1 || fail pause
+sleep 1
+local0=$(acnt eu-west-1 local)
+"$DDBTOOL" put "$W" "$TABLE" '{"PK":{"S":"C#4"},"SK":{"S":"ITEM"},"v":{"N":"444"}}'
+for ((i = 0; i < 100; i++)); do [ "$(acnt eu-west-1 local)" -gt "$local0" ] && break; sleep 0.1; done
+rc=0; out=$(ctl verify 2>&1) || rc=$?
+[ "$rc" -eq 1 ] || fail "verify exited $rc with items missing in the new region, want 1: $out"
+local0=$(acnt eu-west-1 local) echo0=$(acnt eu-west-1 echo)
+out=$(ctl --json backfill --from us-east-1 --to eu-west-1) || fail "backfill: $out"
+note "backfill: $(jq -c '.tables[0]' <<<"$out")"
+jq -e '.complete and (.tables | length == 1) and .tables[0].scanned == 9 and .tables[0].written == 7 and
+       .tables[0].same == 1 and .tables[0].kept_newer == 1 and .tables[0].failed == 0' <<<"$out" >/dev/null ||
+  fail "backfill counts: $out (want 9 scanned: 7 written, C#2 same, C#4 kept newer)"
+[ "$("$DDBTOOL" get "$W" "$TABLE" '{"PK":{"S":"C#1"},"SK":{"S":"ITEM"}}' | jq -r '.["tern:ver"].S')" = \
+  "0000000000000-000000-us-east-1" ] || fail "the unversioned item C#1 was not copied at the oldest version"
+[ "$("$DDBTOOL" get "$W" "$TABLE" '{"PK":{"S":"C#4"},"SK":{"S":"ITEM"}}' | jq -r .v.N)" = 444 ] ||
+  fail "backfill overwrote the new region's newer C#4"
+for ((i = 0; i < 100; i++)); do [ "$(acnt eu-west-1 echo)" -ge $((echo0 + 7)) ] && break; sleep 0.1; done
+sleep 1
+[ "$(acnt eu-west-1 echo)" -eq $((echo0 + 7)) ] || fail "eu-west-1's agent saw $(($(acnt eu-west-1 echo) - echo0)) echoes of 7 copied items"
+[ "$(acnt eu-west-1 local)" -eq "$local0" ] || fail "eu-west-1's agent shipped copied items on as new changes"
+out=$(ctl --json backfill --from us-east-1 --to eu-west-1) || fail "backfill again: $out"
+jq -e '.tables[0].written == 0 and .tables[0].same == 8' <<<"$out" >/dev/null || fail "backfill again: $out"
+ctl resume --from eu-west-1 --to us-east-1 || fail resume
+ctl wait-caught-up --from eu-west-1 --to us-east-1 --timeout 60 || fail "C#4 after resume"
+ctl verify || fail "the regions differ after the backfill"
+rc=0; ctl backfill --from us-east-1 --to us-east-1 2>/dev/null || rc=$?
+[ "$rc" -eq 2 ] || fail "backfill to the same region exited $rc, want 2"
 assert_clean_logs
 echo PASS
