@@ -103,11 +103,13 @@ typedef enum {
  * settles it.) */
 
 /* Lua: confirms a delete's echo token, atomically: "T<version>" (ARGV[1]) becomes
- * "D<version>" (ARGV[2]) only if it is still pending. An agent that has already spent it
- * (it waited longer than its hold limit, agent.h) has taken its REMOVE for this echo; a
- * "D" token added then would match a later local delete. */
+ * "D<version>" (ARGV[2]) only if it is still pending, and the set keeps its TTL (ARGV[3]
+ * seconds: removing its last member deleted it with its TTL). An agent that has already
+ * spent the token (it waited longer than its hold limit, agent.h) has taken its REMOVE
+ * for this echo; a "D" token added then would match a later local delete. */
 #define APPLY_LUA_CONFIRM \
-    "if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then redis.call('SADD', KEYS[1], ARGV[2]) end " \
+    "if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then " \
+    "redis.call('SADD', KEYS[1], ARGV[2]) redis.call('EXPIRE', KEYS[1], ARGV[3]) end " \
     "return 1"
 
 /* Settles the echo token of change c after its attempt (apply.c header, step 5). own: this
@@ -115,12 +117,13 @@ typedef enum {
  * caller reports as APPLY_ERROR so that the change is retried and settles it). */
 static int apply_token_settle(state *st, const apply_change *c, const char *kpend, const char *token, int own,
                               apply_tok_fate fate) {
-    char confirmed[APPLY_TOKEN_MAX];
+    char confirmed[APPLY_TOKEN_MAX], ttl[32];
     redisReply *r;
     if (!c->is_delete || (fate == APPLY_TOK_NONE && own))
         return fate == APPLY_TOK_NONE ? apply_token_remove(st, kpend, token, own) : 0;
     snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, c->version); /* (hiredis has no %c) */
-    r = state_cmd(st, "EVAL %s 1 %s %s %s", APPLY_LUA_CONFIRM, kpend, token, confirmed);
+    snprintf(ttl, sizeof ttl, "%ld", c->ttl_s);
+    r = state_cmd(st, "EVAL %s 1 %s %s %s %s", APPLY_LUA_CONFIRM, kpend, token, confirmed, ttl);
     if (!r) return -1;
     freeReplyObject(r);
     return 0;
@@ -353,7 +356,7 @@ static apply_result apply_write(store *s, state *st, const apply_change *c, cons
     apply_result res;
     if (!req) { /* never sent: our token goes (best effort) */
         snprintf(err, errlen, "out of memory");
-        apply_token_remove(st, kpend, token, own_token);
+        (void)apply_token_remove(st, kpend, token, own_token);
         return APPLY_ERROR;
     }
     store_get_stats(s, &before);
@@ -452,7 +455,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         r = state_cmd(st, "EVAL %s 1 %s %s %s", APPLY_LUA_SETMAX, ktomb, c->version, ttl);
         if (!r) { /* no DeleteItem sent: our token goes (best effort) */
             snprintf(err, errlen, "%s", state_errstr(st));
-            apply_token_remove(st, kpend, token, own_token);
+            (void)apply_token_remove(st, kpend, token, own_token);
             return APPLY_ERROR;
         }
         freeReplyObject(r);

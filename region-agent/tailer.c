@@ -50,6 +50,17 @@
 #include "state.h"
 #include "store.h"
 
+/* A tentative delete token the shard was held at, and when it was first seen: the hold
+ * limit runs per token, so that a replicator stopped with several deletes in flight
+ * holds the shard about one limit, not one per REMOVE. Forgetting one (the ring is
+ * full) only restarts its limit. */
+typedef struct {
+    char token[APPLY_TOKEN_MAX];
+    long long first;       /* monotonic ms */
+} hold_seen;
+
+#define TAILER_HOLD_TOKENS 8
+
 typedef struct {
     char id[128];
     char parent[128];
@@ -61,10 +72,14 @@ typedef struct {
     int seen;              /* present in the latest DescribeStream */
     long long next_poll;   /* monotonic ms */
     long long active_at;   /* monotonic ms of the last poll that found local changes */
-    char held_seq[64];     /* the REMOVE record the shard was last held at (AGENT_HOLD_*) */
-    long long held_since;  /* monotonic ms when it was first held there */
-    cJSON *held_page;      /* the GetRecords response of the page held there (owned), its
-                              Records from that record on; NULL: none */
+    /* a page held at a REMOVE whose matching delete token is tentative (AGENT_HOLD_*) */
+    cJSON *held_page;      /* its GetRecords response (owned), Records from that record on;
+                              NULL: none */
+    char held_kid[65];     /* that record's key id, and the token */
+    char held_token[APPLY_TOKEN_MAX];
+    long long held_since;  /* monotonic ms when the token was first seen tentative */
+    hold_seen tentative[TAILER_HOLD_TOKENS]; /* a ring, next at tentative_next */
+    size_t tentative_next;
 } shard;
 
 /* A repair put this agent wrote whose own echo it has not read yet: every echo of the key
@@ -640,16 +655,44 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
  * is to stop before r, its DeleteItem not answered yet (AGENT_HOLD_*); 0 when it has been
  * held at r for the hold limit (logged): the token is then taken for confirmed. */
 static int tailer_hold(const tailer *tl, const table_tail *t, shard *s, const rec_view *r, const char *token) {
-    long long now = daemon_mono_ms();
-    if (strcmp(s->held_seq, r->seq) != 0) {
-        snprintf(s->held_seq, sizeof s->held_seq, "%s", r->seq);
-        s->held_since = now;
+    long long now = daemon_mono_ms(), first = now;
+    size_t i;
+    for (i = 0; i < TAILER_HOLD_TOKENS; i++)
+        if (strcmp(s->tentative[i].token, token) == 0) {
+            first = s->tentative[i].first;
+            break;
+        }
+    if (i == TAILER_HOLD_TOKENS) {
+        hold_seen *e = &s->tentative[s->tentative_next];
+        s->tentative_next = (s->tentative_next + 1) % TAILER_HOLD_TOKENS;
+        snprintf(e->token, sizeof e->token, "%s", token);
+        e->first = now;
     }
-    if (now - s->held_since < tl->hold_max_ms) return 1;
+    if (now - first < tl->hold_max_ms) {
+        snprintf(s->held_kid, sizeof s->held_kid, "%s", r->kid);
+        snprintf(s->held_token, sizeof s->held_token, "%s", token);
+        s->held_since = first;
+        return 1;
+    }
     log_warn(NULL, "table %s shard %s: key %s: delete token %s still tentative after %lld ms (its writer crashed, "
              "is down or cannot reach the store since its DeleteItem): taking record %s for its echo", t->name, s->id,
-             r->kid, token, now - s->held_since, r->seq);
+             r->kid, token, now - first, r->seq);
     return 0;
+}
+
+/* 1 when the token the held page of s waits for is certainly still tentative and within
+ * its hold limit: one SISMEMBER instead of classifying the page again. 0: classify it. */
+static int tailer_still_held(tailer *tl, const table_tail *t, const shard *s, long long now) {
+    char key[512];
+    redisReply *r;
+    int held;
+    if (now - s->held_since >= tl->hold_max_ms ||
+        state_key(tl->st, key, sizeof key, STATE_K_PEND, t->name, s->held_kid) != 0)
+        return 0;
+    r = state_cmd(tl->st, "SISMEMBER %s %s", key, s->held_token);
+    held = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    if (r) freeReplyObject(r);
+    return held;
 }
 
 /* Classifies, versions and commits one batch of records, up to the first REMOVE whose
@@ -835,7 +878,15 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         if (v->n_consumed) {
             state_key(tl->st, k1, sizeof k1, STATE_K_PEND, t->name, v->kid);
             for (size_t j = 0; j < v->n_consumed; j++) {
-                state_append(tl->st, "SREM %s %s", k1, v->consumed[j]);
+                char confirmed[APPLY_TOKEN_MAX];
+                /* a tentative token taken at its hold limit goes with its confirmation,
+                 * should its writer confirm it meanwhile (the repairs of this batch take
+                 * time): "D" of that version can only be that same delete's */
+                snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, v->consumed[j] + 1);
+                if (v->consumed[j][0] == APPLY_TOKEN_TENTATIVE)
+                    state_append(tl->st, "SREM %s %s %s", k1, v->consumed[j], confirmed);
+                else
+                    state_append(tl->st, "SREM %s %s", k1, v->consumed[j]);
                 nrep++;
             }
         }
@@ -1009,10 +1060,15 @@ static cJSON *tailer_read(tailer *tl, table_tail *t, shard *s, long long now) {
  * tentative (s->held_page: classified again without reading the stream), processed. */
 static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     const cfg_region *cfg = tl->a->cfg;
-    cJSON *resp = s->held_page ? s->held_page : tailer_read(tl, t, s, now), *records;
+    cJSON *resp, *records;
     const cJSON *next;
     int nrec, nlocal = 0;
 
+    if (s->held_page && tailer_still_held(tl, t, s, now)) {
+        s->next_poll = now + (now - s->held_since < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
+        return;
+    }
+    resp = s->held_page ? s->held_page : tailer_read(tl, t, s, now);
     s->held_page = NULL;
     if (!resp) return;
     records = cJSON_GetObjectItemCaseSensitive(resp, "Records");
@@ -1035,8 +1091,8 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
             s->active_at = now;
         }
         if (taken < (size_t)nrec) {
-            /* held: the page from the held record on is classified again soon (its token
-             * is settled within ms), s->iter still after the whole page */
+            /* held: the page from the held record on is classified again once its token is
+             * settled (within ms, normally); its NextShardIterator is used after that */
             for (size_t k = 0; k < taken; k++) cJSON_DeleteItemFromArray(records, 0);
             s->held_page = resp;
             s->next_poll = now + (now - s->held_since < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);

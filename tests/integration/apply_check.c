@@ -26,7 +26,8 @@
  *      (DynamoDB Local stopped), then "D<version>" when it removed an item; taken back
  *      when it removed nothing; confirmed when an earlier attempt (crashed) had added the
  *      tentative token, whose DeleteItem may have removed the item; not confirmed when
- *      the agent has spent the tentative token meanwhile (its hold limit passed).
+ *      the agent has spent the tentative token meanwhile (its hold limit passed); the
+ *      token set keeps its TTL through the confirmation.
  * usage: apply_check ENDPOINT REDIS_PORT DDB_PID
  * Exits 0 after "apply_check: OK", or 1 with the first failure. */
 #include <pthread.h>
@@ -474,9 +475,15 @@ int main(int argc, char **argv) {
             CHECK(pthread_join(th, NULL) == 0, "pthread_join");
             CHECK(j.res == APPLY_WRITTEN, "8: delete: %s (%s)", apply_result_name(j.res), j.err);
             snprintf(tok, sizeof tok, "D%s", c[k].version);
-            if (k == 0)
+            if (k == 0) {
                 CHECK(tokens(&c[k], tok, &has) == 1 && has,
                       "8: the token of a delete that removed the item is not %s alone", tok);
+                CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[k].kid) == 0, "key");
+                r = state_cmd(ST, "TTL %s", pend);
+                CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer > 0 && r->integer <= 3600,
+                      "8: the confirmed token's set has no TTL (%lld)", r ? r->integer : -3);
+                freeReplyObject(r);
+            }
             else
                 CHECK(tokens(&c[k], NULL, &has) == 0,
                       "8: a delete confirmed its token after the agent had spent it (a leftover D token)");

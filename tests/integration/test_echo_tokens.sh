@@ -237,18 +237,20 @@ wait_identical 30 $A $B || fail "regions differ after the acknowledgement save"
 # 8. The delete of a replicator that stopped before its answer: its tentative token is
 # added by hand, then the DeleteItem lands in B's table (as that replicator's did).
 note "a delete token left tentative: the shard is held for the hold limit, then goes on"
-K8=$(key_json 8 REDO)
+K8=$(key_json 12 REDO)
 KID8=$(printf '%s' "$K8" | sha256sum | cut -c1-64)
 PEND8=$(redis_key $B "pend:$TABLE:$KID8")
 HOLD_MS=$((4 * 1000 + 3 * 1000 + 5000)) # 4 x store.timeout_ms + 3 backoffs at 1 s + 5 s
-"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#8"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+echo0=$(acnt $B echo)
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#12"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
 "$DDBTOOL" wait "$EB" "$TABLE" "$K8" v x 10000 >/dev/null || fail "put did not reach $B"
-sleep 1
+for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
+[ "$(acnt $B echo)" -gt "$echo0" ] || fail "$B's agent did not read the put's echo"
 region_redis $B SADD "$PEND8" "T$(printf '%013d' "$(date +%s%3N)")-000000-$A" >/dev/null
 local0=$(acnt $B local) echo0=$(acnt $B echo)
 t0=$(date +%s%3N)
 "$DDBTOOL" delete "$EB" "$TABLE" "$K8" || fail delete
-"$DDBTOOL" put "$EB" "$TABLE" '{"PK":{"S":"REDO#11"},"SK":{"S":"ITEM"},"v":{"S":"after"}}' || fail put
+"$DDBTOOL" put "$EB" "$TABLE" '{"PK":{"S":"REDO#13"},"SK":{"S":"ITEM"},"v":{"S":"after"}}' || fail put
 sleep 3
 [ "$(acnt $B echo)" -eq "$echo0" ] || fail "$B's agent classified a REMOVE whose token is tentative"
 [ "$(acnt $B local)" -eq "$local0" ] || fail "$B's agent shipped a write made after the held REMOVE"
@@ -259,7 +261,7 @@ note "$B's agent took the REMOVE for an echo after $held ms (limit $HOLD_MS)"
 [ "$held" -ge "$HOLD_MS" ] || fail "$B's agent held the shard $held ms, under its limit of $HOLD_MS"
 grep -q "delete token T.* still tentative after" "$(region_run $B)/tern-region-agent.log" ||
   fail "$B's agent did not warn about the tentative token"
-"$DDBTOOL" wait "$EA" "$TABLE" "$(key_json 11 REDO)" v after 10000 >/dev/null || fail "the write after the held REMOVE did not reach $A"
+"$DDBTOOL" wait "$EA" "$TABLE" "$(key_json 13 REDO)" v after 10000 >/dev/null || fail "the write after the held REMOVE did not reach $A"
 [ "$(acnt $B local)" -eq $((local0 + 1)) ] || fail "$B's agent shipped $(($(acnt $B local) - local0)) local changes, expected 1"
 [ "$(region_redis $B SCARD "$PEND8")" = 0 ] || fail "the tentative token is still pending"
 "$DDBTOOL" delete "$EA" "$TABLE" "$K8" || fail delete # what the stopped replicator's peer had done
