@@ -17,7 +17,8 @@
  * the REMOVE of an item stored at the repair version. Tokens expire with the key after
  * the tombstone TTL when a write's outcome was never seen.
  *
- * Used by tern-replicator (remote changes) and tern-region-agent (repairs). Threading:
+ * Used by tern-replicator (remote changes), tern-region-agent (repairs) and ternctl
+ * backfill (copies). Threading:
  * the caller's store and state handles belong to the calling thread. */
 #ifndef TERN_APPLY_H
 #define TERN_APPLY_H
@@ -47,7 +48,9 @@ const char *apply_result_name(apply_result r);
 #define APPLY_PRECHECK 1   /* compare with the key's last local change and tombstone first */
 #define APPLY_TOMBCHECK 2  /* a put older than the key's tombstone is lost (for repairs, which
                               restore the last local version itself and so cannot use the
-                              precheck; without it a repair made late undid a newer delete).
+                              precheck; without it a repair made late undid a newer delete;
+                              and, with APPLY_PRECHECK, for ternctl backfill, a writer beside
+                              the replicator).
                               The check and the write are two steps: after a write the
                               tombstone is read again, and a repair that a newer delete
                               overtook (or, when lost, an earlier attempt that landed) is

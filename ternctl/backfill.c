@@ -3,21 +3,29 @@
  * changes, and items not changed since never reach the new region on their own).
  *
  * Per table in both regions' configs: the source region's table is scanned page by page
- * (strongly consistent), and every item is applied in the destination exactly as its
- * replicator applies a put (apply_puts: one Redis round trip for what the destination
- * knows of the keys and their echo tokens, then conditional writes), at the version the
- * source knows of the item: the larger of its stored tern:ver and the source's last
- * local change of the key (ll:T:KID), or, for an item Tern never versioned (written
- * before Tern ran in the source region and not changed since), BACKFILL_UNVERSIONED_MS
- * with the source region, older than every version Tern makes. Hence:
- *  - an item the destination holds at a newer version, or deleted at a newer version
- *    (its tombstone), is left as it is (counted "kept newer");
- *  - an item already there at that version is "same": running it again is harmless;
- *  - the write carries an echo token, so the destination's agent does not ship it on;
- *  - it runs beside the daemons: a live change applied meanwhile is ordered by version
- *    like any other.
- * Writes are paced to at most --rate items/s (0: as fast as the store takes them), so
- * that a large table does not starve live replication. A change that fails (store or
+ * (strongly consistent). For each page, the source's last local version of every key
+ * (ll:T:KID) is read first (one round trip), then each item again (consistent GetItem):
+ * an item read after its ll is at least as new as the change ll names. Its version is
+ *  - its stored tern:ver when it has a valid one (Tern wrote it, or an application
+ *    updated a Tern-written item in place): exact for a replicated write, or older than
+ *    the content when an application changed it since; ll is not used then, since a
+ *    replicated write that overwrote an unread local write (to be repaired by the
+ *    source's agent) carries a lower version than that local write's ll;
+ *  - else ll (read before the item, so never newer than its content);
+ *  - else BACKFILL_UNVERSIONED_MS with the source region, older than every version Tern
+ *    makes (written before Tern ran there, or its ll expired with the tombstone TTL).
+ * A version older than the content only makes the copy lose where the destination holds
+ * something newer; the source's own change, when it was not shipped yet, still comes and
+ * wins. Each item is applied in the destination as the agent applies a repair (apply_one
+ * with APPLY_PRECHECK | APPLY_TOMBCHECK): what the destination knows of the key first,
+ * an echo token (its agent does not ship the copy on), the conditional PutItem, then its
+ * tombstone again: a delete applied there between the check and the write (the
+ * replicator is a second writer of the key) is made again rather than undone. Hence:
+ *  - an item the destination holds at a newer version, or deleted at a newer version,
+ *    stays as it is ("kept newer"); one already there at that version is "same";
+ *  - it runs beside the daemons, and running it again is harmless.
+ * One item at a time (a GetItem, a PutItem, two or three Redis round trips), paced to at
+ * most --rate items/s (0: as fast as the stores take them). A change that fails (store or
  * Redis error) is tried again up to BACKFILL_TRIES times, then counted as failed: exit 1,
  * and running the command again completes it.
  * Threading: single-threaded (the handles of ctl_ctx). */
@@ -33,8 +41,7 @@
 #include "item.h"
 #include "ternctl.h"
 
-#define BACKFILL_GROUP 25          /* puts per apply_puts call */
-#define BACKFILL_PAGE_LIMIT 200    /* items per Scan page */
+#define BACKFILL_PAGE_LIMIT 100    /* items per Scan page */
 #define BACKFILL_TRIES 3           /* attempts per change before it counts as failed */
 #define BACKFILL_RETRY_MS 500      /* pause before another attempt */
 #define BACKFILL_UNVERSIONED_MS 0  /* version time of an item Tern never versioned */
@@ -47,7 +54,7 @@ typedef struct {
     long long rate;                /* items/s, 0 = unpaced */
     long long t0;                  /* monotonic ms at the start */
     /* counts */
-    size_t scanned, written, newer, same, refused, failed, skipped;
+    size_t scanned, written, newer, same, gone, refused, failed, skipped;
 } bfill;
 
 static void bf_sleep_ms(long long ms) {
@@ -58,152 +65,125 @@ static void bf_sleep_ms(long long ms) {
     while (nanosleep(&ts, &ts) != 0) {}
 }
 
-/* One page's items, prepared for apply_puts: keys, image without tern:*, version, kid
- * (owned here); item is the scanned item (borrowed from the page). */
-typedef struct {
-    const cJSON *item;
-    cJSON *keys, *image;
-    char *kid;
-    char version[LWW_VERSION_STRLEN];
-} bf_item;
-
-static void bf_items_free(bf_item *it, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        cJSON_Delete(it[i].keys);
-        cJSON_Delete(it[i].image);
-        free(it[i].kid);
-    }
-}
-
-/* The version the source region knows of an item: max(valid stored tern:ver, ll), or
- * the unversioned one. */
+/* The version to copy item at (see the header): a valid stored tern:ver, else the
+ * source's ll (read before the item), else the unversioned one. out: LWW_VERSION_STRLEN. */
 static void bf_version(const bfill *b, ctl_ctx *c, const cJSON *item, const redisReply *ll, char *out) {
     const char *sv = item_get_s(item, ITEM_ATTR_VER);
     lww_version v;
     char e[64];
-    out[0] = '\0';
-    if (sv && lww_version_parse(sv, &v, e, sizeof e) == 0) snprintf(out, LWW_VERSION_STRLEN, "%s", sv);
+    if (sv && lww_version_parse(sv, &v, e, sizeof e) == 0) {
+        snprintf(out, LWW_VERSION_STRLEN, "%s", sv);
+        return;
+    }
     if (ll && ll->type == REDIS_REPLY_STRING && ll->len < LWW_VERSION_STRLEN &&
-        lww_version_parse(ll->str, &v, e, sizeof e) == 0 && strcmp(ll->str, out) > 0)
+        lww_version_parse(ll->str, &v, e, sizeof e) == 0) {
         snprintf(out, LWW_VERSION_STRLEN, "%s", ll->str);
-    if (!*out) {
-        v.ms = BACKFILL_UNVERSIONED_MS;
-        v.counter = 0;
-        snprintf(v.region, sizeof v.region, "%s", c->cfgs[b->src]->region);
-        lww_version_format(&v, out, LWW_VERSION_STRLEN);
+        return;
     }
+    v.ms = BACKFILL_UNVERSIONED_MS;
+    v.counter = 0;
+    snprintf(v.region, sizeof v.region, "%s", c->cfgs[b->src]->region);
+    lww_version_format(&v, out, LWW_VERSION_STRLEN);
 }
 
-/* Applies n prepared items in the destination (groups of BACKFILL_GROUP, failed ones
- * again up to BACKFILL_TRIES times) and counts the outcomes. */
-static void bf_apply(bfill *b, ctl_ctx *c, store *ds, state *dst, bf_item *it, size_t n) {
-    apply_change cs[BACKFILL_GROUP];
-    apply_outcome out[BACKFILL_GROUP];
-    long ttl = c->cfgs[b->dst]->replicator.tombstone_ttl_s;
-    for (size_t off = 0; off < n; off += BACKFILL_GROUP) {
-        size_t m = n - off < BACKFILL_GROUP ? n - off : BACKFILL_GROUP;
-        int left[BACKFILL_GROUP];
-        for (size_t i = 0; i < m; i++) {
-            memset(&cs[i], 0, sizeof cs[i]);
-            cs[i].table = b->table;
-            cs[i].keys = it[off + i].keys;
-            cs[i].image = it[off + i].image;
-            cs[i].version = it[off + i].version;
-            cs[i].kid = it[off + i].kid;
-            cs[i].ttl_s = ttl;
-            left[i] = 1;
-        }
-        apply_puts(ds, dst, cs, m, out);
-        for (int attempt = 1;; attempt++) {
-            size_t errs = 0;
-            for (size_t i = 0; i < m; i++) {
-                if (!left[i]) continue;
-                if (out[i].res == APPLY_ERROR && attempt < BACKFILL_TRIES) {
-                    errs++;
-                    continue;
-                }
-                left[i] = 0;
-                switch (out[i].res) {
-                case APPLY_WRITTEN: b->written++; break;
-                case APPLY_LOST: b->newer++; break;
-                case APPLY_SAME: b->same++; break;
-                case APPLY_REFUSED:
-                    b->refused++;
-                    ctl_err("table %s: key %s: refused by %s's store: %s", b->table, it[off + i].kid,
-                            c->cfgs[b->dst]->region, out[i].err);
-                    break;
-                case APPLY_ERROR:
-                    b->failed++;
-                    ctl_err("table %s: key %s: not copied after %d attempts: %s", b->table, it[off + i].kid,
-                            BACKFILL_TRIES, out[i].err);
-                    break;
-                }
-            }
-            if (!errs) break;
-            bf_sleep_ms(BACKFILL_RETRY_MS);
-            for (size_t i = 0; i < m; i++)
-                if (left[i])
-                    out[i].res = apply_one(ds, dst, &cs[i], APPLY_PRECHECK, out[i].winner, out[i].err,
-                                           sizeof out[i].err);
-        }
-        if (b->rate > 0) { /* pace: never ahead of rate items/s since the start */
-            long long due = b->t0 + (long long)((b->written + b->newer + b->same + b->refused + b->failed) * 1000 /
-                                                (unsigned long long)b->rate);
-            bf_sleep_ms(due - daemon_mono_ms());
-        }
+/* Copies one item of the source (keys: its key attributes; ll: the source's GET ll reply,
+ * read before) to the destination, and counts the outcome. 0, or -1 (the source's store
+ * failed: printed). */
+static int bf_item(bfill *b, ctl_ctx *c, store *ss, store *ds, state *dst, const cJSON *keys, const char *kid,
+                   const redisReply *ll) {
+    cJSON *item = NULL;
+    apply_change ch;
+    apply_result res = APPLY_ERROR;
+    char ver[LWW_VERSION_STRLEN], winner[LWW_VERSION_STRLEN], err[256] = "";
+    store_status st = store_get_item(ss, b->table, keys, 1, &item);
+    if (st != STORE_OK) {
+        ctl_store_fail(c, b->src, "GetItem", st);
+        return -1;
     }
+    if (!item) { /* deleted since the scan: the delete is shipped as a change */
+        b->gone++;
+        return 0;
+    }
+    bf_version(b, c, item, ll, ver);
+    item_strip_hidden(item);
+    memset(&ch, 0, sizeof ch);
+    ch.table = b->table;
+    ch.keys = keys;
+    ch.image = item;
+    ch.version = ver;
+    ch.kid = kid;
+    ch.ttl_s = c->cfgs[b->dst]->replicator.tombstone_ttl_s;
+    for (int attempt = 1; attempt <= BACKFILL_TRIES; attempt++) {
+        if (attempt > 1) bf_sleep_ms(BACKFILL_RETRY_MS);
+        res = apply_one(ds, dst, &ch, APPLY_PRECHECK | APPLY_TOMBCHECK, winner, err, sizeof err);
+        if (res != APPLY_ERROR) break;
+    }
+    cJSON_Delete(item);
+    switch (res) {
+    case APPLY_WRITTEN: b->written++; break;
+    case APPLY_LOST: b->newer++; break;
+    case APPLY_SAME: b->same++; break;
+    case APPLY_REFUSED:
+        b->refused++;
+        ctl_err("table %s: key %s: refused by %s's store: %s", b->table, kid, c->cfgs[b->dst]->region, err);
+        break;
+    case APPLY_ERROR:
+        b->failed++;
+        ctl_err("table %s: key %s: not copied after %d attempts: %s", b->table, kid, BACKFILL_TRIES, err);
+        break;
+    }
+    return 0;
 }
 
-/* Prepares one Scan page's items (reading the source's ll of every key in one round trip)
- * and applies them. 0, or -1 (out of memory, or the source's Redis failed: printed). */
-static int bf_page(bfill *b, ctl_ctx *c, state *sst, store *ds, state *dst, const cJSON *items) {
-    size_t n = (size_t)cJSON_GetArraySize(items), k = 0, queued = 0;
-    bf_item *it = calloc(n ? n : 1, sizeof *it);
+/* One Scan page: the source's ll of every key in one round trip, then each item (read
+ * again) copied, paced. 0, or -1 (printed). */
+static int bf_page(bfill *b, ctl_ctx *c, store *ss, state *sst, store *ds, state *dst, const cJSON *items) {
+    size_t n = (size_t)cJSON_GetArraySize(items), k = 0;
+    cJSON **keys = calloc(n ? n : 1, sizeof *keys);
+    char **kids = calloc(n ? n : 1, sizeof *kids);
     redisReply **ll = calloc(n ? n : 1, sizeof *ll);
     const cJSON *item;
     int rc = -1;
-    if (!it || !ll) {
+    if (!keys || !kids || !ll) {
         ctl_err("out of memory");
         goto out;
     }
     cJSON_ArrayForEach(item, items) {
         char key[512];
-        cJSON *keys;
         b->scanned++;
-        keys = item_project(item, b->names, b->n_names);
-        if (!keys) { /* without the key attributes: not an item of this schema */
+        if (!(keys[k] = item_project(item, b->names, b->n_names))) { /* not an item of this schema */
             b->skipped++;
             continue;
         }
-        it[k].item = item;
-        it[k].keys = keys;
-        it[k].kid = item_key_id(keys);
-        it[k].image = cJSON_Duplicate(item, 1);
+        kids[k] = item_key_id(keys[k]);
         k++;
-        if (!it[k - 1].kid || !it[k - 1].image ||
-            state_key(sst, key, sizeof key, STATE_K_LASTLOCAL, b->table, it[k - 1].kid) != 0) {
+        if (!kids[k - 1] || state_key(sst, key, sizeof key, STATE_K_LASTLOCAL, b->table, kids[k - 1]) != 0) {
             ctl_err("out of memory");
+            if (k > 1) state_flush(sst, NULL, 0); /* drops what was queued */
             goto out;
         }
-        item_strip_hidden(it[k - 1].image);
         state_append(sst, "GET %s", key);
-        queued++;
     }
-    if (queued && state_flush_ok(sst, ll, queued) != 0) {
-        queued = 0;
+    if (k && state_flush_ok(sst, ll, k) != 0) {
         ctl_redis_fail(c, b->src, "reading the items' last local versions");
         goto out;
     }
-    queued = 0;
-    for (size_t i = 0; i < k; i++) bf_version(b, c, it[i].item, ll[i], it[i].version);
-    bf_apply(b, c, ds, dst, it, k);
+    for (size_t i = 0; i < k; i++) {
+        if (bf_item(b, c, ss, ds, dst, keys[i], kids[i], ll[i]) != 0) goto out;
+        if (b->rate > 0) { /* never ahead of rate items/s since the start */
+            size_t done = b->written + b->newer + b->same + b->gone + b->refused + b->failed;
+            bf_sleep_ms(b->t0 + (long long)(done * 1000 / (unsigned long long)b->rate) - daemon_mono_ms());
+        }
+    }
     rc = 0;
 out:
-    if (queued) state_flush(sst, NULL, 0); /* drops what was queued */
-    for (size_t i = 0; ll && i < n; i++)
-        if (ll[i]) freeReplyObject(ll[i]);
-    if (it) bf_items_free(it, k);
-    free(it);
+    for (size_t i = 0; i < n; i++) {
+        if (keys) cJSON_Delete(keys[i]);
+        if (kids) free(kids[i]);
+        if (ll && ll[i]) freeReplyObject(ll[i]);
+    }
+    free(keys);
+    free(kids);
     free(ll);
     return rc;
 }
@@ -248,7 +228,7 @@ static int bf_table(bfill *b, ctl_ctx *c) {
             ctl_store_fail(c, b->src, "Scan", st);
             goto out;
         }
-        if (bf_page(b, c, sst, ds, dst, cJSON_GetObjectItemCaseSensitive(resp, "Items")) != 0) goto out;
+        if (bf_page(b, c, ss, sst, ds, dst, cJSON_GetObjectItemCaseSensitive(resp, "Items")) != 0) goto out;
         last = cJSON_GetObjectItemCaseSensitive(resp, "LastEvaluatedKey");
         cJSON_Delete(start);
         start = last && last->child ? cJSON_Duplicate(last, 1) : NULL;
@@ -336,14 +316,16 @@ int ctl_cmd_backfill(ctl_ctx *c, int argc, char **argv) {
             cJSON_AddNumberToObject(jt, "written", (double)b.written);
             cJSON_AddNumberToObject(jt, "kept_newer", (double)b.newer);
             cJSON_AddNumberToObject(jt, "same", (double)b.same);
+            cJSON_AddNumberToObject(jt, "gone", (double)b.gone);
             cJSON_AddNumberToObject(jt, "refused", (double)b.refused);
             cJSON_AddNumberToObject(jt, "failed", (double)b.failed);
             cJSON_AddNumberToObject(jt, "skipped", (double)b.skipped);
             cJSON_AddNumberToObject(jt, "ms", (double)ms);
         } else {
-            printf("table %s: %s -> %s: %zu scanned, %zu written, %zu kept newer, %zu same, %zu refused, %zu failed, "
-                   "%zu skipped (no key attributes), in %.1f s\n",
-                   t, from, to, b.scanned, b.written, b.newer, b.same, b.refused, b.failed, b.skipped, ms / 1000.0);
+            printf("table %s: %s -> %s: %zu scanned, %zu written, %zu kept newer, %zu same, %zu gone (deleted since "
+                   "the scan), %zu refused, %zu failed, %zu skipped (no key attributes), in %.1f s\n",
+                   t, from, to, b.scanned, b.written, b.newer, b.same, b.gone, b.refused, b.failed, b.skipped,
+                   ms / 1000.0);
         }
     }
     rc = incomplete ? CTL_EXIT_NEGATIVE : CTL_EXIT_OK;
