@@ -26,8 +26,9 @@
  *        confirms it rather than taking it back. After a transient error it stays
  *        tentative: the retry of the change settles it. A DeleteItem never sent (Redis
  *        failed raising the tombstone) takes its own token back;
- *   6. a repair (APPLY_TOMBCHECK) reads the tombstone again once written, and deletes
- *      itself again if a newer delete overtook it (apply_undo_repair).
+ *   6. a repair or a backfill copy (APPLY_TOMBCHECK) reads the tombstone again once
+ *      written, and deletes itself again if a newer delete overtook it
+ *      (apply_undo_repair).
  * Invariant: every Tern write to the table has its token in pend:T:KID before the
  * write is sent. */
 #include "apply.h"

@@ -662,11 +662,16 @@ static int tailer_hold(const tailer *tl, const table_tail *t, shard *s, const re
             first = s->tentative[i].first;
             break;
         }
-    if (i == TAILER_HOLD_TOKENS) {
+    if (i == TAILER_HOLD_TOKENS) { /* a new hold: counted in acnt:T held (best effort) */
         hold_seen *e = &s->tentative[s->tentative_next];
+        char key[512];
+        redisReply *rep;
         s->tentative_next = (s->tentative_next + 1) % TAILER_HOLD_TOKENS;
         snprintf(e->token, sizeof e->token, "%s", token);
         e->first = now;
+        if (state_key(tl->st, key, sizeof key, STATE_K_ACNT, t->name) == 0 &&
+            (rep = state_cmd(tl->st, "HINCRBY %s held 1", key)))
+            freeReplyObject(rep);
     }
     if (now - first < tl->hold_max_ms) {
         snprintf(s->held_kid, sizeof s->held_kid, "%s", r->kid);

@@ -3,7 +3,7 @@
  * changes, and items not changed since never reach the new region on their own).
  *
  * Per table in both regions' configs: the source region's table is scanned page by page
- * (strongly consistent). For each page, the source's last local version of every key
+ * (eventually consistent: what matters is read again). For each page, the source's last local version of every key
  * (ll:T:KID) is read first (one round trip), then each item again (consistent GetItem):
  * an item read after its ll is at least as new as the change ll names. Its version is
  *  - its stored tern:ver when it has a valid one (Tern wrote it, or an application
@@ -14,20 +14,23 @@
  *  - else ll (read before the item, so never newer than its content);
  *  - else BACKFILL_UNVERSIONED_MS with the source region, older than every version Tern
  *    makes (written before Tern ran there, or its ll expired with the tombstone TTL).
- * A version older than the content only makes the copy lose where the destination holds
- * something newer; the source's own change, when it was not shipped yet, still comes and
- * wins. Each item is applied in the destination as the agent applies a repair (apply_one
- * with APPLY_PRECHECK | APPLY_TOMBCHECK): what the destination knows of the key first,
- * an echo token (its agent does not ship the copy on), the conditional PutItem, then its
- * tombstone again: a delete applied there between the check and the write (the
- * replicator is a second writer of the key) is made again rather than undone. Hence:
+ * A version older than the content makes the copy lose (or count as same) where the
+ * destination holds that version or a newer one; the source's own change, while it is
+ * in its change log, still comes and wins (docs/operations.md §14 has the one case that
+ * stays behind). Each item is applied in the destination as the replicator applies a put
+ * and checked again like the agent's repairs (apply_one with APPLY_PRECHECK |
+ * APPLY_TOMBCHECK): what the destination knows of the key first, an echo token (its
+ * agent does not ship the copy on), the conditional PutItem, then its tombstone again: a
+ * delete applied there between the check and the write (the replicator is a second
+ * writer of the key) is made again rather than undone. Hence:
  *  - an item the destination holds at a newer version, or deleted at a newer version,
  *    stays as it is ("kept newer"); one already there at that version is "same";
  *  - it runs beside the daemons, and running it again is harmless.
  * One item at a time (a GetItem, a PutItem, two or three Redis round trips), paced to at
- * most --rate items/s (0: as fast as the stores take them). A change that fails (store or
- * Redis error) is tried again up to BACKFILL_TRIES times, then counted as failed: exit 1,
- * and running the command again completes it.
+ * most --rate items/s (0: as fast as the stores take them). A copy that fails (the
+ * destination's store or Redis) is tried again up to BACKFILL_TRIES times, then counted as
+ * failed: exit 1, and running the command again completes it. An error reading the
+ * source stops the run (exit 2).
  * Threading: single-threaded (the handles of ctl_ctx). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,7 +139,8 @@ static int bf_item(bfill *b, ctl_ctx *c, store *ss, store *ds, state *dst, const
 }
 
 /* One Scan page: the source's ll of every key in one round trip, then each item (read
- * again) copied, paced. 0, or -1 (printed). */
+ * again) copied, paced. 0, or -1 (printed; a key name too long is reported as out of
+ * memory: state_key's only failure). */
 static int bf_page(bfill *b, ctl_ctx *c, store *ss, state *sst, store *ds, state *dst, const cJSON *items) {
     size_t n = (size_t)cJSON_GetArraySize(items), k = 0;
     cJSON **keys = calloc(n ? n : 1, sizeof *keys);
@@ -222,7 +226,7 @@ static int bf_table(bfill *b, ctl_ctx *c) {
         q.table = b->table;
         q.exclusive_start_key = start;
         q.limit = BACKFILL_PAGE_LIMIT;
-        q.consistent = 1;
+        q.consistent = 0; /* each item is read again, consistently */
         st = store_scan_page(ss, &q, &resp);
         if (st != STORE_OK) {
             ctl_store_fail(c, b->src, "Scan", st);

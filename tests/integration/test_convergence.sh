@@ -37,7 +37,7 @@ round() { # round NREGIONS
   for r in "${CLUSTER_REGIONS[@]}"; do
     acked=$(sed -E 's/.*acked=([0-9]+).*/\1/' "$CLUSTER_DIR/load-$r.out")
     local_n=$(acnt "$r" local)
-    note "$r: acked $acked, local $local_n, echo $(acnt "$r" echo), repaired $(acnt "$r" repaired)"
+    note "$r: acked $acked, local $local_n, echo $(acnt "$r" echo), repaired $(acnt "$r" repaired), held $(acnt "$r" held)"
     [ "$local_n" -le "$acked" ] || fail "$r versioned $local_n local changes for $acked acknowledged writes (echo)"
     [ "$local_n" -gt 0 ] || fail "$r versioned no local change"
   done

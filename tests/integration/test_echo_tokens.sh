@@ -247,7 +247,7 @@ echo0=$(acnt $B echo)
 for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
 [ "$(acnt $B echo)" -gt "$echo0" ] || fail "$B's agent did not read the put's echo"
 region_redis $B SADD "$PEND8" "T$(printf '%013d' "$(date +%s%3N)")-000000-$A" >/dev/null
-local0=$(acnt $B local) echo0=$(acnt $B echo)
+local0=$(acnt $B local) echo0=$(acnt $B echo) held0=$(acnt $B held)
 t0=$(date +%s%3N)
 "$DDBTOOL" delete "$EB" "$TABLE" "$K8" || fail delete
 "$DDBTOOL" put "$EB" "$TABLE" '{"PK":{"S":"REDO#13"},"SK":{"S":"ITEM"},"v":{"S":"after"}}' || fail put
@@ -259,6 +259,7 @@ held=$(($(date +%s%3N) - t0))
 note "$B's agent took the REMOVE for an echo after $held ms (limit $HOLD_MS)"
 [ "$(acnt $B echo)" -eq $((echo0 + 1)) ] || fail "$B's agent did not take the REMOVE for the echo after the hold limit"
 [ "$held" -ge "$HOLD_MS" ] || fail "$B's agent held the shard $held ms, under its limit of $HOLD_MS"
+[ "$(acnt $B held)" -eq $((held0 + 1)) ] || fail "$B's agent counts $(($(acnt $B held) - held0)) holds, expected 1"
 grep -q "delete token T.* still tentative after" "$(region_run $B)/tern-region-agent.log" ||
   fail "$B's agent did not warn about the tentative token"
 "$DDBTOOL" wait "$EA" "$TABLE" "$(key_json 13 REDO)" v after 10000 >/dev/null || fail "the write after the held REMOVE did not reach $A"

@@ -138,7 +138,7 @@ jq --arg r "http://127.0.0.1:$RELAY_PORT" --arg d "$EA" \
 lr start-daemons $A >/dev/null || fail "restart $A's replicator behind the relay"
 sleep 1 # the seed's echo token is spent
 [ "$(region_redis $A SCARD "$PEND4")" = 0 ] || fail "echo tokens of the key pending before the delete"
-local0=$(acnt $A local)
+local0=$(acnt $A local) held0=$(acnt $A held)
 "$DDBTOOL" delete "$EB" "$TABLE" "$K4" || fail "delete in $B"
 for ((i = 0; i < 250; i++)); do [ "$(region_redis $A SCARD "$PEND4")" != 0 ] && break; sleep 0.02; done
 t0=$(date +%s%3N)
@@ -153,6 +153,7 @@ took=$(($(date +%s%3N) - t0))
 wait_counter $A local $((local0 + 2)) 15 ||
   fail "$A's agent shipped $(($(acnt $A local) - local0)) of the application's 2 writes: its delete was taken for an echo"
 both_hold "$K4" - "application's put and delete"
-note "both regions have deleted the key; $A shipped the application's 2 writes"
+[ "$(acnt $A held)" -eq $((held0 + 1)) ] || fail "$A's agent counts $(($(acnt $A held) - held0)) holds, expected 1"
+note "both regions have deleted the key; $A shipped the application's 2 writes, after 1 hold"
 assert_clean_logs
 echo "PASS"
