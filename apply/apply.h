@@ -18,8 +18,8 @@
  * the tombstone TTL when a write's outcome was never seen.
  *
  * Used by tern-replicator (remote changes), tern-region-agent (repairs) and ternctl
- * backfill (copies). Threading:
- * the caller's store and state handles belong to the calling thread. */
+ * backfill (copies). Threading: the caller's store and state handles belong to the
+ * calling thread. */
 #ifndef TERN_APPLY_H
 #define TERN_APPLY_H
 

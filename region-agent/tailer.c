@@ -10,15 +10,15 @@
  *   2. each record is classified in stream order, with an in-memory overlay of those
  *      values so that several records of one key in one batch see each other:
  *      - echo: the record carries a pending token (put: its tern:wid; delete: a "D"
- *        or "T" token naming a version above the removed item's) not yet consumed. It is not shipped. If the state it overwrote had a
- *        higher logical version (max(stored tern:ver, ll) for an item, tomb for no item),
- *        a Tern write clobbered a local write we had not read yet: repair it (write the
- *        overwritten image, or delete, back with that version), unless a repair put this
- *        agent made since, whose echo is still to come, already wrote that version
- *        (repair notes). A REMOVE whose matching token is tentative ("T": its
- *        DeleteItem has not answered) is not classified yet: the batch is committed up
- *        to it, and the rest of the page kept and classified again until the token is
- *        settled (tailer_hold);
+ *        or "T" token naming a version above the removed item's) not yet consumed. It
+ *        is not shipped. If the state it overwrote had a higher logical version
+ *        (max(stored tern:ver, ll) for an item, tomb for no item), a Tern write clobbered
+ *        a local write we had not read yet: repair it (write the overwritten image, or
+ *        delete, back with that version), unless a repair put this agent made since,
+ *        whose echo is still to come, already wrote that version (repair notes). A
+ *        REMOVE whose matching token is tentative ("T": its DeleteItem has not
+ *        answered) is not classified yet: the batch is committed up to it, and the rest
+ *        of the page kept and classified again until the token is settled (tailer_hold);
  *      - local: versioned by the clock after observing the overwritten state's version,
  *        so a change made on top of a replicated item wins over it (guarantee 3);
  *   3. one MULTI/EXEC appends the local changes to log:T, stores ll/tomb, consumes the
@@ -685,6 +685,11 @@ static int tailer_hold(const tailer *tl, const table_tail *t, shard *s, const re
     return 0;
 }
 
+/* When a held shard is looked at again (AGENT_HOLD_*). */
+static long long tailer_hold_next(const shard *s, long long now) {
+    return now + (now - s->held_since < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
+}
+
 /* 1 when the token the held page of s waits for is certainly still tentative and within
  * its hold limit: one SISMEMBER instead of classifying the page again. 0: classify it. */
 static int tailer_still_held(tailer *tl, const table_tail *t, const shard *s, long long now) {
@@ -1070,7 +1075,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     int nrec, nlocal = 0;
 
     if (s->held_page && tailer_still_held(tl, t, s, now)) {
-        s->next_poll = now + (now - s->held_since < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
+        s->next_poll = tailer_hold_next(s, now);
         return;
     }
     resp = s->held_page ? s->held_page : tailer_read(tl, t, s, now);
@@ -1100,7 +1105,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
              * settled (within ms, normally); its NextShardIterator is used after that */
             for (size_t k = 0; k < taken; k++) cJSON_DeleteItemFromArray(records, 0);
             s->held_page = resp;
-            s->next_poll = now + (now - s->held_since < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
+            s->next_poll = tailer_hold_next(s, now);
             return;
         }
     }

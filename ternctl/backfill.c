@@ -3,9 +3,10 @@
  * changes, and items not changed since never reach the new region on their own).
  *
  * Per table in both regions' configs: the source region's table is scanned page by page
- * (eventually consistent: what matters is read again). For each page, the source's last local version of every key
- * (ll:T:KID) is read first (one round trip), then each item again (consistent GetItem):
- * an item read after its ll is at least as new as the change ll names. Its version is
+ * (eventually consistent: what matters is read again). For each page, the source's last
+ * local version of every key (ll:T:KID) is read first (one round trip), then each item
+ * again (consistent GetItem): an item read after its ll is at least as new as the change
+ * ll names. Its version is
  *  - its stored tern:ver when it has a valid one (Tern wrote it, or an application
  *    updated a Tern-written item in place): exact for a replicated write, or older than
  *    the content when an application changed it since; ll is not used then, since a
@@ -277,9 +278,12 @@ int ctl_cmd_backfill(ctl_ctx *c, int argc, char **argv) {
     }
     src = ctl_find(c, from);
     dst = ctl_find(c, to);
-    if (src < 0 || dst < 0 || src == dst) {
-        ctl_err("backfill: %s", src == dst && src >= 0 ? "--from and --to name the same region"
-                                                         : "--from and --to must name regions whose configs are loaded");
+    if (src < 0 || dst < 0) {
+        ctl_err("backfill: region %s has no config loaded (both regions' configs are needed)", src < 0 ? from : to);
+        return CTL_EXIT_ERROR;
+    }
+    if (src == dst) {
+        ctl_err("backfill: --from and --to name the same region");
         return CTL_EXIT_ERROR;
     }
     if (table && (!ctl_has_table(c->cfgs[src], table) || !ctl_has_table(c->cfgs[dst], table))) {
