@@ -120,8 +120,8 @@ static int apply_token_settle(state *st, const apply_change *c, const char *kpen
                               apply_tok_fate fate) {
     char confirmed[APPLY_TOKEN_MAX], ttl[32];
     redisReply *r;
-    if (!c->is_delete || (fate == APPLY_TOK_NONE && own))
-        return fate == APPLY_TOK_NONE ? apply_token_remove(st, kpend, token, own) : 0;
+    if (fate == APPLY_TOK_NONE && (own || !c->is_delete)) return apply_token_remove(st, kpend, token, own);
+    if (!c->is_delete) return 0; /* written or maybe: a put's echo carries its tern:wid */
     snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, c->version); /* (hiredis has no %c) */
     snprintf(ttl, sizeof ttl, "%ld", c->ttl_s);
     r = state_cmd(st, "EVAL %s 1 %s %s %s %s", APPLY_LUA_CONFIRM, kpend, token, confirmed, ttl);

@@ -75,9 +75,8 @@ typedef struct {
     /* a page held at a REMOVE whose matching delete token is tentative (AGENT_HOLD_*) */
     cJSON *held_page;      /* its GetRecords response (owned), Records from that record on;
                               NULL: none */
-    char held_kid[65];     /* that record's key id, and the token */
-    char held_token[APPLY_TOKEN_MAX];
-    long long held_since;  /* monotonic ms when the token was first seen tentative */
+    char held_kid[65];     /* that record's key id */
+    size_t held;           /* its token: tentative[held] */
     hold_seen tentative[TAILER_HOLD_TOKENS]; /* a ring, next at tentative_next */
     size_t tentative_next;
 } shard;
@@ -655,39 +654,34 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
  * is to stop before r, its DeleteItem not answered yet (AGENT_HOLD_*); 0 when it has been
  * held at r for the hold limit (logged): the token is then taken for confirmed. */
 static int tailer_hold(const tailer *tl, const table_tail *t, shard *s, const rec_view *r, const char *token) {
-    long long now = daemon_mono_ms(), first = now;
+    long long now = daemon_mono_ms();
     size_t i;
-    for (i = 0; i < TAILER_HOLD_TOKENS; i++)
-        if (strcmp(s->tentative[i].token, token) == 0) {
-            first = s->tentative[i].first;
-            break;
-        }
+    for (i = 0; i < TAILER_HOLD_TOKENS && strcmp(s->tentative[i].token, token) != 0; i++) {}
     if (i == TAILER_HOLD_TOKENS) { /* a new hold: counted in acnt:T held (best effort) */
-        hold_seen *e = &s->tentative[s->tentative_next];
         char key[512];
         redisReply *rep;
-        s->tentative_next = (s->tentative_next + 1) % TAILER_HOLD_TOKENS;
-        snprintf(e->token, sizeof e->token, "%s", token);
-        e->first = now;
+        i = s->tentative_next;
+        s->tentative_next = (i + 1) % TAILER_HOLD_TOKENS;
+        snprintf(s->tentative[i].token, sizeof s->tentative[i].token, "%s", token);
+        s->tentative[i].first = now;
         if (state_key(tl->st, key, sizeof key, STATE_K_ACNT, t->name) == 0 &&
             (rep = state_cmd(tl->st, "HINCRBY %s held 1", key)))
             freeReplyObject(rep);
     }
-    if (now - first < tl->hold_max_ms) {
+    if (now - s->tentative[i].first < tl->hold_max_ms) {
         snprintf(s->held_kid, sizeof s->held_kid, "%s", r->kid);
-        snprintf(s->held_token, sizeof s->held_token, "%s", token);
-        s->held_since = first;
+        s->held = i;
         return 1;
     }
     log_warn(NULL, "table %s shard %s: key %s: delete token %s still tentative after %lld ms (its writer crashed, "
              "is down or cannot reach the store since its DeleteItem): taking record %s for its echo", t->name, s->id,
-             r->kid, token, now - first, r->seq);
+             r->kid, token, now - s->tentative[i].first, r->seq);
     return 0;
 }
 
 /* When a held shard is looked at again (AGENT_HOLD_*). */
 static long long tailer_hold_next(const shard *s, long long now) {
-    return now + (now - s->held_since < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
+    return now + (now - s->tentative[s->held].first < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
 }
 
 /* 1 when the token the held page of s waits for is certainly still tentative and within
@@ -696,10 +690,11 @@ static int tailer_still_held(tailer *tl, const table_tail *t, const shard *s, lo
     char key[512];
     redisReply *r;
     int held;
-    if (now - s->held_since >= tl->hold_max_ms ||
+    const hold_seen *h = &s->tentative[s->held];
+    if (now - h->first >= tl->hold_max_ms ||
         state_key(tl->st, key, sizeof key, STATE_K_PEND, t->name, s->held_kid) != 0)
         return 0;
-    r = state_cmd(tl->st, "SISMEMBER %s %s", key, s->held_token);
+    r = state_cmd(tl->st, "SISMEMBER %s %s", key, h->token);
     held = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     if (r) freeReplyObject(r);
     return held;
@@ -888,15 +883,16 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         if (v->n_consumed) {
             state_key(tl->st, k1, sizeof k1, STATE_K_PEND, t->name, v->kid);
             for (size_t j = 0; j < v->n_consumed; j++) {
-                char confirmed[APPLY_TOKEN_MAX];
                 /* a tentative token taken at its hold limit goes with its confirmation,
                  * should its writer confirm it meanwhile (the repairs of this batch take
                  * time): "D" of that version can only be that same delete's */
-                snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, v->consumed[j] + 1);
-                if (v->consumed[j][0] == APPLY_TOKEN_TENTATIVE)
+                if (v->consumed[j][0] == APPLY_TOKEN_TENTATIVE) {
+                    char confirmed[APPLY_TOKEN_MAX]; /* (hiredis has no %c) */
+                    snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, v->consumed[j] + 1);
                     state_append(tl->st, "SREM %s %s %s", k1, v->consumed[j], confirmed);
-                else
+                } else {
                     state_append(tl->st, "SREM %s %s", k1, v->consumed[j]);
+                }
                 nrep++;
             }
         }

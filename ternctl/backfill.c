@@ -33,6 +33,7 @@
  * failed: exit 1, and running the command again completes it. An error reading the
  * source stops the run (exit 2).
  * Threading: single-threaded (the handles of ctl_ctx). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ static void bf_sleep_ms(long long ms) {
     if (ms <= 0) return;
     ts.tv_sec = ms / 1000;
     ts.tv_nsec = (ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0) {}
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
 /* The version to copy item at (see the header): a valid stored tern:ver, else the
@@ -104,7 +105,7 @@ static int bf_item(bfill *b, ctl_ctx *c, store *ss, store *ds, state *dst, const
         ctl_store_fail(c, b->src, "GetItem", st);
         return -1;
     }
-    if (!item) { /* deleted since the scan: the delete is shipped as a change */
+    if (!item) { /* deleted since the scan: nothing to copy */
         b->gone++;
         return 0;
     }
@@ -198,25 +199,12 @@ out:
 static int bf_table(bfill *b, ctl_ctx *c) {
     store *ss = ctl_store(c, b->src), *ds = ctl_store(c, b->dst);
     state *sst = ctl_state(c, b->src), *dst = ctl_state(c, b->dst);
-    store_table_info si, di;
+    const int regs[2] = {b->src, b->dst};
+    store_table_info si;
     store_status st;
     cJSON *resp = NULL, *start = NULL;
     int rc = -1;
-    if (!ss || !ds || !sst || !dst) return -1;
-    if ((st = store_describe_table(ss, b->table, &si)) != STORE_OK) {
-        ctl_store_fail(c, b->src, "DescribeTable", st);
-        return -1;
-    }
-    if ((st = store_describe_table(ds, b->table, &di)) != STORE_OK) {
-        ctl_store_fail(c, b->dst, "DescribeTable", st);
-        return -1;
-    }
-    if (strcmp(si.hash_key, di.hash_key) != 0 || strcmp(si.range_key, di.range_key) != 0) {
-        ctl_err("table %s: key schemas differ: %s has (%s%s%s), %s has (%s%s%s)", b->table,
-                c->cfgs[b->src]->region, si.hash_key, *si.range_key ? ", " : "", si.range_key,
-                c->cfgs[b->dst]->region, di.hash_key, *di.range_key ? ", " : "", di.range_key);
-        return -1;
-    }
+    if (!ss || !ds || !sst || !dst || ctl_key_schema(c, regs, 2, b->table, &si) != 0) return -1;
     b->names[0] = si.hash_key;
     b->names[1] = si.range_key;
     b->n_names = *si.range_key ? 2 : 1;
@@ -272,24 +260,7 @@ int ctl_cmd_backfill(ctl_ctx *c, int argc, char **argv) {
             return CTL_EXIT_ERROR;
         }
     }
-    if (!from || !to) {
-        ctl_err("backfill: --from R1 and --to R2 are required");
-        return CTL_EXIT_ERROR;
-    }
-    src = ctl_find(c, from);
-    dst = ctl_find(c, to);
-    if (src < 0 || dst < 0) {
-        ctl_err("backfill: region %s has no config loaded (both regions' configs are needed)", src < 0 ? from : to);
-        return CTL_EXIT_ERROR;
-    }
-    if (src == dst) {
-        ctl_err("backfill: --from and --to name the same region");
-        return CTL_EXIT_ERROR;
-    }
-    if (table && (!ctl_has_table(c->cfgs[src], table) || !ctl_has_table(c->cfgs[dst], table))) {
-        ctl_err("backfill: table %s is not in both %s and %s", table, c->cfgs[src]->path, c->cfgs[dst]->path);
-        return CTL_EXIT_ERROR;
-    }
+    if (ctl_find_link(c, "backfill", from, to, table, &src, &dst) != 0) return CTL_EXIT_ERROR;
     if (c->json) {
         doc = cJSON_CreateObject();
         jtabs = doc ? cJSON_AddArrayToObject(doc, "tables") : NULL;

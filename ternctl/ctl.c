@@ -131,6 +131,52 @@ int ctl_has_table(const cfg_region *cfg, const char *table) {
     return 0;
 }
 
+int ctl_find_link(const ctl_ctx *c, const char *cmd, const char *from, const char *to, const char *table, int *r1,
+                  int *r2) {
+    if (!from || !to) {
+        ctl_err("%s: --from R1 and --to R2 are required", cmd);
+        return -1;
+    }
+    *r1 = ctl_find(c, from);
+    *r2 = ctl_find(c, to);
+    if (*r1 < 0 || *r2 < 0) {
+        ctl_err("%s: region %s has no config loaded (both regions' configs are needed)", cmd, *r1 < 0 ? from : to);
+        return -1;
+    }
+    if (!cfg_peer_find(c->cfgs[*r1], to)) {
+        ctl_err("%s: %s is not a peer of %s in %s", cmd, to, from, c->cfgs[*r1]->path);
+        return -1;
+    }
+    if (table && (!ctl_has_table(c->cfgs[*r1], table) || !ctl_has_table(c->cfgs[*r2], table))) {
+        ctl_err("%s: table %s is not replicated from %s to %s (not in both configs)", cmd, table, from, to);
+        return -1;
+    }
+    return 0;
+}
+
+int ctl_key_schema(ctl_ctx *c, const int *regs, size_t n, const char *table, store_table_info *out) {
+    for (size_t r = 0; r < n; r++) {
+        store_table_info ti;
+        store *s = ctl_store(c, regs[r]);
+        store_status ss;
+        if (!s) return -1;
+        ss = store_describe_table(s, table, &ti);
+        if (ss != STORE_OK) {
+            ctl_store_fail(c, regs[r], "DescribeTable", ss);
+            return -1;
+        }
+        if (r == 0) {
+            *out = ti;
+        } else if (strcmp(ti.hash_key, out->hash_key) != 0 || strcmp(ti.range_key, out->range_key) != 0) {
+            ctl_err("table %s: key schemas differ: %s has (%s%s%s), %s has (%s%s%s)", table, c->cfgs[regs[0]]->region,
+                    out->hash_key, *out->range_key ? ", " : "", out->range_key, c->cfgs[regs[r]]->region, ti.hash_key,
+                    *ti.range_key ? ", " : "", ti.range_key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void ctl_redis_addr(const ctl_ctx *c, int i, char *buf, size_t len) {
     const cfg_region *cfg = c->cfgs[i];
     if (cfg->redis.unix_socket && *cfg->redis.unix_socket)

@@ -130,6 +130,14 @@ void ctl_ctx_free(ctl_ctx *c);
 int ctl_find(const ctl_ctx *c, const char *region);
 /* 1 if cfg lists table. */
 int ctl_has_table(const cfg_region *cfg, const char *table);
+/* The link --from FROM --to TO of command cmd: both given, both configs loaded, TO a peer
+ * of FROM, and table (unless NULL) in both configs. Their config indexes in *r1, *r2; 0,
+ * or -1 after printing why ("cmd: ..."). */
+int ctl_find_link(const ctl_ctx *c, const char *cmd, const char *from, const char *to, const char *table, int *r1,
+                  int *r2);
+/* DescribeTable of table in the n regions regs[]: their key schema in *out (strings in
+ * it), which must be the same in all. 0, or -1 after printing why. */
+int ctl_key_schema(ctl_ctx *c, const int *regs, size_t n, const char *table, store_table_info *out);
 /* The region's Redis handle (opened now if needed); NULL after printing an error
  * naming the region and address. Borrowed from c. */
 state *ctl_state(ctl_ctx *c, int i);

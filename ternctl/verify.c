@@ -177,25 +177,7 @@ static int ctl_verify_table(ctl_ctx *c, vtable *t, int segments, size_t max_diff
     t->skipped = calloc(t->nr, sizeof *t->skipped);
     t->diffs = calloc(max_diffs ? max_diffs : 1, sizeof *t->diffs);
     if (!t->maps || !t->items || !t->skipped || !t->diffs) goto oom;
-    for (size_t r = 0; r < t->nr; r++) {
-        store_table_info ti;
-        store *s = ctl_store(c, t->regs[r]);
-        store_status ss;
-        if (!s) return -1;
-        ss = store_describe_table(s, t->table, &ti);
-        if (ss != STORE_OK) {
-            ctl_store_fail(c, t->regs[r], "DescribeTable", ss);
-            return -1;
-        }
-        if (r == 0) {
-            ti0 = ti;
-        } else if (strcmp(ti.hash_key, ti0.hash_key) != 0 || strcmp(ti.range_key, ti0.range_key) != 0) {
-            ctl_err("table %s: key schemas differ: %s has (%s%s%s), %s has (%s%s%s)", t->table,
-                    c->cfgs[t->regs[0]]->region, ti0.hash_key, *ti0.range_key ? ", " : "", ti0.range_key,
-                    c->cfgs[t->regs[r]]->region, ti.hash_key, *ti.range_key ? ", " : "", ti.range_key);
-            return -1;
-        }
-    }
+    if (ctl_key_schema(c, t->regs, t->nr, t->table, &ti0) != 0) return -1;
     for (size_t r = 0; r < t->nr; r++) {
         memset(&v, 0, sizeof v);
         if (pthread_mutex_init(&v.mu, NULL) != 0) goto oom;

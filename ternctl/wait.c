@@ -443,24 +443,7 @@ int ctl_cmd_wait(ctl_ctx *c, int argc, char **argv) {
             return CTL_EXIT_ERROR;
         }
     }
-    if (!from || !to) {
-        ctl_err("wait-caught-up: --from R1 and --to R2 are required");
-        return CTL_EXIT_ERROR;
-    }
-    r1 = ctl_find(c, from);
-    r2 = ctl_find(c, to);
-    if (r1 < 0 || r2 < 0) {
-        ctl_err("wait-caught-up: region %s has no config loaded (both regions' configs are needed)", r1 < 0 ? from : to);
-        return CTL_EXIT_ERROR;
-    }
-    if (!cfg_peer_find(c->cfgs[r1], to)) {
-        ctl_err("wait-caught-up: %s is not a peer of %s in %s", to, from, c->cfgs[r1]->path);
-        return CTL_EXIT_ERROR;
-    }
-    if (table && (!ctl_has_table(c->cfgs[r1], table) || !ctl_has_table(c->cfgs[r2], table))) {
-        ctl_err("wait-caught-up: table %s is not replicated from %s to %s (not in both configs)", table, from, to);
-        return CTL_EXIT_ERROR;
-    }
+    if (ctl_find_link(c, "wait-caught-up", from, to, table, &r1, &r2) != 0) return CTL_EXIT_ERROR;
     if (!ctl_state(c, r1) || !ctl_state(c, r2)) return CTL_EXIT_ERROR;
     ts = calloc(c->cfgs[r1]->n_tables, sizeof *ts);
     if (!ts) {
