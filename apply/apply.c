@@ -1,7 +1,8 @@
 /* apply.c -- conditional, echo-marked writes of versioned changes (see apply.h).
  *
  * Owns nothing between calls. Per change, in order:
- *   1. one Redis round trip: [GET ll, GET tomb,] SADD pend token, EXPIRE pend;
+ *   1. one Redis round trip: [GET ll, GET tomb,] the pend token (a put's: SADD; a
+ *      delete's: APPLY_LUA_DELTOKEN), EXPIRE pend;
  *   2. precheck (optional): a version <= max(ll, tomb) is lost (or the same), except
  *      a delete whose own version is the tombstone: it is written again (step 3 raised
  *      the tombstone before the DeleteItem, which may have failed);
@@ -16,16 +17,20 @@
  *        it stays: the write may have happened and its echo must still be recognised.
  *        The same holds when the store client retried inside the call: a condition
  *        failure naming our own tern:wid is our earlier attempt (written);
- *      - a delete's token is tentative ("T<version>") until its DeleteItem has answered
- *        (the agent holds a REMOVE whose matching token is tentative), then confirmed
- *        ("D<version>", atomically and only while still pending: APPLY_LUA_CONFIRM) if
- *        an item was removed or may have been, or taken back if certainly nothing was.
- *        It is the same text on every attempt of one change, so when SADD finds it
- *        already there an earlier attempt (before a crash or a failed watermark save)
- *        added it and may have deleted the item, its stream record unread: this attempt
- *        confirms it rather than taking it back. After a transient error it stays
- *        tentative: the retry of the change settles it. A DeleteItem never sent (Redis
- *        failed raising the tombstone) takes its own token back;
+ *      - a delete's token is tentative ("T<version>@<ms>", ms: this host's wall clock
+ *        when the token was added, before the DeleteItem was sent) until its DeleteItem
+ *        has answered (the agent holds a REMOVE whose matching token is tentative), then
+ *        confirmed ("D<version>@<ms>", same ms, atomically and only while still pending:
+ *        APPLY_LUA_CONFIRM) if an item was removed or may have been, or taken back if
+ *        certainly nothing was. The ms bounds the echo: a REMOVE the DeleteItem made was
+ *        created before ms + the longest store call, so the agent does not take a REMOVE
+ *        created well after that for it (agent.h, AGENT_TOKEN_CLOCK_MARGIN_MS). Adding
+ *        it replaces any token of the same version (APPLY_LUA_DELTOKEN): one found means
+ *        an earlier attempt (before a crash or a failed watermark save) may have deleted
+ *        the item, its stream record unread, so this attempt confirms the token rather
+ *        than taking it back, and its ms moves on to this attempt's. After a transient
+ *        error it stays tentative: the retry of the change settles it. A DeleteItem never
+ *        sent (Redis failed raising the tombstone) takes its own token back;
  *   6. a repair or a backfill copy (APPLY_TOMBCHECK) reads the tombstone again once
  *      written, and deletes itself again if a newer delete overtook it
  *      (apply_undo_repair).
@@ -38,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "item.h"
 #include "log.h"
@@ -51,6 +57,13 @@ const char *apply_result_name(apply_result r) {
     case APPLY_ERROR: return "error";
     }
     return "?";
+}
+
+/* This host's wall clock (CLOCK_REALTIME), ms: a delete token's time. */
+static long long apply_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void apply_copy_reply(const redisReply *r, char *out) {
@@ -113,8 +126,21 @@ typedef enum {
     "redis.call('SADD', KEYS[1], ARGV[2]) redis.call('EXPIRE', KEYS[1], ARGV[3]) end " \
     "return 1"
 
+/* Lua: adds a delete's tentative token ARGV[1] ("T<version>@<ms>") in place of any
+ * token of the same version ARGV[2] left by an earlier attempt of the change ("T" or "D",
+ * with or without "@<ms>"; not an undo token "D<version>/..."). Returns 1 if none was
+ * there (the token is this attempt's own), 0 if one was replaced. */
+#define APPLY_LUA_DELTOKEN \
+    "local own = 1 " \
+    "for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do " \
+    "local c = string.sub(m, 1, 1) " \
+    "if (c == 'T' or c == 'D') and (m:sub(2) == ARGV[2] or m:sub(2, #ARGV[2] + 2) == ARGV[2] .. '@') then " \
+    "redis.call('SREM', KEYS[1], m) own = 0 end end " \
+    "redis.call('SADD', KEYS[1], ARGV[1]) " \
+    "return own"
+
 /* Settles the echo token of change c after its attempt (apply.c header, step 5). own: this
- * attempt's SADD added it. 0, or -1 (Redis failed; the token may stay tentative, which the
+ * attempt's token was not there before it (APPLY_LUA_DELTOKEN, or a put's SADD). 0, or -1 (Redis failed; the token may stay tentative, which the
  * caller reports as APPLY_ERROR so that the change is retried and settles it). */
 static int apply_token_settle(state *st, const apply_change *c, const char *kpend, const char *token, int own,
                               apply_tok_fate fate) {
@@ -122,7 +148,7 @@ static int apply_token_settle(state *st, const apply_change *c, const char *kpen
     redisReply *r;
     if (fate == APPLY_TOK_NONE && (own || !c->is_delete)) return apply_token_remove(st, kpend, token, own);
     if (!c->is_delete) return 0; /* written or maybe: a put's echo carries its tern:wid */
-    snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, c->version); /* (hiredis has no %c) */
+    snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, token + 1); /* (hiredis has no %c) */
     snprintf(ttl, sizeof ttl, "%ld", c->ttl_s);
     r = state_cmd(st, "EVAL %s 1 %s %s %s %s", APPLY_LUA_CONFIRM, kpend, token, confirmed, ttl);
     if (!r) return -1;
@@ -402,7 +428,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     redisReply *rep[4] = {0};
     size_t n = 0;
     apply_result res = APPLY_ERROR;
-    int own_token;   /* SADD added the token: this call may remove it */
+    int own_token;   /* the token was not there before: this call may remove it */
 
     if (winner) winner[0] = '\0';
     if (state_key(st, kll, sizeof kll, STATE_K_LASTLOCAL, c->table, c->kid) != 0 ||
@@ -412,7 +438,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         return APPLY_ERROR;
     }
     if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return APPLY_ERROR;
-    if (c->is_delete) snprintf(token, sizeof token, "%c%s", APPLY_TOKEN_TENTATIVE, c->version);
+    if (c->is_delete) snprintf(token, sizeof token, "%c%s@%lld", APPLY_TOKEN_TENTATIVE, c->version, apply_wall_ms());
     else snprintf(token, sizeof token, "%s", wid);
 
     /* 1. one round trip: what the region knows of the key, and the echo token */
@@ -421,7 +447,8 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         state_append(st, "GET %s", ktomb);
         n = 2;
     }
-    state_append(st, "SADD %s %s", kpend, token);
+    if (c->is_delete) state_append(st, "EVAL %s 1 %s %s %s", APPLY_LUA_DELTOKEN, kpend, token, c->version);
+    else state_append(st, "SADD %s %s", kpend, token);
     state_append(st, "EXPIRE %s %ld", kpend, c->ttl_s);
     n += 2;
     if (state_flush_ok(st, rep, n) != 0) { /* no write without its token */

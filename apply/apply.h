@@ -7,12 +7,18 @@
  *     writer only when the write certainly did not happen (condition failed).
  *
  * Echo tokens: a put's token is the tern:wid it writes ("<region>.<16 hex>"). A delete's
- * is "T<version>" (tentative) until its DeleteItem has answered, then "D<version>"
- * (confirmed: an item was removed, or may have been), or taken back (nothing removed).
- * The agent does not classify a REMOVE whose matching token is tentative until the token
- * is settled (agent.h, AGENT_HOLD_*): an application's delete of the key made
- * while the replicator's DeleteItem was on its way (which then finds nothing) was taken
- * for its echo and never shipped. The delete that undoes a repair landed after a newer
+ * is "T<version>@<ms>" (tentative) until its DeleteItem has answered, then
+ * "D<version>@<ms>" (confirmed: an item was removed, or may have been), or taken back
+ * (nothing removed); ms is the writer's wall clock (ms since the epoch) when it added the
+ * token, just before sending the DeleteItem. The agent does not classify a REMOVE whose
+ * matching token is tentative until the token is settled (agent.h, AGENT_HOLD_*): an
+ * application's delete of the key made while the replicator's DeleteItem was on its way
+ * (which then finds nothing) was taken for its echo and never shipped. Nor does it take
+ * for a token's echo a REMOVE created after that DeleteItem can have been made (ms + the
+ * longest store call + AGENT_TOKEN_CLOCK_MARGIN_MS): a token confirmed after an unknown
+ * outcome that removed nothing would otherwise hide the key's next local delete for the
+ * whole TTL. Tokens without "@<ms>" (written before it existed) have no such bound. The
+ * delete that undoes a repair landed after a newer
  * delete (APPLY_TOMBCHECK) has "D<tombstone version>/<repair version>", matched only with
  * the REMOVE of an item stored at the repair version. Tokens expire with the key after
  * the tombstone TTL when a write's outcome was never seen.
@@ -81,7 +87,8 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
  * not answered yet). Region names are lower case, so no put token starts with either. */
 #define APPLY_TOKEN_DELETE 'D'
 #define APPLY_TOKEN_TENTATIVE 'T'
-/* Size of an echo token with its NUL (the longest: "D<version>/<version>"). */
+/* Size of an echo token with its NUL (the longest: "D<version>/<version>"; a delete's
+ * "D<version>@<ms>" is shorter). */
 #define APPLY_TOKEN_MAX (2 * LWW_VERSION_STRLEN + 1)
 /* Largest group apply_puts takes (TransactWriteItems' limit). */
 #define APPLY_GROUP_MAX 100

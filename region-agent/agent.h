@@ -65,6 +65,17 @@
 #define AGENT_HOLD_FAST_MS 100
 #define AGENT_HOLD_SLOW_MS 100
 #define AGENT_HOLD_SLACK_MS 5000
+/* A delete token "T/D<version>@<ms>" (apply.h) is not matched with a stream record created
+ * (ApproximateCreationDateTime, rounded down: to the second on DynamoDB, to the minute on
+ * DynamoDB Local) more than daemon_store_call_max_ms (23 s with the defaults) plus this
+ * margin after its ms: its DeleteItem was made before then, and a key's records are read
+ * in order, so such a record's key has no echo of it left to come. The token is then
+ * spent as stale (acnt:T stale): its delete removed nothing though its outcome was
+ * unknown (the store client retried inside the call, or the writer crashed before the
+ * answer), and it would have hidden the key's next local delete. The margin covers the
+ * writer's clock running behind the store's (ms); behind by more, an echo could be
+ * shipped as a local delete. */
+#define AGENT_TOKEN_CLOCK_MARGIN_MS 60000
 #define AGENT_HOUSEKEEP_MS 500
 #define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */
 #define AGENT_DRAIN_MS 5000     /* on stop: wait at most this long for outstanding acks */

@@ -18,7 +18,9 @@
  *        whose echo is still to come, already wrote that version (repair notes). A
  *        REMOVE whose matching token is tentative ("T": its DeleteItem has not
  *        answered) is not classified yet: the batch is committed up to it, and the rest
- *        of the page kept and classified again until the token is settled (tailer_hold);
+ *        of the page kept and classified again until the token is settled (tailer_hold).
+ *        A delete token is never matched with a record created after its DeleteItem can
+ *        have been made; it is spent as stale instead (AGENT_TOKEN_CLOCK_MARGIN_MS);
  *      - local: versioned by the clock after observing the overwritten state's version,
  *        so a change made on top of a replicated item wins over it (guarantee 3);
  *   3. one MULTI/EXEC appends the local changes to log:T, stores ll/tomb, consumes the
@@ -34,6 +36,7 @@
  * Threading: runs on its own thread; talks to the shipper only through the notify
  * socket and the shared atomics in agent_ctx. */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +122,8 @@ typedef struct {
     size_t n_tables;
     long ttl_s;
     long long hold_max_ms;            /* hold limit of a tentative delete token (agent.h) */
+    long long token_bound_ms;         /* a delete token "@<ms>" is stale for records created
+                                         after ms + this (AGENT_TOKEN_CLOCK_MARGIN_MS) */
     long long last_redis_warn;        /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;              /* Redis failures not logged since then */
 } tailer;
@@ -407,22 +412,37 @@ static int tailer_pending(const key_view *v, const char *token) {
     return 0;
 }
 
-/* The version a delete token names, copied into out (LWW_VERSION_STRLEN): "D<version>"
- * or, tentative, "T<version>", or "D<version>/<repair version>" for the delete that undid a
- * repair overtaken by that delete (apply.h). *undo: the repair version after the '/', or
- * NULL for a plain delete. Returns out, "" if tok is not a delete token. */
+/* The version a delete token names, copied into out (LWW_VERSION_STRLEN): "D<version>@<ms>"
+ * or, tentative, "T<version>@<ms>" ("@<ms>" absent in tokens written before it existed),
+ * or "D<version>/<repair version>" for the delete that undid a repair overtaken by that
+ * delete (apply.h). *undo: the repair version after the '/', or NULL for a plain delete.
+ * Returns out, "" if tok is not a delete token. */
 static const char *tailer_token_version(const char *tok, char *out, const char **undo) {
     size_t n;
     out[0] = '\0';
     *undo = NULL;
     if (tok[0] != APPLY_TOKEN_DELETE && tok[0] != APPLY_TOKEN_TENTATIVE) return out;
-    n = strcspn(tok + 1, "/");
+    n = strcspn(tok + 1, "/@");
     if (n < LWW_VERSION_STRLEN) {
         memcpy(out, tok + 1, n);
         out[n] = '\0';
     }
     if (tok[1 + n] == '/') *undo = tok + 2 + n;
     return out;
+}
+
+/* 1 when tok is a plain delete token "T/D<version>@<ms>" that cannot be the echo of a
+ * record created at created_ms (-1: unknown): its DeleteItem was made before
+ * ms + token_bound_ms (AGENT_TOKEN_CLOCK_MARGIN_MS). */
+static int tailer_token_stale(const tailer *tl, const char *tok, long long created_ms) {
+    const char *at = strchr(tok, '@');
+    char *end;
+    long long ms;
+    if (created_ms < 0 || !at || (tok[0] != APPLY_TOKEN_DELETE && tok[0] != APPLY_TOKEN_TENTATIVE)) return 0;
+    errno = 0;
+    ms = strtoll(at + 1, &end, 10);
+    if (errno || end == at + 1 || *end || ms < 0 || ms > LLONG_MAX - tl->token_bound_ms) return 0;
+    return created_ms > ms + tl->token_bound_ms;
 }
 
 /* The delete token of a REMOVE record whose deleted item had stored version `stored`
@@ -492,11 +512,30 @@ typedef struct {
     const char *seq;
     const cJSON *keys, *newi, *oldi;
     int is_delete;
+    long long created_ms;           /* ApproximateCreationDateTime, rounded down, ms; -1: none */
     int local;                      /* classified as a local change, versioned ver */
     char ver[LWW_VERSION_STRLEN];
     cJSON *img;                     /* local put: the image to ship (owned) */
     char *kid;      /* owned */
 } rec_view;
+
+/* Spends, with record r of key v, the pending delete tokens of v that are stale for it
+ * (tailer_token_stale): r and the key's records after it are not their echoes. Returns
+ * how many. */
+static long tailer_spend_stale(const tailer *tl, const table_tail *t, key_view *v, const rec_view *r) {
+    long n = 0;
+    if (r->created_ms < 0 || !v->pend || v->pend->type != REDIS_REPLY_ARRAY) return 0;
+    for (size_t i = 0; i < v->pend->elements; i++) {
+        const char *tok = v->pend->element[i]->str;
+        if (!tailer_token_stale(tl, tok, r->created_ms) || !tailer_pending(v, tok)) continue;
+        log_info(NULL, "table %s: key %s: delete token %s is stale at record %s (created %lld ms, over %lld ms after "
+                 "the token): its delete removed nothing; spent", t->name, r->kid, tok, r->seq, r->created_ms,
+                 tl->token_bound_ms);
+        v->consumed[v->n_consumed++] = tok;
+        n++;
+    }
+    return n;
+}
 
 /* The image a local put ships: the new image without Tern's attributes, repaired of
  * DynamoDB Local's empty-map rendering. NULL (logged) if it cannot be shipped. */
@@ -712,7 +751,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     size_t rep_len = 0;    /* slots in rep */
     char logkey[512], ckptkey[512], hlckey[256], acntkey[512], k1[512];
     const cJSON *rec;
-    long n_local = 0, n_echo = 0, n_repaired = 0, n_invalid = 0;
+    long n_local = 0, n_echo = 0, n_repaired = 0, n_invalid = 0, n_stale = 0;
     int rc = -1;
     lww_version last;
     char lastv[LWW_VERSION_STRLEN];
@@ -730,7 +769,11 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(rec, "dynamodb");
         const cJSON *ev = cJSON_GetObjectItemCaseSensitive(rec, "eventName");
         const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "SequenceNumber");
+        const cJSON *created = cJSON_GetObjectItemCaseSensitive(d, "ApproximateCreationDateTime");
         rec_view *r = &recs[idx++];
+        /* epoch seconds; ignored unless plausible (before the year 5000) */
+        r->created_ms = cJSON_IsNumber(created) && created->valuedouble > 0 && created->valuedouble < 1e11
+                            ? (long long)created->valuedouble * 1000 : -1; /* (truncated: floor) */
         r->keys = cJSON_GetObjectItemCaseSensitive(d, "Keys");
         r->newi = cJSON_GetObjectItemCaseSensitive(d, "NewImage");
         r->oldi = cJSON_GetObjectItemCaseSensitive(d, "OldImage");
@@ -794,6 +837,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         else old_logical = v->lt; /* only a local delete can be restored: the tombstone may
                                     * already carry a replicated delete still on its way */
         tailer_observe(tl, old_logical);
+        n_stale += tailer_spend_stale(tl, t, v, r);
         token = r->is_delete ? tailer_delete_token(v, tailer_item_version(r->oldi))
                              : item_get_s(r->newi, ITEM_ATTR_WID);
         if (token && tailer_pending(v, token)) {
@@ -905,8 +949,9 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     state_append(tl->st, "HINCRBY %s echo %ld", acntkey, n_echo);
     state_append(tl->st, "HINCRBY %s repaired %ld", acntkey, n_repaired);
     state_append(tl->st, "HINCRBY %s invalid %ld", acntkey, n_invalid);
+    state_append(tl->st, "HINCRBY %s stale %ld", acntkey, n_stale);
     state_append(tl->st, "EXEC");
-    nrep += 7;
+    nrep += 8;
     free(rep);
     rep = calloc(nrep, sizeof *rep);
     rep_len = rep ? nrep : 0;
@@ -1132,6 +1177,7 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
     tl->a = a;
     tl->ttl_s = a->cfg->replicator.tombstone_ttl_s;
     tl->hold_max_ms = daemon_store_call_max_ms(a->cfg) + AGENT_HOLD_SLACK_MS;
+    tl->token_bound_ms = daemon_store_call_max_ms(a->cfg) + AGENT_TOKEN_CLOCK_MARGIN_MS;
     tl->s = daemon_store_new(a->cfg, err, errlen);
     if (!tl->s) return -1;
     tl->streams = daemon_streams_new(a->cfg, err, errlen);

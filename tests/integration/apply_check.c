@@ -22,14 +22,16 @@
  *      repair's tombstone check and its write (made deterministic by stopping the
  *      DynamoDB Local process, DDB_PID, with SIGSTOP while the repair's PutItem is on its
  *      way) does not leave the repaired item behind;
- *   8. a delete's echo token: "T<version>" (tentative) while its DeleteItem is on its way
- *      (DynamoDB Local stopped), then "D<version>" when it removed an item; taken back
- *      when it removed nothing; confirmed when an earlier attempt (crashed) had added the
- *      tentative token, whose DeleteItem may have removed the item; not confirmed when
+ *   8. a delete's echo token: "T<version>@<ms>" (tentative, ms: when it was added) while
+ *      its DeleteItem is on its way (DynamoDB Local stopped), then "D<version>@<ms>" when
+ *      it removed an item; taken back when it removed nothing; confirmed when an earlier
+ *      attempt (crashed) had added the tentative token, whose DeleteItem may have removed
+ *      the item, in its place and with the retry's time; not confirmed when
  *      the agent has spent the tentative token meanwhile (its hold limit passed); the
  *      token set keeps its TTL through the confirmation.
  * usage: apply_check ENDPOINT REDIS_PORT DDB_PID
  * Exits 0 after "apply_check: OK", or 1 with the first failure. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -123,6 +125,37 @@ static long tokens(const change *c, const char *tok, int *has) {
         if (tok && strcmp(r->element[i]->str, tok) == 0) *has = 1;
     freeReplyObject(r);
     return n;
+}
+
+/* 1 when the key's only pending token is the delete token "<kind><version>@<ms>" of c with
+ * lo <= ms <= hi (the wall clock, ms, around the attempt that added it); the token is
+ * copied into tok (APPLY_TOKEN_MAX). */
+static int delete_token(const change *c, char kind, long long lo, long long hi, char *tok) {
+    char key[512], prefix[APPLY_TOKEN_MAX], *end;
+    redisReply *r;
+    int ok = 0;
+    long long ms;
+    CHECK(state_key(ST, key, sizeof key, STATE_K_PEND, TABLE, c->kid) == 0, "key");
+    r = state_cmd(ST, "SMEMBERS %s", key);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY, "SMEMBERS: %s", state_errstr(ST));
+    snprintf(prefix, sizeof prefix, "%c%s@", kind, c->version);
+    tok[0] = '\0';
+    if (r->elements == 1 && strncmp(r->element[0]->str, prefix, strlen(prefix)) == 0) {
+        snprintf(tok, APPLY_TOKEN_MAX, "%s", r->element[0]->str);
+        errno = 0;
+        ms = strtoll(tok + strlen(prefix), &end, 10);
+        ok = !errno && !*end && ms >= lo && ms <= hi;
+    } else if (r->elements) {
+        snprintf(tok, APPLY_TOKEN_MAX, "%s%s", r->element[0]->str, r->elements > 1 ? " and more" : "");
+    }
+    freeReplyObject(r);
+    return ok;
+}
+
+static long long wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Runs apply_puts over cs and returns the number of store requests it made. */
@@ -446,6 +479,7 @@ int main(int argc, char **argv) {
         apply_result res;
         char tok[APPLY_TOKEN_MAX], pend[512];
         redisReply *r;
+        long long t0, t1;
         change_init(&c[0], "G9#a", "0000000009000-000001-eu-west-1", 10);
         change_init(&c[1], "G9#b", "0000000009000-000002-eu-west-1", 10);
         change_init(&c[2], "G9#c", "0000000009000-000003-eu-west-1", 10);
@@ -459,12 +493,14 @@ int main(int argc, char **argv) {
             j.ac.is_delete = 1;
             j.flags = APPLY_PRECHECK;
             waited = 0;
+            t0 = wall_ms();
             CHECK(kill((pid_t)ddb_pid, SIGSTOP) == 0, "SIGSTOP DynamoDB Local");
             CHECK(pthread_create(&th, NULL, repair_thread, &j) == 0, "pthread_create");
             while (tokens(&c[k], NULL, &has) == 0 && waited++ < 2000) nanosleep(&ts, NULL);
             nanosleep(&ts, NULL); /* its DeleteItem is on its way to the stopped store */
-            snprintf(tok, sizeof tok, "T%s", c[k].version);
-            CHECK(tokens(&c[k], tok, &has) == 1 && has, "8: the token of a delete on its way is not %s alone", tok);
+            t1 = wall_ms();
+            CHECK(delete_token(&c[k], 'T', t0, t1, tok),
+                  "8: the token of a delete on its way is not T%s@<its time> alone: %s", c[k].version, tok);
             if (k == 3) {
                 CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[k].kid) == 0, "key");
                 r = state_cmd(ST, "SREM %s %s", pend, tok);
@@ -474,10 +510,10 @@ int main(int argc, char **argv) {
             CHECK(kill((pid_t)ddb_pid, SIGCONT) == 0, "SIGCONT DynamoDB Local");
             CHECK(pthread_join(th, NULL) == 0, "pthread_join");
             CHECK(j.res == APPLY_WRITTEN, "8: delete: %s (%s)", apply_result_name(j.res), j.err);
-            snprintf(tok, sizeof tok, "D%s", c[k].version);
             if (k == 0) {
-                CHECK(tokens(&c[k], tok, &has) == 1 && has,
-                      "8: the token of a delete that removed the item is not %s alone", tok);
+                CHECK(delete_token(&c[k], 'D', t0, t1, tok),
+                      "8: the token of a delete that removed the item is not D%s@<its time> alone: %s", c[k].version,
+                      tok);
                 CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[k].kid) == 0, "key");
                 r = state_cmd(ST, "TTL %s", pend);
                 CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer > 0 && r->integer <= 3600,
@@ -493,19 +529,21 @@ int main(int argc, char **argv) {
         res = apply_one(S, ST, &ac, APPLY_PRECHECK, NULL, err, sizeof err);
         CHECK(res == APPLY_WRITTEN, "8: delete of an absent item: %s (%s)", apply_result_name(res), err);
         CHECK(tokens(&c[1], NULL, &has) == 0, "8: a token is pending though the delete removed nothing");
-        /* an earlier attempt added the tentative token and crashed before the answer */
-        snprintf(tok, sizeof tok, "T%s", c[2].version);
+        /* an earlier attempt added the tentative token and crashed before the answer: the
+         * retry takes its place (one token), with the retry's time */
+        snprintf(tok, sizeof tok, "T%s@1000", c[2].version);
         CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[2].kid) == 0, "key");
         r = state_cmd(ST, "SADD %s %s", pend, tok);
         CHECK(r, "SADD: %s", state_errstr(ST));
         freeReplyObject(r);
         ac = repair_of(&c[2]);
         ac.is_delete = 1;
+        t0 = wall_ms();
         res = apply_one(S, ST, &ac, APPLY_PRECHECK, NULL, err, sizeof err);
         CHECK(res == APPLY_WRITTEN, "8: delete retried: %s (%s)", apply_result_name(res), err);
-        snprintf(tok, sizeof tok, "D%s", c[2].version);
-        CHECK(tokens(&c[2], tok, &has) == 1 && has,
-              "8: the retry did not confirm the token of an earlier attempt that may have deleted the item");
+        CHECK(delete_token(&c[2], 'D', t0, wall_ms(), tok),
+              "8: the retry did not confirm, with its own time, the token of an earlier attempt that may have "
+              "deleted the item: %s", tok);
         for (int i = 0; i < 4; i++) change_free(&c[i]);
     }
     state_free(ST);

@@ -21,6 +21,12 @@
 # stopped between its DeleteItem and the answer: the agent holds the shard at that REMOVE
 # for its hold limit, then takes it for the echo and goes on (store.timeout_ms is 1 s
 # here, for a hold limit of 12 s instead of 28).
+# 9. (region-agent/tailer.c) A confirmed delete token left over by a delete whose outcome
+# was unknown and that removed nothing (the store client retried inside the call, or a
+# retry after a crash confirmed it) hid the key's next local delete for the tombstone TTL
+# (48 h): the agent took the application's REMOVE for its echo, did not ship it, and
+# "repaired" the put back. A token now carries the time it was added, and the agent
+# spends it as stale at a record created well after (AGENT_TOKEN_CLOCK_MARGIN_MS).
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2 '.store.timeout_ms = 1000'
@@ -246,7 +252,8 @@ echo0=$(acnt $B echo)
 "$DDBTOOL" wait "$EB" "$TABLE" "$K8" v x 10000 >/dev/null || fail "put did not reach $B"
 for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
 [ "$(acnt $B echo)" -gt "$echo0" ] || fail "$B's agent did not read the put's echo"
-region_redis $B SADD "$PEND8" "T$(printf '%013d' "$(date +%s%3N)")-000000-$A" >/dev/null
+now=$(date +%s%3N)
+region_redis $B SADD "$PEND8" "T$(printf '%013d' "$now")-000000-$A@$now" >/dev/null
 local0=$(acnt $B local) echo0=$(acnt $B echo) held0=$(acnt $B held)
 t0=$(date +%s%3N)
 "$DDBTOOL" delete "$EB" "$TABLE" "$K8" || fail delete
@@ -266,6 +273,33 @@ grep -q "delete token T.* still tentative after" "$(region_run $B)/tern-region-a
 [ "$(acnt $B local)" -eq $((local0 + 1)) ] || fail "$B's agent shipped $(($(acnt $B local) - local0)) local changes, expected 1"
 [ "$(region_redis $B SCARD "$PEND8")" = 0 ] || fail "the tentative token is still pending"
 "$DDBTOOL" delete "$EA" "$TABLE" "$K8" || fail delete # what the stopped replicator's peer had done
+wait_identical 30 $A $B || fail "case 8: regions differ"
+
+# 9. The leftover token of a delete made 200 s ago (its time and version), as a retry
+# confirms it; the application then puts and deletes the key in B.
+note "a delete token left over from an unknown outcome does not hide the key's next local delete"
+K9=$(key_json 14 REDO)
+KID9=$(printf '%s' "$K9" | sha256sum | cut -c1-64)
+PEND9=$(redis_key $B "pend:$TABLE:$KID9")
+then=$(($(date +%s%3N) - 200000))
+region_redis $B SADD "$PEND9" "D$(printf '%013d' "$then")-000000-$A@$then" >/dev/null
+local0=$(acnt $B local) echo0=$(acnt $B echo) stale0=$(acnt $B stale)
+"$DDBTOOL" put "$EB" "$TABLE" '{"PK":{"S":"REDO#14"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EA" "$TABLE" "$K9" v x 10000 >/dev/null || fail "the put did not reach $A"
+"$DDBTOOL" delete "$EB" "$TABLE" "$K9" || fail delete
+"$DDBTOOL" wait "$EA" "$TABLE" "$K9" - - 10000 >/dev/null ||
+  fail "the application's delete in $B did not reach $A: taken for the echo of the leftover token"
+for ((i = 0; i < 50; i++)); do [ "$(acnt $B local)" -ge $((local0 + 2)) ] && break; sleep 0.1; done
+sleep 1 # a repair would have been written by now
+note "$B's agent: local $(($(acnt $B local) - local0)), echo $(($(acnt $B echo) - echo0)), stale $(($(acnt $B stale) - stale0)), repaired $(acnt $B repaired)"
+rc=0; "$DDBTOOL" get "$EB" "$TABLE" "$K9" >/dev/null || rc=$?
+[ "$rc" -eq 3 ] || fail "the application's delete was undone in $B (get: exit $rc)"
+[ "$(acnt $B local)" -eq $((local0 + 2)) ] || fail "$B's agent shipped $(($(acnt $B local) - local0)) local changes, expected 2"
+[ "$(acnt $B echo)" -eq "$echo0" ] || fail "$B's agent took $(($(acnt $B echo) - echo0)) records for echoes, expected 0"
+[ "$(acnt $B stale)" -eq $((stale0 + 1)) ] || fail "$B's agent spent $(($(acnt $B stale) - stale0)) stale tokens, expected 1"
+[ "$(region_redis $B SCARD "$PEND9")" = 0 ] || fail "the stale token is still pending"
+grep -q "delete token D.*@$then is stale" "$(region_run $B)/tern-region-agent.log" ||
+  fail "$B's agent did not log the stale token"
 wait_identical 30 $A $B || fail "regions differ at the end"
 assert_clean_logs
 echo "PASS"
