@@ -17,20 +17,23 @@
  *        it stays: the write may have happened and its echo must still be recognised.
  *        The same holds when the store client retried inside the call: a condition
  *        failure naming our own tern:wid is our earlier attempt (written);
- *      - a delete's token is tentative ("T<version>@<ms>", ms: this host's wall clock
- *        when the token was added, before the DeleteItem was sent) until its DeleteItem
+ *      - a delete's token is tentative ("T<version>@<deadline>") until its DeleteItem
  *        has answered (the agent holds a REMOVE whose matching token is tentative), then
- *        confirmed ("D<version>@<ms>", same ms, atomically and only while still pending:
+ *        confirmed ("D<version>@<deadline>", atomically and only while still pending:
  *        APPLY_LUA_CONFIRM) if an item was removed or may have been, or taken back if
- *        certainly nothing was. The ms bounds the echo: a REMOVE the DeleteItem made was
- *        created before ms + the longest store call, so the agent does not take a REMOVE
- *        created well after that for it (agent.h, AGENT_TOKEN_CLOCK_MARGIN_MS). Adding
- *        it replaces any token of the same version (APPLY_LUA_DELTOKEN): one found means
- *        an earlier attempt (before a crash or a failed watermark save) may have deleted
- *        the item, its stream record unread, so this attempt confirms the token rather
- *        than taking it back, and its ms moves on to this attempt's. After a transient
- *        error it stays tentative: the retry of the change settles it. A DeleteItem never
- *        sent (Redis failed raising the tombstone) takes its own token back;
+ *        certainly nothing was. The deadline (this host's wall clock, ms) is when the
+ *        token was added plus APPLY_DELETE_SEND_MS plus the longest call of the store
+ *        handle: the DeleteItem is sent within APPLY_DELETE_SEND_MS or not at all (the
+ *        attempt fails), so its REMOVE, if any, was created by the deadline, and the
+ *        agent does not take a record created well after it for its echo (agent.h,
+ *        AGENT_TOKEN_CLOCK_MARGIN_MS). Adding a tentative token replaces one of the same
+ *        version (APPLY_LUA_DELTOKEN): one found means an earlier attempt (before a crash
+ *        or a failed watermark save) may have deleted the item, its stream record unread,
+ *        so this attempt confirms the token rather than taking it back, and the deadline
+ *        moves on to this attempt's. A confirmed token of the same version is left as it
+ *        is (the agent may be consuming it). After a transient error it stays tentative:
+ *        the retry of the change settles it. A DeleteItem never sent (Redis failed or was
+ *        too slow before it) takes its own token back;
  *   6. a repair or a backfill copy (APPLY_TOMBCHECK) reads the tombstone again once
  *      written, and deletes itself again if a newer delete overtook it
  *      (apply_undo_repair).
@@ -126,15 +129,14 @@ typedef enum {
     "redis.call('SADD', KEYS[1], ARGV[2]) redis.call('EXPIRE', KEYS[1], ARGV[3]) end " \
     "return 1"
 
-/* Lua: adds a delete's tentative token ARGV[1] ("T<version>@<ms>") in place of any
- * token of the same version ARGV[2] left by an earlier attempt of the change ("T" or "D",
- * with or without "@<ms>"; not an undo token "D<version>/..."). Returns 1 if none was
- * there (the token is this attempt's own), 0 if one was replaced. */
+/* Lua: adds a delete's tentative token ARGV[1] ("T<version>@<deadline>") in place of a
+ * tentative token of the same version ARGV[2] left by an earlier attempt of the change
+ * (with or without "@<deadline>"). Returns 1 if there was none (the token is this
+ * attempt's own), 0 if one was replaced. */
 #define APPLY_LUA_DELTOKEN \
     "local own = 1 " \
     "for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do " \
-    "local c = string.sub(m, 1, 1) " \
-    "if (c == 'T' or c == 'D') and (m:sub(2) == ARGV[2] or m:sub(2, #ARGV[2] + 2) == ARGV[2] .. '@') then " \
+    "if m:sub(1, 1) == 'T' and (m:sub(2) == ARGV[2] or m:sub(2, #ARGV[2] + 2) == ARGV[2] .. '@') then " \
     "redis.call('SREM', KEYS[1], m) own = 0 end end " \
     "redis.call('SADD', KEYS[1], ARGV[1]) " \
     "return own"
@@ -429,6 +431,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     size_t n = 0;
     apply_result res = APPLY_ERROR;
     int own_token;   /* the token was not there before: this call may remove it */
+    long long t_add = 0; /* a delete's: wall ms when its token was added */
 
     if (winner) winner[0] = '\0';
     if (state_key(st, kll, sizeof kll, STATE_K_LASTLOCAL, c->table, c->kid) != 0 ||
@@ -438,8 +441,13 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         return APPLY_ERROR;
     }
     if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return APPLY_ERROR;
-    if (c->is_delete) snprintf(token, sizeof token, "%c%s@%lld", APPLY_TOKEN_TENTATIVE, c->version, apply_wall_ms());
-    else snprintf(token, sizeof token, "%s", wid);
+    if (c->is_delete) {
+        t_add = apply_wall_ms();
+        snprintf(token, sizeof token, "%c%s@%lld", APPLY_TOKEN_TENTATIVE, c->version,
+                 t_add + APPLY_DELETE_SEND_MS + store_call_max_ms(s));
+    } else {
+        snprintf(token, sizeof token, "%s", wid);
+    }
 
     /* 1. one round trip: what the region knows of the key, and the echo token */
     if (flags & (APPLY_PRECHECK | APPLY_TOMBCHECK)) {
@@ -487,6 +495,12 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
             return APPLY_ERROR;
         }
         freeReplyObject(r);
+        if (apply_wall_ms() - t_add > APPLY_DELETE_SEND_MS) { /* past the token's deadline budget */
+            snprintf(err, errlen, "Redis took over %d ms before the DeleteItem could be sent; not sent",
+                     APPLY_DELETE_SEND_MS);
+            (void)apply_token_remove(st, kpend, token, own_token);
+            return APPLY_ERROR;
+        }
     }
 
     /* 4. the conditional write, and what its answer means for the token */

@@ -7,17 +7,20 @@
  *     writer only when the write certainly did not happen (condition failed).
  *
  * Echo tokens: a put's token is the tern:wid it writes ("<region>.<16 hex>"). A delete's
- * is "T<version>@<ms>" (tentative) until its DeleteItem has answered, then
- * "D<version>@<ms>" (confirmed: an item was removed, or may have been), or taken back
- * (nothing removed); ms is the writer's wall clock (ms since the epoch) when it added the
- * token, just before sending the DeleteItem. The agent does not classify a REMOVE whose
- * matching token is tentative until the token is settled (agent.h, AGENT_HOLD_*): an
- * application's delete of the key made while the replicator's DeleteItem was on its way
- * (which then finds nothing) was taken for its echo and never shipped. Nor does it take
- * for a token's echo a REMOVE created after that DeleteItem can have been made (ms + the
- * longest store call + AGENT_TOKEN_CLOCK_MARGIN_MS): a token confirmed after an unknown
- * outcome that removed nothing would otherwise hide the key's next local delete for the
- * whole TTL. Tokens without "@<ms>" (written before it existed) have no such bound. The
+ * is "T<version>@<deadline>" (tentative) until its DeleteItem has answered, then
+ * "D<version>@<deadline>" (confirmed: an item was removed, or may have been), or taken
+ * back (nothing removed). The deadline, on the writer's wall clock (ms since the epoch),
+ * is when the DeleteItem has been made if it ever is: the token was added, the DeleteItem
+ * sent within APPLY_DELETE_SEND_MS after that (or not at all), and the call lasts at most
+ * store_call_max_ms. The agent does not classify a REMOVE whose matching token is
+ * tentative until the token is settled (agent.h, AGENT_HOLD_*): an application's delete of
+ * the key made while the replicator's DeleteItem was on its way (which then finds nothing)
+ * was taken for its echo and never shipped. Nor does it take for a token's echo a record
+ * created more than AGENT_TOKEN_CLOCK_MARGIN_MS after the deadline: a token confirmed
+ * after an unknown outcome that removed nothing would otherwise hide the key's next local
+ * delete for the whole TTL. Tokens without "@<deadline>" (written before it existed) have
+ * no such bound. (A writer process stopped for longer than that between its last check and
+ * the DeleteItem's send breaks the bound, as it breaks the agent's hold limit.) The
  * delete that undoes a repair landed after a newer
  * delete (APPLY_TOMBCHECK) has "D<tombstone version>/<repair version>", matched only with
  * the REMOVE of an item stored at the repair version. Tokens expire with the key after
@@ -88,8 +91,12 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
 #define APPLY_TOKEN_DELETE 'D'
 #define APPLY_TOKEN_TENTATIVE 'T'
 /* Size of an echo token with its NUL (the longest: "D<version>/<version>"; a delete's
- * "D<version>@<ms>" is shorter). */
+ * "D<version>@<deadline>" is shorter). */
 #define APPLY_TOKEN_MAX (2 * LWW_VERSION_STRLEN + 1)
+/* The longest a delete's Redis steps (its token, the tombstone) may take before its
+ * DeleteItem is sent, ms; past it the attempt fails without sending (part of the token's
+ * deadline). */
+#define APPLY_DELETE_SEND_MS 5000
 /* Largest group apply_puts takes (TransactWriteItems' limit). */
 #define APPLY_GROUP_MAX 100
 /* Fewest puts apply_puts writes in one TransactWriteItems; fewer go as single conditional

@@ -148,11 +148,6 @@ store *daemon_streams_new(const cfg_region *cfg, char *err, size_t errlen) {
     return daemon_store_at(cfg, cfg->store.streams_endpoint, err, errlen);
 }
 
-long long daemon_store_call_max_ms(const cfg_region *cfg) {
-    return (DAEMON_STORE_RETRIES + 1) * (long long)cfg->store.timeout_ms +
-           DAEMON_STORE_RETRIES * (long long)DAEMON_STORE_BACKOFF_CAP_MS;
-}
-
 state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen) {
     state_opts o;
     memset(&o, 0, sizeof o);

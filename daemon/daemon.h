@@ -45,9 +45,6 @@ cfg_region *daemon_reload_config(const cfg_region *cur, const char *path);
 store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen);
 /* The same for the DynamoDB Streams API (store.streams_endpoint). */
 store *daemon_streams_new(const cfg_region *cfg, char *err, size_t errlen);
-/* The longest one call of these store handles can take, in ms: every attempt timing out
- * (store.timeout_ms) and every retry's backoff at its cap. 23,000 with the defaults. */
-long long daemon_store_call_max_ms(const cfg_region *cfg);
 state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen);
 
 /* Monotonic and wall clocks in ms. */

@@ -56,7 +56,7 @@
  * AGENT_HOLD_FAST_MS, then every AGENT_HOLD_SLOW_MS, until the token is confirmed (an
  * echo) or taken back (a local delete: the application's, made while the DeleteItem was
  * on its way). The hold limit is the longest a store call can take
- * (daemon_store_call_max_ms, 23 s with the defaults) plus AGENT_HOLD_SLACK_MS for the
+ * (store_call_max_ms, 23 s with the defaults) plus AGENT_HOLD_SLACK_MS for the
  * peer's resend of a change whose apply failed without an answer. A token still
  * tentative then belongs to a writer that crashed, or is down, between its write and
  * the answer (its retry settles it); the REMOVE is taken for its echo, as it almost
@@ -65,16 +65,16 @@
 #define AGENT_HOLD_FAST_MS 100
 #define AGENT_HOLD_SLOW_MS 100
 #define AGENT_HOLD_SLACK_MS 5000
-/* A delete token "T/D<version>@<ms>" (apply.h) is not matched with a stream record created
- * (ApproximateCreationDateTime, rounded down: to the second on DynamoDB, to the minute on
- * DynamoDB Local) more than daemon_store_call_max_ms (23 s with the defaults) plus this
- * margin after its ms: its DeleteItem was made before then, and a key's records are read
- * in order, so such a record's key has no echo of it left to come. The token is then
- * spent as stale (acnt:T stale): its delete removed nothing though its outcome was
- * unknown (the store client retried inside the call, or the writer crashed before the
- * answer), and it would have hidden the key's next local delete. The margin covers the
- * writer's clock running behind the store's (ms); behind by more, an echo could be
- * shipped as a local delete. */
+/* A delete token "T/D<version>@<deadline>" (apply.h) is not matched with a stream record
+ * created (ApproximateCreationDateTime, rounded down: to the second on DynamoDB, to the
+ * minute on DynamoDB Local) more than this margin after its deadline (28 s after the token
+ * was added with the default store settings): its DeleteItem was made by then if ever,
+ * and a key's records are read in order, so the key has no echo of it left to come. The
+ * token is then spent as stale (acnt:T stale): its delete removed nothing though its
+ * outcome was unknown (the store client retried inside the call, or the writer crashed
+ * before the answer), and it would have hidden the key's next local delete. The margin
+ * covers the writer's clock running behind the store's (ms); behind by more, an echo
+ * could be shipped as a local delete. */
 #define AGENT_TOKEN_CLOCK_MARGIN_MS 60000
 #define AGENT_HOUSEKEEP_MS 500
 #define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */

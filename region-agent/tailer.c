@@ -122,8 +122,6 @@ typedef struct {
     size_t n_tables;
     long ttl_s;
     long long hold_max_ms;            /* hold limit of a tentative delete token (agent.h) */
-    long long token_bound_ms;         /* a delete token "@<ms>" is stale for records created
-                                         after ms + this (AGENT_TOKEN_CLOCK_MARGIN_MS) */
     long long last_redis_warn;        /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;              /* Redis failures not logged since then */
 } tailer;
@@ -412,10 +410,10 @@ static int tailer_pending(const key_view *v, const char *token) {
     return 0;
 }
 
-/* The version a delete token names, copied into out (LWW_VERSION_STRLEN): "D<version>@<ms>"
- * or, tentative, "T<version>@<ms>" ("@<ms>" absent in tokens written before it existed),
- * or "D<version>/<repair version>" for the delete that undid a repair overtaken by that
- * delete (apply.h). *undo: the repair version after the '/', or NULL for a plain delete.
+/* The version a delete token names, copied into out (LWW_VERSION_STRLEN):
+ * "D<version>@<deadline>" or, tentative, "T<version>@<deadline>" ("@<deadline>" absent in
+ * tokens written before it existed), or "D<version>/<repair version>" for the delete that
+ * undid a repair overtaken by that delete (apply.h). *undo: the repair version after the '/', or NULL for a plain delete.
  * Returns out, "" if tok is not a delete token. */
 static const char *tailer_token_version(const char *tok, char *out, const char **undo) {
     size_t n;
@@ -431,18 +429,19 @@ static const char *tailer_token_version(const char *tok, char *out, const char *
     return out;
 }
 
-/* 1 when tok is a plain delete token "T/D<version>@<ms>" that cannot be the echo of a
- * record created at created_ms (-1: unknown): its DeleteItem was made before
- * ms + token_bound_ms (AGENT_TOKEN_CLOCK_MARGIN_MS). */
-static int tailer_token_stale(const tailer *tl, const char *tok, long long created_ms) {
+/* 1 when tok is a plain delete token "T/D<version>@<deadline>" that cannot be the echo of
+ * a record created at created_ms (-1: unknown): its DeleteItem was made, if at all, by its
+ * deadline (apply.h), and created_ms is more than AGENT_TOKEN_CLOCK_MARGIN_MS after it. */
+static int tailer_token_stale(const char *tok, long long created_ms) {
     const char *at = strchr(tok, '@');
     char *end;
-    long long ms;
+    long long deadline;
     if (created_ms < 0 || !at || (tok[0] != APPLY_TOKEN_DELETE && tok[0] != APPLY_TOKEN_TENTATIVE)) return 0;
     errno = 0;
-    ms = strtoll(at + 1, &end, 10);
-    if (errno || end == at + 1 || *end || ms < 0 || ms > LLONG_MAX - tl->token_bound_ms) return 0;
-    return created_ms > ms + tl->token_bound_ms;
+    deadline = strtoll(at + 1, &end, 10);
+    if (errno || end == at + 1 || *end || deadline < 0 || deadline > LLONG_MAX - AGENT_TOKEN_CLOCK_MARGIN_MS)
+        return 0;
+    return created_ms > deadline + AGENT_TOKEN_CLOCK_MARGIN_MS;
 }
 
 /* The delete token of a REMOVE record whose deleted item had stored version `stored`
@@ -522,15 +521,15 @@ typedef struct {
 /* Spends, with record r of key v, the pending delete tokens of v that are stale for it
  * (tailer_token_stale): r and the key's records after it are not their echoes. Returns
  * how many. */
-static long tailer_spend_stale(const tailer *tl, const table_tail *t, key_view *v, const rec_view *r) {
+static long tailer_spend_stale(const table_tail *t, key_view *v, const rec_view *r) {
     long n = 0;
     if (r->created_ms < 0 || !v->pend || v->pend->type != REDIS_REPLY_ARRAY) return 0;
     for (size_t i = 0; i < v->pend->elements; i++) {
         const char *tok = v->pend->element[i]->str;
-        if (!tailer_token_stale(tl, tok, r->created_ms) || !tailer_pending(v, tok)) continue;
-        log_info(NULL, "table %s: key %s: delete token %s is stale at record %s (created %lld ms, over %lld ms after "
-                 "the token): its delete removed nothing; spent", t->name, r->kid, tok, r->seq, r->created_ms,
-                 tl->token_bound_ms);
+        if (!tailer_token_stale(tok, r->created_ms) || !tailer_pending(v, tok)) continue;
+        log_info(NULL, "table %s: key %s: delete token %s is stale at record %s (created at %lld ms, over %d ms "
+                 "after the token's deadline): its delete most likely removed nothing; spent", t->name, r->kid, tok,
+                 r->seq, r->created_ms, AGENT_TOKEN_CLOCK_MARGIN_MS);
         v->consumed[v->n_consumed++] = tok;
         n++;
     }
@@ -694,8 +693,14 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
  * held at r for the hold limit (logged): the token is then taken for confirmed. */
 static int tailer_hold(const tailer *tl, const table_tail *t, shard *s, const rec_view *r, const char *token) {
     long long now = daemon_mono_ms();
-    size_t i;
-    for (i = 0; i < TAILER_HOLD_TOKENS && strcmp(s->tentative[i].token, token) != 0; i++) {}
+    size_t i, n = strcspn(token, "@");
+    /* the same delete: a retry of the change replaces its token with a later deadline, and
+     * the limit keeps running from the first */
+    for (i = 0; i < TAILER_HOLD_TOKENS; i++)
+        if (strncmp(s->tentative[i].token, token, n) == 0 && strcspn(s->tentative[i].token, "@") == n) {
+            snprintf(s->tentative[i].token, sizeof s->tentative[i].token, "%s", token);
+            break;
+        }
     if (i == TAILER_HOLD_TOKENS) { /* a new hold: counted in acnt:T held (best effort) */
         char key[512];
         redisReply *rep;
@@ -837,7 +842,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         else old_logical = v->lt; /* only a local delete can be restored: the tombstone may
                                     * already carry a replicated delete still on its way */
         tailer_observe(tl, old_logical);
-        n_stale += tailer_spend_stale(tl, t, v, r);
+        n_stale += tailer_spend_stale(t, v, r);
         token = r->is_delete ? tailer_delete_token(v, tailer_item_version(r->oldi))
                              : item_get_s(r->newi, ITEM_ATTR_WID);
         if (token && tailer_pending(v, token)) {
@@ -1176,10 +1181,9 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
     memset(tl, 0, sizeof *tl);
     tl->a = a;
     tl->ttl_s = a->cfg->replicator.tombstone_ttl_s;
-    tl->hold_max_ms = daemon_store_call_max_ms(a->cfg) + AGENT_HOLD_SLACK_MS;
-    tl->token_bound_ms = daemon_store_call_max_ms(a->cfg) + AGENT_TOKEN_CLOCK_MARGIN_MS;
     tl->s = daemon_store_new(a->cfg, err, errlen);
     if (!tl->s) return -1;
+    tl->hold_max_ms = store_call_max_ms(tl->s) + AGENT_HOLD_SLACK_MS;
     tl->streams = daemon_streams_new(a->cfg, err, errlen);
     if (!tl->streams) return -1;
     tl->st = daemon_state_new(a->cfg, err, errlen);

@@ -841,6 +841,10 @@ store_status store_create_table(store *s, const store_table_spec *spec)
     return req_send(s, &r, "CreateTable", NULL);
 }
 
+long long store_call_max_ms(const store *s) {
+    return ((long long)s->max_retries + 1) * s->timeout_ms + (long long)s->max_retries * s->backoff_cap_ms;
+}
+
 store_status store_wait_table_active(store *s, const char *table, int timeout_ms,
                                      store_table_info *out)
 {

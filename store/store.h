@@ -105,6 +105,9 @@ void store_free(store *s);
 /* The last call's error as "<AWS error type>: <message>" (or a curl/parse reason);
  * "" after a successful call. Owned by the handle, valid until its next call. */
 const char *store_errstr(const store *s);
+/* The longest one call of s can take, in ms (see "Retries" above): every attempt timing
+ * out and every retry's backoff at its cap. 23,000 with the daemons' defaults. */
+long long store_call_max_ms(const store *s);
 
 /* Generic call: op is the bare operation name ("PutItem", "GetRecords", ...); request
  * is the JSON body (NULL means {}). On STORE_OK *response is the parsed response body.

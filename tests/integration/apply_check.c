@@ -22,11 +22,12 @@
  *      repair's tombstone check and its write (made deterministic by stopping the
  *      DynamoDB Local process, DDB_PID, with SIGSTOP while the repair's PutItem is on its
  *      way) does not leave the repaired item behind;
- *   8. a delete's echo token: "T<version>@<ms>" (tentative, ms: when it was added) while
- *      its DeleteItem is on its way (DynamoDB Local stopped), then "D<version>@<ms>" when
- *      it removed an item; taken back when it removed nothing; confirmed when an earlier
+ *   8. a delete's echo token: "T<version>@<deadline>" (tentative; apply.h) while its
+ *      DeleteItem is on its way (DynamoDB Local stopped), then "D<version>@<deadline>"
+ *      when it removed an item; taken back when it removed nothing; confirmed when an earlier
  *      attempt (crashed) had added the tentative token, whose DeleteItem may have removed
- *      the item, in its place and with the retry's time; not confirmed when
+ *      the item, in its place and with the retry's deadline (other tokens of the key
+ *      stay); not sent when its Redis steps took over APPLY_DELETE_SEND_MS; not confirmed when
  *      the agent has spent the tentative token meanwhile (its hold limit passed); the
  *      token set keeps its TTL through the confirmation.
  * usage: apply_check ENDPOINT REDIS_PORT DDB_PID
@@ -127,26 +128,26 @@ static long tokens(const change *c, const char *tok, int *has) {
     return n;
 }
 
-/* 1 when the key's only pending token is the delete token "<kind><version>@<ms>" of c with
- * lo <= ms <= hi (the wall clock, ms, around the attempt that added it); the token is
- * copied into tok (APPLY_TOKEN_MAX). */
-static int delete_token(const change *c, char kind, long long lo, long long hi, char *tok) {
+/* 1 when the key has n pending tokens, one of them the delete token
+ * "<kind><version>@<deadline>" of c whose deadline is that of an attempt that added it
+ * between wall clock lo and hi (ms; apply.h); that token (or, if none, the first pending
+ * one) is copied into tok (APPLY_TOKEN_MAX). */
+static int delete_token(const change *c, char kind, long long lo, long long hi, size_t n, char *tok) {
     char key[512], prefix[APPLY_TOKEN_MAX], *end;
     redisReply *r;
     int ok = 0;
-    long long ms;
+    long long dl, budget = APPLY_DELETE_SEND_MS + store_call_max_ms(S);
     CHECK(state_key(ST, key, sizeof key, STATE_K_PEND, TABLE, c->kid) == 0, "key");
     r = state_cmd(ST, "SMEMBERS %s", key);
     CHECK(r && r->type == REDIS_REPLY_ARRAY, "SMEMBERS: %s", state_errstr(ST));
     snprintf(prefix, sizeof prefix, "%c%s@", kind, c->version);
-    tok[0] = '\0';
-    if (r->elements == 1 && strncmp(r->element[0]->str, prefix, strlen(prefix)) == 0) {
-        snprintf(tok, APPLY_TOKEN_MAX, "%s", r->element[0]->str);
+    snprintf(tok, APPLY_TOKEN_MAX, "%s", r->elements ? r->element[0]->str : "(none)");
+    for (size_t i = 0; i < r->elements; i++) {
+        if (strncmp(r->element[i]->str, prefix, strlen(prefix)) != 0) continue;
+        snprintf(tok, APPLY_TOKEN_MAX, "%s", r->element[i]->str);
         errno = 0;
-        ms = strtoll(tok + strlen(prefix), &end, 10);
-        ok = !errno && !*end && ms >= lo && ms <= hi;
-    } else if (r->elements) {
-        snprintf(tok, APPLY_TOKEN_MAX, "%s%s", r->element[0]->str, r->elements > 1 ? " and more" : "");
+        dl = strtoll(tok + strlen(prefix), &end, 10);
+        ok = !errno && !*end && dl >= lo + budget && dl <= hi + budget && r->elements == n;
     }
     freeReplyObject(r);
     return ok;
@@ -484,6 +485,7 @@ int main(int argc, char **argv) {
         change_init(&c[1], "G9#b", "0000000009000-000002-eu-west-1", 10);
         change_init(&c[2], "G9#c", "0000000009000-000003-eu-west-1", 10);
         change_init(&c[3], "G9#d", "0000000009000-000004-eu-west-1", 10);
+        change_init(&c[4], "G9#e", "0000000009000-000005-eu-west-1", 10);
         for (int k = 0; k < 4; k += 3) { /* c[0]: confirmed; c[3]: spent by the agent meanwhile */
             put_direct(&c[k], "0000000008900-000001-us-east-1", "us-east-1.older");
             memset(&j, 0, sizeof j);
@@ -499,7 +501,7 @@ int main(int argc, char **argv) {
             while (tokens(&c[k], NULL, &has) == 0 && waited++ < 2000) nanosleep(&ts, NULL);
             nanosleep(&ts, NULL); /* its DeleteItem is on its way to the stopped store */
             t1 = wall_ms();
-            CHECK(delete_token(&c[k], 'T', t0, t1, tok),
+            CHECK(delete_token(&c[k], 'T', t0, t1, 1, tok),
                   "8: the token of a delete on its way is not T%s@<its time> alone: %s", c[k].version, tok);
             if (k == 3) {
                 CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[k].kid) == 0, "key");
@@ -511,7 +513,7 @@ int main(int argc, char **argv) {
             CHECK(pthread_join(th, NULL) == 0, "pthread_join");
             CHECK(j.res == APPLY_WRITTEN, "8: delete: %s (%s)", apply_result_name(j.res), j.err);
             if (k == 0) {
-                CHECK(delete_token(&c[k], 'D', t0, t1, tok),
+                CHECK(delete_token(&c[k], 'D', t0, t1, 1, tok),
                       "8: the token of a delete that removed the item is not D%s@<its time> alone: %s", c[k].version,
                       tok);
                 CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[k].kid) == 0, "key");
@@ -530,21 +532,63 @@ int main(int argc, char **argv) {
         CHECK(res == APPLY_WRITTEN, "8: delete of an absent item: %s (%s)", apply_result_name(res), err);
         CHECK(tokens(&c[1], NULL, &has) == 0, "8: a token is pending though the delete removed nothing");
         /* an earlier attempt added the tentative token and crashed before the answer: the
-         * retry takes its place (one token), with the retry's time */
-        snprintf(tok, sizeof tok, "T%s@1000", c[2].version);
+         * retry takes its place, with its own deadline; tokens of other versions (one a
+         * prefix of this one's text, one with this one's as prefix), an undo token, a put
+         * token, and a confirmed token of the same version (the agent may be consuming it)
+         * stay */
         CHECK(state_key(ST, pend, sizeof pend, STATE_K_PEND, TABLE, c[2].kid) == 0, "key");
-        r = state_cmd(ST, "SADD %s %s", pend, tok);
-        CHECK(r, "SADD: %s", state_errstr(ST));
+        snprintf(tok, sizeof tok, "T%.28s@1000", c[2].version); /* (hiredis's format has no precision) */
+        r = state_cmd(ST, "SADD %s T%s@1000 %s T%sx@1000 D%s/0000000008000-000001-eu-west-1 "
+                          "eu-west-1.0123456789abcdef D%s@1000", pend, c[2].version, tok, c[2].version,
+                      c[2].version, c[2].version);
+        CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 6, "SADD: %s", state_errstr(ST));
         freeReplyObject(r);
         ac = repair_of(&c[2]);
         ac.is_delete = 1;
         t0 = wall_ms();
         res = apply_one(S, ST, &ac, APPLY_PRECHECK, NULL, err, sizeof err);
         CHECK(res == APPLY_WRITTEN, "8: delete retried: %s (%s)", apply_result_name(res), err);
-        CHECK(delete_token(&c[2], 'D', t0, wall_ms(), tok),
-              "8: the retry did not confirm, with its own time, the token of an earlier attempt that may have "
-              "deleted the item: %s", tok);
-        for (int i = 0; i < 4; i++) change_free(&c[i]);
+        CHECK(delete_token(&c[2], 'D', t0, wall_ms(), 6, tok),
+              "8: the retry did not confirm, with its own deadline, the token of an earlier attempt that may have "
+              "deleted the item, in its place, leaving the 5 others: %s", tok);
+        snprintf(tok, sizeof tok, "D%s@1000", c[2].version);
+        CHECK(tokens(&c[2], tok, &has) == 6 && has, "8: the retry replaced a confirmed token of its version");
+        /* an attempt whose Redis steps outlast APPLY_DELETE_SEND_MS (Redis stopped for
+         * longer, within its handle's timeout) sends nothing: its token's deadline would
+         * not hold */
+        ac = repair_of(&c[4]);
+        ac.is_delete = 1;
+        put_direct(&c[4], "0000000008900-000001-us-east-1", "us-east-1.older");
+        {
+            pthread_t th2;
+            repair_job j2;
+            state_opts slow_so = so;
+            struct timespec slow = {APPLY_DELETE_SEND_MS / 1000 + 1, 0};
+            long long redis_pid = -1;
+            r = state_cmd(ST, "INFO server");
+            CHECK(r && r->type == REDIS_REPLY_STRING && strstr(r->str, "process_id:"), "INFO server");
+            redis_pid = strtoll(strstr(r->str, "process_id:") + 11, NULL, 10);
+            freeReplyObject(r);
+            CHECK(redis_pid > 1, "redis-server's pid");
+            slow_so.timeout_ms = 30000;
+            memset(&j2, 0, sizeof j2);
+            j2.so = &o;
+            j2.sto = &slow_so;
+            j2.ac = ac;
+            j2.flags = APPLY_PRECHECK;
+            CHECK(kill((pid_t)redis_pid, SIGSTOP) == 0, "SIGSTOP redis-server");
+            CHECK(pthread_create(&th2, NULL, repair_thread, &j2) == 0, "pthread_create");
+            nanosleep(&slow, NULL);
+            CHECK(kill((pid_t)redis_pid, SIGCONT) == 0, "SIGCONT redis-server");
+            CHECK(pthread_join(th2, NULL) == 0, "pthread_join");
+            CHECK(j2.res == APPLY_ERROR && strstr(j2.err, "before the DeleteItem"),
+                  "8: a delete whose Redis steps took over %d ms: %s (%s)", APPLY_DELETE_SEND_MS,
+                  apply_result_name(j2.res), j2.err);
+            stored(&c[4], ver, wid);
+            CHECK(strcmp(wid, "us-east-1.older") == 0, "8: a delete past its token's budget was sent all the same");
+        }
+        CHECK(tokens(&c[4], NULL, &has) == 0, "8: a delete not sent left its token");
+        for (int i = 0; i < 5; i++) change_free(&c[i]);
     }
     state_free(ST);
     store_free(S);

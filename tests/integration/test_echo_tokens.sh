@@ -25,8 +25,12 @@
 # was unknown and that removed nothing (the store client retried inside the call, or a
 # retry after a crash confirmed it) hid the key's next local delete for the tombstone TTL
 # (48 h): the agent took the application's REMOVE for its echo, did not ship it, and
-# "repaired" the put back. A token now carries the time it was added, and the agent
-# spends it as stale at a record created well after (AGENT_TOKEN_CLOCK_MARGIN_MS).
+# "repaired" the put back. A token now carries the deadline of its DeleteItem, and the
+# agent spends it as stale at a record created well after (AGENT_TOKEN_CLOCK_MARGIN_MS).
+# 10. ... but not at a record created within the margin: a delete token whose deadline
+# passed 59 s ago still matches its REMOVE (DynamoDB Local rounds the record's creation
+# down to the minute, so a rule without the margin spends it, except in the minute's last
+# second).
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2 '.store.timeout_ms = 1000'
@@ -252,8 +256,8 @@ echo0=$(acnt $B echo)
 "$DDBTOOL" wait "$EB" "$TABLE" "$K8" v x 10000 >/dev/null || fail "put did not reach $B"
 for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
 [ "$(acnt $B echo)" -gt "$echo0" ] || fail "$B's agent did not read the put's echo"
-now=$(date +%s%3N)
-region_redis $B SADD "$PEND8" "T$(printf '%013d' "$now")-000000-$A@$now" >/dev/null
+now=$(date +%s%3N) # its deadline: now + 5 s + the longest store call (7 s here)
+region_redis $B SADD "$PEND8" "T$(printf '%013d' "$now")-000000-$A@$((now + 12000))" >/dev/null
 local0=$(acnt $B local) echo0=$(acnt $B echo) held0=$(acnt $B held)
 t0=$(date +%s%3N)
 "$DDBTOOL" delete "$EB" "$TABLE" "$K8" || fail delete
@@ -275,8 +279,8 @@ grep -q "delete token T.* still tentative after" "$(region_run $B)/tern-region-a
 "$DDBTOOL" delete "$EA" "$TABLE" "$K8" || fail delete # what the stopped replicator's peer had done
 wait_identical 30 $A $B || fail "case 8: regions differ"
 
-# 9. The leftover token of a delete made 200 s ago (its time and version), as a retry
-# confirms it; the application then puts and deletes the key in B.
+# 9. The leftover token of a delete whose deadline passed 200 s ago, as a retry confirms
+# it; the application then puts and deletes the key in B.
 note "a delete token left over from an unknown outcome does not hide the key's next local delete"
 K9=$(key_json 14 REDO)
 KID9=$(printf '%s' "$K9" | sha256sum | cut -c1-64)
@@ -300,6 +304,27 @@ rc=0; "$DDBTOOL" get "$EB" "$TABLE" "$K9" >/dev/null || rc=$?
 [ "$(region_redis $B SCARD "$PEND9")" = 0 ] || fail "the stale token is still pending"
 grep -q "delete token D.*@$then is stale" "$(region_run $B)/tern-region-agent.log" ||
   fail "$B's agent did not log the stale token"
+wait_identical 30 $A $B || fail "case 9: regions differ"
+
+# 10. The key comes from A (stored version below the token's); the REMOVE is made by
+# hand, as the token's DeleteItem did.
+note "a delete token whose deadline passed less than the margin ago still matches its REMOVE"
+K10=$(key_json 15 REDO)
+KID10=$(printf '%s' "$K10" | sha256sum | cut -c1-64)
+PEND10=$(redis_key $B "pend:$TABLE:$KID10")
+echo0=$(acnt $B echo)
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#15"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$K10" v x 10000 >/dev/null || fail "put did not reach $B"
+for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
+[ "$(acnt $B echo)" -gt "$echo0" ] || fail "$B's agent did not read the put's echo"
+now=$(date +%s%3N)
+region_redis $B SADD "$PEND10" "D$(printf '%013d' "$now")-000000-$A@$((now - 59000))" >/dev/null
+local0=$(acnt $B local) echo0=$(acnt $B echo) stale0=$(acnt $B stale)
+"$DDBTOOL" delete "$EB" "$TABLE" "$K10" || fail delete
+for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] || [ "$(acnt $B local)" -gt "$local0" ] && break; sleep 0.1; done
+[ "$(acnt $B echo)" -eq $((echo0 + 1)) ] && [ "$(acnt $B local)" -eq "$local0" ] && [ "$(acnt $B stale)" -eq "$stale0" ] ||
+  fail "$B's agent took a REMOVE created within the margin after its token's deadline for a local delete (echo $(($(acnt $B echo) - echo0)), local $(($(acnt $B local) - local0)), stale $(($(acnt $B stale) - stale0)))"
+"$DDBTOOL" delete "$EA" "$TABLE" "$K10" || fail delete # what the token's replicator's peer had done
 wait_identical 30 $A $B || fail "regions differ at the end"
 assert_clean_logs
 echo "PASS"
