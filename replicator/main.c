@@ -5,8 +5,8 @@
  * reached; the ZAP handler starts before the socket binds (libzmq lets every client in
  * when no handler is bound); READY=1 once bound.
  * Stop (SIGTERM/SIGINT): the batch in hand is finished and acknowledged, then exit 0.
- * Reload (SIGHUP): a valid new config's log level is applied; a bad one is logged and
- * the old config stays.
+ * Reload (SIGHUP): a valid new config replaces the running one (repl_reload); a bad one
+ * is logged and the old config stays.
  * Threading: main thread (socket, receiver) and the ZAP thread. */
 #include <errno.h>
 #include <stdatomic.h>
@@ -63,8 +63,10 @@ static int repl_health(void *ud, char *reason, size_t len) {
 }
 
 /* SIGHUP: a valid, compatible config replaces the running one between two batches: new
- * store and Redis handles, the ZAP allow-list swapped (peers' keys), the socket rebuilt
- * only if the listen endpoint or this region's key changed, the receiver pointed at them.
+ * store and Redis handles, the ZAP allow-list swapped (peers' keys) before any new socket
+ * listens, the socket rebuilt only if the listen endpoint or this region's key changed,
+ * the receiver pointed at them. A session opened with a peer key the new config no longer
+ * lists stays connected, but its frames are refused from then on (repl_peer_of).
  * On a failure the daemon keeps the old config (0); if even the old apply pool cannot be
  * rebuilt, the new config stays in the running handles and it returns -1: the daemon
  * exits. Everything is owned by main's locals passed in. */
@@ -100,6 +102,7 @@ static int repl_reload(const char *path, repl_parts *p) {
      * listening first (zmq_close is asynchronous, zmq_unbind is not) */
     rebind = strcmp(n->replicator.listen, old->replicator.listen) != 0 ||
              strcmp(n->curve.secret_key, old->curve.secret_key) != 0;
+    zap_set_config(*p->zap, n);
     if (rebind) {
         if (zmq_unbind(*p->sock, old->replicator.listen) != 0) {
             snprintf(err, sizeof err, "unbinding %s: %s", old->replicator.listen, zmq_strerror(errno));
@@ -113,7 +116,6 @@ static int repl_reload(const char *path, repl_parts *p) {
         zmq_close(*p->sock);
         *p->sock = nsock;
     }
-    zap_set_config(*p->zap, n);
     store_free(*p->s);
     state_free(*p->st);
     cfg_free(old);
@@ -125,6 +127,7 @@ static int repl_reload(const char *path, repl_parts *p) {
              n->replicator.listen, n->n_peers, n->n_tables, log_level_name(n->log_level));
     goto done;
 revert:
+    zap_set_config(*p->zap, old);
     {
         char e2[256];
         if (receiver_reconfigure(p->rcv, old, *p->s, *p->st, e2, sizeof e2) != 0) {
@@ -154,9 +157,24 @@ done:
     return rc;
 }
 
+/* The peer region of a CURVE connection from its ZAP User-Id "<region> <public key>"
+ * (zap.c), copied into region (CFG_REGION_MAX + 1): 0 while the running config still lists
+ * that key for that region, -1 when not (the key was replaced or the peer removed by a
+ * reload since the handshake; region is still filled, for the log). */
+static int repl_peer_of(const cfg_region *cfg, const char *uid, char *region) {
+    const char *sp = strchr(uid, ' ');
+    size_t n = sp ? (size_t)(sp - uid) : strlen(uid);
+    const cfg_peer *p;
+    snprintf(region, CFG_REGION_MAX + 1, "%.*s", (int)(n <= CFG_REGION_MAX ? n : CFG_REGION_MAX), uid);
+    p = sp ? cfg_peer_find(cfg, region) : NULL;
+    return p && strcmp(p->public_key, sp + 1) == 0 ? 0 : -1;
+}
+
 /* Receives one ROUTER message (routing id + frame) and hands it to the receiver. */
 static void repl_recv(void *sock, receiver *rcv, const cfg_region *cfg) {
     zmq_msg_t rid, frame;
+    char region[CFG_REGION_MAX + 1];
+    const char *peer = NULL; /* the authenticated peer region (CURVE), else NULL */
     zmq_msg_init(&rid);
     zmq_msg_init(&frame);
     if (zmq_msg_recv(&rid, sock, ZMQ_DONTWAIT) < 0) goto out;
@@ -165,24 +183,32 @@ static void repl_recv(void *sock, receiver *rcv, const cfg_region *cfg) {
         goto out;
     }
     if (zmq_msg_recv(&frame, sock, 0) < 0) goto out;
-    if (zmq_msg_more(&frame)) {
-        const char *uid = cfg->curve.enabled ? zmq_msg_gets(&frame, "User-Id") : NULL;
-        receiver_reject(rcv, "parts", uid, "a message of more than one frame");
-        while (zmq_msg_more(&frame)) {
-            zmq_msg_close(&frame);
-            zmq_msg_init(&frame);
-            if (zmq_msg_recv(&frame, sock, 0) < 0) goto out;
-        }
-        goto out;
-    }
-    {
-        const char *uid = cfg->curve.enabled ? zmq_msg_gets(&frame, "User-Id") : NULL;
-        if (cfg->curve.enabled && (!uid || !*uid)) {
+    if (cfg->curve.enabled) {
+        const char *uid = zmq_msg_gets(&frame, "User-Id");
+        if (!uid || !*uid) {
             receiver_reject(rcv, "unauthenticated", NULL, "no authenticated peer on this connection");
-            goto out;
+            goto drain;
         }
-        receiver_frame(rcv, sock, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&frame),
-                       zmq_msg_size(&frame), uid);
+        if (repl_peer_of(cfg, uid, region) != 0) {
+            receiver_reject(rcv, "revoked", region, "the connection authenticated with a key that the config no "
+                            "longer lists for this peer (replaced or removed by a reload); the peer must connect "
+                            "again with its current key");
+            goto drain;
+        }
+        peer = region;
+    }
+    if (zmq_msg_more(&frame)) {
+        receiver_reject(rcv, "parts", peer, "a message of more than one frame");
+        goto drain;
+    }
+    receiver_frame(rcv, sock, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&frame), zmq_msg_size(&frame),
+                   peer);
+    goto out;
+drain:
+    while (zmq_msg_more(&frame)) {
+        zmq_msg_close(&frame);
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, sock, 0) < 0) goto out;
     }
 out:
     zmq_msg_close(&rid);

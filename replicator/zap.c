@@ -3,7 +3,8 @@
  *
  * Owns: a REP socket on inproc://zeromq.zap.01, a thread, and the count of refused
  * handshakes. Invariants: only public keys listed in the config's peers are accepted;
- * every accepted connection's User-Id is the peer's region name; any other request
+ * every accepted connection's User-Id is "<peer region> <its public key>" (the receiver
+ * refuses frames of a connection whose key a reload has replaced since); any other request
  * (other mechanism, unknown key, malformed request) is answered 400 and counted.
  * Threading: the handler thread owns the socket; the count is an atomic read by the
  * main thread; zap_stop() sets the stop flag and joins. */
@@ -48,6 +49,8 @@ static void zap_handle(zap_handler *z) {
     int n = 0, more = 1;
     char key[41] = "", addr[64] = "";
     const char *user = NULL;
+    char region[CFG_REGION_MAX + 1];                  /* copied: a reload frees the config */
+    char uid[CFG_REGION_MAX + CFG_Z85_KEY_LEN + 2];  /* the User-Id: region, space, key */
 
     while (more && n < ZAP_PARTS) {
         zmq_msg_init(&parts[n]);
@@ -78,11 +81,15 @@ static void zap_handle(zap_handler *z) {
         zmq_msg_size(&parts[6]) == 32 && zmq_z85_encode(key, zmq_msg_data(&parts[6]), 32)) {
         pthread_mutex_lock(&z->mu);
         for (size_t i = 0; i < z->cfg->n_peers; i++)
-            if (strcmp(z->cfg->peers[i].public_key, key) == 0) user = z->cfg->peers[i].region;
+            if (strcmp(z->cfg->peers[i].public_key, key) == 0) {
+                snprintf(region, sizeof region, "%s", z->cfg->peers[i].region);
+                snprintf(uid, sizeof uid, "%s %s", region, key);
+                user = region;
+            }
         pthread_mutex_unlock(&z->mu);
     }
     if (user) {
-        zap_reply(z, &parts[1], "200", "OK", user);
+        zap_reply(z, &parts[1], "200", "OK", uid);
         log_info(user, "peer authenticated from %s", addr);
     } else {
         atomic_fetch_add(&z->refused, 1);

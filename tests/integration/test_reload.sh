@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SIGHUP applies what can change while running: the replicator moves to a new listen
 # port and the peer's agent follows it (peers' endpoints), the log level changes; a
-# config naming another region is refused and the old config stays; nothing is lost.
+# config naming another region is refused and the old config stays; a peer's key replaced
+# cuts the session its old key opened; nothing is lost.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
@@ -61,5 +62,29 @@ kill -HUP "$rpid"; sleep 1
 kill -0 "$rpid" || fail "the replicator died on a refused reload"
 grep -q "reload: .*region: ap-south-1 differs from the running eu-west-1" "$(region_run eu-west-1)/tern-replicator.log" || fail "no refusal line"
 put R5 && arrives R5 || fail "replication after the refused reload"
+
+# regression: ZAP judges a key only at the handshake, so a peer whose key the operator had
+# replaced by a reload (compromised) kept delivering over the session its old key opened
+note "a peer's key replaced by SIGHUP: the session its old key opened delivers nothing more"
+edit eu-west-1 '.region = "eu-west-1" | .peers[0].region = "us-east-1"' # back from the refused one
+tern_keygen us-east-1-new "$CLUSTER_DIR/keys" || fail "keygen"
+edit eu-west-1 '.peers[0].public_key_file = "keys/us-east-1-new.pub"'
+n=$(grep -c "reload: config .* applied" "$(region_run eu-west-1)/tern-replicator.log")
+kill -HUP "$rpid"
+for _ in $(seq 1 100); do [ "$(grep -c "reload: config .* applied" "$(region_run eu-west-1)/tern-replicator.log")" -gt "$n" ] && break; sleep 0.1; done
+[ "$(grep -c "reload: config .* applied" "$(region_run eu-west-1)/tern-replicator.log")" -gt "$n" ] || fail "the key change was not applied"
+rej0=$(region_redis eu-west-1 HGET "$(redis_key eu-west-1 rej)" revoked)
+put R6
+! arrives R6 4000 || fail "a change arrived over the session of a revoked key"
+grep -q "peer=us-east-1 rejected a frame (revoked)" "$(region_run eu-west-1)/tern-replicator.log" ||
+  fail "the replicator did not log the frames of the revoked key's session"
+for _ in $(seq 1 20); do [ "$(region_redis eu-west-1 HGET "$(redis_key eu-west-1 rej)" revoked)" -gt "${rej0:-0}" ] && break; sleep 0.1; done
+[ "$(region_redis eu-west-1 HGET "$(redis_key eu-west-1 rej)" revoked)" -gt "${rej0:-0}" ] || fail "revoked frames not counted"
+note "the peer moves to its new key: what it wrote meanwhile arrives"
+edit us-east-1 '.curve.secret_key_file = "keys/us-east-1-new.key"'
+kill_daemon us-east-1 tern-region-agent
+lr start-daemons us-east-1 >/dev/null || fail "restart us-east-1's agent"
+arrives R6 30000 || fail "a change written while the key was revoked was lost"
+put R7 && arrives R7 || fail "replication with the new key"
 assert_clean_logs
 echo PASS
