@@ -400,6 +400,8 @@ static void shipper_housekeep(shipper *sh) {
     size_t queued = 0;
     int nconn = 0;
 
+    /* the pause flags first: one command at a time is refused while a pipeline is queued
+     * (the flag of every peer after the first was never read) */
     for (size_t i = 0; i < sh->n_peers; i++) {
         peer_state *p = &sh->peers[i];
         int was = p->paused;
@@ -410,6 +412,9 @@ static void shipper_housekeep(shipper *sh) {
             freeReplyObject(r);
         }
         if (p->paused != was) log_info(p->peer->region, "shipping %s", p->paused ? "paused" : "resumed");
+    }
+    for (size_t i = 0; i < sh->n_peers; i++) {
+        peer_state *p = &sh->peers[i];
         for (size_t j = 0; j < cfg->n_tables; j++) {
             link_state *l = &p->links[j];
             l->dirty = 1; /* also catches entries whose notification was missed */

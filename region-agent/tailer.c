@@ -72,7 +72,8 @@ typedef struct {
     int done;              /* read to its end */
     int ckpt_unsure;       /* a commit failed: it may have happened all the same (the
                               reply was lost); reload last_seq from Redis before reading */
-    int seen;              /* present in the latest DescribeStream */
+    int seen;              /* present in the latest complete DescribeStream (all its pages) */
+    int listed;            /* present in the pages of the DescribeStream under way */
     long long next_poll;   /* monotonic ms */
     long long active_at;   /* monotonic ms of the last poll that found local changes */
     /* a page held at a REMOVE whose matching delete token is tentative (AGENT_HOLD_*) */
@@ -259,7 +260,10 @@ static int tailer_describe_table(tailer *tl, table_tail *t) {
 /* Refreshes the shard list of a table from DescribeStream (all pages). 0/-1. */
 static int tailer_describe_stream(tailer *tl, table_tail *t) {
     char start[128] = "";
-    for (size_t i = 0; i < t->n_shards; i++) t->shards[i].seen = 0;
+    /* `seen` changes only once every page has been read: a shard whose parent is listed on
+     * a page not read (an error, throttling) would look orphaned, and be read before the
+     * parent's end, versioning a key's newer changes before its older ones */
+    for (size_t i = 0; i < t->n_shards; i++) t->shards[i].listed = 0;
     for (;;) {
         cJSON *req = cJSON_CreateObject(), *resp = NULL;
         const cJSON *desc, *shards, *sh, *last;
@@ -297,7 +301,7 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
                 log_info(NULL, "table %s: new shard %s", t->name, s->id);
             }
             if (cJSON_IsString(parent)) snprintf(s->parent, sizeof s->parent, "%s", parent->valuestring);
-            s->seen = 1;
+            s->listed = 1;
         }
         last = cJSON_GetObjectItemCaseSensitive(desc, "LastEvaluatedShardId");
         if (cJSON_IsString(last) && *last->valuestring) {
@@ -308,6 +312,7 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
         cJSON_Delete(resp);
         break;
     }
+    for (size_t i = 0; i < t->n_shards; i++) t->shards[i].seen = t->shards[i].listed;
     /* shards gone from the stream (past retention) and done: forget them */
     for (size_t i = 0; i < t->n_shards;) {
         if (!t->shards[i].seen && t->shards[i].done) {

@@ -3,7 +3,8 @@
 # (C) is down for 60 s. Meanwhile us-east-1 (A) and eu-west-1 (B) must keep
 # replicating to each other (probe writes cross within a few seconds), and A's and B's
 # agents must keep C's changes for it (their logs are trimmed only below C's ack).
-# After C's replicator comes back, it catches up and all three regions converge.
+# After C's replicator comes back, it catches up and all three regions converge. Then
+# ternctl pause of A's second peer (C) holds A's changes for C only.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 3
@@ -60,5 +61,18 @@ lr start-daemons $C >/dev/null || fail "restart $C"
 wait_identical 150 $A $B $C || fail "the regions did not converge after the outage"
 [ "$(rcnt $C $A applied)" -gt "$applied_before" ] || fail "$C applied nothing from $A after the outage"
 note "converged: $(dump_region $A | wc -l) items; $C applied $(rcnt $C $A applied) from $A, $(rcnt $C $B applied) from $B"
+
+# regression: the agent read the pause flag of its first peer only (a command was refused
+# while the first peer's counters were queued), so pausing C, A's second peer, did nothing
+note "ternctl pause of $A's second peer ($C): its changes wait, $B's keep flowing"
+ctl pause --from $A --to $C || fail pause
+sleep 1.5 # the agent reads pause flags every 500 ms
+"$DDBTOOL" put "$(region_endpoint $A)" "$TABLE" '{"PK":{"S":"PAUSED#1"},"SK":{"S":"ITEM"},"v":{"S":"p"}}' || fail put
+"$DDBTOOL" wait "$(region_endpoint $B)" "$TABLE" "$(key_json 1 PAUSED)" v p 8000 >/dev/null || fail "the write did not reach $B"
+sleep 1
+rc=0; "$DDBTOOL" get "$(region_endpoint $C)" "$TABLE" "$(key_json 1 PAUSED)" >/dev/null || rc=$?
+[ "$rc" -eq 3 ] || fail "the write reached $C through a paused link (get: exit $rc)"
+ctl resume --from $A --to $C || fail resume
+"$DDBTOOL" wait "$(region_endpoint $C)" "$TABLE" "$(key_json 1 PAUSED)" v p 8000 >/dev/null || fail "the write did not reach $C after resume"
 assert_clean_logs
 echo "PASS"
