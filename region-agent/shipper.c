@@ -273,8 +273,14 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     }
     b.first = b.changes[0].pos;
     for (;;) { /* halve a batch over WIRE_MAX_FRAME until it fits */
+        int enc;
         b.last = b.changes[b.n - 1].pos;
-        if (wire_encode_batch(&b, &frame, &flen, err, sizeof err) == 0) break;
+        if ((enc = wire_encode_batch(&b, &frame, &flen, err, sizeof err)) == 0) break;
+        if (enc == WIRE_ENC_NOMEM) { /* nothing wrong with the changes: again later */
+            log_warn(p->peer->region, "table %s: encoding a batch: %s; retrying", l->table, err);
+            l->blocked_until = now + AGENT_ERROR_BACKOFF_MS;
+            goto out;
+        }
         if (b.n == 1) {
             /* a change no peer could accept (the tailer screens for these): left in the log it
              * would block this link for good, so it is removed from the log for every peer */

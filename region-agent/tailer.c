@@ -541,29 +541,31 @@ static long tailer_spend_stale(const table_tail *t, key_view *v, const rec_view 
     return n;
 }
 
-/* The image a local put ships: the new image without Tern's attributes, repaired of
- * DynamoDB Local's empty-map rendering. NULL (logged) if it cannot be shipped. */
-static cJSON *tailer_ship_image(const table_tail *t, const rec_view *r) {
+/* The image a local put ships into r->img (owned by r): the new image without Tern's
+ * attributes, repaired of DynamoDB Local's empty-map rendering. 0; 1 (logged) if it cannot
+ * be shipped; -1 out of memory (nothing wrong with the record: the batch is read again). */
+static int tailer_ship_image(const table_tail *t, rec_view *r) {
     char err[256];
     cJSON *img = cJSON_Duplicate(r->newi, 1);
-    if (!img) return NULL;
+    if (!img) return -1;
     item_strip_hidden(img);
     if (item_repair_stream_image(img) < 0) {
         cJSON_Delete(img);
-        return NULL;
+        return -1;
     }
     if (item_validate(img, err, sizeof err) != 0) {
         log_error(NULL, "table %s: stream record %s has an image Tern cannot ship (%s): NOT REPLICATED",
                   t->name, r->seq, err);
         cJSON_Delete(img);
-        return NULL;
+        return 1;
     }
-    return img;
+    r->img = img;
+    return 0;
 }
 
 /* Whether a local change can cross the wire (the rules of wire_decode): valid, non-empty
- * keys with no tern:* name, and for a put an image holding the same key values. Logs why
- * not. */
+ * keys with no tern:* name, and for a put an image holding the same key values: 1; 0 (logs
+ * why not); -1 out of memory. */
 static int tailer_shippable(const table_tail *t, const rec_view *r) {
     char err[256];
     const cJSON *k;
@@ -588,6 +590,7 @@ static int tailer_shippable(const table_tail *t, const rec_view *r) {
         same = a && b && strcmp(a, b) == 0;
         free(a);
         free(b);
+        if ((iv && !a) || !b) return -1;
         if (!same) {
             log_error(NULL, "table %s: stream record %s: the new image's %s differs from its key: NOT REPLICATED",
                       t->name, r->seq, k->string);
@@ -884,9 +887,21 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             continue;
         }
         /* a local change */
-        if ((!r->is_delete && !(r->img = tailer_ship_image(t, r))) || !tailer_shippable(t, r)) {
-            n_invalid++;
-            continue;
+        {
+            int ok = r->is_delete ? 0 : tailer_ship_image(t, r); /* 0 ok, 1 invalid, -1 no memory */
+            if (ok == 0) {
+                int sh = tailer_shippable(t, r);
+                ok = sh == 1 ? 0 : sh == 0 ? 1 : -1;
+            }
+            if (ok < 0) {
+                log_warn(NULL, "table %s shard %s: out of memory classifying record %s; reading the batch again",
+                         t->name, s->id, r->seq);
+                goto out;
+            }
+            if (ok > 0) {
+                n_invalid++;
+                continue;
+            }
         }
         {
             lww_version nv;

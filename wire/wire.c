@@ -679,14 +679,14 @@ void wire_msg_free(wire_msg *m)
 
 /* ---------------------------------------------------------------- encoding */
 
-/* Prints root and frames it. Returns 0 or -1 with err. */
+/* Prints root and frames it. Returns 0, -1 (too big) or WIRE_ENC_NOMEM, with err. */
 static int frame_body(const cJSON *root, int version, wire_type type, unsigned char **out, size_t *len,
                       char *err, size_t errlen)
 {
     char *body = cJSON_PrintUnformatted(root);
     if (!body) {
         set_err(err, errlen, "out of memory printing the body");
-        return -1;
+        return WIRE_ENC_NOMEM;
     }
     size_t blen = strlen(body);
     if (blen > WIRE_MAX_FRAME - WIRE_HEADER_LEN) {
@@ -699,7 +699,7 @@ static int frame_body(const cJSON *root, int version, wire_type type, unsigned c
     if (!f) {
         set_err(err, errlen, "out of memory for a %zu-byte frame", blen + WIRE_HEADER_LEN);
         free(body);
-        return -1;
+        return WIRE_ENC_NOMEM;
     }
     memcpy(f, MAGIC, sizeof MAGIC);
     f[4] = (unsigned char)version;
@@ -807,6 +807,7 @@ int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, cha
     goto done;
 nomem:
     set_err(err, errlen, "out of memory building the batch");
+    rc = WIRE_ENC_NOMEM;
 done:
     cJSON_Delete(root); /* references: the caller's trees are not freed */
     return rc;
@@ -836,6 +837,7 @@ int wire_encode_ack(const wire_ack *a, unsigned char **out, size_t *len, char *e
     if (!root || !cJSON_AddStringToObject(root, "source", a->source) ||
         !cJSON_AddStringToObject(root, "table", a->table) || add_pos(root, "pos", a->pos)) {
         set_err(err, errlen, "out of memory building the ack");
+        rc = WIRE_ENC_NOMEM;
         goto done;
     }
     if (check_ack(root, NULL, err, errlen) != WIRE_OK)
