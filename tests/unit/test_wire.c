@@ -615,6 +615,12 @@ static void test_batch_too_many_changes(void **state)
 
 /* ---------------------------------------------------------------- encoder rules */
 
+static void *fail_malloc(size_t n)
+{
+    (void)n;
+    return NULL;
+}
+
 static void test_encode_rejections(void **state)
 {
     (void)state;
@@ -662,6 +668,24 @@ static void test_encode_rejections(void **state)
     assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), 0);
     free(frame);
     assert_int_equal(wire_encode_batch(NULL, &frame, &len, err, sizeof err), -1);
+
+    /* out of memory is not a broken rule: the shipper retries instead of dropping the
+     * change (it deleted a change from the log when its encoding failed for any reason) */
+    {
+        cJSON_Hooks fail = {fail_malloc, free};
+        wire_ack a;
+        memset(&a, 0, sizeof a);
+        snprintf(a.source, sizeof a.source, "us-east-1");
+        snprintf(a.table, sizeof a.table, "t");
+        cJSON_InitHooks(&fail);
+        assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ENC_NOMEM);
+        assert_null(frame);
+        assert_non_null(strstr(err, "out of memory"));
+        assert_int_equal(wire_encode_ack(&a, &frame, &len, err, sizeof err), WIRE_ENC_NOMEM);
+        cJSON_InitHooks(NULL);
+        assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), 0);
+        free(frame);
+    }
     free_batch(&b);
 }
 
