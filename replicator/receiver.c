@@ -47,6 +47,7 @@ typedef struct {
     char table[256];
     int known;                  /* watermark loaded from Redis and present */
     int loaded;                 /* Redis was asked */
+    int bad_wm_logged;          /* the stored watermark does not parse: said once */
     wire_pos wm;                /* applied (in memory; saved when save_due is 0) */
     wire_pos acked;             /* last watermark acknowledged */
     wire_pos taken;             /* last position handed to the pool (from wm once known) */
@@ -79,6 +80,7 @@ struct receiver {
     size_t inflight;            /* changes in the pool */
     rej_count rej[32];
     size_t n_rej;
+    long refused_unsaved;       /* refused CURVE handshakes not yet added to rej */
     long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;        /* Redis failures not logged since then */
 };
@@ -217,6 +219,8 @@ static void receiver_alarm(receiver *r, const char *detail) {
     state_append(r->st, "LPUSH %s %s", key, val);
     state_append(r->st, "LTRIM %s 0 999", key);
     if (state_flush(r->st, rep, 2) == 0) {
+        if (state_reply_failed(r->st, rep[0]))
+            log_error(NULL, "cannot record the refused change in Redis: %s", state_errstr(r->st));
         freeReplyObject(rep[0]);
         freeReplyObject(rep[1]);
     } else {
@@ -257,7 +261,16 @@ static int receiver_load_wm(receiver *r, source_state *s) {
         return -1;
     }
     r->last_redis_warn = 0;
-    if (rep->type == REDIS_REPLY_STRING && wire_pos_parse(rep->str, &s->wm) == 0) {
+    if (rep->type == REDIS_REPLY_STRING && wire_pos_parse(rep->str, &s->wm) != 0) {
+        /* not "no watermark": starting over from what the peer offers could skip changes */
+        if (!s->bad_wm_logged)
+            log_error(s->source, "table %s: the watermark in %s (pos \"%.64s\") is not a stream position; "
+                      "nothing from this source is applied until it is fixed or deleted", s->table, key, rep->str);
+        s->bad_wm_logged = 1;
+        freeReplyObject(rep);
+        return -1;
+    }
+    if (rep->type == REDIS_REPLY_STRING) {
         s->known = 1;
         s->taken = s->wm;
     }
@@ -288,13 +301,14 @@ static void receiver_ack(void *sock, const source_state *s, wire_pos pos) {
 }
 
 /* Saves the watermark (when a change moved it), counters and lag samples in one round
- * trip; on success counts the tally in the metrics and clears it. 0/-1. */
+ * trip; on success counts the tally in the metrics and clears it. 0/-1. Any error reply
+ * fails the save (the ack waits), but the counters and samples that were saved are
+ * cleared all the same, so that the retry does not add them twice. */
 static int receiver_save(receiver *r, source_state *s) {
     char kwm[512], kcnt[512], klag[512], pos[48], now[32], lagbuf[32];
     size_t n = 0;
     redisReply *rep[80];
     pending_tally *t = &s->t;
-    int rc;
     state_key(r->st, kwm, sizeof kwm, STATE_K_WM, s->source, s->table);
     state_key(r->st, kcnt, sizeof kcnt, STATE_K_CNT, s->source, s->table);
     state_key(r->st, klag, sizeof klag, STATE_K_LAG, s->source, s->table);
@@ -318,17 +332,30 @@ static int receiver_save(receiver *r, source_state *s) {
     n++;
     /* an error reply (Redis out of memory, a key of the wrong type) is no save either: an
      * ack after it would let the peer trim what this region has not recorded */
-    rc = state_flush_ok(r->st, rep, n);
-    for (size_t i = 0; rc == 0 && i < n; i++) freeReplyObject(rep[i]);
-    if (rc != 0) {
+    if (state_flush(r->st, rep, n) != 0) {
         receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
         return -1;
     }
+    {
+        size_t c = *s->ver ? 1 : 0; /* the first counter's reply */
+        long *field[] = {&t->applied, &t->lost, &t->dup, &t->skew};
+        static const char *const name[] = {"applied", "lost", "duplicate", "skew_held"};
+        int failed = 0;
+        for (size_t i = 0; i < n; i++)
+            if (state_reply_failed(r->st, rep[i])) failed = 1;
+        for (size_t k = 0; k < 4; k++) {
+            if (state_reply_failed(r->st, rep[c + k])) continue;
+            receiver_count(r, s->source, s->table, name[k], *field[k]);
+            *field[k] = 0;
+        }
+        if (!state_reply_failed(r->st, rep[n - 1])) t->n_lags = 0; /* LTRIM answered: the LPUSHes ran */
+        for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
+        if (failed) {
+            receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
+            return -1;
+        }
+    }
     r->last_redis_warn = 0;
-    receiver_count(r, s->source, s->table, "applied", t->applied);
-    receiver_count(r, s->source, s->table, "lost", t->lost);
-    receiver_count(r, s->source, s->table, "duplicate", t->dup);
-    receiver_count(r, s->source, s->table, "skew_held", t->skew);
     memset(t, 0, sizeof *t);
     s->ver[0] = '\0';
     s->save_due = 0;
@@ -669,13 +696,29 @@ void receiver_housekeep(receiver *r, long refused, const char *status) {
         n++;
     }
     if (refused && r->m_refused) metrics_inc_with(r->m_refused, NULL, (uint64_t)refused);
-    if (refused) {
-        state_append(r->st, "HINCRBY %s curve_refused %ld", key, refused);
+    r->refused_unsaved += refused;
+    if (r->refused_unsaved) {
+        state_append(r->st, "HINCRBY %s curve_refused %ld", key, r->refused_unsaved);
         n++;
     }
+    /* each count is cleared once its HINCRBY has answered; one answered with an error (a
+     * key of the wrong type, Redis out of memory) is kept for the next pass, and said */
     if (n && state_flush(r->st, rep, n) == 0) {
+        size_t k = 0;
+        int failed = 0;
+        for (size_t i = 0; i < r->n_rej; i++) {
+            if (!r->rej[i].count) continue;
+            if (state_reply_failed(r->st, rep[k++])) failed = 1;
+            else r->rej[i].count = 0;
+        }
+        if (r->refused_unsaved) {
+            if (state_reply_failed(r->st, rep[k])) failed = 1;
+            else r->refused_unsaved = 0;
+        }
+        if (failed) receiver_redis_warn(r, NULL, "-", "saving rejection counts (kept for the next try)");
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
-        for (size_t i = 0; i < r->n_rej; i++) r->rej[i].count = 0;
+    } else if (n) {
+        receiver_redis_warn(r, NULL, "-", "saving rejection counts (kept for the next try)");
     }
     if (state_heartbeat(r->st, "replicator", status) != 0) receiver_redis_warn(r, NULL, "-", "heartbeat");
 }

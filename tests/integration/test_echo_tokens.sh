@@ -196,13 +196,14 @@ wait_identical 30 $A $B || fail "regions differ after the token set was fixed"
 
 # 6. (replicator/receiver.c) The same for the watermark: a save answered with an error
 # reply was taken for done and acknowledged, so the peer could trim changes this region
-# had not recorded. Now the acknowledgement waits until the save succeeds.
+# had not recorded. Now the acknowledgement waits until the save succeeds, and the
+# counters each failed save did add are not added again by its retry.
 note "a watermark save answered with an error is not acknowledged"
 WM=$(redis_key $B "wm:$A:$TABLE") ACK=$(redis_key $A "ack:$TABLE")
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#6"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
 "$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 6 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
 sleep 1.5
-ack0=$(region_redis $A HGET "$ACK" $B)
+ack0=$(region_redis $A HGET "$ACK" $B) applied0=$(rcnt $B $A applied)
 region_redis $B RENAME "$WM" "$WM.saved" >/dev/null || fail "no watermark in $B"
 region_redis $B SET "$WM" not-a-hash >/dev/null
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#7"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
@@ -215,6 +216,23 @@ region_redis $B DEL "$WM" >/dev/null
 region_redis $B RENAME "$WM.saved" "$WM" >/dev/null
 for ((i = 0; i < 150; i++)); do [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] && break; sleep 0.1; done
 [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] || fail "$B did not acknowledge once its watermark could be saved"
+# regression: each failed save's counters had been added all the same, and again by its retry
+[ "$(rcnt $B $A applied)" -eq $((applied0 + 1)) ] ||
+  fail "$B counts $(($(rcnt $B $A applied) - applied0)) changes applied for 1 (counters added by every failed save)"
+# regression: a stored watermark that does not parse stalled the link without a word
+note "a watermark that does not parse stops the link, loudly, and loses nothing"
+kill_daemon $B tern-replicator
+pos0=$(region_redis $B HGET "$WM" pos)
+region_redis $B HSET "$WM" pos garbage >/dev/null
+lr start-daemons $B >/dev/null || fail "restart $B's replicator"
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#16"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+! "$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 16 REDO)" v x 2500 >/dev/null || fail "applied past a watermark that does not parse"
+grep -q "the watermark in .* (pos \"garbage\") is not a stream position" "$(region_run $B)/tern-replicator.log" ||
+  fail "$B's replicator did not say why the link stopped"
+kill_daemon $B tern-replicator
+region_redis $B HSET "$WM" pos "$pos0" >/dev/null
+lr start-daemons $B >/dev/null || fail "restart $B's replicator"
+"$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 16 REDO)" v x 15000 >/dev/null || fail "the change did not arrive once the watermark was fixed"
 
 # 7. (region-agent/shipper.c) The agent's side: a save of peers' acknowledgements and
 # counters answered with an error reply was taken for done. The acknowledgement in Redis
