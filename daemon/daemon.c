@@ -133,6 +133,9 @@ cfg_region *daemon_reload_config(const cfg_region *cur, const char *path) {
                n->replicator.metrics_port != cur->replicator.metrics_port) {
         log_error(NULL, "reload: %s: metrics_port: the metrics ports cannot change while running (restart the "
                   "daemon); keeping the running config", path);
+    } else if (n->curve.enabled != cur->curve.enabled) {
+        log_error(NULL, "reload: %s: curve.enabled cannot change while running (restart the daemon); keeping the "
+                  "running config", path);
     } else {
         return n;
     }

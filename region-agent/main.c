@@ -6,8 +6,9 @@
  * tailer finds each table's stream; READY=1 is sent once both are up.
  * Stop (SIGTERM/SIGINT): the tailer finishes the batch in hand and exits; the shipper
  * waits up to AGENT_DRAIN_MS for outstanding acknowledgements, saves them, exits 0.
- * Reload (SIGHUP): the new config is validated; a bad one is logged and the old one
- * stays; the log level is applied at once. */
+ * Reload (SIGHUP): the new config is validated; a bad one (or one changing what cannot
+ * change while running: daemon_reload_config) is logged and the old one stays; a good one
+ * restarts the tailer and the shipper with it (agent_reload). */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>

@@ -577,7 +577,7 @@ static int tailer_shippable(const table_tail *t, const rec_view *r) {
     for (k = r->keys->child; k; k = k->next) {
         const cJSON *iv;
         char *a = NULL, *b = NULL;
-        int same;
+        int same, oom;
         if (strncmp(k->string, ITEM_HIDDEN_PREFIX, strlen(ITEM_HIDDEN_PREFIX)) == 0) {
             log_error(NULL, "table %s: key attribute %s uses Tern's reserved prefix " ITEM_HIDDEN_PREFIX
                       ": record %s NOT REPLICATED", t->name, k->string, r->seq);
@@ -588,9 +588,10 @@ static int tailer_shippable(const table_tail *t, const rec_view *r) {
         a = iv ? cJSON_PrintUnformatted(iv) : NULL;
         b = cJSON_PrintUnformatted(k);
         same = a && b && strcmp(a, b) == 0;
+        oom = (iv && !a) || !b;
         free(a);
         free(b);
-        if ((iv && !a) || !b) return -1;
+        if (oom) return -1;
         if (!same) {
             log_error(NULL, "table %s: stream record %s: the new image's %s differs from its key: NOT REPLICATED",
                       t->name, r->seq, k->string);

@@ -91,10 +91,6 @@ static int repl_reload(const char *path, repl_parts *p) {
     daemon_notify("RELOADING=1");
     n = daemon_reload_config(old, path);
     if (!n) goto done;
-    if (n->curve.enabled != old->curve.enabled) {
-        snprintf(err, sizeof err, "%s: curve.enabled cannot change while running (restart the daemon)", path);
-        goto fail;
-    }
     if (!(ns = daemon_store_new(n, err, sizeof err)) || !(nst = daemon_state_new(n, err, sizeof err))) goto fail;
     receiver_drain(p->rcv, *p->sock); /* what is in the pool is applied, saved and acknowledged */
     if (receiver_reconfigure(p->rcv, n, ns, nst, err, sizeof err) != 0) goto fail; /* old pool kept */

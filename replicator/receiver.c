@@ -301,9 +301,11 @@ static void receiver_ack(void *sock, const source_state *s, wire_pos pos) {
 }
 
 /* Saves the watermark (when a change moved it), counters and lag samples in one round
- * trip; on success counts the tally in the metrics and clears it. 0/-1. Any error reply
- * fails the save (the ack waits), but the counters and samples that were saved are
- * cleared all the same, so that the retry does not add them twice. */
+ * trip, each judged by its own reply: what was saved is counted in the metrics and
+ * cleared (a retry does not add it twice); what was refused (an error reply: Redis out
+ * of memory, a key of the wrong type) stays for the next save, save_due kept, with a
+ * warning. Returns -1 when the watermark itself was not saved (the ack waits: it would
+ * let the peer trim what this region has not recorded), else 0. */
 static int receiver_save(receiver *r, source_state *s) {
     char kwm[512], kcnt[512], klag[512], pos[48], now[32], lagbuf[32];
     size_t n = 0;
@@ -330,8 +332,6 @@ static int receiver_save(receiver *r, source_state *s) {
     }
     state_append(r->st, "LTRIM %s 0 %d", klag, STATE_LAG_SAMPLES - 1);
     n++;
-    /* an error reply (Redis out of memory, a key of the wrong type) is no save either: an
-     * ack after it would let the peer trim what this region has not recorded */
     if (state_flush(r->st, rep, n) != 0) {
         receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
         return -1;
@@ -340,23 +340,31 @@ static int receiver_save(receiver *r, source_state *s) {
         size_t c = *s->ver ? 1 : 0; /* the first counter's reply */
         long *field[] = {&t->applied, &t->lost, &t->dup, &t->skew};
         static const char *const name[] = {"applied", "lost", "duplicate", "skew_held"};
-        int failed = 0;
-        for (size_t i = 0; i < n; i++)
-            if (state_reply_failed(r->st, rep[i])) failed = 1;
+        int wm_failed = *s->ver && state_reply_failed(r->st, rep[0]), stats_failed = 0, lags_ok = 1;
         for (size_t k = 0; k < 4; k++) {
-            if (state_reply_failed(r->st, rep[c + k])) continue;
+            if (state_reply_failed(r->st, rep[c + k])) {
+                stats_failed = 1;
+                continue;
+            }
             receiver_count(r, s->source, s->table, name[k], *field[k]);
             *field[k] = 0;
         }
-        if (!state_reply_failed(r->st, rep[n - 1])) t->n_lags = 0; /* LTRIM answered: the LPUSHes ran */
+        for (size_t i = c + 4; i < c + 4 + t->n_lags; i++)
+            if (state_reply_failed(r->st, rep[i])) lags_ok = 0;
+        if (lags_ok) t->n_lags = 0;
+        else stats_failed = 1;
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
-        if (failed) {
+        if (wm_failed) {
             receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
             return -1;
         }
+        if (stats_failed) {
+            receiver_redis_warn(r, s->source, s->table, "saving counters or lag samples (kept for the next save)");
+            s->ver[0] = '\0';
+            return 0; /* save_due stays: they go again with the next save */
+        }
     }
     r->last_redis_warn = 0;
-    memset(t, 0, sizeof *t);
     s->ver[0] = '\0';
     s->save_due = 0;
     return 0;

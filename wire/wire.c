@@ -801,8 +801,11 @@ int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, cha
     }
     int version = b->has_acked ? 2 : 1;
     wire_status st = check_batch(root, version, NULL, err, errlen);
-    if (st != WIRE_OK)
+    if (st != WIRE_OK) {
+        if (st == WIRE_ERR_NOMEM) /* the check itself ran out of memory */
+            rc = WIRE_ENC_NOMEM;
         goto done;
+    }
     rc = frame_body(root, version, WIRE_BATCH, out, len, err, errlen);
     goto done;
 nomem:
@@ -840,8 +843,12 @@ int wire_encode_ack(const wire_ack *a, unsigned char **out, size_t *len, char *e
         rc = WIRE_ENC_NOMEM;
         goto done;
     }
-    if (check_ack(root, NULL, err, errlen) != WIRE_OK)
+    wire_status st = check_ack(root, NULL, err, errlen);
+    if (st != WIRE_OK) {
+        if (st == WIRE_ERR_NOMEM)
+            rc = WIRE_ENC_NOMEM;
         goto done;
+    }
     rc = frame_body(root, 1, WIRE_ACK, out, len, err, errlen);
 done:
     cJSON_Delete(root);

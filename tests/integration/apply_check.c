@@ -128,14 +128,14 @@ static long tokens(const change *c, const char *tok, int *has) {
     return n;
 }
 
-/* 1 when the key has n pending tokens, one of them the delete token
+/* 1 when the key has n pending tokens, exactly one of them the delete token
  * "<kind><version>@<deadline>" of c whose deadline is that of an attempt that added it
  * between wall clock lo and hi (ms; apply.h); that token (or, if none, the first pending
- * one) is copied into tok (APPLY_TOKEN_MAX). */
+ * one) is copied into tok (APPLY_TOKEN_MAX). (SMEMBERS order is arbitrary.) */
 static int delete_token(const change *c, char kind, long long lo, long long hi, size_t n, char *tok) {
     char key[512], prefix[APPLY_TOKEN_MAX], *end;
     redisReply *r;
-    int ok = 0;
+    int found = 0;
     long long dl, budget = APPLY_DELETE_SEND_MS + store_call_max_ms(S);
     CHECK(state_key(ST, key, sizeof key, STATE_K_PEND, TABLE, c->kid) == 0, "key");
     r = state_cmd(ST, "SMEMBERS %s", key);
@@ -143,14 +143,17 @@ static int delete_token(const change *c, char kind, long long lo, long long hi, 
     snprintf(prefix, sizeof prefix, "%c%s@", kind, c->version);
     snprintf(tok, APPLY_TOKEN_MAX, "%s", r->elements ? r->element[0]->str : "(none)");
     for (size_t i = 0; i < r->elements; i++) {
-        if (strncmp(r->element[i]->str, prefix, strlen(prefix)) != 0) continue;
-        snprintf(tok, APPLY_TOKEN_MAX, "%s", r->element[i]->str);
+        const char *m = r->element[i]->str;
+        if (strncmp(m, prefix, strlen(prefix)) != 0) continue;
         errno = 0;
-        dl = strtoll(tok + strlen(prefix), &end, 10);
-        ok = !errno && !*end && dl >= lo + budget && dl <= hi + budget && r->elements == n;
+        dl = strtoll(m + strlen(prefix), &end, 10);
+        if (errno || *end || dl < lo + budget || dl > hi + budget) continue;
+        snprintf(tok, APPLY_TOKEN_MAX, "%s", m);
+        found++;
     }
+    found = found == 1 && r->elements == n;
     freeReplyObject(r);
-    return ok;
+    return found;
 }
 
 static long long wall_ms(void) {

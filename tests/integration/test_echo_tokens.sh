@@ -219,6 +219,21 @@ for ((i = 0; i < 150; i++)); do [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0"
 # regression: each failed save's counters had been added all the same, and again by its retry
 [ "$(rcnt $B $A applied)" -eq $((applied0 + 1)) ] ||
   fail "$B counts $(($(rcnt $B $A applied) - applied0)) changes applied for 1 (counters added by every failed save)"
+# a counter key of the wrong type: the watermark is saved and acknowledged all the same
+# (only the counters wait, loudly); it stopped the link's acknowledgements for good
+CNT=$(redis_key $B "cnt:$A:$TABLE")
+ack0=$(region_redis $A HGET "$ACK" $B) applied0=$(rcnt $B $A applied)
+region_redis $B RENAME "$CNT" "$CNT.saved" >/dev/null || fail "no counters in $B"
+region_redis $B SET "$CNT" not-a-hash >/dev/null
+"$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#17"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
+"$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 17 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
+for ((i = 0; i < 50; i++)); do [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] && break; sleep 0.1; done
+[ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] || fail "$B stopped acknowledging over a counter key of the wrong type"
+grep -qE "saving counters or lag samples \(kept for the next save\): redis [^ ]+: WRONGTYPE" "$(region_run $B)/tern-replicator.log" ||
+  fail "$B's replicator did not say its counters wait"
+region_redis $B RENAME "$CNT.saved" "$CNT" >/dev/null # atomic: no save can land in between
+for ((i = 0; i < 30; i++)); do [ "$(rcnt $B $A applied)" -gt "$applied0" ] && break; sleep 0.1; done
+[ "$(rcnt $B $A applied)" -eq $((applied0 + 1)) ] || fail "the change applied meanwhile was not counted once, once the key was fixed ($(rcnt $B $A applied), was $applied0)"
 # regression: a stored watermark that does not parse stalled the link without a word
 note "a watermark that does not parse stops the link, loudly, and loses nothing"
 kill_daemon $B tern-replicator
