@@ -31,6 +31,7 @@ typedef struct {
     size_t plen;
     char *err;
     size_t errlen;
+    int nomem;        /* an allocation failed: the item was not judged */
 } vctx;
 
 static void path_push(vctx *c, size_t *saved, const char *fmt, ...)
@@ -68,6 +69,12 @@ static int fail(vctx *c, const char *fmt, ...)
         }
     }
     return -1;
+}
+
+static int oom(vctx *c)
+{
+    c->nomem = 1;
+    return fail(c, "out of memory");
 }
 
 /* ---------------------------------------------------------------- text checks */
@@ -257,9 +264,9 @@ static int validate_map(vctx *c, const cJSON *map, int depth, int top)
         count++;
     const char **names = NULL;
     if (count > 1) {
-        names = malloc(count * sizeof *names);
+        names = cJSON_malloc(count * sizeof *names);
         if (!names)
-            return fail(c, "out of memory");
+            return oom(c);
     }
     size_t i = 0;
     int rc = 0;
@@ -288,11 +295,22 @@ static int validate_map(vctx *c, const cJSON *map, int depth, int top)
             }
         }
     }
-    free(names);
+    cJSON_free(names);
     return rc;
 }
 
 typedef enum { SET_S, SET_N, SET_B } set_kind;
+
+/* A copy of s by cJSON's allocator (cJSON_free): validation's scratch memory comes from
+ * there, so that a test's failing cJSON hooks reach every allocation of an encode. */
+static char *vdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = cJSON_malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
 
 static int validate_set(vctx *c, const cJSON *arr, set_kind kind, const char *tname)
 {
@@ -302,9 +320,10 @@ static int validate_set(vctx *c, const cJSON *arr, set_kind kind, const char *tn
     if (count == 0)
         return fail(c, "%s must not be empty", tname);
     /* Uniqueness keys: the string itself, or the normalized number for NS. */
-    char **keys = calloc(count, sizeof *keys);
+    char **keys = cJSON_malloc(count * sizeof *keys);
     if (!keys)
-        return fail(c, "out of memory");
+        return oom(c);
+    memset(keys, 0, count * sizeof *keys);
     int rc = 0;
     size_t i = 0;
     for (const cJSON *m = arr->child; m && rc == 0; m = m->next, i++) {
@@ -315,13 +334,13 @@ static int validate_set(vctx *c, const cJSON *arr, set_kind kind, const char *tn
         } else if (kind == SET_S) {
             if (!utf8_valid((const unsigned char *)m->valuestring, strlen(m->valuestring)))
                 rc = fail(c, "SS member is not valid UTF-8");
-            else if (!(keys[i] = strdup(m->valuestring)))
-                rc = fail(c, "out of memory");
+            else if (!(keys[i] = vdup(m->valuestring)))
+                rc = oom(c);
         } else if (kind == SET_B) {
             if (!base64_valid(m->valuestring))
                 rc = fail(c, "BS member is not valid base64");
-            else if (!(keys[i] = strdup(m->valuestring)))
-                rc = fail(c, "out of memory");
+            else if (!(keys[i] = vdup(m->valuestring)))
+                rc = oom(c);
         } else {
             char norm[ITEM_NUMBER_DIGITS + 32];
             int nc = number_check(m->valuestring, norm, sizeof norm);
@@ -331,8 +350,8 @@ static int validate_set(vctx *c, const cJSON *arr, set_kind kind, const char *tn
                 rc = fail(c, "NS member has more than %d significant digits", ITEM_NUMBER_DIGITS);
             else if (nc == 3)
                 rc = fail(c, "NS member is out of range (1E-130 .. 9.99E+125)");
-            else if (!(keys[i] = strdup(norm)))
-                rc = fail(c, "out of memory");
+            else if (!(keys[i] = vdup(norm)))
+                rc = oom(c);
         }
         path_pop(c, saved);
     }
@@ -346,8 +365,8 @@ static int validate_set(vctx *c, const cJSON *arr, set_kind kind, const char *tn
         }
     }
     for (i = 0; i < count; i++)
-        free(keys[i]);
-    free(keys);
+        cJSON_free(keys[i]);
+    cJSON_free(keys);
     return rc;
 }
 
@@ -433,7 +452,9 @@ int item_validate(const cJSON *item, char *err, size_t errlen)
         err[0] = '\0';
     if (!item)
         return fail(&c, "no item");
-    return validate_map(&c, item, 1, 1);
+    if (validate_map(&c, item, 1, 1) == 0)
+        return 0;
+    return c.nomem ? ITEM_VALIDATE_NOMEM : -1;
 }
 
 int item_validate_value(const cJSON *av, char *err, size_t errlen)
@@ -446,7 +467,9 @@ int item_validate_value(const cJSON *av, char *err, size_t errlen)
     path_push(&c, &saved, "value");
     if (!av)
         return fail(&c, "no value");
-    return validate_av(&c, av, 1);
+    if (validate_av(&c, av, 1) == 0)
+        return 0;
+    return c.nomem ? ITEM_VALIDATE_NOMEM : -1;
 }
 
 /* ---------------------------------------------------------------- canonical JSON */

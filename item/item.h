@@ -46,9 +46,10 @@
 #define ITEM_NAME_MAX 65535        /* bytes in an attribute or map member name */
 #define ITEM_NUMBER_DIGITS 38      /* significant digits of an N */
 
-/* Validates item (rules above). Returns 0, or -1 with "<path>: <reason>" in err
- * (caller's buffer of errlen bytes; may be NULL if errlen is 0). Allocates nothing
- * that outlives the call. */
+/* Validates item (rules above). Returns 0, -1 with "<path>: <reason>" in err (caller's
+ * buffer of errlen bytes; may be NULL if errlen is 0), or ITEM_VALIDATE_NOMEM: out of
+ * memory, the item not judged (err says so). Allocates nothing that outlives the call. */
+#define ITEM_VALIDATE_NOMEM (-2)
 int item_validate(const cJSON *item, char *err, size_t errlen);
 
 /* Validates one AttributeValue; error paths start with "value". Same contract. */

@@ -553,7 +553,12 @@ static int tailer_ship_image(const table_tail *t, rec_view *r) {
         cJSON_Delete(img);
         return -1;
     }
-    if (item_validate(img, err, sizeof err) != 0) {
+    switch (item_validate(img, err, sizeof err)) {
+    case 0: break;
+    case ITEM_VALIDATE_NOMEM:
+        cJSON_Delete(img);
+        return -1;
+    default:
         log_error(NULL, "table %s: stream record %s has an image Tern cannot ship (%s): NOT REPLICATED",
                   t->name, r->seq, err);
         cJSON_Delete(img);
@@ -569,7 +574,9 @@ static int tailer_ship_image(const table_tail *t, rec_view *r) {
 static int tailer_shippable(const table_tail *t, const rec_view *r) {
     char err[256];
     const cJSON *k;
-    if (item_validate(r->keys, err, sizeof err) != 0 || !r->keys->child) {
+    int rc = item_validate(r->keys, err, sizeof err);
+    if (rc == ITEM_VALIDATE_NOMEM) return -1;
+    if (rc != 0 || !r->keys->child) {
         log_error(NULL, "table %s: stream record %s has invalid keys (%s): NOT REPLICATED", t->name, r->seq,
                   r->keys->child ? err : "empty");
         return 0;

@@ -48,12 +48,14 @@ typedef struct {
     int known;                  /* watermark loaded from Redis and present */
     int loaded;                 /* Redis was asked */
     int bad_wm_logged;          /* the stored watermark does not parse: said once */
-    wire_pos wm;                /* applied (in memory; saved when save_due is 0) */
+    wire_pos wm;                /* applied (in memory; saved when ver is "") */
     wire_pos acked;             /* last watermark acknowledged */
     wire_pos taken;             /* last position handed to the pool (from wm once known) */
     pool_job *head, *tail;      /* changes in the pool, in position order */
-    int save_due;               /* wm, ver, tally not yet saved */
-    char ver[LWW_VERSION_STRLEN];
+    int save_due;               /* wm (ver set) or tally not yet saved */
+    char ver[LWW_VERSION_STRLEN]; /* version of the change that last moved wm; "" once saved */
+    long long stats_retry_at;   /* mono ms: a tally Redis refused is not tried again before */
+    long long stats_warn_at;    /* mono ms of the last warning about it */
     long long lag;
     pending_tally t;
     unsigned char rid[256];     /* routing id of the source's latest frame (acks go there) */
@@ -349,19 +351,32 @@ static int receiver_save(receiver *r, source_state *s) {
             receiver_count(r, s->source, s->table, name[k], *field[k]);
             *field[k] = 0;
         }
-        for (size_t i = c + 4; i < c + 4 + t->n_lags; i++)
-            if (state_reply_failed(r->st, rep[i])) lags_ok = 0;
-        if (lags_ok) t->n_lags = 0;
-        else stats_failed = 1;
+        { /* keep only the samples Redis refused */
+            size_t kept = 0;
+            for (size_t i = 0; i < t->n_lags; i++) {
+                if (!state_reply_failed(r->st, rep[c + 4 + i])) continue;
+                if (kept != i) memcpy(t->lags[kept], t->lags[i], sizeof t->lags[0]);
+                kept++;
+            }
+            if (kept) lags_ok = 0;
+            t->n_lags = kept;
+        }
+        if (!lags_ok) stats_failed = 1;
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
         if (wm_failed) {
             receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
             return -1;
         }
         if (stats_failed) {
-            receiver_redis_warn(r, s->source, s->table, "saving counters or lag samples (kept for the next save)");
+            long long mono = daemon_mono_ms();
+            if (!s->stats_warn_at || mono - s->stats_warn_at >= REPL_WARN_EVERY_MS) {
+                log_warn(s->source, "table %s: saving counters or lag samples (kept for the next save): %s",
+                         s->table, state_errstr(r->st));
+                s->stats_warn_at = mono;
+            }
+            s->stats_retry_at = mono + REPL_HOUSEKEEP_MS;
             s->ver[0] = '\0';
-            return 0; /* save_due stays: they go again with the next save */
+            return 0; /* save_due stays: they go again with a later save */
         }
     }
     r->last_redis_warn = 0;
@@ -464,7 +479,8 @@ static int receiver_collect(receiver *r, source_state *s) {
 /* Saves what is due; then acknowledges the watermark if it moved since the last ack, or
  * if force (an answer to a frame of duplicates, or to a gap: the peer goes back to it). */
 static void receiver_flush(receiver *r, void *sock, source_state *s, int force) {
-    if (s->save_due && receiver_save(r, s) != 0) return;
+    /* a tally alone that Redis refused goes again from housekeeping, not on every event */
+    if (s->save_due && (*s->ver || daemon_mono_ms() >= s->stats_retry_at) && receiver_save(r, s) != 0) return;
     if (!sock || !s->known || !s->rid_len) return;
     if (force || wire_pos_cmp(s->wm, s->acked) != 0) {
         receiver_ack(sock, s, s->wm);

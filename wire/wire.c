@@ -246,13 +246,14 @@ static wire_status check_item(const cJSON *item, const char *path, char *err, si
         return WIRE_ERR_SCHEMA;
     }
     char ierr[384];
-    if (item_validate(item, ierr, sizeof ierr) != 0) {
+    int rc = item_validate(item, ierr, sizeof ierr);
+    if (rc != 0) {
         /* item errors start with an attribute path, or "item: " for the whole item */
         if (strncmp(ierr, "item: ", 6) == 0)
             set_err(err, errlen, "%s: %s", path, ierr + 6);
         else
             set_err(err, errlen, "%s.%s", path, ierr);
-        return WIRE_ERR_SCHEMA;
+        return rc == ITEM_VALIDATE_NOMEM ? WIRE_ERR_NOMEM : WIRE_ERR_SCHEMA;
     }
     return check_no_hidden(item, path, err, errlen);
 }

@@ -2,7 +2,8 @@
 # SIGHUP applies what can change while running: the replicator moves to a new listen
 # port and the peer's agent follows it (peers' endpoints), the log level changes; a
 # config naming another region is refused and the old config stays; a peer's key replaced
-# cuts the session its old key opened; nothing is lost.
+# cuts the session its old key opened; a watermark that does not parse stops its link
+# with an error; nothing is lost.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
@@ -86,5 +87,21 @@ kill_daemon us-east-1 tern-region-agent
 lr start-daemons us-east-1 >/dev/null || fail "restart us-east-1's agent"
 arrives R6 30000 || fail "a change written while the key was revoked was lost"
 put R7 && arrives R7 || fail "replication with the new key"
+
+# regression: a stored watermark that does not parse stalled the link without a word
+note "a watermark that does not parse stops the link at start-up, loudly, and loses nothing"
+WM=$(redis_key eu-west-1 "wm:us-east-1:$TABLE")
+kill_daemon eu-west-1 tern-replicator
+pos0=$(region_redis eu-west-1 HGET "$WM" pos)
+region_redis eu-west-1 HSET "$WM" pos garbage >/dev/null
+lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
+put R8
+! arrives R8 2500 || fail "applied past a watermark that does not parse"
+grep -q "the watermark in .* (pos \"garbage\") is not a stream position" "$(region_run eu-west-1)/tern-replicator.log" ||
+  fail "the replicator did not say why the link stopped"
+kill_daemon eu-west-1 tern-replicator
+region_redis eu-west-1 HSET "$WM" pos "$pos0" >/dev/null
+lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
+arrives R8 15000 || fail "the change did not arrive once the watermark was fixed"
 assert_clean_logs
 echo PASS

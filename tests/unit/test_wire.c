@@ -696,6 +696,7 @@ static void test_encode_rejections(void **state)
                              tries + 1, rc, err);
                 assert_null(frame);
             }
+            assert_int_equal(rc, 0);
             assert_true(tries > 3);
             free(frame);
         }
