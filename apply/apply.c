@@ -62,10 +62,11 @@ const char *apply_result_name(apply_result r) {
     return "?";
 }
 
-/* This host's wall clock (CLOCK_REALTIME), ms: a delete token's time. */
-static long long apply_wall_ms(void) {
+/* This host's clock, ms: CLOCK_REALTIME for a delete token's deadline, CLOCK_MONOTONIC
+ * for the time its Redis steps took. */
+static long long apply_clock_ms(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(id, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -142,8 +143,9 @@ typedef enum {
     "return own"
 
 /* Settles the echo token of change c after its attempt (apply.c header, step 5). own: this
- * attempt's token was not there before it (APPLY_LUA_DELTOKEN, or a put's SADD). 0, or -1 (Redis failed; the token may stay tentative, which the
- * caller reports as APPLY_ERROR so that the change is retried and settles it). */
+ * attempt's token was not there before it (a put's SADD, a delete's APPLY_LUA_DELTOKEN).
+ * 0, or -1 (Redis failed; the token may stay tentative, which the caller reports as
+ * APPLY_ERROR so that the change is retried and settles it). */
 static int apply_token_settle(state *st, const apply_change *c, const char *kpend, const char *token, int own,
                               apply_tok_fate fate) {
     char confirmed[APPLY_TOKEN_MAX], ttl[32];
@@ -431,7 +433,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     size_t n = 0;
     apply_result res = APPLY_ERROR;
     int own_token;   /* the token was not there before: this call may remove it */
-    long long t_add = 0; /* a delete's: wall ms when its token was added */
+    long long t_add = 0; /* a delete's: monotonic ms when its token was made */
 
     if (winner) winner[0] = '\0';
     if (state_key(st, kll, sizeof kll, STATE_K_LASTLOCAL, c->table, c->kid) != 0 ||
@@ -442,9 +444,9 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
     }
     if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return APPLY_ERROR;
     if (c->is_delete) {
-        t_add = apply_wall_ms();
+        t_add = apply_clock_ms(CLOCK_MONOTONIC);
         snprintf(token, sizeof token, "%c%s@%lld", APPLY_TOKEN_TENTATIVE, c->version,
-                 t_add + APPLY_DELETE_SEND_MS + store_call_max_ms(s));
+                 apply_clock_ms(CLOCK_REALTIME) + APPLY_DELETE_SEND_MS + store_call_max_ms(s));
     } else {
         snprintf(token, sizeof token, "%s", wid);
     }
@@ -495,7 +497,7 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
             return APPLY_ERROR;
         }
         freeReplyObject(r);
-        if (apply_wall_ms() - t_add > APPLY_DELETE_SEND_MS) { /* past the token's deadline budget */
+        if (apply_clock_ms(CLOCK_MONOTONIC) - t_add > APPLY_DELETE_SEND_MS) { /* past the token's budget */
             snprintf(err, errlen, "Redis took over %d ms before the DeleteItem could be sent; not sent",
                      APPLY_DELETE_SEND_MS);
             (void)apply_token_remove(st, kpend, token, own_token);

@@ -19,10 +19,10 @@
  * created more than AGENT_TOKEN_CLOCK_MARGIN_MS after the deadline: a token confirmed
  * after an unknown outcome that removed nothing would otherwise hide the key's next local
  * delete for the whole TTL. Tokens without "@<deadline>" (written before it existed) have
- * no such bound. (A writer process stopped for longer than that between its last check and
- * the DeleteItem's send breaks the bound, as it breaks the agent's hold limit.) The
- * delete that undoes a repair landed after a newer
- * delete (APPLY_TOMBCHECK) has "D<tombstone version>/<repair version>", matched only with
+ * no such bound. (A writer process stopped for longer than that between its last check
+ * and the DeleteItem's send breaks the bound, as it breaks the agent's hold limit.) The
+ * delete that undoes a repair landed after a newer delete (APPLY_TOMBCHECK) has
+ * "D<tombstone version>/<repair version>", matched only with
  * the REMOVE of an item stored at the repair version. Tokens expire with the key after
  * the tombstone TTL when a write's outcome was never seen.
  *

@@ -35,9 +35,9 @@ long daemon_watchdog_ms(void);
 
 /* SIGHUP: loads path again. Returns the new config (the caller frees it, and the old one
  * once nothing uses it) when it is valid and may replace cur in a running daemon: same
- * region, metrics ports and curve.enabled (everything else -- log level, peers' endpoints and keys,
- * tables, store, Redis, tunables -- is applied by restarting the daemon's pipeline, whose
- * state is durable in Redis). Otherwise logs why at error and returns NULL: the caller
+ * region, metrics ports and curve.enabled (everything else -- log level, peers' endpoints
+ * and keys, tables, store, Redis, tunables -- is applied by restarting the daemon's
+ * pipeline, whose state is durable in Redis). Otherwise logs why at error and returns NULL: the caller
  * keeps running with cur. */
 cfg_region *daemon_reload_config(const cfg_region *cur, const char *path);
 

@@ -418,8 +418,8 @@ static int tailer_pending(const key_view *v, const char *token) {
 /* The version a delete token names, copied into out (LWW_VERSION_STRLEN):
  * "D<version>@<deadline>" or, tentative, "T<version>@<deadline>" ("@<deadline>" absent in
  * tokens written before it existed), or "D<version>/<repair version>" for the delete that
- * undid a repair overtaken by that delete (apply.h). *undo: the repair version after the '/', or NULL for a plain delete.
- * Returns out, "" if tok is not a delete token. */
+ * undid a repair overtaken by that delete (apply.h). *undo: the repair version after the
+ * '/', or NULL for a plain delete. Returns out, "" if tok is not a delete token. */
 static const char *tailer_token_version(const char *tok, char *out, const char **undo) {
     size_t n;
     out[0] = '\0';
