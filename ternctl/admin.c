@@ -165,9 +165,7 @@ out:
 static int ctl_from_to(int argc, char **argv, const char **from, const char **to) {
     *from = *to = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) *from = argv[++i];
-        else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) *to = argv[++i];
-        else {
+        if (!ctl_link_opt(argc, argv, &i, from, to, NULL)) {
             ctl_err("%s: unexpected argument '%s' (usage: ternctl %s --from R1 --to R2)", argv[0], argv[i], argv[0]);
             return -1;
         }

@@ -243,12 +243,8 @@ int ctl_cmd_backfill(ctl_ctx *c, int argc, char **argv) {
     cJSON *doc = NULL, *jtabs = NULL;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
-            from = argv[++i];
-        } else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
-            to = argv[++i];
-        } else if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) {
-            table = argv[++i];
+        if (ctl_link_opt(argc, argv, &i, &from, &to, &table)) {
+            continue;
         } else if (strcmp(argv[i], "--rate") == 0 && i + 1 < argc) {
             if (ctl_parse_range(argv[++i], 0, 1000000, &rate) != 0) {
                 ctl_err("backfill: --rate must be 0..1000000 items/s (0: unpaced), got '%s'", argv[i]);

@@ -131,6 +131,17 @@ int ctl_has_table(const cfg_region *cfg, const char *table) {
     return 0;
 }
 
+int ctl_link_opt(int argc, char **argv, int *i, const char **from, const char **to, const char **table) {
+    const char **dst = NULL;
+    if (*i + 1 >= argc) return 0;
+    if (strcmp(argv[*i], "--from") == 0) dst = from;
+    else if (strcmp(argv[*i], "--to") == 0) dst = to;
+    else if (table && strcmp(argv[*i], "--table") == 0) dst = table;
+    if (!dst) return 0;
+    *dst = argv[++*i];
+    return 1;
+}
+
 int ctl_find_link(const ctl_ctx *c, const char *cmd, const char *from, const char *to, const char *table, int *r1,
                   int *r2) {
     if (!from || !to) {

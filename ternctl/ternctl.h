@@ -130,6 +130,10 @@ void ctl_ctx_free(ctl_ctx *c);
 int ctl_find(const ctl_ctx *c, const char *region);
 /* 1 if cfg lists table. */
 int ctl_has_table(const cfg_region *cfg, const char *table);
+/* Takes the link option at argv[*i] -- --from R, --to R, and --table T when table is not
+ * NULL -- into *from, *to or *table (argv's strings): 1 with *i moved to its value, or 0
+ * when argv[*i] is none of them (or lacks its value). */
+int ctl_link_opt(int argc, char **argv, int *i, const char **from, const char **to, const char **table);
 /* The link --from FROM --to TO of command cmd: both given, both configs loaded, TO a peer
  * of FROM, and table (unless NULL) in both configs. Their config indexes in *r1, *r2; 0,
  * or -1 after printing why ("cmd: ..."). */

@@ -429,10 +429,8 @@ int ctl_cmd_wait(ctl_ctx *c, int argc, char **argv) {
     char last_err[512] = "";
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) from = argv[++i];
-        else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) to = argv[++i];
-        else if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) table = argv[++i];
-        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+        if (ctl_link_opt(argc, argv, &i, &from, &to, &table)) continue;
+        if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
             if (ctl_parse_seconds(argv[++i], &timeout_s) != 0) {
                 ctl_err("wait-caught-up: --timeout must be a positive number of seconds, got '%s'", argv[i]);
                 return CTL_EXIT_ERROR;
