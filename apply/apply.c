@@ -62,12 +62,44 @@ const char *apply_result_name(apply_result r) {
     return "?";
 }
 
-/* This host's clock, ms: CLOCK_REALTIME for a delete token's deadline, CLOCK_MONOTONIC
- * for the time its Redis steps took. */
-static long long apply_clock_ms(clockid_t id) {
+/* CLOCK_MONOTONIC, ms: the time a delete's Redis steps took (its token's deadline is on
+ * the wall clock, lww_wall_ms). */
+static long long apply_mono_ms(void) {
     struct timespec ts;
-    clock_gettime(id, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *apply_stored_version(const cJSON *item) {
+    const char *s = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
+    lww_version v;
+    char e[8];
+    return s && lww_version_parse(s, &v, e, sizeof e) == 0 ? s : "";
+}
+
+int apply_token_parse(const char *tok, apply_token *out) {
+    size_t n;
+    memset(out, 0, sizeof *out);
+    out->deadline = -1;
+    if (tok[0] != APPLY_TOKEN_DELETE && tok[0] != APPLY_TOKEN_TENTATIVE) return -1;
+    n = strcspn(tok + 1, "/@");
+    if (n == 0 || n >= LWW_VERSION_STRLEN) return -1;
+    out->kind = tok[0];
+    memcpy(out->version, tok + 1, n);
+    out->version[n] = '\0';
+    if (tok[1 + n] == '/') {
+        out->undo = tok + 2 + n;
+    } else if (tok[1 + n] == '@') {
+        char *end;
+        errno = 0;
+        out->deadline = strtoll(tok + 2 + n, &end, 10);
+        if (errno || end == tok + 2 + n || *end || out->deadline < 0) out->deadline = -1; /* no bound */
+    }
+    return 0;
+}
+
+void apply_token_confirmed(const char *tok, char *out) {
+    snprintf(out, APPLY_TOKEN_MAX, "%c%s", APPLY_TOKEN_DELETE, tok + 1); /* (hiredis has no %c) */
 }
 
 static void apply_copy_reply(const redisReply *r, char *out) {
@@ -152,7 +184,7 @@ static int apply_token_settle(state *st, const apply_change *c, const char *kpen
     redisReply *r;
     if (fate == APPLY_TOK_NONE && (own || !c->is_delete)) return apply_token_remove(st, kpend, token, own);
     if (!c->is_delete) return 0; /* written or maybe: a put's echo carries its tern:wid */
-    snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, token + 1); /* (hiredis has no %c) */
+    apply_token_confirmed(token, confirmed);
     snprintf(ttl, sizeof ttl, "%ld", c->ttl_s);
     r = state_cmd(st, "EVAL %s 1 %s %s %s %s", APPLY_LUA_CONFIRM, kpend, token, confirmed, ttl);
     if (!r) return -1;
@@ -385,9 +417,9 @@ static apply_result apply_write(store *s, state *st, const apply_change *c, cons
     store_stats before, after;
     int retried;
     apply_result res;
-    if (!req) { /* never sent: our token goes (best effort) */
+    if (!req) { /* never sent: settled as such (best effort) */
         snprintf(err, errlen, "out of memory");
-        (void)apply_token_remove(st, kpend, token, own_token);
+        (void)apply_token_settle(st, c, kpend, token, own_token, APPLY_TOK_NONE);
         return APPLY_ERROR;
     }
     store_get_stats(s, &before);
@@ -442,12 +474,13 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         snprintf(err, errlen, "key name too long");
         return APPLY_ERROR;
     }
-    if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return APPLY_ERROR;
-    if (c->is_delete) {
-        t_add = apply_clock_ms(CLOCK_MONOTONIC);
-        snprintf(token, sizeof token, "%c%s@%lld", APPLY_TOKEN_TENTATIVE, c->version,
-                 apply_clock_ms(CLOCK_REALTIME) + APPLY_DELETE_SEND_MS + store_call_max_ms(s));
+    if (c->is_delete) { /* a delete writes no tern:wid */
+        wid[0] = '\0';
+        t_add = apply_mono_ms();
+        snprintf(token, sizeof token, "%c%s@%llu", APPLY_TOKEN_TENTATIVE, c->version,
+                 (unsigned long long)(lww_wall_ms() + APPLY_DELETE_SEND_MS + (uint64_t)store_call_max_ms(s)));
     } else {
+        if (apply_new_wid(st, wid, sizeof wid, err, errlen) != 0) return APPLY_ERROR;
         snprintf(token, sizeof token, "%s", wid);
     }
 
@@ -491,16 +524,16 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
         redisReply *r;
         snprintf(ttl, sizeof ttl, "%ld", c->ttl_s);
         r = state_cmd(st, "EVAL %s 1 %s %s %s", APPLY_LUA_SETMAX, ktomb, c->version, ttl);
-        if (!r) { /* no DeleteItem sent: our token goes (best effort) */
+        if (!r) { /* no DeleteItem sent: settled as such (best effort) */
             snprintf(err, errlen, "%s", state_errstr(st));
-            (void)apply_token_remove(st, kpend, token, own_token);
+            (void)apply_token_settle(st, c, kpend, token, own_token, APPLY_TOK_NONE);
             return APPLY_ERROR;
         }
         freeReplyObject(r);
-        if (apply_clock_ms(CLOCK_MONOTONIC) - t_add > APPLY_DELETE_SEND_MS) { /* past the token's budget */
+        if (apply_mono_ms() - t_add > APPLY_DELETE_SEND_MS) { /* past the token's budget */
             snprintf(err, errlen, "Redis took over %d ms before the DeleteItem could be sent; not sent",
                      APPLY_DELETE_SEND_MS);
-            (void)apply_token_remove(st, kpend, token, own_token);
+            (void)apply_token_settle(st, c, kpend, token, own_token, APPLY_TOK_NONE);
             return APPLY_ERROR;
         }
     }

@@ -97,6 +97,24 @@ apply_result apply_one(store *s, state *st, const apply_change *c, int flags,
  * DeleteItem is sent, ms; past it the attempt fails without sending (part of the token's
  * deadline). */
 #define APPLY_DELETE_SEND_MS 5000
+/* The version a Tern write stored in item (its tern:ver), if it is a valid version text,
+ * else "" (applications may write anything there). Borrowed from item. */
+const char *apply_stored_version(const cJSON *item);
+/* A delete's echo token taken apart (apply_token_parse). */
+typedef struct {
+    char kind;                        /* APPLY_TOKEN_DELETE or APPLY_TOKEN_TENTATIVE */
+    char version[LWW_VERSION_STRLEN]; /* the delete's version */
+    long long deadline;               /* wall ms (apply.h, echo tokens), or -1: none (a token
+                                         written before deadlines, or an undo token) */
+    const char *undo;                 /* an undo token's repair version (points into the
+                                         token), else NULL */
+} apply_token;
+/* 0 when tok is a delete token ("T/D<version>[@<deadline>]", "D<version>/<repair version>"),
+ * taken apart into *out (a deadline that does not parse is none); -1 when not (a put's
+ * tern:wid). */
+int apply_token_parse(const char *tok, apply_token *out);
+/* The confirmed form ("D...") of tentative token tok ("T...") into out (APPLY_TOKEN_MAX). */
+void apply_token_confirmed(const char *tok, char *out);
 /* Largest group apply_puts takes (TransactWriteItems' limit). */
 #define APPLY_GROUP_MAX 100
 /* Fewest puts apply_puts writes in one TransactWriteItems; fewer go as single conditional

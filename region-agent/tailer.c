@@ -53,17 +53,6 @@
 #include "state.h"
 #include "store.h"
 
-/* A tentative delete token the shard was held at, and when it was first seen: the hold
- * limit runs per token, so that a replicator stopped with several deletes in flight
- * holds the shard about one limit, not one per REMOVE. Forgetting one (the ring is
- * full) only restarts its limit. */
-typedef struct {
-    char token[APPLY_TOKEN_MAX];
-    long long first;       /* monotonic ms */
-} hold_seen;
-
-#define TAILER_HOLD_TOKENS 8
-
 typedef struct {
     char id[128];
     char parent[128];
@@ -80,9 +69,11 @@ typedef struct {
     cJSON *held_page;      /* its GetRecords response (owned), Records from that record on;
                               NULL: none */
     char held_kid[65];     /* that record's key id */
-    size_t held;           /* its token: tentative[held] */
-    hold_seen tentative[TAILER_HOLD_TOKENS]; /* a ring, next at tentative_next */
-    size_t tentative_next;
+    /* the tentative token of the latest hold, and when the shard was first held at its
+     * delete (monotonic ms): the limit runs per delete, through re-classifications of the
+     * page, a failed commit, and retries of the delete (each with a new deadline) */
+    char held_token[APPLY_TOKEN_MAX];
+    long long held_first;
 } shard;
 
 /* A repair put this agent wrote whose own echo it has not read yet: every echo of the key
@@ -415,38 +406,13 @@ static int tailer_pending(const key_view *v, const char *token) {
     return 0;
 }
 
-/* The version a delete token names, copied into out (LWW_VERSION_STRLEN):
- * "D<version>@<deadline>" or, tentative, "T<version>@<deadline>" ("@<deadline>" absent in
- * tokens written before it existed), or "D<version>/<repair version>" for the delete that
- * undid a repair overtaken by that delete (apply.h). *undo: the repair version after the
- * '/', or NULL for a plain delete. Returns out, "" if tok is not a delete token. */
-static const char *tailer_token_version(const char *tok, char *out, const char **undo) {
-    size_t n;
-    out[0] = '\0';
-    *undo = NULL;
-    if (tok[0] != APPLY_TOKEN_DELETE && tok[0] != APPLY_TOKEN_TENTATIVE) return out;
-    n = strcspn(tok + 1, "/@");
-    if (n < LWW_VERSION_STRLEN) {
-        memcpy(out, tok + 1, n);
-        out[n] = '\0';
-    }
-    if (tok[1 + n] == '/') *undo = tok + 2 + n;
-    return out;
-}
-
-/* 1 when tok is a plain delete token "T/D<version>@<deadline>" that cannot be the echo of
- * a record created at created_ms (-1: unknown): its DeleteItem was made, if at all, by its
- * deadline (apply.h), and created_ms is more than AGENT_TOKEN_CLOCK_MARGIN_MS after it. */
+/* 1 when tok is a plain delete token with a deadline (apply.h) that cannot be the echo of
+ * a record created at created_ms (-1: unknown): its DeleteItem was made, if at all, by the
+ * deadline, and created_ms is more than AGENT_TOKEN_CLOCK_MARGIN_MS after it. */
 static int tailer_token_stale(const char *tok, long long created_ms) {
-    const char *at = strchr(tok, '@');
-    char *end;
-    long long deadline;
-    if (created_ms < 0 || !at || (tok[0] != APPLY_TOKEN_DELETE && tok[0] != APPLY_TOKEN_TENTATIVE)) return 0;
-    errno = 0;
-    deadline = strtoll(at + 1, &end, 10);
-    if (errno || end == at + 1 || *end || deadline < 0 || deadline > LLONG_MAX - AGENT_TOKEN_CLOCK_MARGIN_MS)
-        return 0;
-    return created_ms > deadline + AGENT_TOKEN_CLOCK_MARGIN_MS;
+    apply_token at;
+    if (created_ms < 0 || apply_token_parse(tok, &at) != 0 || at.deadline < 0) return 0;
+    return at.deadline <= LLONG_MAX - AGENT_TOKEN_CLOCK_MARGIN_MS && created_ms > at.deadline + AGENT_TOKEN_CLOCK_MARGIN_MS;
 }
 
 /* The delete token of a REMOVE record whose deleted item had stored version `stored`
@@ -466,17 +432,19 @@ static int tailer_token_stale(const char *tok, long long created_ms) {
  * it removed and trigger a false repair. Borrowed. */
 static const char *tailer_delete_token(const key_view *v, const char *stored) {
     const char *best[2] = {NULL, NULL}; /* [0] plain, [1] undo */
-    char tv[LWW_VERSION_STRLEN], bv[2][LWW_VERSION_STRLEN] = {"", ""};
+    char bv[2][LWW_VERSION_STRLEN] = {"", ""};
     if (!v->pend || v->pend->type != REDIS_REPLY_ARRAY) return NULL;
     for (size_t i = 0; i < v->pend->elements; i++) {
-        const char *tok = v->pend->element[i]->str, *undo;
+        const char *tok = v->pend->element[i]->str;
+        apply_token at;
         int k;
-        if (!*tailer_token_version(tok, tv, &undo) || strcmp(tv, stored) <= 0 || !tailer_pending(v, tok)) continue;
-        if (undo && strcmp(undo, stored) != 0) continue;
-        k = undo != NULL;
-        if (!best[k] || strcmp(tv, bv[k]) < 0 || (strcmp(tv, bv[k]) == 0 && tok[0] == APPLY_TOKEN_DELETE)) {
+        if (apply_token_parse(tok, &at) != 0 || strcmp(at.version, stored) <= 0 || !tailer_pending(v, tok)) continue;
+        if (at.undo && strcmp(at.undo, stored) != 0) continue;
+        k = at.undo != NULL;
+        if (!best[k] || strcmp(at.version, bv[k]) < 0 ||
+            (strcmp(at.version, bv[k]) == 0 && at.kind == APPLY_TOKEN_DELETE)) {
             best[k] = tok;
-            memcpy(bv[k], tv, sizeof bv[k]);
+            memcpy(bv[k], at.version, sizeof bv[k]);
         }
     }
     return best[0] ? best[0] : best[1];
@@ -486,22 +454,13 @@ static const char *tailer_delete_token(const key_view *v, const char *stored) {
  * repair version is spent with it (a repair lands at most once after the delete that
  * overtakes it, so one REMOVE of its state is all an undo can produce). */
 static void tailer_consume_undos(key_view *v, const char *stored) {
-    char tv[LWW_VERSION_STRLEN];
     if (!*stored || !v->pend || v->pend->type != REDIS_REPLY_ARRAY) return;
     for (size_t i = 0; i < v->pend->elements; i++) {
-        const char *tok = v->pend->element[i]->str, *undo;
-        if (*tailer_token_version(tok, tv, &undo) && undo && strcmp(undo, stored) == 0 && tailer_pending(v, tok))
+        const char *tok = v->pend->element[i]->str;
+        apply_token at;
+        if (apply_token_parse(tok, &at) == 0 && at.undo && strcmp(at.undo, stored) == 0 && tailer_pending(v, tok))
             v->consumed[v->n_consumed++] = tok;
     }
-}
-
-/* A valid version text from an item attribute, or "" (apps may write anything). */
-static const char *tailer_item_version(const cJSON *item) {
-    const char *s = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
-    lww_version v;
-    char e[8];
-    if (!s || lww_version_parse(s, &v, e, sizeof e) != 0) return "";
-    return s;
 }
 
 static void tailer_observe(tailer *tl, const char *text) {
@@ -569,8 +528,8 @@ static int tailer_ship_image(const table_tail *t, rec_view *r) {
 }
 
 /* Whether a local change can cross the wire (the rules of wire_decode): valid, non-empty
- * keys with no tern:* name, and for a put an image holding the same key values: 1; 0 (logs
- * why not); -1 out of memory. */
+ * keys with no tern:* name, and for a put an image holding the same key values. As
+ * tailer_ship_image: 0; 1 (logged) if not; -1 out of memory. */
 static int tailer_shippable(const table_tail *t, const rec_view *r) {
     char err[256];
     const cJSON *k;
@@ -579,7 +538,7 @@ static int tailer_shippable(const table_tail *t, const rec_view *r) {
     if (rc != 0 || !r->keys->child) {
         log_error(NULL, "table %s: stream record %s has invalid keys (%s): NOT REPLICATED", t->name, r->seq,
                   r->keys->child ? err : "empty");
-        return 0;
+        return 1;
     }
     for (k = r->keys->child; k; k = k->next) {
         const cJSON *iv;
@@ -588,7 +547,7 @@ static int tailer_shippable(const table_tail *t, const rec_view *r) {
         if (strncmp(k->string, ITEM_HIDDEN_PREFIX, strlen(ITEM_HIDDEN_PREFIX)) == 0) {
             log_error(NULL, "table %s: key attribute %s uses Tern's reserved prefix " ITEM_HIDDEN_PREFIX
                       ": record %s NOT REPLICATED", t->name, k->string, r->seq);
-            return 0;
+            return 1;
         }
         if (r->is_delete) continue;
         iv = cJSON_GetObjectItemCaseSensitive(r->img, k->string);
@@ -602,10 +561,10 @@ static int tailer_shippable(const table_tail *t, const rec_view *r) {
         if (!same) {
             log_error(NULL, "table %s: stream record %s: the new image's %s differs from its key: NOT REPLICATED",
                       t->name, r->seq, k->string);
-            return 0;
+            return 1;
         }
     }
-    return 1;
+    return 0;
 }
 
 /* Appends one log entry {"op","keys","image","ver"} as an XADD to the pipeline. */
@@ -709,39 +668,30 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
  * held at r for the hold limit (logged): the token is then taken for confirmed. */
 static int tailer_hold(const tailer *tl, const table_tail *t, shard *s, const rec_view *r, const char *token) {
     long long now = daemon_mono_ms();
-    size_t i, n = strcspn(token, "@");
-    /* the same delete: a retry of the change replaces its token with a later deadline, and
-     * the limit keeps running from the first */
-    for (i = 0; i < TAILER_HOLD_TOKENS; i++)
-        if (strncmp(s->tentative[i].token, token, n) == 0 && strcspn(s->tentative[i].token, "@") == n) {
-            snprintf(s->tentative[i].token, sizeof s->tentative[i].token, "%s", token);
-            break;
-        }
-    if (i == TAILER_HOLD_TOKENS) { /* a new hold: counted in acnt:T held (best effort) */
+    apply_token cur, prev;
+    if (apply_token_parse(token, &cur) != 0 || apply_token_parse(s->held_token, &prev) != 0 ||
+        strcmp(cur.version, prev.version) != 0) { /* a new hold: counted in acnt:T held (best effort) */
         char key[512];
         redisReply *rep;
-        i = s->tentative_next;
-        s->tentative_next = (i + 1) % TAILER_HOLD_TOKENS;
-        snprintf(s->tentative[i].token, sizeof s->tentative[i].token, "%s", token);
-        s->tentative[i].first = now;
+        s->held_first = now;
         if (state_key(tl->st, key, sizeof key, STATE_K_ACNT, t->name) == 0 &&
             (rep = state_cmd(tl->st, "HINCRBY %s held 1", key)))
             freeReplyObject(rep);
     }
-    if (now - s->tentative[i].first < tl->hold_max_ms) {
+    snprintf(s->held_token, sizeof s->held_token, "%s", token); /* a retry's, with its deadline */
+    if (now - s->held_first < tl->hold_max_ms) {
         snprintf(s->held_kid, sizeof s->held_kid, "%s", r->kid);
-        s->held = i;
         return 1;
     }
     log_warn(NULL, "table %s shard %s: key %s: delete token %s still tentative after %lld ms (its writer crashed, "
              "is down or cannot reach the store since its DeleteItem): taking record %s for its echo", t->name, s->id,
-             r->kid, token, now - s->tentative[i].first, r->seq);
+             r->kid, token, now - s->held_first, r->seq);
     return 0;
 }
 
 /* When a held shard is looked at again (AGENT_HOLD_*). */
 static long long tailer_hold_next(const shard *s, long long now) {
-    return now + (now - s->tentative[s->held].first < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
+    return now + (now - s->held_first < AGENT_HOLD_FAST_MS ? AGENT_HOLD_POLL_MS : AGENT_HOLD_SLOW_MS);
 }
 
 /* 1 when the token the held page of s waits for is certainly still tentative and within
@@ -750,11 +700,10 @@ static int tailer_still_held(tailer *tl, const table_tail *t, const shard *s, lo
     char key[512];
     redisReply *r;
     int held;
-    const hold_seen *h = &s->tentative[s->held];
-    if (now - h->first >= tl->hold_max_ms ||
+    if (now - s->held_first >= tl->hold_max_ms ||
         state_key(tl->st, key, sizeof key, STATE_K_PEND, t->name, s->held_kid) != 0)
         return 0;
-    r = state_cmd(tl->st, "SISMEMBER %s %s", key, h->token);
+    r = state_cmd(tl->st, "SISMEMBER %s %s", key, s->held_token);
     held = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     if (r) freeReplyObject(r);
     return held;
@@ -854,25 +803,25 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         rec_view *r = &recs[i];
         key_view *v = tailer_view(views, nk, r->kid);
         const char *old_logical, *token = NULL;
-        if (r->oldi) old_logical = vmax(tailer_item_version(r->oldi), v->ll);
+        if (r->oldi) old_logical = vmax(apply_stored_version(r->oldi), v->ll);
         else old_logical = v->lt; /* only a local delete can be restored: the tombstone may
                                     * already carry a replicated delete still on its way */
         tailer_observe(tl, old_logical);
         n_stale += tailer_spend_stale(t, v, r);
-        token = r->is_delete ? tailer_delete_token(v, tailer_item_version(r->oldi))
+        token = r->is_delete ? tailer_delete_token(v, apply_stored_version(r->oldi))
                              : item_get_s(r->newi, ITEM_ATTR_WID);
         if (token && tailer_pending(v, token)) {
             /* an echo of a Tern write: never shipped (guarantee 4) */
-            char tv[LWW_VERSION_STRLEN];
-            const char *undo;
-            const char *echo_ver = r->is_delete ? tailer_token_version(token, tv, &undo) : tailer_item_version(r->newi);
+            apply_token at;
+            const char *echo_ver = r->is_delete && apply_token_parse(token, &at) == 0 ? at.version
+                                                                                     : apply_stored_version(r->newi);
             const repair_note *note;
             if (token[0] == APPLY_TOKEN_TENTATIVE && tailer_hold(tl, t, s, r, token)) {
                 np = i;
                 break;
             }
             v->consumed[v->n_consumed++] = token;
-            if (r->is_delete) tailer_consume_undos(v, tailer_item_version(r->oldi));
+            if (r->is_delete) tailer_consume_undos(v, apply_stored_version(r->oldi));
             tailer_observe(tl, echo_ver);
             if (r->is_delete && strcmp(echo_ver, v->tomb) > 0) snprintf(v->tomb, sizeof v->tomb, "%s", echo_ver);
             n_echo++;
@@ -897,10 +846,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         /* a local change */
         {
             int ok = r->is_delete ? 0 : tailer_ship_image(t, r); /* 0 ok, 1 invalid, -1 no memory */
-            if (ok == 0) {
-                int sh = tailer_shippable(t, r);
-                ok = sh == 1 ? 0 : sh == 0 ? 1 : -1;
-            }
+            if (ok == 0) ok = tailer_shippable(t, r);
             if (ok < 0) {
                 log_warn(NULL, "table %s shard %s: out of memory classifying record %s; reading the batch again",
                          t->name, s->id, r->seq);
@@ -964,8 +910,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
                  * should its writer confirm it meanwhile (the repairs of this batch take
                  * time): "D" of that version can only be that same delete's */
                 if (v->consumed[j][0] == APPLY_TOKEN_TENTATIVE) {
-                    char confirmed[APPLY_TOKEN_MAX]; /* (hiredis has no %c) */
-                    snprintf(confirmed, sizeof confirmed, "%c%s", APPLY_TOKEN_DELETE, v->consumed[j] + 1);
+                    char confirmed[APPLY_TOKEN_MAX];
+                    apply_token_confirmed(v->consumed[j], confirmed);
                     state_append(tl->st, "SREM %s %s %s", k1, v->consumed[j], confirmed);
                 } else {
                     state_append(tl->st, "SREM %s %s", k1, v->consumed[j]);
