@@ -273,10 +273,10 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     }
     b.first = b.changes[0].pos;
     for (;;) { /* halve a batch over WIRE_MAX_FRAME until it fits */
-        int enc;
+        wire_status enc;
         b.last = b.changes[b.n - 1].pos;
-        if ((enc = wire_encode_batch(&b, &frame, &flen, err, sizeof err)) == 0) break;
-        if (enc == WIRE_ENC_NOMEM) { /* nothing wrong with the changes: again later */
+        if ((enc = wire_encode_batch(&b, &frame, &flen, err, sizeof err)) == WIRE_OK) break;
+        if (enc == WIRE_ERR_NOMEM) { /* nothing wrong with the changes: again later */
             log_warn(p->peer->region, "table %s: encoding a batch: %s; retrying", l->table, err);
             l->blocked_until = now + AGENT_ERROR_BACKOFF_MS;
             goto out;
@@ -406,18 +406,11 @@ static void shipper_housekeep(shipper *sh) {
     size_t queued = 0;
     int nconn = 0;
 
-    /* the pause flags first: one command at a time is refused while a pipeline is queued
-     * (the flag of every peer after the first was never read) */
+    /* one pipeline: every peer's pause flag first, then the acks and counters */
     for (size_t i = 0; i < sh->n_peers; i++) {
-        peer_state *p = &sh->peers[i];
-        int was = p->paused;
-        state_key(sh->st, key, sizeof key, STATE_K_PAUSE, p->peer->region);
-        r = state_cmd(sh->st, "EXISTS %s", key);
-        if (r) {
-            p->paused = state_reply_ll(r, 0) > 0;
-            freeReplyObject(r);
-        }
-        if (p->paused != was) log_info(p->peer->region, "shipping %s", p->paused ? "paused" : "resumed");
+        state_key(sh->st, key, sizeof key, STATE_K_PAUSE, sh->peers[i].peer->region);
+        state_append(sh->st, "EXISTS %s", key);
+        queued++;
     }
     for (size_t i = 0; i < sh->n_peers; i++) {
         peer_state *p = &sh->peers[i];
@@ -449,6 +442,12 @@ static void shipper_housekeep(shipper *sh) {
              * unflushed, while what succeeded is done (counters not added twice) */
             int failed = 0;
             size_t k = 0;
+            for (size_t i = 0; i < sh->n_peers; i++, k++) { /* a flag not read stays as it was */
+                peer_state *p = &sh->peers[i];
+                int was = p->paused;
+                if (!state_reply_failed(sh->st, rep[k])) p->paused = state_reply_ll(rep[k], 0) > 0;
+                if (p->paused != was) log_info(p->peer->region, "shipping %s", p->paused ? "paused" : "resumed");
+            }
             for (size_t i = 0; i < sh->n_peers; i++)
                 for (size_t j = 0; j < cfg->n_tables; j++) {
                     link_state *l = &sh->peers[i].links[j];

@@ -680,27 +680,27 @@ void wire_msg_free(wire_msg *m)
 
 /* ---------------------------------------------------------------- encoding */
 
-/* Prints root and frames it. Returns 0, -1 (too big) or WIRE_ENC_NOMEM, with err. */
-static int frame_body(const cJSON *root, int version, wire_type type, unsigned char **out, size_t *len,
+/* Prints root and frames it. WIRE_OK, or WIRE_ERR_TOO_BIG / WIRE_ERR_NOMEM with err. */
+static wire_status frame_body(const cJSON *root, int version, wire_type type, unsigned char **out, size_t *len,
                       char *err, size_t errlen)
 {
     char *body = cJSON_PrintUnformatted(root);
     if (!body) {
         set_err(err, errlen, "out of memory printing the body");
-        return WIRE_ENC_NOMEM;
+        return WIRE_ERR_NOMEM;
     }
     size_t blen = strlen(body);
     if (blen > WIRE_MAX_FRAME - WIRE_HEADER_LEN) {
         set_err(err, errlen, "frame of %zu bytes exceeds WIRE_MAX_FRAME (%u bytes): split the batch",
                 blen + WIRE_HEADER_LEN, WIRE_MAX_FRAME);
         free(body);
-        return -1;
+        return WIRE_ERR_TOO_BIG;
     }
     unsigned char *f = malloc(WIRE_HEADER_LEN + blen);
     if (!f) {
         set_err(err, errlen, "out of memory for a %zu-byte frame", blen + WIRE_HEADER_LEN);
         free(body);
-        return WIRE_ENC_NOMEM;
+        return WIRE_ERR_NOMEM;
     }
     memcpy(f, MAGIC, sizeof MAGIC);
     f[4] = (unsigned char)version;
@@ -715,7 +715,7 @@ static int frame_body(const cJSON *root, int version, wire_type type, unsigned c
     free(body);
     *out = f;
     *len = WIRE_HEADER_LEN + blen;
-    return 0;
+    return WIRE_OK;
 }
 
 static int add_pos(cJSON *obj, const char *name, wire_pos p)
@@ -742,35 +742,35 @@ static int add_ref(cJSON *obj, const char *name, const cJSON *item)
     return 0;
 }
 
-int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, char *err,
-                      size_t errlen)
+wire_status wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, char *err,
+                              size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
     if (!out || !len) {
         set_err(err, errlen, "no output buffer");
-        return -1;
+        return WIRE_ERR_SCHEMA;
     }
     *out = NULL;
     *len = 0;
     if (!b) {
         set_err(err, errlen, "no batch");
-        return -1;
+        return WIRE_ERR_SCHEMA;
     }
     if (b->n < 1 || b->n > WIRE_MAX_CHANGES || !b->changes) {
         set_err(err, errlen, "changes: %zu changes, must be 1..%d", b->n, WIRE_MAX_CHANGES);
-        return -1;
+        return WIRE_ERR_SCHEMA;
     }
     if (b->sent_ms > WIRE_SENT_MS_MAX) {
         set_err(err, errlen, "sent_ms: must be an integer 0..%llu",
                 (unsigned long long)WIRE_SENT_MS_MAX);
-        return -1;
+        return WIRE_ERR_SCHEMA;
     }
     if (!memchr(b->source, '\0', sizeof b->source) || !memchr(b->table, '\0', sizeof b->table)) {
         set_err(err, errlen, "source/table: not NUL-terminated");
-        return -1;
+        return WIRE_ERR_SCHEMA;
     }
-    int rc = -1;
+    wire_status rc = WIRE_ERR_SCHEMA;
     char ms[24];
     snprintf(ms, sizeof ms, "%llu", (unsigned long long)b->sent_ms);
     cJSON *root = cJSON_CreateObject(), *changes = NULL;
@@ -801,55 +801,49 @@ int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, cha
             goto nomem;
     }
     int version = b->has_acked ? 2 : 1;
-    wire_status st = check_batch(root, version, NULL, err, errlen);
-    if (st != WIRE_OK) {
-        if (st == WIRE_ERR_NOMEM) /* the check itself ran out of memory */
-            rc = WIRE_ENC_NOMEM;
+    rc = check_batch(root, version, NULL, err, errlen);
+    if (rc != WIRE_OK)
         goto done;
-    }
     rc = frame_body(root, version, WIRE_BATCH, out, len, err, errlen);
     goto done;
 nomem:
     set_err(err, errlen, "out of memory building the batch");
-    rc = WIRE_ENC_NOMEM;
+    rc = WIRE_ERR_NOMEM;
 done:
     cJSON_Delete(root); /* references: the caller's trees are not freed */
     return rc;
 }
 
-int wire_encode_ack(const wire_ack *a, unsigned char **out, size_t *len, char *err,
-                    size_t errlen)
+wire_status wire_encode_ack(const wire_ack *a, unsigned char **out, size_t *len, char *err,
+                            size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
     if (!out || !len) {
         set_err(err, errlen, "no output buffer");
-        return -1;
+        return WIRE_ERR_SCHEMA;
     }
     *out = NULL;
     *len = 0;
     if (!a) {
         set_err(err, errlen, "no ack");
-        return -1;
+        return WIRE_ERR_SCHEMA;
     }
     if (!memchr(a->source, '\0', sizeof a->source) || !memchr(a->table, '\0', sizeof a->table)) {
         set_err(err, errlen, "source/table: not NUL-terminated");
-        return -1;
+        return WIRE_ERR_SCHEMA;
     }
-    int rc = -1;
+    wire_status rc = WIRE_ERR_SCHEMA;
     cJSON *root = cJSON_CreateObject();
     if (!root || !cJSON_AddStringToObject(root, "source", a->source) ||
         !cJSON_AddStringToObject(root, "table", a->table) || add_pos(root, "pos", a->pos)) {
         set_err(err, errlen, "out of memory building the ack");
-        rc = WIRE_ENC_NOMEM;
+        rc = WIRE_ERR_NOMEM;
         goto done;
     }
-    wire_status st = check_ack(root, NULL, err, errlen);
-    if (st != WIRE_OK) {
-        if (st == WIRE_ERR_NOMEM)
-            rc = WIRE_ENC_NOMEM;
+    rc = check_ack(root, NULL, err, errlen);
+    if (rc != WIRE_OK)
         goto done;
-    }
     rc = frame_body(root, 1, WIRE_ACK, out, len, err, errlen);
 done:
     cJSON_Delete(root);

@@ -128,17 +128,16 @@ wire_status wire_decode(const void *buf, size_t len, wire_msg *out, char *err, s
 void wire_msg_free(wire_msg *m);
 
 /* Encoders: validate with the decoder's rules, then store a malloc'd frame in *out and
- * its size in *len (the caller frees *out). Return 0; -1 with err set and *out NULL: a
- * rule broken (e.g. "changes[2].image: ...") or the frame over WIRE_MAX_FRAME (split the
- * batch); or WIRE_ENC_NOMEM with err set and *out NULL: out of memory, nothing wrong with
- * the input (try again later). The batch/ack stays the caller's.
+ * its size in *len (the caller frees *out). Return WIRE_OK, or with err set and *out NULL:
+ * WIRE_ERR_SCHEMA, a rule broken (e.g. "changes[2].image: ..."); WIRE_ERR_TOO_BIG, the
+ * frame over WIRE_MAX_FRAME (split the batch); WIRE_ERR_NOMEM, out of memory, nothing
+ * wrong with the input (try again later). The batch/ack stays the caller's.
  * A batch is framed as version 2 when has_acked is set, else as version 1; an ack is
  * always framed as version 1 (its body is the same in both), so a peer that decodes
  * only version 1 still takes this build's acks. */
-#define WIRE_ENC_NOMEM (-2)
-int wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, char *err,
-                      size_t errlen);
-int wire_encode_ack(const wire_ack *a, unsigned char **out, size_t *len, char *err,
-                    size_t errlen);
+wire_status wire_encode_batch(const wire_batch *b, unsigned char **out, size_t *len, char *err,
+                              size_t errlen);
+wire_status wire_encode_ack(const wire_ack *a, unsigned char **out, size_t *len, char *err,
+                            size_t errlen);
 
 #endif

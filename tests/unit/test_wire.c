@@ -240,7 +240,7 @@ static void test_batch_extremes(void **state)
     wire_msg_free(&m);
     free(frame);
     b.sent_ms = WIRE_SENT_MS_MAX + 1;
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_null(frame);
     assert_non_null(strstr(err, "sent_ms"));
     free_batch(&b);
@@ -274,12 +274,12 @@ static void test_ack_round_trip(void **state)
 
     /* the encoder applies the decoder's rules */
     snprintf(a.source, sizeof a.source, "EU");
-    assert_int_equal(wire_encode_ack(&a, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_ack(&a, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_null(frame);
     assert_non_null(strstr(err, "source"));
     snprintf(a.source, sizeof a.source, "eu-west-1");
     snprintf(a.table, sizeof a.table, "t");
-    assert_int_equal(wire_encode_ack(&a, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_ack(&a, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_non_null(strstr(err, "table"));
 }
 
@@ -588,7 +588,7 @@ static void test_batch_acked(void **state)
     size_t len = 0;
     b.has_acked = 1;
     b.acked = b.first;
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_null(frame);
     assert_string_equal(err, "acked: must not be after prev");
     free_batch(&b);
@@ -633,44 +633,44 @@ static void test_encode_rejections(void **state)
     wire_batch b = make_batch(3);
 
     b.n = 0;
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_null(frame);
     assert_int_equal(len, 0);
     b.n = 3;
 
     b.first.seq++;
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_non_null(strstr(err, "first:"));
     b.first.seq--;
 
     char saved[LWW_VERSION_STRLEN];
     memcpy(saved, b.changes[1].version, sizeof saved);
     snprintf(b.changes[1].version, sizeof b.changes[1].version, "1700000000000-000001-eu-west-1");
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_non_null(strstr(err, "changes[1].ver: region"));
     memcpy(b.changes[1].version, saved, sizeof saved);
 
     wire_op op = b.changes[2].op;
     b.changes[2].op = (wire_op)7;
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_non_null(strstr(err, "changes[2].op"));
     b.changes[2].op = op;
 
     assert_int_equal(item_set_s(b.changes[0].image, ITEM_ATTR_VER, "x"), 0);
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_non_null(strstr(err, "changes[0].image: hidden attribute \"tern:ver\""));
     item_strip_hidden(b.changes[0].image);
 
     cJSON *keys = b.changes[0].keys;
     b.changes[0].keys = NULL;
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
     assert_non_null(strstr(err, "changes[0].keys: missing"));
     b.changes[0].keys = keys;
 
     /* still good, and the caller's trees are intact after all of that */
     assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), 0);
     free(frame);
-    assert_int_equal(wire_encode_batch(NULL, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(NULL, &frame, &len, err, sizeof err), WIRE_ERR_SCHEMA);
 
     /* out of memory is not a broken rule: the shipper retries instead of dropping the
      * change (it deleted a change from the log when its encoding failed for any reason).
@@ -691,8 +691,8 @@ static void test_encode_rejections(void **state)
                 cJSON_InitHooks(NULL);
                 if (rc == 0)
                     break;
-                if (rc != WIRE_ENC_NOMEM)
-                    fail_msg("%s with allocation %d failing: %d (%s), not WIRE_ENC_NOMEM", ack ? "ack" : "batch",
+                if (rc != WIRE_ERR_NOMEM)
+                    fail_msg("%s with allocation %d failing: %d (%s), not WIRE_ERR_NOMEM", ack ? "ack" : "batch",
                              tries + 1, rc, err);
                 assert_null(frame);
             }
@@ -720,7 +720,7 @@ static void test_encode_over_size(void **state)
     unsigned char *frame;
     size_t len;
     char err[256];
-    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), -1);
+    assert_int_equal(wire_encode_batch(&b, &frame, &len, err, sizeof err), WIRE_ERR_TOO_BIG);
     assert_null(frame);
     assert_non_null(strstr(err, "exceeds WIRE_MAX_FRAME"));
     /* half of it fits */
