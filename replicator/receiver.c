@@ -82,7 +82,6 @@ struct receiver {
     size_t inflight;            /* changes in the pool */
     rej_count rej[32];
     size_t n_rej;
-    long refused_unsaved;       /* refused CURVE handshakes not yet added to rej */
     long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;        /* Redis failures not logged since then */
 };
@@ -180,35 +179,41 @@ static void receiver_count(receiver *r, const char *source, const char *table, c
     if (r->m_changes && n > 0) metrics_inc_with(r->m_changes, v, (uint64_t)n);
 }
 
-void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail) {
+/* The count of reason (added on first use), or NULL: the table is full (cannot happen with
+ * the fixed set of reasons). */
+static rej_count *receiver_rej_slot(receiver *r, const char *reason) {
     size_t i;
+    for (i = 0; i < r->n_rej; i++)
+        if (strcmp(r->rej[i].reason, reason) == 0) return &r->rej[i];
+    if (r->n_rej == sizeof r->rej / sizeof r->rej[0]) return NULL;
+    snprintf(r->rej[i].reason, sizeof r->rej[i].reason, "%s", reason);
+    r->n_rej++;
+    return &r->rej[i];
+}
+
+void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail) {
     long long now = daemon_mono_ms();
+    rej_count *c = receiver_rej_slot(r, reason);
     if (r->m_rejected) {
         const char *v[] = {reason, NULL};
         metrics_inc_with(r->m_rejected, v, 1);
     }
-    for (i = 0; i < r->n_rej; i++)
-        if (strcmp(r->rej[i].reason, reason) == 0) break;
-    if (i == r->n_rej && r->n_rej < sizeof r->rej / sizeof r->rej[0]) {
-        snprintf(r->rej[i].reason, sizeof r->rej[i].reason, "%s", reason);
-        r->n_rej++;
-    }
-    if (i == r->n_rej) { /* table of reasons full: cannot happen with the fixed reason set */
+    if (!c) {
         log_warn(peer, "rejected a frame (%s): %s", reason, detail);
         return;
     }
-    r->rej[i].count++;
+    c->count++;
     /* one line per reason per REPL_REJECT_LOG_MS, saying how many were not logged */
-    if (now - r->rej[i].last_warn >= REPL_REJECT_LOG_MS || log_get_level() >= LOG_LVL_DEBUG) {
-        if (r->rej[i].suppressed)
+    if (now - c->last_warn >= REPL_REJECT_LOG_MS || log_get_level() >= LOG_LVL_DEBUG) {
+        if (c->suppressed)
             log_warn(peer, "rejected a frame (%s): %s (and %ld more like it not logged)", reason, detail,
-                     r->rej[i].suppressed);
+                     c->suppressed);
         else
             log_warn(peer, "rejected a frame (%s): %s", reason, detail);
-        r->rej[i].last_warn = now;
-        r->rej[i].suppressed = 0;
+        c->last_warn = now;
+        c->suppressed = 0;
     } else {
-        r->rej[i].suppressed++;
+        c->suppressed++;
     }
 }
 
@@ -342,7 +347,7 @@ static int receiver_save(receiver *r, source_state *s) {
         size_t c = *s->ver ? 1 : 0; /* the first counter's reply */
         long *field[] = {&t->applied, &t->lost, &t->dup, &t->skew};
         static const char *const name[] = {"applied", "lost", "duplicate", "skew_held"};
-        int wm_failed = *s->ver && state_reply_failed(r->st, rep[0]), stats_failed = 0, lags_ok = 1;
+        int wm_failed = *s->ver && state_reply_failed(r->st, rep[0]), stats_failed = 0;
         for (size_t k = 0; k < 4; k++) {
             if (state_reply_failed(r->st, rep[c + k])) {
                 stats_failed = 1;
@@ -358,10 +363,9 @@ static int receiver_save(receiver *r, source_state *s) {
                 if (kept != i) memcpy(t->lags[kept], t->lags[i], sizeof t->lags[0]);
                 kept++;
             }
-            if (kept) lags_ok = 0;
+            if (kept) stats_failed = 1;
             t->n_lags = kept;
         }
-        if (!lags_ok) stats_failed = 1;
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
         if (wm_failed) {
             receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
@@ -713,16 +717,15 @@ void receiver_housekeep(receiver *r, long refused, const char *status) {
     char key[256];
     size_t n = 0;
     redisReply *rep[34];
+    if (refused) { /* CURVE handshakes refused by ZAP: one more reason, counted here */
+        rej_count *c = receiver_rej_slot(r, "curve_refused");
+        if (r->m_refused) metrics_inc_with(r->m_refused, NULL, (uint64_t)refused);
+        if (c) c->count += refused;
+    }
     state_key(r->st, key, sizeof key, STATE_K_REJ);
     for (size_t i = 0; i < r->n_rej; i++) {
         if (!r->rej[i].count) continue;
         state_append(r->st, "HINCRBY %s %s %ld", key, r->rej[i].reason, r->rej[i].count);
-        n++;
-    }
-    if (refused && r->m_refused) metrics_inc_with(r->m_refused, NULL, (uint64_t)refused);
-    r->refused_unsaved += refused;
-    if (r->refused_unsaved) {
-        state_append(r->st, "HINCRBY %s curve_refused %ld", key, r->refused_unsaved);
         n++;
     }
     /* each count is cleared once its HINCRBY has answered; one answered with an error (a
@@ -734,10 +737,6 @@ void receiver_housekeep(receiver *r, long refused, const char *status) {
             if (!r->rej[i].count) continue;
             if (state_reply_failed(r->st, rep[k++])) failed = 1;
             else r->rej[i].count = 0;
-        }
-        if (r->refused_unsaved) {
-            if (state_reply_failed(r->st, rep[k])) failed = 1;
-            else r->refused_unsaved = 0;
         }
         if (failed) receiver_redis_warn(r, NULL, "-", "saving rejection counts (kept for the next try)");
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);

@@ -33,11 +33,9 @@
  * failed: exit 1, and running the command again completes it. An error reading the
  * source stops the run (exit 2).
  * Threading: single-threaded (the handles of ctl_ctx). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -62,21 +60,13 @@ typedef struct {
     size_t scanned, written, newer, same, gone, refused, failed, skipped;
 } bfill;
 
-static void bf_sleep_ms(long long ms) {
-    struct timespec ts;
-    if (ms <= 0) return;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
-
 /* The version to copy item at (see the header): a valid stored tern:ver, else the
  * source's ll (read before the item), else the unversioned one. out: LWW_VERSION_STRLEN. */
 static void bf_version(const bfill *b, ctl_ctx *c, const cJSON *item, const redisReply *ll, char *out) {
-    const char *sv = item_get_s(item, ITEM_ATTR_VER);
+    const char *sv = apply_stored_version(item);
     lww_version v;
     char e[64];
-    if (sv && lww_version_parse(sv, &v, e, sizeof e) == 0) {
+    if (*sv) {
         snprintf(out, LWW_VERSION_STRLEN, "%s", sv);
         return;
     }
@@ -119,7 +109,7 @@ static int bf_item(bfill *b, ctl_ctx *c, store *ss, store *ds, state *dst, const
     ch.kid = kid;
     ch.ttl_s = c->cfgs[b->dst]->replicator.tombstone_ttl_s;
     for (int attempt = 1; attempt <= BACKFILL_TRIES; attempt++) {
-        if (attempt > 1) bf_sleep_ms(BACKFILL_RETRY_MS);
+        if (attempt > 1) ctl_sleep_ms(BACKFILL_RETRY_MS);
         res = apply_one(ds, dst, &ch, APPLY_PRECHECK | APPLY_TOMBCHECK, winner, err, sizeof err);
         if (res != APPLY_ERROR) break;
     }
@@ -178,7 +168,7 @@ static int bf_page(bfill *b, ctl_ctx *c, store *ss, state *sst, store *ds, state
         if (bf_item(b, c, ss, ds, dst, keys[i], kids[i], ll[i]) != 0) goto out;
         if (b->rate > 0) { /* never ahead of rate items/s since the start */
             size_t done = b->written + b->newer + b->same + b->gone + b->refused + b->failed;
-            bf_sleep_ms(b->t0 + (long long)(done * 1000 / (unsigned long long)b->rate) - daemon_mono_ms());
+            ctl_sleep_ms(b->t0 + (long long)(done * 1000 / (unsigned long long)b->rate) - daemon_mono_ms());
         }
     }
     rc = 0;

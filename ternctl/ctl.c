@@ -6,9 +6,11 @@
 #include "ternctl.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -129,6 +131,14 @@ int ctl_has_table(const cfg_region *cfg, const char *table) {
     for (size_t i = 0; i < cfg->n_tables; i++)
         if (strcmp(cfg->tables[i], table) == 0) return 1;
     return 0;
+}
+
+void ctl_sleep_ms(long long ms) {
+    struct timespec ts;
+    if (ms <= 0) return;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
 int ctl_link_opt(int argc, char **argv, int *i, const char **from, const char **to, const char **table) {

@@ -16,7 +16,6 @@
  * Threading: main thread. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -475,10 +474,7 @@ int ctl_cmd_wait(ctl_ctx *c, int argc, char **argv) {
             rc = CTL_EXIT_NEGATIVE;
             goto out;
         }
-        {
-            struct timespec sl = {0, CTL_WAIT_POLL_MS * 1000000L};
-            nanosleep(&sl, NULL);
-        }
+        ctl_sleep_ms(CTL_WAIT_POLL_MS);
     }
     elapsed = daemon_mono_ms() - t0;
     if (c->json) {
