@@ -37,7 +37,8 @@ static int sr_strict_ship(void)
     return v && strcmp(v, "1") == 0;
 }
 
-/* tailer_item_version: a valid version text from an item attribute, or "". */
+/* As apply_stored_version (apply/ is not linked here): a valid version text from an item
+ * attribute, or "". */
 static const char *sr_item_version(const cJSON *item)
 {
     const char *s = item ? item_get_s(item, ITEM_ATTR_VER) : NULL;
