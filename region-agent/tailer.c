@@ -29,6 +29,10 @@
  *      classified the same way (tokens are only consumed by the commit). A commit
  *      whose reply was lost may have happened: the shard's checkpoint is re-read from
  *      Redis before the shard is read again, so a batch is never versioned twice.
+ * Streams: the stream read is saved in ckpt:T (field "stream"). When the table's stream is
+ * disabled and a new one enabled (DescribeTable, every AGENT_DESCRIBE_MS), the old one is
+ * read to its end first, then ckpt:T is replaced by the new stream's, read from
+ * TRIM_HORIZON: a key's changes are versioned in the order they were made.
  * Shard lineage: a shard is read only after its parent was read to its end (or the
  * parent is no longer in the stream). An expired iterator is re-acquired after the
  * checkpoint; TrimmedDataAccessException raises an alarm (log, counter, Redis list) and
@@ -87,11 +91,19 @@ typedef struct {
     char ver[LWW_VERSION_STRLEN];
 } repair_note;
 
+/* The field of ckpt:T naming the stream its checkpoints belong to (not a shard id:
+ * those begin with "shardId-") */
+#define TAILER_STREAM_FIELD "stream"
+
 #define TAILER_REPAIR_NOTES 256 /* per table; the oldest is forgotten first */
 
 typedef struct {
     const char *name;
-    char stream_arn[512];
+    char stream_arn[512];    /* the stream being read ("" not chosen yet); saved in ckpt:T */
+    char next_arn[512];      /* the table's newer stream, read once every shard of
+                                stream_arn is read to its end ("" none) */
+    int stream_unusable;     /* the table's latest stream is disabled or lacks images:
+                                logged once per episode */
     shard *shards;
     size_t n_shards;
     long long next_describe; /* monotonic ms */
@@ -179,8 +191,10 @@ static int tailer_reload_checkpoint(tailer *tl, table_tail *t, shard *s) {
     return 0;
 }
 
-/* Loads the checkpoint hash of a table into its shards (creating entries as needed). */
-static int tailer_load_checkpoints(tailer *tl, table_tail *t) {
+/* Loads the checkpoint hash of a table into its shards (creating entries as needed), and
+ * into saved (its size savedlen) the stream they belong to ("" when ckpt:T predates the
+ * field: then they are the table's latest stream's). 0/-1 (logged). */
+static int tailer_load_checkpoints(tailer *tl, table_tail *t, char *saved, size_t savedlen) {
     char key[512];
     redisReply *r;
     if (state_key(tl->st, key, sizeof key, STATE_K_CKPT, t->name) != 0) return -1;
@@ -189,9 +203,15 @@ static int tailer_load_checkpoints(tailer *tl, table_tail *t) {
         log_error(NULL, "table %s: cannot read checkpoints: %s", t->name, state_errstr(tl->st));
         return -1;
     }
+    *saved = '\0';
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
         const char *id = r->element[i]->str, *val = r->element[i + 1]->str;
-        shard *sh = tailer_find_shard(t, id);
+        shard *sh;
+        if (strcmp(id, TAILER_STREAM_FIELD) == 0) {
+            snprintf(saved, savedlen, "%s", val);
+            continue;
+        }
+        sh = tailer_find_shard(t, id);
         if (!sh) {
             shard *ns = realloc(t->shards, (t->n_shards + 1) * sizeof *ns);
             if (!ns) {
@@ -214,12 +234,15 @@ static int tailer_load_checkpoints(tailer *tl, table_tail *t) {
     return 0;
 }
 
-/* Finds the table's stream and checks it carries both images. 0/-1 (logged). */
-static int tailer_describe_table(tailer *tl, table_tail *t) {
+/* The table's latest stream, into arn: 0 when it is enabled with both images; 1 when
+ * the table has no such stream (arn ""; logged as an error when `loud`, or when this
+ * starts an episode of it); -1 on a store error (logged). */
+static int tailer_latest_stream(tailer *tl, table_tail *t, char *arn, size_t arnlen, int loud) {
     cJSON *req = cJSON_CreateObject(), *resp = NULL;
-    const cJSON *td, *arn, *spec, *view;
+    const cJSON *td, *a, *spec, *view;
+    char why[160] = "";
     store_status ss;
-    int rc = -1;
+    *arn = '\0';
     if (!req || !cJSON_AddStringToObject(req, "TableName", t->name)) {
         cJSON_Delete(req);
         return -1;
@@ -232,23 +255,47 @@ static int tailer_describe_table(tailer *tl, table_tail *t) {
         return -1;
     }
     td = cJSON_GetObjectItemCaseSensitive(resp, "Table");
-    arn = cJSON_GetObjectItemCaseSensitive(td, "LatestStreamArn");
+    a = cJSON_GetObjectItemCaseSensitive(td, "LatestStreamArn");
     spec = cJSON_GetObjectItemCaseSensitive(td, "StreamSpecification");
     view = cJSON_GetObjectItemCaseSensitive(spec, "StreamViewType");
-    if (!cJSON_IsString(arn) || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(spec, "StreamEnabled"))) {
-        log_error(NULL, "table %s: no stream enabled; enable it with StreamViewType NEW_AND_OLD_IMAGES", t->name);
-    } else if (!cJSON_IsString(view) || strcmp(view->valuestring, "NEW_AND_OLD_IMAGES") != 0) {
-        log_error(NULL, "table %s: stream view type is %s; Tern needs NEW_AND_OLD_IMAGES", t->name,
-                  cJSON_IsString(view) ? view->valuestring : "unknown");
-    } else {
-        snprintf(t->stream_arn, sizeof t->stream_arn, "%s", arn->valuestring);
-        rc = 0;
+    if (!cJSON_IsString(a) || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(spec, "StreamEnabled")))
+        snprintf(why, sizeof why, "no stream enabled");
+    else if (!cJSON_IsString(view) || strcmp(view->valuestring, "NEW_AND_OLD_IMAGES") != 0)
+        snprintf(why, sizeof why, "stream view type is %.64s", cJSON_IsString(view) ? view->valuestring : "unknown");
+    else
+        snprintf(arn, arnlen, "%s", a->valuestring);
+    if (*why && (loud || !t->stream_unusable)) {
+        if (*t->stream_arn)
+            log_error(NULL, "table %s: %s: writes to the table are NOT captured, hence NOT replicated, until a "
+                      "stream with StreamViewType NEW_AND_OLD_IMAGES is enabled; stream %s is read to its end",
+                      t->name, why, t->stream_arn);
+        else
+            log_error(NULL, "table %s: %s; Tern needs a stream with StreamViewType NEW_AND_OLD_IMAGES", t->name, why);
     }
+    t->stream_unusable = *why != '\0';
     cJSON_Delete(resp);
+    return *why ? 1 : 0;
+}
+
+/* Saves which stream ckpt:T's checkpoints belong to, deleting those of any other stream
+ * in the same transaction. 0/-1 (logged). */
+static int tailer_save_stream(tailer *tl, table_tail *t, const char *arn, int drop_old) {
+    char key[512];
+    redisReply *rep[4] = {NULL, NULL, NULL, NULL};
+    int rc;
+    if (state_key(tl->st, key, sizeof key, STATE_K_CKPT, t->name) != 0) return -1;
+    state_append(tl->st, "MULTI");
+    if (drop_old) state_append(tl->st, "DEL %s", key);
+    state_append(tl->st, "HSET %s %s %s", key, TAILER_STREAM_FIELD, arn);
+    state_append(tl->st, "EXEC");
+    rc = state_flush_ok(tl->st, rep, drop_old ? 4 : 3);
+    for (int i = 0; i < 4; i++) freeReplyObject(rep[i]);
+    if (rc != 0) log_warn(NULL, "table %s: cannot save the stream read: %s", t->name, state_errstr(tl->st));
     return rc;
 }
 
-/* Refreshes the shard list of a table from DescribeStream (all pages). 0/-1. */
+/* Refreshes the shard list of a table from DescribeStream (all pages). 0, -1, or -2 when
+ * the stream is not found (deleted, or past its retention after being disabled). */
 static int tailer_describe_stream(tailer *tl, table_tail *t) {
     char start[128] = "";
     /* `seen` changes only once every page has been read: a shard whose parent is listed on
@@ -269,7 +316,7 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
         if (ss != STORE_OK) {
             log_warn(NULL, "table %s: DescribeStream: %s: %s", t->name, store_status_name(ss), store_errstr(tl->streams));
             cJSON_Delete(resp);
-            return -1;
+            return ss == STORE_ERR_NOT_FOUND ? -2 : -1;
         }
         desc = cJSON_GetObjectItemCaseSensitive(resp, "StreamDescription");
         shards = cJSON_GetObjectItemCaseSensitive(desc, "Shards");
@@ -314,6 +361,89 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
         }
     }
     return 0;
+}
+
+/* Chooses the stream to read at start: the one ckpt:T's checkpoints belong to, with the
+ * table's latest stream (when another) read after it; with no saved stream, the latest,
+ * saved. 0, or -1 (logged; retry later). */
+static int tailer_open_stream(tailer *tl, table_tail *t) {
+    char latest[512], saved[512];
+    int lr = tailer_latest_stream(tl, t, latest, sizeof latest, 1);
+    if (lr < 0 || tailer_load_checkpoints(tl, t, saved, sizeof saved) != 0) return -1;
+    if (*saved) {
+        snprintf(t->stream_arn, sizeof t->stream_arn, "%s", saved);
+        snprintf(t->next_arn, sizeof t->next_arn, "%s", strcmp(latest, saved) != 0 ? latest : "");
+        if (*t->next_arn)
+            log_info(NULL, "table %s: reading stream %s, which the checkpoints belong to, to its end before the "
+                     "table's newer stream %s", t->name, saved, latest);
+        return 0;
+    }
+    if (lr != 0 || tailer_save_stream(tl, t, latest, 0) != 0) return -1;
+    snprintf(t->stream_arn, sizeof t->stream_arn, "%s", latest);
+    return 0;
+}
+
+/* Notes a newer stream of the table (enabled after the one read was disabled), to be read
+ * once the current one is read to its end. While one is noted, a still newer one waits
+ * for the switch to it (streams are read in the order they were enabled). */
+static void tailer_check_latest(tailer *tl, table_tail *t) {
+    char latest[512];
+    if (tailer_latest_stream(tl, t, latest, sizeof latest, 0) != 0 || *t->next_arn ||
+        strcmp(latest, t->stream_arn) == 0)
+        return;
+    snprintf(t->next_arn, sizeof t->next_arn, "%s", latest);
+    log_warn(NULL, "table %s: the table has a new stream %s (its stream was disabled and enabled again): reading "
+             "stream %s to its end first", t->name, latest, t->stream_arn);
+}
+
+static int tailer_all_done(const table_tail *t) {
+    for (size_t i = 0; i < t->n_shards; i++)
+        if (!t->shards[i].done) return 0;
+    return 1;
+}
+
+static void tailer_forget_shards(table_tail *t) {
+    for (size_t i = 0; i < t->n_shards; i++) {
+        free(t->shards[i].iter);
+        cJSON_Delete(t->shards[i].held_page);
+    }
+    free(t->shards);
+    t->shards = NULL;
+    t->n_shards = 0;
+}
+
+/* Moves on from the current stream, read to its end or gone, to t->next_arn: saves it as
+ * the stream of ckpt:T (dropping the old stream's checkpoints in the same transaction)
+ * and starts its shards from TRIM_HORIZON. 0, or -1 (retry at the next describe). */
+static int tailer_switch_stream(tailer *tl, table_tail *t, int gone) {
+    if (!*t->next_arn || tailer_save_stream(tl, t, t->next_arn, 1) != 0) return -1;
+    if (gone && !tailer_all_done(t))
+        log_error(NULL, "table %s: stream %s no longer exists (the table was deleted, or the stream was disabled "
+                  "more than 24 h ago) and was not read to its end: ITS LAST CHANGES MAY HAVE BEEN LOST and not "
+                  "replicated; verify the regions (ternctl verify)", t->name, t->stream_arn);
+    log_info(NULL, "table %s: stream %s %s; reading the table's stream %s", t->name, t->stream_arn,
+             gone ? "is gone" : "read to its end", t->next_arn);
+    tailer_forget_shards(t);
+    snprintf(t->stream_arn, sizeof t->stream_arn, "%s", t->next_arn);
+    t->next_arn[0] = '\0';
+    return 0;
+}
+
+/* Every AGENT_DESCRIBE_MS (at once after a shard's end): a newer stream of the table, the
+ * current stream's shards, and the switch to the newer stream once the current one is
+ * done. Sets t->next_describe. */
+static void tailer_describe(tailer *tl, table_tail *t, long long now) {
+    int dr;
+    tailer_check_latest(tl, t);
+    dr = tailer_describe_stream(tl, t);
+    if ((dr == -2 || (dr == 0 && tailer_all_done(t))) && *t->next_arn &&
+        tailer_switch_stream(tl, t, dr == -2) == 0) {
+        t->next_describe = 0;
+        return;
+    }
+    /* a stream gone with no newer one to read: the table was deleted, or its stream
+     * disabled long ago (said once by tailer_latest_stream); look again in a while */
+    t->next_describe = now + (dr == -1 ? AGENT_ERROR_BACKOFF_MS : AGENT_DESCRIBE_MS);
 }
 
 /* A shard may be read when its parent is read to the end or no longer listed. */
@@ -1188,13 +1318,7 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
 }
 
 static void tailer_cleanup(tailer *tl) {
-    for (size_t i = 0; tl->tables && i < tl->n_tables; i++) {
-        for (size_t j = 0; j < tl->tables[i].n_shards; j++) {
-            free(tl->tables[i].shards[j].iter);
-            cJSON_Delete(tl->tables[i].shards[j].held_page);
-        }
-        free(tl->tables[i].shards);
-    }
+    for (size_t i = 0; tl->tables && i < tl->n_tables; i++) tailer_forget_shards(&tl->tables[i]);
     free(tl->tables);
     if (tl->notify) zmq_close(tl->notify);
     lww_clock_free(tl->clock);
@@ -1229,16 +1353,14 @@ int tailer_run(agent_ctx *a) {
             if (t->wake_pending) tailer_notify(&tl, t);
             if (!*t->stream_arn) {
                 if (now < t->next_describe) continue;
-                if (tailer_describe_table(&tl, t) != 0 || tailer_load_checkpoints(&tl, t) != 0) {
+                if (tailer_open_stream(&tl, t) != 0) {
                     t->stream_arn[0] = '\0';
                     t->next_describe = now + AGENT_ERROR_BACKOFF_MS * 4;
                     continue;
                 }
                 t->next_describe = 0;
             }
-            if (now >= t->next_describe) {
-                t->next_describe = now + (tailer_describe_stream(&tl, t) == 0 ? AGENT_DESCRIBE_MS : AGENT_ERROR_BACKOFF_MS);
-            }
+            if (now >= t->next_describe) tailer_describe(&tl, t, now);
             ready++;
             for (size_t j = 0; j < t->n_shards && !atomic_load(&a->stop_reading); j++) {
                 shard *s = &t->shards[j];

@@ -9,6 +9,9 @@
  *   ddbtool wait   ENDPOINT TABLE KEY_JSON ATTR VALUE TIMEOUT_MS
  *                  polls until the S or N attribute ATTR equals VALUE ("-" : until absent);
  *                  prints the elapsed ms; exit 1 on timeout
+ *   ddbtool call   ENDPOINT TABLE OPERATION REQUEST_JSON
+ *                  any operation (UpdateTable, DescribeStream...): TableName (none when
+ *                  TABLE is "-") plus the fields of REQUEST_JSON; prints the response
  *   ddbtool load   ENDPOINT TABLE [--writers N] [--keys K] [--seconds S] [--prefix P]
  *                  [--seed X] [--mix put,update,delete,rmw percentages e.g. 50,20,15,15]
  *                  N threads write random operations on keys P#0..P#K-1 for S seconds;
@@ -231,7 +234,7 @@ int main(int argc, char **argv) {
     cJSON *req, *resp = NULL;
     int rc = 0;
     if (argc < 4) {
-        fprintf(stderr, "usage: ddbtool put|get|delete|update|count|wait|load ENDPOINT TABLE ...\n");
+        fprintf(stderr, "usage: ddbtool put|get|delete|update|count|wait|load|call ENDPOINT TABLE ...\n");
         return 2;
     }
     if (!strcmp(argv[1], "load")) return cmd_load(argc, argv);
@@ -250,6 +253,22 @@ int main(int argc, char **argv) {
         cJSON_AddStringToObject(req, "UpdateExpression", argv[5]);
         cJSON_AddItemToObject(req, "ExpressionAttributeValues", parse_or_die("values", argv[6]));
         rc = call(s, "UpdateItem", req, &resp) ? 1 : 0;
+    } else if (!strcmp(argv[1], "call") && argc == 6) {
+        /* any operation: the request is TableName (none for "-") plus the fields of
+         * argv[5]; prints the response */
+        cJSON *extra = parse_or_die("request", argv[5]), *f;
+        if (!strcmp(argv[3], "-")) cJSON_DeleteItemFromObject(req, "TableName");
+        while ((f = extra->child) != NULL) {
+            cJSON_DetachItemViaPointer(extra, f);
+            cJSON_AddItemToObject(req, f->string, f);
+        }
+        cJSON_Delete(extra);
+        rc = call(s, argv[4], req, &resp) ? 1 : 0;
+        if (!rc) {
+            char *out = cJSON_PrintUnformatted(resp);
+            if (out) printf("%s\n", out);
+            free(out);
+        }
     } else if (!strcmp(argv[1], "get") && argc == 5) {
         cJSON *key = parse_or_die("key", argv[4]);
         int e = 0;
