@@ -91,19 +91,18 @@ typedef struct {
     char ver[LWW_VERSION_STRLEN];
 } repair_note;
 
-/* The field of ckpt:T naming the stream its checkpoints belong to (not a shard id:
- * those begin with "shardId-") */
-#define TAILER_STREAM_FIELD "stream"
-
 #define TAILER_REPAIR_NOTES 256 /* per table; the oldest is forgotten first */
 
 typedef struct {
     const char *name;
     char stream_arn[512];    /* the stream being read ("" not chosen yet); saved in ckpt:T */
-    char next_arn[512];      /* the table's newer stream, read once every shard of
-                                stream_arn is read to its end ("" none) */
+    char next_arn[512];      /* the table's next stream (the oldest enabled after
+                                stream_arn), read once every shard of stream_arn is read
+                                to its end ("" none) */
     int stream_unusable;     /* the table's latest stream is disabled or lacks images:
                                 logged once per episode */
+    int stream_skipped;      /* stream_arn lacks images (an intermediate stream): its
+                                shards are not read, its changes NOT replicated (logged) */
     shard *shards;
     size_t n_shards;
     long long next_describe; /* monotonic ms */
@@ -207,7 +206,7 @@ static int tailer_load_checkpoints(tailer *tl, table_tail *t, char *saved, size_
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
         const char *id = r->element[i]->str, *val = r->element[i + 1]->str;
         shard *sh;
-        if (strcmp(id, TAILER_STREAM_FIELD) == 0) {
+        if (strcmp(id, STATE_CKPT_STREAM) == 0) {
             snprintf(saved, savedlen, "%s", val);
             continue;
         }
@@ -236,7 +235,8 @@ static int tailer_load_checkpoints(tailer *tl, table_tail *t, char *saved, size_
 
 /* The table's latest stream, into arn: 0 when it is enabled with both images; 1 when
  * the table has no such stream (arn ""; logged as an error when `loud`, or when this
- * starts an episode of it); -1 on a store error (logged). */
+ * starts an episode of it); -1 on a store error (logged: an error when `loud`, else a
+ * warning). */
 static int tailer_latest_stream(tailer *tl, table_tail *t, char *arn, size_t arnlen, int loud) {
     cJSON *req = cJSON_CreateObject(), *resp = NULL;
     const cJSON *td, *a, *spec, *view;
@@ -250,7 +250,8 @@ static int tailer_latest_stream(tailer *tl, table_tail *t, char *arn, size_t arn
     ss = store_call(tl->s, "DescribeTable", req, &resp);
     cJSON_Delete(req);
     if (ss != STORE_OK) {
-        log_error(NULL, "table %s: DescribeTable: %s: %s", t->name, store_status_name(ss), store_errstr(tl->s));
+        log_msg(loud ? LOG_LVL_ERROR : LOG_LVL_WARN, NULL, "table %s: DescribeTable: %s: %s", t->name,
+                store_status_name(ss), store_errstr(tl->s));
         cJSON_Delete(resp);
         return -1;
     }
@@ -286,7 +287,7 @@ static int tailer_save_stream(tailer *tl, table_tail *t, const char *arn, int dr
     if (state_key(tl->st, key, sizeof key, STATE_K_CKPT, t->name) != 0) return -1;
     state_append(tl->st, "MULTI");
     if (drop_old) state_append(tl->st, "DEL %s", key);
-    state_append(tl->st, "HSET %s %s %s", key, TAILER_STREAM_FIELD, arn);
+    state_append(tl->st, "HSET %s %s %s", key, STATE_CKPT_STREAM, arn);
     state_append(tl->st, "EXEC");
     rc = state_flush_ok(tl->st, rep, drop_old ? 4 : 3);
     for (int i = 0; i < 4; i++) freeReplyObject(rep[i]);
@@ -304,7 +305,7 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
     for (size_t i = 0; i < t->n_shards; i++) t->shards[i].listed = 0;
     for (;;) {
         cJSON *req = cJSON_CreateObject(), *resp = NULL;
-        const cJSON *desc, *shards, *sh, *last;
+        const cJSON *desc, *shards, *sh, *last, *view;
         store_status ss;
         if (!req || !cJSON_AddStringToObject(req, "StreamArn", t->stream_arn) ||
             (*start && !cJSON_AddStringToObject(req, "ExclusiveStartShardId", start))) {
@@ -320,6 +321,15 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
         }
         desc = cJSON_GetObjectItemCaseSensitive(resp, "StreamDescription");
         shards = cJSON_GetObjectItemCaseSensitive(desc, "Shards");
+        view = cJSON_GetObjectItemCaseSensitive(desc, "StreamViewType");
+        if (!*start && cJSON_IsString(view) && strcmp(view->valuestring, "NEW_AND_OLD_IMAGES") != 0 &&
+            !t->stream_skipped) {
+            /* a stream in between, enabled without both images: nothing of it can be shipped */
+            log_error(NULL, "table %s: stream %s has view type %s: the changes it holds are NOT replicated "
+                      "(copy them with ternctl backfill); going on with the next stream", t->name, t->stream_arn,
+                      view->valuestring);
+            t->stream_skipped = 1;
+        }
         cJSON_ArrayForEach(sh, shards) {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(sh, "ShardId");
             const cJSON *parent = cJSON_GetObjectItemCaseSensitive(sh, "ParentShardId");
@@ -363,19 +373,66 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
     return 0;
 }
 
-/* Chooses the stream to read at start: the one ckpt:T's checkpoints belong to, with the
- * table's latest stream (when another) read after it; with no saved stream, the latest,
- * saved. 0, or -1 (logged; retry later). */
+/* The label of a stream ARN (".../stream/<label>": an ISO 8601 time, so labels sort in
+ * the order the streams were enabled). */
+static const char *tailer_label(const char *arn) {
+    const char *p = strrchr(arn, '/');
+    return p ? p + 1 : arn;
+}
+
+/* Into next (its size len): the oldest stream of the table enabled after t->stream_arn
+ * (ListStreams, all pages). 0 found, 1 none, -1 store error (logged). */
+static int tailer_next_stream(tailer *tl, table_tail *t, char *next, size_t len) {
+    char start[512] = "";
+    const char *cur = tailer_label(t->stream_arn);
+    *next = '\0';
+    for (;;) {
+        cJSON *req = cJSON_CreateObject(), *resp = NULL;
+        const cJSON *st, *last;
+        store_status ss;
+        if (!req || !cJSON_AddStringToObject(req, "TableName", t->name) ||
+            (*start && !cJSON_AddStringToObject(req, "ExclusiveStartStreamArn", start))) {
+            cJSON_Delete(req);
+            return -1;
+        }
+        ss = store_call(tl->streams, "ListStreams", req, &resp);
+        cJSON_Delete(req);
+        if (ss != STORE_OK) {
+            log_warn(NULL, "table %s: ListStreams: %s: %s", t->name, store_status_name(ss), store_errstr(tl->streams));
+            cJSON_Delete(resp);
+            return -1;
+        }
+        cJSON_ArrayForEach(st, cJSON_GetObjectItemCaseSensitive(resp, "Streams")) {
+            const cJSON *arn = cJSON_GetObjectItemCaseSensitive(st, "StreamArn");
+            const char *l;
+            if (!cJSON_IsString(arn)) continue;
+            l = tailer_label(arn->valuestring);
+            if (strcmp(l, cur) > 0 && (!*next || strcmp(l, tailer_label(next)) < 0))
+                snprintf(next, len, "%s", arn->valuestring);
+        }
+        last = cJSON_GetObjectItemCaseSensitive(resp, "LastEvaluatedStreamArn");
+        if (cJSON_IsString(last) && *last->valuestring && strcmp(last->valuestring, start) != 0) {
+            snprintf(start, sizeof start, "%s", last->valuestring);
+            cJSON_Delete(resp);
+            continue;
+        }
+        cJSON_Delete(resp);
+        return *next ? 0 : 1;
+    }
+}
+
+/* Chooses the stream to read at start: the one ckpt:T's checkpoints belong to, then the
+ * streams enabled after it, oldest first; with no saved stream, the table's latest, saved.
+ * 0, or -1 (logged; retry later). */
 static int tailer_open_stream(tailer *tl, table_tail *t) {
     char latest[512], saved[512];
     int lr = tailer_latest_stream(tl, t, latest, sizeof latest, 1);
     if (lr < 0 || tailer_load_checkpoints(tl, t, saved, sizeof saved) != 0) return -1;
     if (*saved) {
         snprintf(t->stream_arn, sizeof t->stream_arn, "%s", saved);
-        snprintf(t->next_arn, sizeof t->next_arn, "%s", strcmp(latest, saved) != 0 ? latest : "");
-        if (*t->next_arn)
+        if ((lr != 0 || strcmp(latest, saved) != 0) && tailer_next_stream(tl, t, t->next_arn, sizeof t->next_arn) == 0)
             log_info(NULL, "table %s: reading stream %s, which the checkpoints belong to, to its end before the "
-                     "table's newer stream %s", t->name, saved, latest);
+                     "table's next stream %s", t->name, saved, t->next_arn);
         return 0;
     }
     if (lr != 0 || tailer_save_stream(tl, t, latest, 0) != 0) return -1;
@@ -383,22 +440,25 @@ static int tailer_open_stream(tailer *tl, table_tail *t) {
     return 0;
 }
 
-/* Notes a newer stream of the table (enabled after the one read was disabled), to be read
- * once the current one is read to its end. While one is noted, a still newer one waits
- * for the switch to it (streams are read in the order they were enabled). */
-static void tailer_check_latest(tailer *tl, table_tail *t) {
+/* Notes the table's next stream (its stream was disabled and a new one enabled), to be read
+ * once the current one is read to its end; streams are read in the order they were
+ * enabled, each to its end. */
+static void tailer_check_streams(tailer *tl, table_tail *t) {
     char latest[512];
-    if (tailer_latest_stream(tl, t, latest, sizeof latest, 0) != 0 || *t->next_arn ||
-        strcmp(latest, t->stream_arn) == 0)
-        return;
-    snprintf(t->next_arn, sizeof t->next_arn, "%s", latest);
-    log_warn(NULL, "table %s: the table has a new stream %s (its stream was disabled and enabled again): reading "
-             "stream %s to its end first", t->name, latest, t->stream_arn);
+    int lr = tailer_latest_stream(tl, t, latest, sizeof latest, 0);
+    if (lr < 0 || *t->next_arn || (lr == 0 && strcmp(latest, t->stream_arn) == 0)) return;
+    if (tailer_next_stream(tl, t, t->next_arn, sizeof t->next_arn) == 0)
+        log_warn(NULL, "table %s: the table has a new stream %s (its stream was disabled and enabled again): reading "
+                 "stream %s to its end first", t->name, t->next_arn, t->stream_arn);
 }
 
+/* 1 when every shard of the current stream's latest complete listing is read to its end
+ * (checkpoints of shards no longer listed, past retention, do not count), or the stream
+ * is skipped. */
 static int tailer_all_done(const table_tail *t) {
+    if (t->stream_skipped) return 1;
     for (size_t i = 0; i < t->n_shards; i++)
-        if (!t->shards[i].done) return 0;
+        if (t->shards[i].seen && !t->shards[i].done) return 0;
     return 1;
 }
 
@@ -426,6 +486,7 @@ static int tailer_switch_stream(tailer *tl, table_tail *t, int gone) {
     tailer_forget_shards(t);
     snprintf(t->stream_arn, sizeof t->stream_arn, "%s", t->next_arn);
     t->next_arn[0] = '\0';
+    t->stream_skipped = 0;
     return 0;
 }
 
@@ -434,22 +495,22 @@ static int tailer_switch_stream(tailer *tl, table_tail *t, int gone) {
  * done. Sets t->next_describe. */
 static void tailer_describe(tailer *tl, table_tail *t, long long now) {
     int dr;
-    tailer_check_latest(tl, t);
+    tailer_check_streams(tl, t);
     dr = tailer_describe_stream(tl, t);
     if ((dr == -2 || (dr == 0 && tailer_all_done(t))) && *t->next_arn &&
         tailer_switch_stream(tl, t, dr == -2) == 0) {
         t->next_describe = 0;
         return;
     }
-    /* a stream gone with no newer one to read: the table was deleted, or its stream
-     * disabled long ago (said once by tailer_latest_stream); look again in a while */
+    /* a stream gone with no newer one to read (the table was deleted, or its stream
+     * disabled long ago): look again in a while */
     t->next_describe = now + (dr == -1 ? AGENT_ERROR_BACKOFF_MS : AGENT_DESCRIBE_MS);
 }
 
 /* A shard may be read when its parent is read to the end or no longer listed. */
 static int tailer_shard_ready(table_tail *t, const shard *s) {
     shard *p;
-    if (s->done || !s->seen) return 0;
+    if (s->done || !s->seen || t->stream_skipped) return 0;
     if (!*s->parent) return 1;
     p = tailer_find_shard(t, s->parent);
     return !p || p->done || !p->seen;

@@ -6,7 +6,8 @@
  *   log:T          STREAM  the agent's versioned change log of table T; entry field "c" =
  *                          {"op","keys","image","ver"}; trimmed below the minimum peer ack
  *   ckpt:T         HASH    shard id -> last stream sequence number appended to log:T,
- *                          or "END <seq>" once a closed shard has been read to its end
+ *                          or "END <seq>" once a closed shard has been read to its end;
+ *                          field STATE_CKPT_STREAM -> the ARN of the stream of those shards
  *   ack:T          HASH    peer region -> last log:T position ("ms-seq") the peer applied
  *   ll:T:KID       STRING  version of the last local change of key KID (TTL = tombstone TTL)
  *   tomb:T:KID     STRING  version of the last delete of key KID (TTL = tombstone TTL); the
@@ -42,6 +43,7 @@
 
 #define STATE_K_LOG "log:%s"
 #define STATE_K_CKPT "ckpt:%s"
+#define STATE_CKPT_STREAM "stream" /* field of ckpt:T (shard ids begin with "shardId-") */
 #define STATE_K_ACK "ack:%s"
 #define STATE_K_LASTLOCAL "ll:%s:%s"
 #define STATE_K_TOMB "tomb:%s:%s"

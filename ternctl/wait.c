@@ -270,6 +270,12 @@ static int ctl_wait_step(ctl_ctx *c, int r1, int r2, wtable *t, long long elapse
             if (!w->done && ctl_unread(w, ck) == 0) w->done = 1;
             if (!w->done) all = 0;
         }
+        /* the agent still reads an older stream of the table (disabled and replaced): its
+         * unread records are in there, and the latest stream's heads say nothing of them */
+        {
+            const char *at = ctl_hfield(ck, STATE_CKPT_STREAM);
+            if (at && strcmp(at, t->arn) != 0) all = 0;
+        }
         freeReplyObject(ck);
         if (!all) return 0;
         if (ctl_log_last(c, r1, t->table, t->target, sizeof t->target, err, errlen) != 0) return -1;

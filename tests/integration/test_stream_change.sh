@@ -7,6 +7,8 @@
 # key's older changes are there), then switches, saving which stream ckpt:T belongs to.
 # Case 1: while the agent runs. Case 2: while the agent is down, with writes left unread in
 # the old stream: at start it finishes the stream its checkpoints belong to, then the new.
+# Case 3: an upgrade (no stream field) with a leftover checkpoint. Case 4: streams enabled
+# one after another while the agent is down, read in order; one without images skipped.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
@@ -20,7 +22,8 @@ arrives() { # arrives KEY VALUE: SC#KEY holds v=VALUE in eu-west-1 within 40 s
     fail "SC#$1 v=$2 did not reach eu-west-1; agent log tail: $(daemon_log us-east-1 tern-region-agent | tail -5)"
 }
 latest_arn() { "$DDBTOOL" call "$E" "$TABLE" DescribeTable '{}' | jq -r '.Table.LatestStreamArn // empty'; }
-# re_enable: disable the stream, then enable a new one with both images; prints its ARN
+# re_enable: disable the stream, then enable a new one with both images; prints its ARN,
+# checked to be new
 re_enable() {
   local old new
   old=$(latest_arn)
@@ -64,18 +67,66 @@ kill_daemon us-east-1 tern-region-agent
 put 4 unread # only in stream S2, which the agent has not read yet
 put 5 old
 S3=$(re_enable)
+# the new stream is empty, the old one holds writes the agent has not read: not caught up
+rc=0; ctl wait-caught-up --from us-east-1 --to eu-west-1 --timeout 2 >/dev/null 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "wait-caught-up exited $rc (expected 1) while the agent had not read the old stream"
 put 5 new
 put 6 a
 lr start-daemons us-east-1 >/dev/null || fail "restarting us-east-1's daemons"
 arrives 4 unread
 arrives 6 a
 arrives 5 new
-daemon_log us-east-1 tern-region-agent | grep -q "reading stream $S2, which the checkpoints belong to, to its end before the table's newer stream $S3" ||
+ctl wait-caught-up --from us-east-1 --to eu-west-1 --timeout 30 >/dev/null || fail "wait-caught-up after the switch"
+daemon_log us-east-1 tern-region-agent | grep -q "reading stream $S2, which the checkpoints belong to, to its end before the table's next stream $S3" ||
   fail "no line about finishing the old stream first"
 [ "$(region_redis us-east-1 HGET "$CKPT" stream)" = "$S3" ] || fail "ckpt:T does not name the newest stream"
 
+# enable VIEW_TYPE: disables the stream, enables a new one; prints its ARN
+enable() {
+  "$DDBTOOL" call "$E" "$TABLE" UpdateTable '{"StreamSpecification":{"StreamEnabled":false}}' >/dev/null ||
+    fail "disabling the stream"
+  "$DDBTOOL" call "$E" "$TABLE" UpdateTable \
+    "{\"StreamSpecification\":{\"StreamEnabled\":true,\"StreamViewType\":\"$1\"}}" >/dev/null ||
+    fail "enabling a $1 stream"
+  latest_arn
+}
+
+note "case 3: an agent upgraded from a release without ckpt:T's stream field, with a leftover checkpoint"
+# of a shard no longer in the stream (read more than 24 h late): neither stops the switch
+kill_daemon us-east-1 tern-region-agent
+region_redis us-east-1 HDEL "$CKPT" stream >/dev/null
+region_redis us-east-1 HSET "$CKPT" shardId-00000001000000000000-0badc0de 000000000000000000001 >/dev/null
+lr start-daemons us-east-1 >/dev/null || fail "restarting us-east-1's daemons"
+for _ in $(seq 100); do [ "$(region_redis us-east-1 HGET "$CKPT" stream)" = "$S3" ] && break; sleep 0.1; done
+[ "$(region_redis us-east-1 HGET "$CKPT" stream)" = "$S3" ] || fail "the upgraded agent did not save the stream field"
+S4=$(re_enable)
+put 7 a
+arrives 7 a
+
+note "case 4: three changes while the agent is down; the middle stream has no images"
+kill_daemon us-east-1 tern-region-agent
+put 8 a                       # stream S4, unread
+S5=$(enable NEW_AND_OLD_IMAGES)
+put 9 a                       # S5: read after S4, before S7
+S6=$(enable KEYS_ONLY)
+put 10 lost                   # S6: not replicable
+S7=$(enable NEW_AND_OLD_IMAGES)
+put 11 a
+"$DDBTOOL" delete "$E" "$TABLE" "$(key_json 10 SC)" >/dev/null || fail "delete SC#10" # the regions end equal
+lr start-daemons us-east-1 >/dev/null || fail "restarting us-east-1's daemons"
+arrives 8 a
+arrives 9 a
+arrives 11 a
+daemon_log us-east-1 tern-region-agent | grep -q "stream $S6 has view type KEYS_ONLY: the changes it holds are NOT replicated" ||
+  fail "no error about the stream without images"
+[ "$(region_redis us-east-1 HGET "$CKPT" stream)" = "$S7" ] || fail "ckpt:T does not name the newest stream"
+for s in "$S4 read to its end; reading the table's stream $S5" "$S5 read to its end; reading the table's stream $S6" \
+  "$S6 read to its end; reading the table's stream $S7"; do
+  daemon_log us-east-1 tern-region-agent | grep -qF "stream $s" || fail "no line 'stream $s'"
+done
+
 note "no change shipped twice or lost: eu-west-1 holds what us-east-1 holds"
 wait_identical 30 us-east-1 eu-west-1 || fail "regions differ"
-[ "$(acnt us-east-1 local)" = 8 ] || fail "us-east-1's agent counted $(acnt us-east-1 local) local changes, expected 8"
+[ "$(acnt us-east-1 local)" = 13 ] || fail "us-east-1's agent counted $(acnt us-east-1 local) local changes, expected 13"
 assert_clean_logs
 note "PASS"
