@@ -258,14 +258,33 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
         redisReply *e = r->element[i], *f;
         wire_change *c = &b.changes[i];
         const cJSON *op, *ver;
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2) goto bad;
-        f = e->element[1];
-        if (wire_pos_parse(e->element[0]->str, &c->pos) != 0 || f->type != REDIS_REPLY_ARRAY || f->elements != 2)
-            goto bad;
-        parsed[i] = cJSON_Parse(f->element[1]->str);
-        op = cJSON_GetObjectItemCaseSensitive(parsed[i], "op");
-        ver = cJSON_GetObjectItemCaseSensitive(parsed[i], "ver");
-        if (!cJSON_IsString(op) || !cJSON_IsString(ver)) goto bad;
+        int ok = e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[0]->type == REDIS_REPLY_STRING &&
+                 wire_pos_parse(e->element[0]->str, &c->pos) == 0;
+        f = ok ? e->element[1] : NULL;
+        ok = ok && f->type == REDIS_REPLY_ARRAY && f->elements == 2 && f->element[1]->type == REDIS_REPLY_STRING;
+        if (ok) {
+            parsed[i] = cJSON_Parse(f->element[1]->str);
+            op = cJSON_GetObjectItemCaseSensitive(parsed[i], "op");
+            ver = cJSON_GetObjectItemCaseSensitive(parsed[i], "ver");
+            ok = cJSON_IsString(op) && cJSON_IsString(ver);
+        }
+        if (!ok) {
+            /* not a change this agent wrote (a bug, or Redis edited by hand): the entries
+             * before it go; the link stops at it, said every AGENT_WARN_EVERY_MS, since
+             * skipping it could drop a change */
+            if (i > 0) {
+                b.n = i;
+                break;
+            }
+            log_error(p->peer->region, "table %s: malformed change-log entry after %s (%s): the link to this peer "
+                      "stops here; check the entry (XRANGE log:%s (%s + COUNT 1) and remove it with XDEL (its "
+                      "change is then NOT replicated) to go on", l->table, posbuf,
+                      e->type == REDIS_REPLY_ARRAY && e->elements >= 1 && e->element[0]->type == REDIS_REPLY_STRING
+                          ? e->element[0]->str : "no id",
+                      l->table, posbuf);
+            l->blocked_until = now + AGENT_WARN_EVERY_MS;
+            goto out;
+        }
         c->op = strcmp(op->valuestring, "delete") == 0 ? WIRE_OP_DELETE : WIRE_OP_PUT;
         c->keys = cJSON_GetObjectItemCaseSensitive(parsed[i], "keys");
         c->image = c->op == WIRE_OP_PUT ? cJSON_GetObjectItemCaseSensitive(parsed[i], "image") : NULL;
@@ -319,8 +338,6 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     if (b.n == r->elements && (long)r->elements < cfg->agent.batch_max) l->dirty = 0;
     rc = 1;
     goto out;
-bad:
-    log_error(p->peer->region, "table %s: malformed change-log entry in Redis after %s; not shipped", l->table, posbuf);
 out:
     for (size_t i = 0; parsed && i < r->elements; i++) cJSON_Delete(parsed[i]);
     free(parsed);
