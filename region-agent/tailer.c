@@ -373,18 +373,23 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
     return 0;
 }
 
-/* The label of a stream ARN (".../stream/<label>": an ISO 8601 time, so labels sort in
- * the order the streams were enabled). */
-static const char *tailer_label(const char *arn) {
-    const char *p = strrchr(arn, '/');
-    return p ? p + 1 : arn;
-}
+/* One stream of ListStreams: its ARN and label (StreamLabel: on DynamoDB an ISO 8601
+ * time, so labels sort in the order the streams were enabled) */
+typedef struct {
+    char arn[512];
+    char label[128];
+} stream_entry;
 
 /* Into next (its size len): the oldest stream of the table enabled after t->stream_arn
- * (ListStreams, all pages). 0 found, 1 none, -1 store error (logged). */
+ * (ListStreams, all pages; ordered by StreamLabel, the current stream's own label taken
+ * from the list, else from its ARN's last part, which is the label on DynamoDB).
+ * 0 found, 1 none, -1 error (logged). */
 static int tailer_next_stream(tailer *tl, table_tail *t, char *next, size_t len) {
-    char start[512] = "";
-    const char *cur = tailer_label(t->stream_arn);
+    char start[512] = "", cur[128] = "";
+    stream_entry *all = NULL;
+    size_t n = 0;
+    const char *tail = strrchr(t->stream_arn, '/');
+    int rc = -1;
     *next = '\0';
     for (;;) {
         cJSON *req = cJSON_CreateObject(), *resp = NULL;
@@ -393,22 +398,30 @@ static int tailer_next_stream(tailer *tl, table_tail *t, char *next, size_t len)
         if (!req || !cJSON_AddStringToObject(req, "TableName", t->name) ||
             (*start && !cJSON_AddStringToObject(req, "ExclusiveStartStreamArn", start))) {
             cJSON_Delete(req);
-            return -1;
+            goto out;
         }
         ss = store_call(tl->streams, "ListStreams", req, &resp);
         cJSON_Delete(req);
         if (ss != STORE_OK) {
             log_warn(NULL, "table %s: ListStreams: %s: %s", t->name, store_status_name(ss), store_errstr(tl->streams));
             cJSON_Delete(resp);
-            return -1;
+            goto out;
         }
         cJSON_ArrayForEach(st, cJSON_GetObjectItemCaseSensitive(resp, "Streams")) {
             const cJSON *arn = cJSON_GetObjectItemCaseSensitive(st, "StreamArn");
-            const char *l;
-            if (!cJSON_IsString(arn)) continue;
-            l = tailer_label(arn->valuestring);
-            if (strcmp(l, cur) > 0 && (!*next || strcmp(l, tailer_label(next)) < 0))
-                snprintf(next, len, "%s", arn->valuestring);
+            const cJSON *label = cJSON_GetObjectItemCaseSensitive(st, "StreamLabel");
+            stream_entry *na;
+            if (!cJSON_IsString(arn) || !cJSON_IsString(label)) continue;
+            na = realloc(all, (n + 1) * sizeof *all);
+            if (!na) {
+                cJSON_Delete(resp);
+                goto out;
+            }
+            all = na;
+            snprintf(all[n].arn, sizeof all[n].arn, "%s", arn->valuestring);
+            snprintf(all[n].label, sizeof all[n].label, "%s", label->valuestring);
+            if (strcmp(all[n].arn, t->stream_arn) == 0) snprintf(cur, sizeof cur, "%s", all[n].label);
+            n++;
         }
         last = cJSON_GetObjectItemCaseSensitive(resp, "LastEvaluatedStreamArn");
         if (cJSON_IsString(last) && *last->valuestring && strcmp(last->valuestring, start) != 0) {
@@ -417,8 +430,19 @@ static int tailer_next_stream(tailer *tl, table_tail *t, char *next, size_t len)
             continue;
         }
         cJSON_Delete(resp);
-        return *next ? 0 : 1;
+        break;
     }
+    if (!*cur) snprintf(cur, sizeof cur, "%.127s", tail ? tail + 1 : t->stream_arn);
+    {
+        const stream_entry *best = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(all[i].label, cur) > 0 && (!best || strcmp(all[i].label, best->label) < 0)) best = &all[i];
+        if (best) snprintf(next, len, "%s", best->arn);
+    }
+    rc = *next ? 0 : 1;
+out:
+    free(all);
+    return rc;
 }
 
 /* Chooses the stream to read at start: the one ckpt:T's checkpoints belong to, then the
@@ -447,9 +471,20 @@ static void tailer_check_streams(tailer *tl, table_tail *t) {
     char latest[512];
     int lr = tailer_latest_stream(tl, t, latest, sizeof latest, 0);
     if (lr < 0 || *t->next_arn || (lr == 0 && strcmp(latest, t->stream_arn) == 0)) return;
-    if (tailer_next_stream(tl, t, t->next_arn, sizeof t->next_arn) == 0)
+    switch (tailer_next_stream(tl, t, t->next_arn, sizeof t->next_arn)) {
+    case 0:
         log_warn(NULL, "table %s: the table has a new stream %s (its stream was disabled and enabled again): reading "
                  "stream %s to its end first", t->name, t->next_arn, t->stream_arn);
+        break;
+    case 1:
+        if (lr == 0) /* every AGENT_DESCRIBE_MS while it lasts */
+            log_warn(NULL, "table %s: its latest stream is %s, but ListStreams lists none with a label after the "
+                     "label of stream %s, which is read: the new stream is NOT read (its changes are NOT "
+                     "replicated) until it is listed so", t->name, latest, t->stream_arn);
+        break;
+    default:
+        break;
+    }
 }
 
 /* 1 when every shard of the current stream's latest complete listing is read to its end
@@ -460,6 +495,13 @@ static int tailer_all_done(const table_tail *t) {
     for (size_t i = 0; i < t->n_shards; i++)
         if (t->shards[i].seen && !t->shards[i].done) return 0;
     return 1;
+}
+
+/* 1 when a shard known here (listed, or only in ckpt:T) is not read to its end */
+static int tailer_any_unfinished(const table_tail *t) {
+    for (size_t i = 0; i < t->n_shards; i++)
+        if (!t->shards[i].done) return 1;
+    return 0;
 }
 
 static void tailer_forget_shards(table_tail *t) {
@@ -477,12 +519,12 @@ static void tailer_forget_shards(table_tail *t) {
  * and starts its shards from TRIM_HORIZON. 0, or -1 (retry at the next describe). */
 static int tailer_switch_stream(tailer *tl, table_tail *t, int gone) {
     if (!*t->next_arn || tailer_save_stream(tl, t, t->next_arn, 1) != 0) return -1;
-    if (gone && !tailer_all_done(t))
+    if (gone && tailer_any_unfinished(t))
         log_error(NULL, "table %s: stream %s no longer exists (the table was deleted, or the stream was disabled "
                   "more than 24 h ago) and was not read to its end: ITS LAST CHANGES MAY HAVE BEEN LOST and not "
                   "replicated; verify the regions (ternctl verify)", t->name, t->stream_arn);
     log_info(NULL, "table %s: stream %s %s; reading the table's stream %s", t->name, t->stream_arn,
-             gone ? "is gone" : "read to its end", t->next_arn);
+             gone ? "is gone" : t->stream_skipped ? "skipped (no images)" : "read to its end", t->next_arn);
     tailer_forget_shards(t);
     snprintf(t->stream_arn, sizeof t->stream_arn, "%s", t->next_arn);
     t->next_arn[0] = '\0';

@@ -9,6 +9,7 @@
 # the old stream: at start it finishes the stream its checkpoints belong to, then the new.
 # Case 3: an upgrade (no stream field) with a leftover checkpoint. Case 4: streams enabled
 # one after another while the agent is down, read in order; one without images skipped.
+# Case 5: the table deleted and created again, with a write the agent had not read.
 # Last, a malformed entry in the change log (same file: the source side's own state).
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
@@ -122,7 +123,7 @@ daemon_log us-east-1 tern-region-agent | grep -q "stream $S6 has view type KEYS_
   fail "no error about the stream without images"
 [ "$(region_redis us-east-1 HGET "$CKPT" stream)" = "$S7" ] || fail "ckpt:T does not name the newest stream"
 for s in "$S4 read to its end; reading the table's stream $S5" "$S5 read to its end; reading the table's stream $S6" \
-  "$S6 read to its end; reading the table's stream $S7"; do
+  "$S6 skipped (no images); reading the table's stream $S7"; do
   daemon_log us-east-1 tern-region-agent | grep -qF "stream $s" || fail "no line 'stream $s'"
 done
 
@@ -152,5 +153,19 @@ arrives 20 a
 note "no change shipped twice or lost: eu-west-1 holds what us-east-1 holds"
 wait_identical 30 us-east-1 eu-west-1 || fail "regions differ"
 [ "$(acnt us-east-1 local)" = 15 ] || fail "us-east-1's agent counted $(acnt us-east-1 local) local changes, expected 15"
+note "case 5: the table deleted and created again while the agent is down, with a write it had not read"
+kill_daemon us-east-1 tern-region-agent
+put 30 unread
+"$DDBTOOL" call "$E" "$TABLE" DeleteTable '{}' >/dev/null || fail "DeleteTable"
+ddb_create_table "${CL_DDB[us-east-1]}" "$TABLE" || fail "CreateTable"
+put 31 a
+lr start-daemons us-east-1 >/dev/null || fail "restarting us-east-1's daemons"
+# DynamoDB Local keeps a deleted table's stream readable (as AWS does for 24 h): the write
+# is read from it, then the new table's stream (a stream gone for good, which this store
+# never shows, is said to have lost its unread changes: not tested here)
+arrives 30 unread
+arrives 31 a
+daemon_log us-east-1 tern-region-agent | grep -qF "stream $S7 read to its end; reading the table's stream" ||
+  fail "no switch to the new table's stream"
 assert_clean_logs
 note "PASS"
