@@ -276,12 +276,13 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
                 b.n = i;
                 break;
             }
-            log_error(p->peer->region, "table %s: malformed change-log entry after %s (%s): the link to this peer "
-                      "stops here; check the entry (XRANGE log:%s (%s + COUNT 1) and remove it with XDEL (its "
-                      "change is then NOT replicated) to go on", l->table, posbuf,
+            log_error(p->peer->region, "table %s: malformed change-log entry after %s (%s), or out of memory "
+                      "parsing it: the link to this peer stops here (retried every %d s); check the entry with "
+                      "XRANGE %s (%s + COUNT 1: if it is not a change, XDEL removes it and the link goes on; a "
+                      "change removed so is NOT replicated)", l->table, posbuf,
                       e->type == REDIS_REPLY_ARRAY && e->elements >= 1 && e->element[0]->type == REDIS_REPLY_STRING
                           ? e->element[0]->str : "no id",
-                      l->table, posbuf);
+                      AGENT_WARN_EVERY_MS / 1000, key, posbuf);
             l->blocked_until = now + AGENT_WARN_EVERY_MS;
             goto out;
         }

@@ -136,17 +136,21 @@ ctl pause --from us-east-1 --to eu-west-1 >/dev/null || fail "pause"
 sleep 1 # the agent reads pause flags every 500 ms
 put 19 a
 for _ in $(seq 100); do [ "$(acnt us-east-1 local)" = 14 ] && break; sleep 0.1; done
+[ "$(acnt us-east-1 local)" = 14 ] || fail "SC#19 was not logged in 10 s"
 BAD=$(region_redis us-east-1 XADD "$LOGKEY" '*' c 'not a change')
 put 20 a
 for _ in $(seq 100); do [ "$(acnt us-east-1 local)" = 15 ] && break; sleep 0.1; done
+[ "$(acnt us-east-1 local)" = 15 ] || fail "SC#20 was not logged in 10 s"
 ctl resume --from us-east-1 --to eu-west-1 >/dev/null || fail "resume"
 arrives 19 a
 sleep 3
 "$DDBTOOL" get "$W" "$TABLE" "$(key_json 20 SC)" >/dev/null 2>&1 && fail "SC#20 went past the malformed entry"
 n=$(daemon_log us-east-1 tern-region-agent | grep -c "malformed change-log entry" || true)
 [ "$n" = 1 ] || fail "the malformed entry was reported $n times in 3 s (expected once: every 5 s)"
-daemon_log us-east-1 tern-region-agent | grep -q "malformed change-log entry after .* ($BAD): the link to this peer stops here" ||
+daemon_log us-east-1 tern-region-agent | grep -q "malformed change-log entry after .* ($BAD), or out of memory parsing it: the link to this peer stops here" ||
   fail "the error does not name the entry"
+daemon_log us-east-1 tern-region-agent | grep -qF "check the entry with XRANGE $LOGKEY (" ||
+  fail "the error does not name the log's Redis key"
 region_redis us-east-1 XDEL "$LOGKEY" "$BAD" >/dev/null
 arrives 20 a
 
