@@ -20,7 +20,8 @@
  * backlog is read (a page that is not an echo trickle, AGENT_ECHO_TRICKLE), every cfg
  * agent.active_poll_ms for AGENT_ACTIVE_WINDOW_MS after a poll that found local changes,
  * and every cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
- * AGENT_ERROR_BACKOFF_MS; shards are rediscovered every AGENT_DESCRIBE_MS; a batch
+ * AGENT_ERROR_BACKOFF_MS; shards are rediscovered, and the table's latest stream checked
+ * (a stream disabled and enabled again), every AGENT_DESCRIBE_MS; a batch
  * unacknowledged after agent.ack_timeout_ms is resent from the acknowledged position
  * (the timeout doubles after each timeout in a row without progress, up to 16 times it);
  * a peer that refuses sends (not connected) is retried after AGENT_BLOCKED_RETRY_MS.

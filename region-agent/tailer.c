@@ -31,8 +31,9 @@
  *      Redis before the shard is read again, so a batch is never versioned twice.
  * Streams: the stream read is saved in ckpt:T (field "stream"). When the table's stream is
  * disabled and a new one enabled (DescribeTable, every AGENT_DESCRIBE_MS), the old one is
- * read to its end first, then ckpt:T is replaced by the new stream's, read from
- * TRIM_HORIZON: a key's changes are versioned in the order they were made.
+ * read to its end first, then ckpt:T is replaced by the next stream's (ListStreams, by
+ * StreamLabel), read from TRIM_HORIZON: a key's changes are versioned in the order they
+ * were made. A stream without both images is skipped, loudly.
  * Shard lineage: a shard is read only after its parent was read to its end (or the
  * parent is no longer in the stream). An expired iterator is re-acquired after the
  * checkpoint; TrimmedDataAccessException raises an alarm (log, counter, Redis list) and
