@@ -474,6 +474,13 @@ static int receiver_collect(receiver *r, source_state *s) {
                 }
             }
         }
+        else if (j->res == APPLY_WRITTEN) {
+            /* written past a change that failed or was canceled (a stop): the watermark
+             * stays before it, and its resend will find it written (a duplicate), so the
+             * write is counted now or never */
+            s->t.applied++;
+            s->save_due = 1;
+        }
         receiver_release(r, j);
     }
     if (moved) s->save_due = 1;

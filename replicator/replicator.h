@@ -19,8 +19,10 @@
  *   Changes stream through the pool: a batch is taken as soon as it arrives, while the
  *   batches before it are still being applied. The watermark moves in position order
  *   over finished changes (written, lost their conflict, duplicates); a change that
- *   failed stops it, the changes after it are left to finish and their results ignored,
- *   and the peer resends from the watermark (the conditional writes make that harmless).
+ *   failed stops it, the changes after it are left to finish and their results ignored
+ *   (but a write among them is counted as applied: its resend finds it written, a
+ *   duplicate), and the peer resends from the watermark (the conditional writes make that
+ *   harmless).
  *   Whenever the watermark moved, it is saved with counters and lag samples in one Redis
  *   round trip, then acknowledged: an ack always means durably applied. With a slow
  *   store the peer thus sees progress change by change, never a whole window late.
