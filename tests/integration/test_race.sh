@@ -124,13 +124,7 @@ KID4=$(printf '%s' "$K4" | sha256sum | cut -c1-64)
 PEND4=$(redis_key $A "pend:$TABLE:$KID4")
 "$DDBTOOL" put "$EB" "$TABLE" '{"PK":{"S":"RACE#4"},"SK":{"S":"ITEM"},"v":{"S":"v0"}}' || fail "seed put"
 "$DDBTOOL" wait "$EA" "$TABLE" "$K4" v v0 10000 >/dev/null || fail "seed did not reach $A"
-RELAY_PORT=$(free_port)
-"$TERN_BUILD/scripts/relay/tern-relay" --delay-ms 2500 \
-  --route "store,127.0.0.1:$RELAY_PORT,127.0.0.1:${CL_DDB[$A]}" 2>"$CLUSTER_DIR/relay.log" &
-RELAY_PID=$!
-trap 'kill "$RELAY_PID" 2>/dev/null; cluster_down' EXIT
-for ((i = 0; i < 50; i++)); do grep -q ready "$CLUSTER_DIR/relay.log" && break; sleep 0.1; done
-grep -q ready "$CLUSTER_DIR/relay.log" || fail "the relay did not start: $(cat "$CLUSTER_DIR/relay.log")"
+start_store_relay $A 2500
 kill_daemon $A tern-replicator
 jq --arg r "http://127.0.0.1:$RELAY_PORT" --arg d "$EA" \
   '.store.endpoint = $r | .store.streams_endpoint = $d | .store.timeout_ms = 15000' \

@@ -195,6 +195,20 @@ restart_redis() { start_redis "$(region_run "$1")" "${CL_REDIS[$1]}" >/dev/null 
 # daemon_alive REGION NAME: the daemon's pid file names a live process
 daemon_alive() { local f; f="$(region_run "$1")/$2.pid"; [ -f "$f" ] && pid_alive "$(cat "$f")"; }
 
+# start_store_relay REGION DELAY_MS: tern-relay in front of REGION's store, delaying each
+# request and each response by DELAY_MS; sets RELAY_PORT and RELAY_PID (the EXIT trap
+# stops it too). Point a daemon's store.endpoint at http://127.0.0.1:$RELAY_PORT.
+start_store_relay() {
+  local i
+  RELAY_PORT=$(free_port)
+  "$TERN_BUILD/scripts/relay/tern-relay" --delay-ms "$2" \
+    --route "store,127.0.0.1:$RELAY_PORT,127.0.0.1:${CL_DDB[$1]}" 2>"$CLUSTER_DIR/relay.log" &
+  RELAY_PID=$!
+  trap 'kill "$RELAY_PID" 2>/dev/null; cluster_down' EXIT
+  for ((i = 0; i < 50; i++)); do grep -q ready "$CLUSTER_DIR/relay.log" && break; sleep 0.1; done
+  grep -q ready "$CLUSTER_DIR/relay.log" || fail "the relay did not start: $(cat "$CLUSTER_DIR/relay.log")"
+}
+
 # key_json N [PREFIX]: the key {"PK":"PREFIX#N","SK":"ITEM"} as ddbtool wants it
 key_json() { echo "{\"PK\":{\"S\":\"${2:-K}#$1\"},\"SK\":{\"S\":\"ITEM\"}}"; }
 
