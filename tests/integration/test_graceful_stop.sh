@@ -40,7 +40,7 @@ note "acknowledged $acked, versioned $local, applied $applied, duplicates $dup"
 # likely: eu-west-1's replicator reaches its store through a relay adding 20 ms each way,
 # so every apply worker holds a queue (and groups its writes) when the stop comes.
 note "eu-west-1's replicator behind a 20 ms relay, stopped under load"
-start_store_relay $A 2500
+start_store_relay eu-west-1 20
 kill_daemon eu-west-1 tern-replicator
 jq --arg r "http://127.0.0.1:$RELAY_PORT" --arg d "$W" '.store.endpoint = $r | .store.streams_endpoint = $d' \
   "$(region_cfg eu-west-1)" >"$CLUSTER_DIR/w.json" && mv "$CLUSTER_DIR/w.json" "$(region_cfg eu-west-1)"
