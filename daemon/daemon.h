@@ -50,6 +50,8 @@ state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen);
 /* Monotonic and wall clocks in ms. */
 long long daemon_mono_ms(void);
 long long daemon_wall_ms(void);
+/* Sleeps ms milliseconds (nothing for ms <= 0), resuming after a signal interrupts it. */
+void daemon_sleep_ms(long long ms);
 
 /* ---- metrics shared by both daemons ---- */
 

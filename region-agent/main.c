@@ -31,11 +31,6 @@ static void *agent_shipper_thread(void *arg) {
     return NULL;
 }
 
-static void agent_sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Both threads turned their loops within AGENT_STALL_MS and nothing failed. */
 static int agent_alive(agent_ctx *a, char *reason, size_t len) {
     long long now = daemon_mono_ms(), t = now - atomic_load(&a->tailer_beat), s = now - atomic_load(&a->shipper_beat);
@@ -95,7 +90,7 @@ static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
         log_error(NULL, "cannot start the shipper thread");
         return -1;
     }
-    while (!atomic_load(&a->shipper_ready) && !atomic_load(&a->failed)) agent_sleep_ms(5);
+    while (!atomic_load(&a->shipper_ready) && !atomic_load(&a->failed)) daemon_sleep_ms(5);
     if (atomic_load(&a->failed)) { /* the shipper logged why and is on its way out */
         pthread_join(*st, NULL);
         return -1;
@@ -233,7 +228,7 @@ int main(int argc, char **argv) {
             }
             last_wd = now;
         }
-        agent_sleep_ms(50);
+        daemon_sleep_ms(50);
     }
     if (atomic_load(&a.failed)) exit_code = 1;
     daemon_notify("STOPPING=1");

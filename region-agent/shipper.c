@@ -258,8 +258,9 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
         redisReply *e = r->element[i], *f;
         wire_change *c = &b.changes[i];
         const cJSON *op, *ver;
-        int ok = e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[0]->type == REDIS_REPLY_STRING &&
-                 wire_pos_parse(e->element[0]->str, &c->pos) == 0;
+        const char *id = e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+                         e->element[0]->type == REDIS_REPLY_STRING ? e->element[0]->str : NULL;
+        int ok = id && wire_pos_parse(id, &c->pos) == 0;
         f = ok ? e->element[1] : NULL;
         ok = ok && f->type == REDIS_REPLY_ARRAY && f->elements == 2 && f->element[1]->type == REDIS_REPLY_STRING;
         if (ok) {
@@ -279,9 +280,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
             log_error(p->peer->region, "table %s: malformed change-log entry after %s (%s), or out of memory "
                       "parsing it: the link to this peer stops here (retried every %d s); check the entry with "
                       "XRANGE %s (%s + COUNT 1: if it is not a change, XDEL removes it and the link goes on; a "
-                      "change removed so is NOT replicated)", l->table, posbuf,
-                      e->type == REDIS_REPLY_ARRAY && e->elements >= 1 && e->element[0]->type == REDIS_REPLY_STRING
-                          ? e->element[0]->str : "no id",
+                      "change removed so is NOT replicated)", l->table, posbuf, id ? id : "no id",
                       AGENT_WARN_EVERY_MS / 1000, key, posbuf);
             l->blocked_until = now + AGENT_WARN_EVERY_MS;
             goto out;

@@ -142,11 +142,6 @@ typedef struct {
     size_t n_consumed;
 } key_view;
 
-static void tailer_sleep_ms(long ms) {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
-
 static shard *tailer_find_shard(table_tail *t, const char *id) {
     for (size_t i = 0; i < t->n_shards; i++)
         if (strcmp(t->shards[i].id, id) == 0) return &t->shards[i];
@@ -488,20 +483,12 @@ static void tailer_check_streams(tailer *tl, table_tail *t) {
     }
 }
 
-/* 1 when every shard of the current stream's latest complete listing is read to its end
- * (checkpoints of shards no longer listed, past retention, do not count), or the stream
- * is skipped. */
-static int tailer_all_done(const table_tail *t) {
-    if (t->stream_skipped) return 1;
+/* 1 when a shard of the current stream is not read to its end: among those of its latest
+ * complete listing when listed_only (checkpoints of shards no longer listed, past
+ * retention, do not count), else among every shard known here (also only in ckpt:T). */
+static int tailer_unfinished(const table_tail *t, int listed_only) {
     for (size_t i = 0; i < t->n_shards; i++)
-        if (t->shards[i].seen && !t->shards[i].done) return 0;
-    return 1;
-}
-
-/* 1 when a shard known here (listed, or only in ckpt:T) is not read to its end */
-static int tailer_any_unfinished(const table_tail *t) {
-    for (size_t i = 0; i < t->n_shards; i++)
-        if (!t->shards[i].done) return 1;
+        if (!t->shards[i].done && (t->shards[i].seen || !listed_only)) return 1;
     return 0;
 }
 
@@ -520,7 +507,7 @@ static void tailer_forget_shards(table_tail *t) {
  * and starts its shards from TRIM_HORIZON. 0, or -1 (retry at the next describe). */
 static int tailer_switch_stream(tailer *tl, table_tail *t, int gone) {
     if (!*t->next_arn || tailer_save_stream(tl, t, t->next_arn, 1) != 0) return -1;
-    if (gone && tailer_any_unfinished(t))
+    if (gone && !t->stream_skipped && tailer_unfinished(t, 0))
         log_error(NULL, "table %s: stream %s no longer exists (the table was deleted, or the stream was disabled "
                   "more than 24 h ago) and was not read to its end: ITS LAST CHANGES MAY HAVE BEEN LOST and not "
                   "replicated; verify the regions (ternctl verify)", t->name, t->stream_arn);
@@ -540,7 +527,7 @@ static void tailer_describe(tailer *tl, table_tail *t, long long now) {
     int dr;
     tailer_check_streams(tl, t);
     dr = tailer_describe_stream(tl, t);
-    if ((dr == -2 || (dr == 0 && tailer_all_done(t))) && *t->next_arn &&
+    if ((dr == -2 || (dr == 0 && (t->stream_skipped || !tailer_unfinished(t, 1)))) && *t->next_arn &&
         tailer_switch_stream(tl, t, dr == -2) == 0) {
         t->next_describe = 0;
         return;
@@ -1479,7 +1466,7 @@ int tailer_run(agent_ctx *a) {
             ready_logged = 1;
         }
         now = daemon_mono_ms();
-        if (next > now) tailer_sleep_ms((long)(next - now > 50 ? 50 : next - now));
+        if (next > now) daemon_sleep_ms(next - now > 50 ? 50 : next - now);
     }
     tailer_cleanup(&tl);
     return rc;

@@ -109,7 +109,7 @@ static int bf_item(bfill *b, ctl_ctx *c, store *ss, store *ds, state *dst, const
     ch.kid = kid;
     ch.ttl_s = c->cfgs[b->dst]->replicator.tombstone_ttl_s;
     for (int attempt = 1; attempt <= BACKFILL_TRIES; attempt++) {
-        if (attempt > 1) ctl_sleep_ms(BACKFILL_RETRY_MS);
+        if (attempt > 1) daemon_sleep_ms(BACKFILL_RETRY_MS);
         res = apply_one(ds, dst, &ch, APPLY_PRECHECK | APPLY_TOMBCHECK, winner, err, sizeof err);
         if (res != APPLY_ERROR) break;
     }
@@ -168,7 +168,7 @@ static int bf_page(bfill *b, ctl_ctx *c, store *ss, state *sst, store *ds, state
         if (bf_item(b, c, ss, ds, dst, keys[i], kids[i], ll[i]) != 0) goto out;
         if (b->rate > 0) { /* never ahead of rate items/s since the start */
             size_t done = b->written + b->newer + b->same + b->gone + b->refused + b->failed;
-            ctl_sleep_ms(b->t0 + (long long)(done * 1000 / (unsigned long long)b->rate) - daemon_mono_ms());
+            daemon_sleep_ms(b->t0 + (long long)(done * 1000 / (unsigned long long)b->rate) - daemon_mono_ms());
         }
     }
     rc = 0;

@@ -133,14 +133,6 @@ int ctl_has_table(const cfg_region *cfg, const char *table) {
     return 0;
 }
 
-void ctl_sleep_ms(long long ms) {
-    struct timespec ts;
-    if (ms <= 0) return;
-    ts.tv_sec = (time_t)(ms / 1000);
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
-
 int ctl_link_opt(int argc, char **argv, int *i, const char **from, const char **to, const char **table) {
     const char **dst = NULL;
     if (*i + 1 >= argc) return 0;

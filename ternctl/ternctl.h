@@ -130,8 +130,6 @@ void ctl_ctx_free(ctl_ctx *c);
 int ctl_find(const ctl_ctx *c, const char *region);
 /* 1 if cfg lists table. */
 int ctl_has_table(const cfg_region *cfg, const char *table);
-/* Sleeps ms milliseconds (nothing if ms <= 0), through signals that interrupt it. */
-void ctl_sleep_ms(long long ms);
 /* Takes the link option at argv[*i] -- --from R, --to R, and --table T when table is not
  * NULL -- into *from, *to or *table (argv's strings): 1 with *i moved to its value, or 0
  * when argv[*i] is none of them (or lacks its value). */

@@ -480,7 +480,7 @@ int ctl_cmd_wait(ctl_ctx *c, int argc, char **argv) {
             rc = CTL_EXIT_NEGATIVE;
             goto out;
         }
-        ctl_sleep_ms(CTL_WAIT_POLL_MS);
+        daemon_sleep_ms(CTL_WAIT_POLL_MS);
     }
     elapsed = daemon_mono_ms() - t0;
     if (c->json) {

@@ -21,6 +21,7 @@ CURVEKEYGEN=$TERN_BUILD/tests/curvekeygen
 TERNCTL=$TERN_BUILD/ternctl/ternctl
 ALL_REGIONS=(us-east-1 eu-west-1 ap-south-1)
 declare -A CL_DDB CL_REDIS CL_REPL
+CL_RELAYS=()
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 note() { echo "== $(date +%T) $*"; }
@@ -98,6 +99,8 @@ cluster_up() { # stores and Redis of all regions start in parallel, then the dae
 cluster_down() { # daemons first (graceful), then every region's servers side by side
   [ -n "${CLUSTER_DIR:-}" ] || return 0
   regions_parallel stop-daemons >/dev/null 2>&1
+  [ ${#CL_RELAYS[@]} -eq 0 ] || kill "${CL_RELAYS[@]}" 2>/dev/null || true
+  CL_RELAYS=()
   regions_parallel down >/dev/null 2>&1
   release_ports "$CLUSTER_DIR/ports"
   if [ -n "${KEEP_CLUSTER:-}" ]; then echo "kept $CLUSTER_DIR"; else rm -rf "$CLUSTER_DIR"; fi
@@ -196,15 +199,15 @@ restart_redis() { start_redis "$(region_run "$1")" "${CL_REDIS[$1]}" >/dev/null 
 daemon_alive() { local f; f="$(region_run "$1")/$2.pid"; [ -f "$f" ] && pid_alive "$(cat "$f")"; }
 
 # start_store_relay REGION DELAY_MS: tern-relay in front of REGION's store, delaying each
-# request and each response by DELAY_MS; sets RELAY_PORT and RELAY_PID (the EXIT trap
-# stops it too). Point a daemon's store.endpoint at http://127.0.0.1:$RELAY_PORT.
+# request and each response by DELAY_MS; sets RELAY_PORT and RELAY_PID (cluster_down
+# stops every relay started). Point a daemon's store.endpoint at http://127.0.0.1:$RELAY_PORT.
 start_store_relay() {
   local i
   RELAY_PORT=$(free_port)
   "$TERN_BUILD/scripts/relay/tern-relay" --delay-ms "$2" \
     --route "store,127.0.0.1:$RELAY_PORT,127.0.0.1:${CL_DDB[$1]}" 2>"$CLUSTER_DIR/relay.log" &
   RELAY_PID=$!
-  trap 'kill "$RELAY_PID" 2>/dev/null; cluster_down' EXIT
+  CL_RELAYS+=("$RELAY_PID")
   for ((i = 0; i < 50; i++)); do grep -q ready "$CLUSTER_DIR/relay.log" && break; sleep 0.1; done
   grep -q ready "$CLUSTER_DIR/relay.log" || fail "the relay did not start: $(cat "$CLUSTER_DIR/relay.log")"
 }
