@@ -29,6 +29,14 @@
 #include "replicator.h"
 #include "wire.h"
 
+/* Rate limit of one stream of Redis warnings: a line at most every REPL_WARN_EVERY_MS, the
+ * failures in between counted in the next line. A success re-arms it (the next failure is
+ * a new episode and is logged at once). */
+typedef struct {
+    long long at;     /* monotonic ms of the last line; 0: re-armed */
+    long failures;    /* failures not logged since then */
+} warn_limit;
+
 /* Counters and lag samples of one source and table not yet saved (receiver_save). */
 typedef struct {
     long applied, lost, dup, skew;
@@ -55,7 +63,9 @@ typedef struct {
     int save_due;               /* wm (ver set) or tally not yet saved */
     char ver[LWW_VERSION_STRLEN]; /* version of the change that last moved wm; "" once saved */
     long long stats_retry_at;   /* mono ms: a tally Redis refused is not tried again before */
-    long long stats_warn_at;    /* mono ms of the last warning about it */
+    warn_limit redis_warn;      /* this source's Redis warnings (its watermark, counters): a
+                                   source whose keys Redis refuses is not re-armed by the
+                                   other sources' successes */
     long long lag;
     pending_tally t;
     unsigned char rid[256];     /* routing id of the source's latest frame (acks go there) */
@@ -82,22 +92,23 @@ struct receiver {
     size_t inflight;            /* changes in the pool */
     rej_count rej[32];
     size_t n_rej;
-    long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
-    long redis_failures;        /* Redis failures not logged since then */
+    warn_limit redis_warn;      /* Redis warnings of no one source (rejection counts, heartbeat) */
 };
 
-/* Logs a Redis failure at most once per REPL_WARN_EVERY_MS (a peer resends its window
- * every ack timeout while Redis is down); the others are counted in the next line. */
-static void receiver_redis_warn(receiver *r, const char *peer, const char *table, const char *what) {
+/* Logs a Redis failure of source s (NULL: of none) at most once per REPL_WARN_EVERY_MS per
+ * source (a peer resends its window every ack timeout while Redis is down); the others are
+ * counted in the next line. */
+static void receiver_redis_warn(receiver *r, source_state *s, const char *what) {
+    warn_limit *w = s ? &s->redis_warn : &r->redis_warn;
     long long now = daemon_mono_ms();
-    if (r->last_redis_warn && now - r->last_redis_warn < REPL_WARN_EVERY_MS) {
-        r->redis_failures++;
+    if (w->at && now - w->at < REPL_WARN_EVERY_MS) {
+        w->failures++;
         return;
     }
-    log_warn(peer, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)", table, what,
-             state_errstr(r->st), r->redis_failures);
-    r->last_redis_warn = now;
-    r->redis_failures = 0;
+    log_warn(s ? s->source : NULL, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)",
+             s ? s->table : "-", what, state_errstr(r->st), w->failures);
+    w->at = now;
+    w->failures = 0;
 }
 
 receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen) {
@@ -264,10 +275,10 @@ static int receiver_load_wm(receiver *r, source_state *s) {
     state_key(r->st, key, sizeof key, STATE_K_WM, s->source, s->table);
     rep = state_cmd(r->st, "HGET %s pos", key);
     if (!rep) {
-        receiver_redis_warn(r, s->source, s->table, "reading the watermark");
+        receiver_redis_warn(r, s, "reading the watermark");
         return -1;
     }
-    r->last_redis_warn = 0;
+    s->redis_warn.at = 0;
     if (rep->type == REDIS_REPLY_STRING && wire_pos_parse(rep->str, &s->wm) != 0) {
         /* not "no watermark": starting over from what the peer offers could skip changes */
         if (!s->bad_wm_logged)
@@ -340,7 +351,7 @@ static int receiver_save(receiver *r, source_state *s) {
     state_append(r->st, "LTRIM %s 0 %d", klag, STATE_LAG_SAMPLES - 1);
     n++;
     if (state_flush(r->st, rep, n) != 0) {
-        receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
+        receiver_redis_warn(r, s, "saving the watermark (the acknowledgement waits)");
         return -1;
     }
     {
@@ -368,22 +379,17 @@ static int receiver_save(receiver *r, source_state *s) {
         }
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
         if (wm_failed) {
-            receiver_redis_warn(r, s->source, s->table, "saving the watermark (the acknowledgement waits)");
+            receiver_redis_warn(r, s, "saving the watermark (the acknowledgement waits)");
             return -1;
         }
         if (stats_failed) {
-            long long mono = daemon_mono_ms();
-            if (!s->stats_warn_at || mono - s->stats_warn_at >= REPL_WARN_EVERY_MS) {
-                log_warn(s->source, "table %s: saving counters or lag samples (kept for the next save): %s",
-                         s->table, state_errstr(r->st));
-                s->stats_warn_at = mono;
-            }
-            s->stats_retry_at = mono + REPL_HOUSEKEEP_MS;
+            receiver_redis_warn(r, s, "saving counters or lag samples (kept for the next save)");
+            s->stats_retry_at = daemon_mono_ms() + REPL_HOUSEKEEP_MS;
             s->ver[0] = '\0';
             return 0; /* save_due stays: they go again with a later save */
         }
     }
-    r->last_redis_warn = 0;
+    s->redis_warn.at = 0;
     s->ver[0] = '\0';
     s->save_due = 0;
     return 0;
@@ -527,7 +533,7 @@ static int receiver_start_at(receiver *r, source_state *s, wire_pos pos, int fir
     wire_pos_format(pos, txt, sizeof txt);
     rep = state_cmd(r->st, first ? "HSETNX %s pos %s" : "HSET %s pos %s", key, txt);
     if (!rep) {
-        receiver_redis_warn(r, s->source, s->table, "saving the watermark");
+        receiver_redis_warn(r, s, "saving the watermark");
         return -1;
     }
     freeReplyObject(rep);
@@ -745,10 +751,10 @@ void receiver_housekeep(receiver *r, long refused, const char *status) {
             if (state_reply_failed(r->st, rep[k++])) failed = 1;
             else r->rej[i].count = 0;
         }
-        if (failed) receiver_redis_warn(r, NULL, "-", "saving rejection counts (kept for the next try)");
+        if (failed) receiver_redis_warn(r, NULL, "saving rejection counts (kept for the next try)");
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
     } else if (n) {
-        receiver_redis_warn(r, NULL, "-", "saving rejection counts (kept for the next try)");
+        receiver_redis_warn(r, NULL, "saving rejection counts (kept for the next try)");
     }
-    if (state_heartbeat(r->st, "replicator", status) != 0) receiver_redis_warn(r, NULL, "-", "heartbeat");
+    if (state_heartbeat(r->st, "replicator", status) != 0) receiver_redis_warn(r, NULL, "heartbeat");
 }

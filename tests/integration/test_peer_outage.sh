@@ -74,5 +74,28 @@ rc=0; "$DDBTOOL" get "$(region_endpoint $C)" "$TABLE" "$(key_json 1 PAUSED)" >/d
 [ "$rc" -eq 3 ] || fail "the write reached $C through a paused link (get: exit $rc)"
 ctl resume --from $A --to $C || fail resume
 "$DDBTOOL" wait "$(region_endpoint $C)" "$TABLE" "$(key_json 1 PAUSED)" v p 8000 >/dev/null || fail "the write did not reach $C after resume"
+# regression (replicator/receiver.c): the replicator rate-limited its Redis warnings with
+# one timestamp for all its sources, re-armed by every successful save: while one source's
+# watermark could not be saved (here C's wm:A:T of the wrong type) and another's could, the
+# warning was logged on every failed save (each batch, each resend) instead of every 5 s
+note "one source's watermark refused by Redis, the other's saved: the warning is rate-limited per source"
+WM=$(redis_key $C "wm:$A:$TABLE")
+region_redis $C RENAME "$WM" "$WM.saved" >/dev/null || fail "no watermark of $A in $C"
+region_redis $C SET "$WM" not-a-hash >/dev/null
+log=$(region_run $C)/tern-replicator.log
+w0=$(grep -c "peer=$A .*saving the watermark (the acknowledgement waits)" "$log" || true)
+for i in $(seq 1 10); do
+  for r in $A $B; do
+    "$DDBTOOL" put "$(region_endpoint $r)" "$TABLE" "{\"PK\":{\"S\":\"WARN-$r#$i\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"w\"}}" || fail put
+  done
+  sleep 0.2
+done
+"$DDBTOOL" wait "$(region_endpoint $C)" "$TABLE" "$(key_json 10 WARN-$B)" v w 8000 >/dev/null || fail "$B's writes stopped reaching $C"
+w=$(($(grep -c "peer=$A .*saving the watermark (the acknowledgement waits)" "$log" || true) - w0))
+region_redis $C DEL "$WM" >/dev/null
+region_redis $C RENAME "$WM.saved" "$WM" >/dev/null
+[ "$w" -ge 1 ] || fail "$C's replicator did not say why it does not acknowledge $A"
+[ "$w" -le 2 ] || fail "$C's replicator logged its watermark warning for $A $w times in about 3 s (not rate-limited per source)"
+wait_identical 60 $A $B $C || fail "the regions did not converge once $A's watermark could be saved in $C"
 assert_clean_logs
 echo "PASS"
