@@ -88,6 +88,9 @@ typedef struct {
         long group_writes;                 /* puts taken together by a worker with a backlog: one Redis
                                               round trip, one TransactWriteItems from APPLY_GROUP_MIN
                                               (1 = never; 1..100, 100) */
+        long transactions;                 /* grouped writes (transactions) in flight at once, of all
+                                              workers (1..32, 1): DynamoDB Local runs a table's
+                                              transactions one at a time */
         int metrics_port;
     } replicator;
     struct {

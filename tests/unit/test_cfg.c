@@ -287,6 +287,7 @@ static void test_active_poll(void **state) {
     expect_error("agent.active_poll_ms", "0", "agent.active_poll_ms", "out of range: expected an integer in 1..10000");
     expect_error("agent.idle_poll_ms", "0", "agent.idle_poll_ms", "out of range: expected an integer in 1..10000");
     expect_error("agent.wire_version", "3", "agent.wire_version", "out of range: expected an integer in 1..2");
+    expect_error("replicator.transactions", "0", "replicator.transactions", "out of range: expected an integer in 1..32");
     {
         cJSON *j = base_full();
         char path[PATH_MAX + 64];
@@ -348,6 +349,8 @@ static void test_minimal_defaults(void **state) {
     assert_int_equal(c->replicator.max_clock_skew_ms, 300000);
     assert_int_equal(c->replicator.batch_max, 500);
     assert_int_equal(c->replicator.apply_workers, 4);
+    assert_int_equal(c->replicator.group_writes, 100);
+    assert_int_equal(c->replicator.transactions, 1);
     assert_int_equal(c->replicator.metrics_port, 9102);
     assert_int_equal(c->agent.idle_poll_ms, CFG_IDLE_POLL_MS);
     assert_int_equal(c->agent.active_poll_ms, CFG_ACTIVE_POLL_MS);
