@@ -2,13 +2,14 @@
  *
  * Writers PutItem unique keys into the source region's table at a fixed rate, evenly
  * spaced (or as fast as they can with --rate 0); every --probe-every'th acknowledged
- * write is handed to prober threads that read the key back in the destination region
- * (BatchGetItem, ConsistentRead, each of up to 100 probes in flight per prober every
- * 1 ms) until it is there. Lag = time the item first reads back in the destination minus the
- * time the source acknowledged the write. Reports p50/p99/max lag, the write rate the
+ * write is handed to prober threads (--probers, default 1) that read the key back in the
+ * destination region (BatchGetItem, ConsistentRead: one request of up to 100 probes per
+ * prober every 1 ms, round-robin over those in flight) until it is there. Lag = time the
+ * item first reads back in the destination minus the time the source acknowledged the write. Reports p50/p99/max lag, the write rate the
  * source sustained, and the replication rate (writes / time until the last write was
  * readable in the destination), and this process's own CPU time per acknowledged write
- * (client_cpu_ms_per_write: the writers and probers, and the copier with --baseline).
+ * (client_cpu_ms_per_write: the writers and probers, and the copier with --baseline), and
+ * the load the probes put on the destination (probe_requests_per_s).
  *
  * --baseline runs, inside this process, the plain consumer Tern is compared with: it
  * tails the source stream from LATEST with GetRecords in a tight loop (no sleep) and
@@ -29,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "store.h"
 
 #define MAX_SAMPLES 200000
@@ -55,39 +57,20 @@ static struct {
     size_t nlags;
     double *wlat;          /* PutItem round trips at the source, ms */
     size_t nwlat;
-    atomic_long acked, errors, lost_probes;
+    atomic_long acked, errors, lost_probes, probe_requests;
+    size_t queued_max;     /* most probes seen waiting in the queue (none in flight for them) */
     atomic_llong last_visible_us, first_write_us;
     atomic_int stop_consumer;
     long long start_us;    /* the writers' common schedule starts here */
     atomic_long copied;
 } B;
 
-static long long now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void sleep_until_us(long long t) {
-    long long d = t - now_us();
+    long long d = t - bench_now_us();
     if (d > 0) {
         struct timespec ts = {d / 1000000, (d % 1000000) * 1000};
         nanosleep(&ts, NULL);
     }
-}
-
-static store *mkstore(const char *endpoint) {
-    store_opts o;
-    char err[256];
-    store *s;
-    memset(&o, 0, sizeof o);
-    o.endpoint = endpoint;
-    o.region = "us-east-1";
-    o.access_key_id = getenv("AWS_ACCESS_KEY_ID") ? getenv("AWS_ACCESS_KEY_ID") : "local";
-    o.secret_access_key = getenv("AWS_SECRET_ACCESS_KEY") ? getenv("AWS_SECRET_ACCESS_KEY") : "local";
-    s = store_new(&o, err, sizeof err);
-    if (!s) fprintf(stderr, "lagbench: %s\n", err);
-    return s;
 }
 
 static cJSON *key_json(const char *pk) {
@@ -101,7 +84,7 @@ static cJSON *key_json(const char *pk) {
 
 static void *writer(void *arg) {
     long id = (long)arg;
-    store *s = mkstore(B.source);
+    store *s = bench_store("lagbench", B.source);
     long long start = B.start_us, end = start + B.seconds * 1000000LL;
     double interval_us = B.rate > 0 ? 1e6 * (double)B.writers / B.rate : 0;
     char pk[96], payload[129];
@@ -115,7 +98,7 @@ static void *writer(void *arg) {
         long long t = start + (long long)(interval_us * ((double)n + (double)id / (double)B.writers));
         cJSON *req, *item, *v;
         if (interval_us > 0) sleep_until_us(t);
-        if (now_us() >= end) break;
+        if (bench_now_us() >= end) break;
         snprintf(pk, sizeof pk, "%s#%ld#%ld", B.prefix, id, n);
         item = key_json(pk);
         v = cJSON_CreateObject();
@@ -134,9 +117,9 @@ static void *writer(void *arg) {
         req = cJSON_CreateObject();
         cJSON_AddStringToObject(req, "TableName", B.table);
         cJSON_AddItemToObject(req, "Item", item);
-        long long sent = now_us();
+        long long sent = bench_now_us();
         if (store_call(s, "PutItem", req, NULL) == STORE_OK) {
-            long long acked = now_us();
+            long long acked = bench_now_us();
             long k = atomic_fetch_add(&B.acked, 1);
             long long zero = 0;
             atomic_compare_exchange_strong(&B.first_write_us, &zero, acked);
@@ -161,48 +144,65 @@ static void *writer(void *arg) {
     return NULL;
 }
 
-/* Probes in flight per prober: one BatchGetItem's worth (DynamoDB's limit). */
+/* Keys per probe request: one BatchGetItem's worth (DynamoDB's limit). */
 #define PROBE_BATCH 100
+/* Probes one prober keeps in flight at most; more wait in the queue (and their measured lag
+ * grows by the wait: the run then says so, in probes_queued_max). */
+#define PROBE_INFLIGHT 8192
 
-/* A prober keeps up to 100 probes in flight, taken from the queue in write order, and
- * every 1 ms reads all of them back from the destination in one BatchGetItem
- * (ConsistentRead). One GetItem loop per probe, as before, polled only 4 probes at a
- * time: once the lag passed what 4 probers could poll, later probes waited in the queue
- * and were read late, and the measured lag inflated itself; reading every queued probe
- * each cycle instead would load the destination in proportion to the lag it measures.
- * With the default 2 probers, 200 probes (1,000 writes) can be in flight before any
- * waits; the load stays one request per prober per cycle. */
+/* A prober takes every queued probe into its in-flight set, and every 1 ms reads up to 100 of
+ * them back from the destination in one BatchGetItem (ConsistentRead), round-robin: with at
+ * most 100 in flight each is read every cycle (1 ms resolution); with more, each every
+ * ceil(n / 100) cycles, so the resolution coarsens in proportion to the lag it measures
+ * while the load on the destination stays one request per cycle.
+ * The load matters: on the 2-core development machine one DynamoDB Local request costs the
+ * store about 0.6 ms of CPU whatever it reads, so two probers polling every 1 ms took 0.7 of
+ * the machine's 2 cores from the destination store (1.1 cores at 100 keys a request),
+ * competing with the very writes they time; the default is now one prober (docs/lag.md).
+ * Earlier designs: one GetItem loop per probe, 4 probes at a time: once the lag passed what
+ * 4 probers could poll, later probes waited in the queue and the measured lag inflated
+ * itself; then up to 100 in flight per prober, the rest queued (the same, past 100). */
 static void *prober(void *arg) {
-    store *s = mkstore(B.dest);
-    probe act[PROBE_BATCH];
-    size_t na = 0;
+    store *s = bench_store("lagbench", B.dest);
+    probe *act = calloc(PROBE_INFLIGHT, sizeof *act);
+    size_t na = 0, cursor = 0;
     (void)arg;
-    if (!s) return NULL;
+    if (!s || !act) {
+        store_free(s);
+        free(act);
+        return NULL;
+    }
     for (;;) {
+        size_t nread, queued;
         pthread_mutex_lock(&B.mu);
         while (na == 0 && B.qhead == B.qtail && !B.writers_done) pthread_cond_wait(&B.cv, &B.mu);
         if (na == 0 && B.qhead == B.qtail && B.writers_done) {
             pthread_mutex_unlock(&B.mu);
             break;
         }
-        while (B.qhead < B.qtail && na < PROBE_BATCH) act[na++] = B.queue[B.qhead++];
+        while (B.qhead < B.qtail && na < PROBE_INFLIGHT) act[na++] = B.queue[B.qhead++];
+        queued = B.qtail - B.qhead;
+        if (queued > B.queued_max) B.queued_max = queued;
         pthread_mutex_unlock(&B.mu);
+        if (cursor >= na) cursor = 0;
+        nread = na < PROBE_BATCH ? na : PROBE_BATCH;
         {
             cJSON *req = cJSON_CreateObject(), *ri = cJSON_CreateObject(), *keys = cJSON_CreateArray(), *resp = NULL;
             const cJSON *items, *it;
             long long t;
-            for (size_t i = 0; i < na; i++) cJSON_AddItemToArray(keys, key_json(act[i].key));
+            for (size_t i = 0; i < nread; i++) cJSON_AddItemToArray(keys, key_json(act[(cursor + i) % na].key));
             cJSON_AddItemToObject(ri, "Keys", keys);
             cJSON_AddTrueToObject(ri, "ConsistentRead");
             cJSON_AddStringToObject(ri, "ProjectionExpression", "PK");
             cJSON_AddItemToObject(cJSON_AddObjectToObject(req, "RequestItems"), B.table, ri);
+            atomic_fetch_add(&B.probe_requests, 1);
             if (store_call(s, "BatchGetItem", req, &resp) == STORE_OK) {
-                t = now_us();
+                t = bench_now_us();
                 items = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "Responses"), B.table);
                 cJSON_ArrayForEach(it, items) {
                     const cJSON *pk = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "PK"), "S");
-                    for (size_t i = 0; cJSON_IsString(pk) && i < na; i++) {
-                        probe *p = &act[i];
+                    for (size_t i = 0; cJSON_IsString(pk) && i < nread; i++) {
+                        probe *p = &act[(cursor + i) % na];
                         if (p->acked_us == 0 || strcmp(p->key, pk->valuestring) != 0) continue;
                         long long prev = atomic_load(&B.last_visible_us);
                         while (t > prev && !atomic_compare_exchange_weak(&B.last_visible_us, &prev, t)) {}
@@ -218,9 +218,12 @@ static void *prober(void *arg) {
             cJSON_Delete(resp);
         }
         {
-            long long t = now_us();
-            size_t k = 0;
+            /* drop the found and the timed-out, keeping order; the next cycle starts at the
+             * first probe after those just read */
+            long long t = bench_now_us();
+            size_t k = 0, from = nread < na ? (cursor + nread) % na : 0, next = 0;
             for (size_t i = 0; i < na; i++) {
+                if (i == from) next = k;
                 if (act[i].acked_us == 0) continue;
                 if (t - act[i].acked_us > PROBE_TIMEOUT_MS * 1000LL) {
                     atomic_fetch_add(&B.lost_probes, 1);
@@ -229,16 +232,18 @@ static void *prober(void *arg) {
                 act[k++] = act[i];
             }
             na = k;
+            cursor = next;
         }
         if (na) usleep(1000);
     }
     store_free(s);
+    free(act);
     return NULL;
 }
 
 /* The baseline: a plain stream copier (tight GetRecords loop, BatchWriteItem). */
 static void *consumer(void *arg) {
-    store *src = mkstore(B.source), *dst = mkstore(B.dest);
+    store *src = bench_store("lagbench", B.source), *dst = bench_store("lagbench", B.dest);
     cJSON *req, *resp = NULL;
     char *iter = NULL, *arn = NULL;
     (void)arg;
@@ -358,7 +363,7 @@ int main(int argc, char **argv) {
     B.rate = 1000;
     B.seconds = 10;
     B.writers = 8;
-    B.probers = 2;
+    B.probers = 1;
     B.probe_every = 5;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -392,12 +397,12 @@ int main(int argc, char **argv) {
         pthread_create(&c, NULL, consumer, NULL);
         usleep(500000); /* let it reach LATEST before writes start */
     }
-    t0 = now_us();
+    t0 = bench_now_us();
     for (long i = 0; i < B.probers; i++) pthread_create(&p[i], NULL, prober, NULL);
-    B.start_us = now_us() + 50000; /* after every writer thread is up, even on a busy box */
+    B.start_us = bench_now_us() + 50000; /* after every writer thread is up, even on a busy box */
     for (long i = 0; i < B.writers; i++) pthread_create(&w[i], NULL, writer, (void *)i);
     for (long i = 0; i < B.writers; i++) pthread_join(w[i], NULL);
-    t_end = now_us();
+    t_end = bench_now_us();
     pthread_mutex_lock(&B.mu);
     B.writers_done = 1;
     pthread_cond_broadcast(&B.cv);
@@ -420,14 +425,16 @@ int main(int argc, char **argv) {
         printf("{\"label\":\"%s\",\"target_rate\":%.0f,\"seconds\":%.1f,\"acked\":%ld,\"errors\":%ld,"
                "\"write_rate\":%.1f,\"replication_rate\":%.1f,\"samples\":%zu,\"lost_probes\":%ld,"
                "\"lag_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f},"
-               "\"source_put_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"client_cpu_ms_per_write\":%.3f}\n",
+               "\"source_put_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"client_cpu_ms_per_write\":%.3f,"
+               "\"probe_requests_per_s\":%.0f,\"probes_queued_max\":%zu}\n",
                B.label, B.rate, secs, atomic_load(&B.acked), atomic_load(&B.errors),
                (double)atomic_load(&B.acked) / secs,
                repl_secs > 0 ? (double)atomic_load(&B.acked) / repl_secs : 0, B.nlags,
                atomic_load(&B.lost_probes), pct(B.lags, B.nlags, 0.50), pct(B.lags, B.nlags, 0.90),
                pct(B.lags, B.nlags, 0.99), B.nlags ? B.lags[B.nlags - 1] : -1, pct(B.wlat, B.nwlat, 0.50),
                pct(B.wlat, B.nwlat, 0.99),
-               cpu_ms >= 0 && atomic_load(&B.acked) > 0 ? cpu_ms / (double)atomic_load(&B.acked) : -1.0);
+               cpu_ms >= 0 && atomic_load(&B.acked) > 0 ? cpu_ms / (double)atomic_load(&B.acked) : -1.0,
+               (double)atomic_load(&B.probe_requests) / secs, B.queued_max);
     }
     free(B.queue);
     free(B.lags);
