@@ -9,7 +9,9 @@
  * source sustained, and the replication rate (writes / time until the last write was
  * readable in the destination), and this process's own CPU time per acknowledged write
  * (client_cpu_ms_per_write: the writers and probers, and the copier with --baseline), and
- * the load the probes put on the destination (probe_requests_per_s).
+ * the load the probes put on the destination (probe_requests_per_s, over the time the
+ * probers ran). With several probers, the first to wake takes every queued probe: more
+ * probers add requests, not coverage.
  *
  * --baseline runs, inside this process, the plain consumer Tern is compared with: it
  * tails the source stream from LATEST with GetRecords in a tight loop (no sleep) and
@@ -356,7 +358,7 @@ static long argl(const char *s, const char *name) {
 
 int main(int argc, char **argv) {
     pthread_t w[64], p[64], c;
-    long long t0, t_end;
+    long long t0, t_end, t_probed;
     B.table = "bench";
     B.prefix = "B";
     B.label = "tern";
@@ -408,6 +410,7 @@ int main(int argc, char **argv) {
     pthread_cond_broadcast(&B.cv);
     pthread_mutex_unlock(&B.mu);
     for (long i = 0; i < B.probers; i++) pthread_join(p[i], NULL);
+    t_probed = bench_now_us(); /* the probers ran until the last probe was found */
     if (B.baseline) {
         atomic_store(&B.stop_consumer, 1);
         pthread_join(c, NULL);
@@ -434,7 +437,8 @@ int main(int argc, char **argv) {
                pct(B.lags, B.nlags, 0.99), B.nlags ? B.lags[B.nlags - 1] : -1, pct(B.wlat, B.nwlat, 0.50),
                pct(B.wlat, B.nwlat, 0.99),
                cpu_ms >= 0 && atomic_load(&B.acked) > 0 ? cpu_ms / (double)atomic_load(&B.acked) : -1.0,
-               (double)atomic_load(&B.probe_requests) / secs, B.queued_max);
+               t_probed > t0 ? (double)atomic_load(&B.probe_requests) / ((double)(t_probed - t0) / 1e6) : 0.0,
+               B.queued_max);
     }
     free(B.queue);
     free(B.lags);

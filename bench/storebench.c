@@ -11,7 +11,9 @@
  *       batch   BatchWriteItem of --items puts (at most 25; what the baseline copier writes)
  *       bget    BatchGetItem (ConsistentRead) of --items keys, then 1 ms pause (a prober)
  * Every item is a new key. Prints one JSON line: items/s, requests/s, mean request latency.
- * Not a test: bench/store-ceiling runs it (docs/lag.md, "The destination store's ceiling"). */
+ * Not a test: bench/store-ceiling runs it (docs/lag.md, "The destination store's ceiling").
+ * Threading: --threads client threads, each with its own store handle; the totals are
+ * atomics. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -72,13 +74,20 @@ static int add_condition(cJSON *req) {
         cJSON_Delete(values);
         return -1;
     }
-    cJSON_AddItemToObject(req, "ExpressionAttributeNames", names);
-    cJSON_AddItemToObject(req, "ExpressionAttributeValues", values);
+    if (!cJSON_AddItemToObject(req, "ExpressionAttributeNames", names)) {
+        cJSON_Delete(names);
+        cJSON_Delete(values);
+        return -1;
+    }
+    if (!cJSON_AddItemToObject(req, "ExpressionAttributeValues", values)) {
+        cJSON_Delete(values);
+        return -1;
+    }
     return 0;
 }
 
-/* One request of the mode into *req and its operation name into *op; returns the items it
- * carries, or -1 (out of memory). */
+/* One request of the mode into *req (which the caller frees, also on -1) and its operation
+ * name (static) into *op; returns the items it carries, or -1 (out of memory). */
 static long build(long thread, long *n, cJSON **req, const char **op) {
     const char *m = S.mode;
     cJSON *r = cJSON_CreateObject(), *arr = NULL, *it;
@@ -88,7 +97,10 @@ static long build(long thread, long *n, cJSON **req, const char **op) {
     if (!strcmp(m, "put") || !strcmp(m, "cput")) {
         *op = "PutItem";
         if (!(it = new_item(thread, (*n)++, 0))) return -1;
-        cJSON_AddItemToObject(r, "Item", it);
+        if (!cJSON_AddItemToObject(r, "Item", it)) {
+            cJSON_Delete(it);
+            return -1;
+        }
         return m[0] == 'c' && add_condition(r) != 0 ? -1 : 1;
     }
     cJSON_DeleteItemFromObject(r, "TableName");
@@ -110,7 +122,10 @@ static long build(long thread, long *n, cJSON **req, const char **op) {
         cJSON *w = NULL, *p = NULL;
         if (!(it = new_item(thread, (*n)++, m[0] == 'b' && m[1] == 'g'))) return -1;
         if (!strcmp(m, "bget")) {
-            cJSON_AddItemToArray(arr, it);
+            if (!cJSON_AddItemToArray(arr, it)) {
+                cJSON_Delete(it);
+                return -1;
+            }
             continue;
         }
         w = cJSON_CreateObject();
@@ -121,9 +136,21 @@ static long build(long thread, long *n, cJSON **req, const char **op) {
             cJSON_Delete(p);
             return -1;
         }
-        cJSON_AddItemToObject(p, "Item", it);
-        cJSON_AddItemToObject(w, m[0] == 't' ? "Put" : "PutRequest", p);
-        cJSON_AddItemToArray(arr, w);
+        if (!cJSON_AddItemToObject(p, "Item", it)) {
+            cJSON_Delete(it);
+            cJSON_Delete(w);
+            cJSON_Delete(p);
+            return -1;
+        }
+        if (!cJSON_AddItemToObject(w, m[0] == 't' ? "Put" : "PutRequest", p)) {
+            cJSON_Delete(w);
+            cJSON_Delete(p);
+            return -1;
+        }
+        if (!cJSON_AddItemToArray(arr, w)) {
+            cJSON_Delete(w);
+            return -1;
+        }
         if (m[0] == 't' && (!cJSON_AddStringToObject(p, "TableName", S.table) || add_condition(p) != 0)) return -1;
     }
     return k;

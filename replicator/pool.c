@@ -12,11 +12,15 @@
  * one transaction from APPLY_GROUP_MIN puts on (apply_puts): under load the store does
  * far less work per change, while at low rates every change still goes alone at once.
  * At most replicator.transactions such groups are written at once, by all workers: a
- * worker whose group is large enough for a transaction waits for a free slot, then tops its
- * group up from its queue (which grew meanwhile) before writing it. DynamoDB Local runs a
+ * worker whose group is large enough for a transaction waits for a slot (in turn, first
+ * come first served), then tops its group up from its queue (which grew meanwhile) before
+ * writing it. The slot is taken before apply_puts' Redis round trip, so a group whose
+ * precheck leaves fewer than APPLY_GROUP_MIN puts (single puts, no transaction) holds it
+ * too; a group waiting for a slot has been taken from its queue and is not canceled by
+ * pool_cancel_queued (a stop waits for it). DynamoDB Local runs a
  * table's transactions one at a time under a lock, and concurrent ones convoyed: on the
- * 2-core development machine, at 600 writes/s, 4 workers writing transactions at once fell
- * behind (lag p50 0.5-2.5 s and growing) where one at a time kept up (docs/lag.md).
+ * 2-core development machine at 600 writes/s, bench/run's lag p50 went from 823 ms (4 at
+ * once) to 386 ms (one at a time) (docs/lag.md, "The destination store's ceiling").
  * A job's results are written before its `done` flag (release), and read after it
  * (acquire); the job itself belongs to the submitter, who must not free it
  * before `done` is set.
@@ -60,8 +64,13 @@ struct apply_pool {
     size_t outstanding;   /* jobs submitted and not yet done */
     int efd;              /* eventfd: counts finished jobs not yet taken by pool_take_events */
     size_t group_max;     /* replicator.group_writes */
-    long txn_free;        /* transaction slots free (replicator.transactions at rest) */
-    pthread_cond_t txn_cv; /* a slot was freed */
+    /* transaction slots, handed out first come first served: a worker takes a ticket and
+     * writes once its ticket is below txn_admitted (replicator.transactions at start, one
+     * more per transaction finished); otherwise the worker that just finished one, back
+     * first, took the slot again and again while the others waited */
+    unsigned long txn_next;     /* next ticket */
+    unsigned long txn_admitted; /* tickets below this may write */
+    pthread_cond_t txn_cv;      /* txn_admitted moved (broadcast) */
 };
 
 static unsigned pool_hash(const char *s) {
@@ -144,8 +153,8 @@ static void *pool_thread(void *arg) {
         txn = n >= APPLY_GROUP_MIN;
         if (txn) {
             /* a transaction: wait for a slot, then take what queued up meanwhile */
-            while (p->txn_free == 0) pthread_cond_wait(&p->txn_cv, &p->mu);
-            p->txn_free--;
+            unsigned long ticket = p->txn_next++;
+            while (ticket >= p->txn_admitted) pthread_cond_wait(&p->txn_cv, &p->mu);
             n = pool_take(w, g, n, p->group_max);
         }
         pthread_mutex_unlock(&p->mu);
@@ -153,8 +162,8 @@ static void *pool_thread(void *arg) {
         else pool_apply_group(w, g, n);
         if (txn) {
             pthread_mutex_lock(&p->mu);
-            p->txn_free++;
-            pthread_cond_signal(&p->txn_cv);
+            p->txn_admitted++;
+            pthread_cond_broadcast(&p->txn_cv);
             pthread_mutex_unlock(&p->mu);
         }
         for (size_t i = 0; i < n; i++) atomic_store_explicit(&g[i]->done, 1, memory_order_release);
@@ -188,7 +197,7 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
     }
     p->n = (int)cfg->replicator.apply_workers;
     p->group_max = (size_t)cfg->replicator.group_writes; /* the config bounds it to 1..APPLY_GROUP_MAX */
-    p->txn_free = cfg->replicator.transactions;
+    p->txn_admitted = (unsigned long)cfg->replicator.transactions;
     p->w = calloc((size_t)p->n, sizeof *p->w);
     if (!p->w) {
         snprintf(err, errlen, "out of memory");

@@ -729,6 +729,7 @@ void receiver_frame(receiver *r, void *sock, const void *rid, size_t rid_len, co
 void receiver_housekeep(receiver *r, long refused, const char *status) {
     char key[256];
     size_t n = 0;
+    int failed = 0;
     redisReply *rep[34];
     if (refused) { /* CURVE handshakes refused by ZAP: one more reason, counted here */
         rej_count *c = receiver_rej_slot(r, "curve_refused");
@@ -745,16 +746,16 @@ void receiver_housekeep(receiver *r, long refused, const char *status) {
      * key of the wrong type, Redis out of memory) is kept for the next pass, and said */
     if (n && state_flush(r->st, rep, n) == 0) {
         size_t k = 0;
-        int failed = 0;
         for (size_t i = 0; i < r->n_rej; i++) {
             if (!r->rej[i].count) continue;
             if (state_reply_failed(r->st, rep[k++])) failed = 1;
             else r->rej[i].count = 0;
         }
-        if (failed) receiver_redis_warn(r, NULL, "saving rejection counts (kept for the next try)");
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
     } else if (n) {
-        receiver_redis_warn(r, NULL, "saving rejection counts (kept for the next try)");
+        failed = 1;
     }
+    if (failed) receiver_redis_warn(r, NULL, "saving rejection counts (kept for the next try)");
     if (state_heartbeat(r->st, "replicator", status) != 0) receiver_redis_warn(r, NULL, "heartbeat");
+    else if (!failed) r->redis_warn.at = 0; /* all saved: the next failure is a new episode */
 }

@@ -131,8 +131,9 @@ void receiver_frame(receiver *r, void *sock, const void *routing_id, size_t rid_
 void receiver_progress(receiver *r, void *sock);
 /* 1 when REPL_MAX_INFLIGHT changes are in the pool: do not read frames. */
 int receiver_busy(receiver *r);
-/* Stop and reload: changes not yet started are dropped (their peer resends them), the
- * ones being applied are waited for; then what finished is saved and acknowledged. */
+/* Stop and reload: changes still queued are dropped (their peer resends them), the ones
+ * taken by a worker (being applied, or in a group waiting for a transaction slot) are
+ * waited for; then what finished is saved and acknowledged. */
 void receiver_drain(receiver *r, void *sock);
 /* Counts a frame rejected outside the decoder (e.g. wrong number of parts). */
 void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail);
