@@ -20,7 +20,7 @@
  * pool_cancel_queued (a stop waits for it). DynamoDB Local runs a
  * table's transactions one at a time under a lock, and concurrent ones convoyed: on the
  * 2-core development machine at 600 writes/s, bench/run's lag p50 went from 823 ms (4 at
- * once) to 386 ms (one at a time) (docs/lag.md, "The destination store's ceiling").
+ * once) to 71 ms (one at a time, in turn) (docs/lag.md, "The destination store's ceiling").
  * A job's results are written before its `done` flag (release), and read after it
  * (acquire); the job itself belongs to the submitter, who must not free it
  * before `done` is set.
