@@ -17,10 +17,10 @@
  * writing it. The slot is taken before apply_puts' Redis round trip, so a group whose
  * precheck leaves fewer than APPLY_GROUP_MIN puts (single puts, no transaction) holds it
  * too; a group waiting for a slot has been taken from its queue and is not canceled by
- * pool_cancel_queued (a stop waits for it). DynamoDB Local runs a
- * table's transactions one at a time under a lock, and concurrent ones convoyed: on the
- * 2-core development machine at 600 writes/s, bench/run's lag p50 went from 823 ms (4 at
- * once) to 71 ms (one at a time, in turn) (docs/lag.md, "The destination store's ceiling").
+ * pool_cancel_queued (a stop waits for it). DynamoDB Local runs a table's transactions one
+ * at a time under a lock, and concurrent ones convoyed: on the 2-core development machine
+ * at 600 writes/s, bench/run's lag p50 went from 823 ms (4 at once) to 71 ms (one at a
+ * time, in turn) (docs/lag.md, "The destination store's ceiling").
  * A job's results are written before its `done` flag (release), and read after it
  * (acquire); the job itself belongs to the submitter, who must not free it
  * before `done` is set.
