@@ -242,13 +242,14 @@ int main(int argc, char **argv) {
     for (long i = 0; i < S.threads; i++, started++)
         if (pthread_create(&th[i], NULL, run, (void *)i) != 0) {
             fprintf(stderr, "storebench: cannot start thread %ld\n", i);
+            atomic_fetch_add(&S.n_errors, 1);
             break;
         }
     for (long i = 0; i < started; i++) pthread_join(th[i], NULL);
     long reqs = atomic_load(&S.n_reqs);
     printf("{\"mode\":\"%s\",\"items\":%ld,\"threads\":%ld,\"items_per_s\":%.0f,\"requests_per_s\":%.0f,"
            "\"latency_ms\":%.2f,\"errors\":%ld}\n",
-           S.mode, S.items, S.threads, (double)atomic_load(&S.n_items) / (double)S.seconds,
+           S.mode, S.items, started, (double)atomic_load(&S.n_items) / (double)S.seconds,
            (double)reqs / (double)S.seconds, reqs ? (double)atomic_load(&S.lat_us) / 1000.0 / (double)reqs : 0.0,
            atomic_load(&S.n_errors));
     return atomic_load(&S.n_errors) && !reqs ? 1 : 0;
