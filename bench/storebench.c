@@ -66,92 +66,63 @@ fail:
 
 /* Tern's put condition on req (apply.h: a version never overwrites a higher one). */
 static int add_condition(cJSON *req) {
-    cJSON *names = cJSON_CreateObject(), *values = cJSON_CreateObject();
-    if (!names || !values || !cJSON_AddStringToObject(names, "#v", "tern:ver") ||
-        add_av(values, ":v", "S", "1795478835121-000000-us-east-1") != 0 ||
-        !cJSON_AddStringToObject(req, "ConditionExpression", "attribute_not_exists(#v) OR #v < :v")) {
-        cJSON_Delete(names);
-        cJSON_Delete(values);
-        return -1;
-    }
-    if (!cJSON_AddItemToObject(req, "ExpressionAttributeNames", names)) {
-        cJSON_Delete(names);
-        cJSON_Delete(values);
-        return -1;
-    }
-    if (!cJSON_AddItemToObject(req, "ExpressionAttributeValues", values)) {
-        cJSON_Delete(values);
-        return -1;
-    }
-    return 0;
+    cJSON *names = cJSON_AddObjectToObject(req, "ExpressionAttributeNames");
+    cJSON *values = cJSON_AddObjectToObject(req, "ExpressionAttributeValues");
+    return names && values && cJSON_AddStringToObject(names, "#v", "tern:ver") &&
+                   add_av(values, ":v", "S", "1795478835121-000000-us-east-1") == 0 &&
+                   cJSON_AddStringToObject(req, "ConditionExpression", "attribute_not_exists(#v) OR #v < :v")
+               ? 0
+               : -1;
 }
 
 /* One request of the mode into *req (which the caller frees, also on -1) and its operation
  * name (static) into *op; returns the items it carries, or -1 (out of memory). */
 static long build(long thread, long *n, cJSON **req, const char **op) {
     const char *m = S.mode;
-    cJSON *r = cJSON_CreateObject(), *arr = NULL, *it;
-    long k = 0;
+    cJSON *r = cJSON_CreateObject(), *arr = NULL, *ri, *it;
+    long k;
     *req = r;
-    if (!r || !cJSON_AddStringToObject(r, "TableName", S.table)) return -1;
+    if (!r) return -1;
     if (!strcmp(m, "put") || !strcmp(m, "cput")) {
         *op = "PutItem";
-        if (!(it = new_item(thread, (*n)++, 0))) return -1;
+        if (!cJSON_AddStringToObject(r, "TableName", S.table) || !(it = new_item(thread, (*n)++, 0))) return -1;
         if (!cJSON_AddItemToObject(r, "Item", it)) {
             cJSON_Delete(it);
             return -1;
         }
         return m[0] == 'c' && add_condition(r) != 0 ? -1 : 1;
     }
-    cJSON_DeleteItemFromObject(r, "TableName");
     if (!strcmp(m, "txn")) {
         *op = "TransactWriteItems";
-        if (!(arr = cJSON_AddArrayToObject(r, "TransactItems"))) return -1;
+        arr = cJSON_AddArrayToObject(r, "TransactItems");
     } else if (!strcmp(m, "batch")) {
         *op = "BatchWriteItem";
-        cJSON *ri = cJSON_AddObjectToObject(r, "RequestItems");
-        if (!ri || !(arr = cJSON_AddArrayToObject(ri, S.table))) return -1;
+        if ((ri = cJSON_AddObjectToObject(r, "RequestItems"))) arr = cJSON_AddArrayToObject(ri, S.table);
     } else { /* bget */
         *op = "BatchGetItem";
-        cJSON *ri = cJSON_AddObjectToObject(r, "RequestItems"), *t = ri ? cJSON_AddObjectToObject(ri, S.table) : NULL;
-        if (!t || !cJSON_AddTrueToObject(t, "ConsistentRead") || !cJSON_AddStringToObject(t, "ProjectionExpression", "PK") ||
-            !(arr = cJSON_AddArrayToObject(t, "Keys")))
-            return -1;
+        cJSON *t = (ri = cJSON_AddObjectToObject(r, "RequestItems")) ? cJSON_AddObjectToObject(ri, S.table) : NULL;
+        if (t && cJSON_AddTrueToObject(t, "ConsistentRead") && cJSON_AddStringToObject(t, "ProjectionExpression", "PK"))
+            arr = cJSON_AddArrayToObject(t, "Keys");
     }
+    if (!arr) return -1;
     for (k = 0; k < S.items; k++) {
-        cJSON *w = NULL, *p = NULL;
-        if (!(it = new_item(thread, (*n)++, m[0] == 'b' && m[1] == 'g'))) return -1;
-        if (!strcmp(m, "bget")) {
-            if (!cJSON_AddItemToArray(arr, it)) {
-                cJSON_Delete(it);
+        /* each object is attached to the request as soon as it is made, so *req owns it */
+        cJSON *parent = arr, *w, *p = NULL;
+        if (strcmp(m, "bget")) {
+            w = cJSON_CreateObject();
+            if (!w || !cJSON_AddItemToArray(arr, w)) {
+                cJSON_Delete(w);
                 return -1;
             }
-            continue;
+            if (!(p = cJSON_AddObjectToObject(w, m[0] == 't' ? "Put" : "PutRequest"))) return -1;
+            if (m[0] == 't' && (!cJSON_AddStringToObject(p, "TableName", S.table) || add_condition(p) != 0)) return -1;
+            parent = p;
         }
-        w = cJSON_CreateObject();
-        p = cJSON_CreateObject();
-        if (!w || !p) {
+        if (!(it = new_item(thread, (*n)++, !p))) return -1;
+        if (!(p ? cJSON_AddItemToObject(parent, "Item", it) : cJSON_AddItemToArray(parent, it))) {
             cJSON_Delete(it);
-            cJSON_Delete(w);
-            cJSON_Delete(p);
             return -1;
         }
-        if (!cJSON_AddItemToObject(p, "Item", it)) {
-            cJSON_Delete(it);
-            cJSON_Delete(w);
-            cJSON_Delete(p);
-            return -1;
-        }
-        if (!cJSON_AddItemToObject(w, m[0] == 't' ? "Put" : "PutRequest", p)) {
-            cJSON_Delete(w);
-            cJSON_Delete(p);
-            return -1;
-        }
-        if (!cJSON_AddItemToArray(arr, w)) {
-            cJSON_Delete(w);
-            return -1;
-        }
-        if (m[0] == 't' && (!cJSON_AddStringToObject(p, "TableName", S.table) || add_condition(p) != 0)) return -1;
     }
     return k;
 }
