@@ -3,9 +3,10 @@
  * Owns: replicator.apply_workers threads, each with its own store and Redis handles and
  * its own FIFO queue of jobs; an eventfd that is written whenever a job finishes, so the
  * main thread can wait for results in the same zmq_poll as for frames.
- * Invariants: a job's worker is chosen by a hash of its key id, so the changes of one key
- * are applied by one worker in the order they were submitted (per-key order is what LWW
- * and the echo tokens need); different keys go in parallel. Jobs stream: a worker takes
+ * Invariants: a job's queue is chosen by a hash of its key id, so the changes of one key
+ * are queued on one worker in the order they were submitted, and written in that order,
+ * one at a time (per-key order is what LWW and the echo tokens need); different keys go in
+ * parallel. Jobs stream: a worker takes
  * the next job as soon as it is free, so a batch never waits for the slowest change of
  * the batch before it. A worker with a backlog takes the puts at the head of its queue
  * together (distinct keys, at most replicator.group_writes): one Redis round trip, then
@@ -13,8 +14,16 @@
  * far less work per change, while at low rates every change still goes alone at once.
  * At most replicator.transactions such groups are written at once, by all workers: a
  * worker whose group is large enough for a transaction waits for a slot (in turn, first
- * come first served), then tops its group up from its queue (which grew meanwhile) before
- * writing it. The slot is taken before apply_puts' Redis round trip, so a group whose
+ * come first served), then tops its group up from its own queue (which grew meanwhile) and
+ * then from the heads of the other workers' queues, up to replicator.group_writes. When
+ * each queue's own run of distinct puts is short (lags of a few hundred ms), one
+ * transaction so takes what all the workers have queued; under a deep backlog a group is
+ * filled from its own queue alone, as before. Per-key order still holds because a job is
+ * taken, by its own worker or by a slot holder, only when no job of its key is in any
+ * worker's group (`g`, under mu): a worker whose queue head is in a slot holder's group
+ * waits for that group to be written, and the slot holder then wakes the workers it took
+ * from (only they can be waiting: all of a key's jobs are in its own worker's queue).
+ * The slot is taken before apply_puts' Redis round trip, so a group whose
  * precheck leaves fewer than APPLY_GROUP_MIN puts (single puts, no transaction) holds it
  * too; a group waiting for a slot has been taken from its queue and is not canceled by
  * pool_cancel_queued (a stop waits for it). DynamoDB Local runs a table's transactions one
@@ -22,6 +31,9 @@
  * at 600 writes/s, bench/run measured lag p50 at 182 times its copier's with 4 at once
  * and 21 times with one at a time, in turn (docs/lag.md, "The destination store's
  * ceiling").
+ * A job's worker keeps its group in `g` from taking it until its write returned; then it
+ * clears the group under mu before setting the jobs' `done` flags, because the submitter
+ * may free a job once done and other workers read the groups' keys under mu.
  * A job's results are written before its `done` flag (release), and read after it
  * (acquire); the job itself belongs to the submitter, who must not free it
  * before `done` is set.
@@ -41,14 +53,19 @@
 #include "replicator.h"
 
 _Static_assert(APPLY_GROUP_MAX == 100, "config/cfg.c bounds replicator.group_writes to 1..100");
+#define POOL_WORKERS_MAX 32 /* config/cfg.c bounds replicator.apply_workers to 1..32: a bit each */
 
 typedef struct pool_worker pool_worker;
 
 struct pool_worker {
     apply_pool *p;
     pthread_t th;
-    pthread_cond_t work;  /* the queue is not empty, or stop */
+    pthread_cond_t work;  /* the queue is not empty, a group holding the head's key was
+                             written, or stop */
     pool_job *head, *tail;
+    pool_job *g[APPLY_GROUP_MAX];  /* the group taken and not yet written (under mu; jobs
+                                      from other queues too when it holds a slot) */
+    size_t ng;
     store *s;
     state *st;
     store_stats snap;     /* s's statistics after the worker's last job (under mu): the
@@ -72,6 +89,7 @@ struct apply_pool {
     uint64_t txn_next;          /* next ticket */
     uint64_t txn_admitted;      /* tickets below this may write */
     pthread_cond_t txn_cv;      /* txn_admitted moved (broadcast) */
+    pool_group_counts counts;   /* since the last pool_take_group_counts */
 };
 
 static unsigned pool_hash(const char *s) {
@@ -94,24 +112,35 @@ static void pool_apply(pool_worker *w, pool_job *j) {
     j->done_wall = daemon_wall_ms();
 }
 
-/* Takes the head of w's queue (when n is 0) and, if it is a put, the puts right behind it
- * (distinct keys, same table) into g[n..], up to group_max in all: per-key order holds
- * because a group stops at the first delete or repeated key. Called with mu held. Returns
- * the group's new count (>= 1). */
-static size_t pool_take(pool_worker *w, pool_job **g, size_t n, size_t group_max) {
-    while (w->head && n < group_max && (n == 0 || g[0]->c->op == WIRE_OP_PUT)) {
-        pool_job *j = w->head;
-        int dup = 0;
-        if (n > 0) {
-            if (j->c->op != WIRE_OP_PUT || strcmp(j->table, g[0]->table) != 0) break;
-            for (size_t k = 0; k < n && !dup; k++) dup = strcmp(g[k]->kid, j->kid) == 0;
-            if (dup) break;
-        }
-        g[n++] = j;
-        w->head = j->qnext;
-        if (!w->head) w->tail = NULL;
+/* 1 when a job of j's key is in a worker's group: j must wait for that group's write.
+ * Called with mu held. */
+static int pool_busy(const apply_pool *p, const pool_job *j) {
+    for (int i = 0; i < p->n; i++) {
+        const pool_worker *x = &p->w[i];
+        for (size_t k = 0; k < x->ng; k++)
+            if (x->g[k]->khash == j->khash && strcmp(x->g[k]->kid, j->kid) == 0) return 1;
     }
-    return n;
+    return 0;
+}
+
+/* Moves jobs from the head of `from`'s queue into w's group (w->g[w->ng..]): the head alone
+ * when the group is empty, then, while the group is of puts, the puts right behind it of
+ * the group's table, up to group_max in all. Stops at the first job that is a delete, of
+ * another table, or of a key in any worker's group (this one's included): per-key order
+ * holds because a key's jobs are all in one queue, in order, and none is taken while
+ * another of its key is being written. Called with mu held. Returns how many it took. */
+static size_t pool_take(apply_pool *p, pool_worker *w, pool_worker *from) {
+    size_t took = 0;
+    while (from->head && w->ng < p->group_max && (w->ng == 0 || w->g[0]->c->op == WIRE_OP_PUT)) {
+        pool_job *j = from->head;
+        if (w->ng > 0 && (j->c->op != WIRE_OP_PUT || strcmp(j->table, w->g[0]->table) != 0)) break;
+        if (pool_busy(p, j)) break;
+        w->g[w->ng++] = j;
+        from->head = j->qnext;
+        if (!from->head) from->tail = NULL;
+        took++;
+    }
+    return took;
 }
 
 /* Applies g[0..n) as one group of puts (n >= 2; apply_puts). */
@@ -141,42 +170,63 @@ static void pool_apply_group(pool_worker *w, pool_job **g, size_t n) {
 static void *pool_thread(void *arg) {
     pool_worker *w = arg;
     apply_pool *p = w->p;
-    pool_job *g[APPLY_GROUP_MAX];
     store_stats stats;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        size_t n;
+        size_t n, own, took;
+        uint32_t from = 0;          /* workers whose queues this group took from */
         int txn;
         uint64_t done;
-        while (!p->stop && !w->head) pthread_cond_wait(&w->work, &p->mu);
-        if (p->stop && !w->head) break;
-        n = pool_take(w, g, 0, p->group_max);
-        txn = n >= APPLY_GROUP_MIN;
+        /* a head whose key is in a slot holder's group waits for it (pool_busy) */
+        while (!w->head || pool_busy(p, w->head)) {
+            if (p->stop && !w->head) goto out;
+            pthread_cond_wait(&w->work, &p->mu);
+        }
+        pool_take(p, w, w);
+        txn = w->ng >= APPLY_GROUP_MIN;
         if (txn) {
-            /* a transaction: wait for a slot, then take what queued up meanwhile */
+            /* a transaction: wait for a slot, then take what queued up meanwhile, here and
+             * at the heads of the other queues (from the next worker on, so that no queue
+             * is always last) */
             uint64_t ticket = p->txn_next++;
             while (ticket >= p->txn_admitted) pthread_cond_wait(&p->txn_cv, &p->mu);
-            n = pool_take(w, g, n, p->group_max);
+            pool_take(p, w, w);
+        }
+        own = w->ng;
+        for (int k = 1; txn && k < p->n && w->ng < p->group_max; k++) {
+            int v = (int)((w - p->w + k) % p->n);
+            if ((took = pool_take(p, w, &p->w[v])) > 0) from |= (uint32_t)1 << v;
+        }
+        n = w->ng;
+        if (n > 1) {
+            p->counts.groups++;
+            p->counts.own += own;
+            p->counts.other += n - own;
         }
         pthread_mutex_unlock(&p->mu);
-        if (n == 1) pool_apply(w, g[0]);
-        else pool_apply_group(w, g, n);
+        if (n == 1) pool_apply(w, w->g[0]);
+        else pool_apply_group(w, w->g, n);
+        store_get_stats(w->s, &stats);
+        pthread_mutex_lock(&p->mu);
         if (txn) {
-            pthread_mutex_lock(&p->mu);
             p->txn_admitted++;
             pthread_cond_broadcast(&p->txn_cv);
-            pthread_mutex_unlock(&p->mu);
         }
-        for (size_t i = 0; i < n; i++) atomic_store_explicit(&g[i]->done, 1, memory_order_release);
+        /* the group is written: its keys are free again; their owners may be waiting */
+        w->ng = 0;
+        for (int k = 0; k < p->n; k++)
+            if (from & ((uint32_t)1 << k)) pthread_cond_signal(&p->w[k].work);
+        for (size_t i = 0; i < n; i++) atomic_store_explicit(&w->g[i]->done, 1, memory_order_release);
+        w->snap = stats;
+        pthread_mutex_unlock(&p->mu);
         done = n;
         if (write(p->efd, &done, sizeof done) < 0 && errno != EAGAIN)
             log_error(NULL, "apply pool: eventfd write: %s", strerror(errno));
-        store_get_stats(w->s, &stats);
         pthread_mutex_lock(&p->mu);
-        w->snap = stats;
         p->outstanding -= n;
         if (p->outstanding == 0) pthread_cond_broadcast(&p->idle);
     }
+out:
     pthread_mutex_unlock(&p->mu);
     return NULL;
 }
@@ -197,6 +247,11 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         return NULL;
     }
     p->n = (int)cfg->replicator.apply_workers;
+    if (p->n < 1 || p->n > POOL_WORKERS_MAX) {
+        snprintf(err, errlen, "replicator.apply_workers: %d is not in 1..%d", p->n, POOL_WORKERS_MAX);
+        pool_free(p);
+        return NULL;
+    }
     p->group_max = (size_t)cfg->replicator.group_writes; /* the config bounds it to 1..APPLY_GROUP_MAX */
     p->txn_admitted = (uint64_t)cfg->replicator.transactions;
     p->w = calloc((size_t)p->n, sizeof *p->w);
@@ -248,7 +303,9 @@ void pool_free(apply_pool *p) {
 }
 
 void pool_submit(apply_pool *p, pool_job *j) {
-    pool_worker *w = &p->w[pool_hash(j->kid) % (unsigned)p->n];
+    pool_worker *w;
+    j->khash = pool_hash(j->kid);
+    w = &p->w[j->khash % (unsigned)p->n];
     atomic_store_explicit(&j->done, 0, memory_order_relaxed);
     j->qnext = NULL;
     pthread_mutex_lock(&p->mu);
@@ -298,6 +355,13 @@ int pool_fd(const apply_pool *p) { return p->efd; }
 void pool_take_events(apply_pool *p) {
     uint64_t v;
     while (read(p->efd, &v, sizeof v) == (ssize_t)sizeof v) {}
+}
+
+void pool_take_group_counts(apply_pool *p, pool_group_counts *out) {
+    pthread_mutex_lock(&p->mu);
+    *out = p->counts;
+    memset(&p->counts, 0, sizeof p->counts);
+    pthread_mutex_unlock(&p->mu);
 }
 
 size_t pool_stats(apply_pool *p, store_stats *out, size_t max) {

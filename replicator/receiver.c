@@ -84,6 +84,7 @@ typedef struct {
 struct receiver {
     const cfg_region *cfg;
     metrics_family *m_changes, *m_lag, *m_rejected, *m_refused; /* NULL: no metrics */
+    metrics_family *m_groups, *m_grouped;
     apply_pool *pool;
     store *s;
     state *st;
@@ -138,6 +139,7 @@ static void receiver_free_sources(receiver *r) {
 }
 
 static int receiver_collect(receiver *r, source_state *s);
+static void receiver_publish_groups(receiver *r);
 
 /* Waits for the pool and frees every finished change without acknowledging anything. */
 static void receiver_discard(receiver *r) {
@@ -150,6 +152,7 @@ int receiver_reconfigure(receiver *r, const cfg_region *cfg, store *s, state *st
     apply_pool *np = pool_new(cfg, err, errlen);
     if (!np) return -1;
     receiver_discard(r); /* the caller drained it: normally nothing is left */
+    receiver_publish_groups(r);
     pool_free(r->pool);
     r->pool = np;
     r->cfg = cfg;
@@ -170,7 +173,7 @@ void receiver_free(receiver *r) {
 int receiver_set_metrics(receiver *r, metrics_registry *reg, char *err, size_t errlen) {
     static const char *const src_tab_res[] = {"source", "table", "result", NULL};
     static const char *const src_tab[] = {"source", "table", NULL};
-    static const char *const reason[] = {"reason", NULL};
+    static const char *const reason[] = {"reason", NULL}, *const queue[] = {"queue", NULL};
     static const double lag_bounds[] = METRICS_LAG_MS_BOUNDS;
     r->m_changes = metrics_counter_new(reg, "tern_replicator_changes_total",
                                        "Peer changes processed, by result: applied, lost (an older version lost "
@@ -182,7 +185,24 @@ int receiver_set_metrics(receiver *r, metrics_registry *reg, char *err, size_t e
                                         "Frames or changes rejected, by reason", reason, err, errlen);
     r->m_refused = metrics_counter_new(reg, "tern_replicator_curve_refused_total",
                                        "CURVE handshakes refused: the client key is not a configured peer", NULL, err, errlen);
-    return r->m_changes && r->m_lag && r->m_rejected && r->m_refused ? 0 : -1;
+    r->m_groups = metrics_counter_new(reg, "tern_replicator_grouped_writes_total",
+                                      "Groups of puts written together (one Redis round trip; a transaction from 5 puts)",
+                                      NULL, err, errlen);
+    r->m_grouped = metrics_counter_new(reg, "tern_replicator_grouped_changes_total",
+                                       "Puts written in groups, by the apply worker queue they came from: own, or other "
+                                       "(taken by a transaction's writer from another worker's queue)", queue, err, errlen);
+    return r->m_changes && r->m_lag && r->m_rejected && r->m_refused && r->m_groups && r->m_grouped ? 0 : -1;
+}
+
+/* Adds the apply pool's group counts since the last call to the metrics. */
+static void receiver_publish_groups(receiver *r) {
+    static const char *const own[] = {"own", NULL}, *const other[] = {"other", NULL};
+    pool_group_counts c;
+    pool_take_group_counts(r->pool, &c);
+    if (!r->m_groups) return;
+    if (c.groups) metrics_inc_with(r->m_groups, NULL, c.groups);
+    if (c.own) metrics_inc_with(r->m_grouped, own, c.own);
+    if (c.other) metrics_inc_with(r->m_grouped, other, c.other);
 }
 
 static void receiver_count(receiver *r, const char *source, const char *table, const char *result, long n) {
@@ -731,6 +751,7 @@ void receiver_housekeep(receiver *r, long refused, const char *status) {
     size_t n = 0;
     int failed = 0;
     redisReply *rep[34];
+    receiver_publish_groups(r);
     if (refused) { /* CURVE handshakes refused by ZAP: one more reason, counted here */
         rej_count *c = receiver_rej_slot(r, "curve_refused");
         if (r->m_refused) metrics_inc_with(r->m_refused, NULL, (uint64_t)refused);

@@ -35,6 +35,7 @@
 #define TERN_REPLICATOR_H
 
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include "apply.h"
 #include "cfg.h"
@@ -65,9 +66,19 @@ long zap_take_refused(zap_handler *z);
 
 /* ---- apply pool (pool.c) ----
  * replicator.apply_workers threads apply changes in parallel, each with its own store and
- * Redis handles and its own queue; all changes of one key go to one worker, in the order
- * submitted. Jobs stream: no batch waits for the one before it to finish. */
+ * Redis handles and its own queue; all changes of one key go to one worker's queue, in the
+ * order submitted, and are written in that order (a transaction's writer may take puts
+ * from other workers' queues). Jobs stream: no batch waits for the one before it to
+ * finish. */
 typedef struct apply_pool apply_pool;
+
+/* Grouped writes (two puts or more in one apply_puts) and the puts they held, by the queue
+ * they came from: the writer's own, or another worker's (taken by a transaction's writer). */
+typedef struct pool_group_counts {
+    uint64_t groups;
+    uint64_t own;
+    uint64_t other;
+} pool_group_counts;
 
 typedef struct pool_job {
     /* inputs, set by the submitter (all borrowed, must outlive the job) */
@@ -82,8 +93,9 @@ typedef struct pool_job {
     char err[512];
     long long done_wall;         /* wall ms when the write returned */
     int canceled;                /* 1: never started (pool_cancel_queued); res is APPLY_ERROR */
-    /* links: qnext is the pool's; the submitter's own bookkeeping follows */
+    /* qnext and khash are the pool's; the submitter's own bookkeeping follows */
     struct pool_job *qnext;
+    unsigned khash;              /* hash of kid: its worker, and a quick key comparison */
     struct pool_job *next;       /* receiver: the source's FIFO in position order */
     void *batch;                 /* receiver: the held batch c points into */
     char *kid_owned;             /* receiver: kid, freed with the job */
@@ -107,6 +119,8 @@ void pool_take_events(apply_pool *p);
 /* Copies of the workers' store statistics (each as of its last job) into out[0..max);
  * returns how many. (The handles themselves are the workers' alone.) */
 size_t pool_stats(apply_pool *p, store_stats *out, size_t max);
+/* The group counts since the last call, into *out (the caller's); resets them. */
+void pool_take_group_counts(apply_pool *p, pool_group_counts *out);
 
 typedef struct receiver receiver;
 
