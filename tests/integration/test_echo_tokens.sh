@@ -38,6 +38,22 @@ cluster_up
 A=us-east-1 B=eu-west-1
 EA=$(region_endpoint $A) EB=$(region_endpoint $B)
 K=$(key_json 1 REDO)
+# wait_log FILE REGEX [SECONDS]: until FILE has a line matching REGEX (default 10 s)
+wait_log() {
+  local i
+  for ((i = 0; i < ${3:-10} * 10; i++)); do grep -qE "$2" "$1" && return 0; sleep 0.1; done
+  return 1
+}
+# wait_acked: until A's agent has saved B's acknowledgement of A's whole change log
+wait_acked() {
+  local i last
+  for ((i = 0; i < 100; i++)); do
+    last=$(region_redis $A XINFO STREAM "$(redis_key $A "log:$TABLE")" | awk 'f{print; exit} $0=="last-generated-id"{f=1}')
+    [ "$(region_redis $A HGET "$(redis_key $A "ack:$TABLE")" $B)" = "$last" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
 
 signal_daemon $B tern-region-agent STOP
 trap 'kill -CONT "$(cat "$(region_run $B)/tern-region-agent.pid" 2>/dev/null)" 2>/dev/null; cluster_down' EXIT
@@ -48,7 +64,7 @@ note "put and delete in $A, applied in $B while B's agent is frozen"
 "$DDBTOOL" wait "$EB" "$TABLE" "$K" - - 10000 >/dev/null || fail "delete did not reach $B"
 for ((i = 0; i < 50; i++)); do [ "$(rcnt $B $A applied)" -ge 2 ] && break; sleep 0.1; done
 [ "$(rcnt $B $A applied)" -ge 2 ] || fail "$B did not count the two changes applied"
-sleep 1 # A's agent saves B's acknowledgement
+wait_acked || fail "$A's agent did not save $B's acknowledgement"
 
 note "crash: the watermark save never happened; A's agent resends"
 kill_daemon $B tern-replicator KILL
@@ -168,10 +184,11 @@ KID5=$(printf '%s' '{"PK":{"S":"REDO#5"},"SK":{"S":"ITEM"}}' | sha256sum | cut -
 PEND5=$(redis_key $B "pend:$TABLE:$KID5")
 region_redis $B SET "$PEND5" not-a-set >/dev/null
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#5"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
-sleep 3
+# (the replicator says why before its first write attempt; one that took the error for
+# "no token" would have written without saying so)
+wait_log "$(region_run $B)/tern-replicator.log" "WRONGTYPE" || fail "$B's replicator did not say why it stopped"
 rc=0; "$DDBTOOL" get "$EB" "$TABLE" "$K5" >/dev/null || rc=$?
 [ $rc = 3 ] || fail "$B's replicator wrote the change although it could not add its echo token"
-grep -q "WRONGTYPE" "$(region_run $B)/tern-replicator.log" || fail "$B's replicator did not say why it stopped"
 region_redis $B DEL "$PEND5" >/dev/null
 "$DDBTOOL" wait "$EB" "$TABLE" "$K5" v x 30000 >/dev/null || fail "the change did not reach $B once the key was fixed"
 note "the agent's side: $B's agent frozen, the token set swapped for a string while it reads"
@@ -182,10 +199,9 @@ local0=$(acnt $B local) echo0=$(acnt $B echo)
 region_redis $B RENAME "$PEND5" "$PEND5.saved" >/dev/null || fail "no token pending for the second put"
 region_redis $B SET "$PEND5" not-a-set >/dev/null
 signal_daemon $B tern-region-agent CONT
-sleep 2
-[ "$(acnt $B local)" -eq "$local0" ] || fail "$B's agent shipped an echo it could not classify"
-grep -qE "reading key state: redis [^ ]+: WRONGTYPE" "$(region_run $B)/tern-region-agent.log" ||
+wait_log "$(region_run $B)/tern-region-agent.log" "reading key state: redis [^ ]+: WRONGTYPE" ||
   fail "$B's agent did not say why it stopped"
+[ "$(acnt $B local)" -eq "$local0" ] || fail "$B's agent shipped an echo it could not classify"
 region_redis $B DEL "$PEND5" >/dev/null
 region_redis $B RENAME "$PEND5.saved" "$PEND5" >/dev/null
 for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
@@ -203,16 +219,16 @@ note "a watermark save answered with an error is not acknowledged"
 WM=$(redis_key $B "wm:$A:$TABLE") ACK=$(redis_key $A "ack:$TABLE")
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#6"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
 "$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 6 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
-sleep 1.5
+wait_acked || fail "$A's agent did not save $B's acknowledgement of REDO#6"
 ack0=$(region_redis $A HGET "$ACK" $B) applied0=$(rcnt $B $A applied)
 region_redis $B RENAME "$WM" "$WM.saved" >/dev/null || fail "no watermark in $B"
 region_redis $B SET "$WM" not-a-hash >/dev/null
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#7"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
 "$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 7 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
-sleep 3
-[ "$(region_redis $A HGET "$ACK" $B)" = "$ack0" ] || fail "$B acknowledged a change whose watermark it could not save"
-grep -qE "saving the watermark \(the acknowledgement waits\): redis [^ ]+: WRONGTYPE" "$(region_run $B)/tern-replicator.log" ||
+wait_log "$(region_run $B)/tern-replicator.log" "saving the watermark \(the acknowledgement waits\): redis [^ ]+: WRONGTYPE" ||
   fail "$B's replicator did not say why it does not acknowledge"
+sleep 1 # an acknowledgement sent all the same would be in A's Redis by now
+[ "$(region_redis $A HGET "$ACK" $B)" = "$ack0" ] || fail "$B acknowledged a change whose watermark it could not save"
 region_redis $B DEL "$WM" >/dev/null
 region_redis $B RENAME "$WM.saved" "$WM" >/dev/null
 for ((i = 0; i < 150; i++)); do [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] && break; sleep 0.1; done
@@ -243,7 +259,7 @@ for ((i = 0; i < 30; i++)); do [ "$(rcnt $B $A applied)" -gt "$applied0" ] && br
 # counters that had been added were added again every 500 ms and the warning repeated
 # as often. Now each reply counts on its own, and the warning is rate-limited.
 note "an acknowledgement save answered with an error is saved again, counters once"
-sleep 1.5
+wait_acked || fail "$A's agent did not save $B's acknowledgements before case 7"
 s0=$(acnt $A "shipped:$B")
 region_redis $A RENAME "$ACK" "$ACK.saved" >/dev/null || fail "no acknowledgements in $A"
 region_redis $A SET "$ACK" not-a-hash >/dev/null
