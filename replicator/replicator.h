@@ -154,9 +154,11 @@ void receiver_reject(receiver *r, const char *reason, const char *peer, const ch
 /* Registers the receiver's metric families in reg (which must outlive the receiver):
  * tern_replicator_changes_total{source,table,result}, tern_replicator_lag_ms{source,table}
  * (histogram), tern_replicator_rejected_frames_total{reason},
- * tern_replicator_curve_refused_total. 0/-1 (err). */
+ * tern_replicator_curve_refused_total, tern_replicator_grouped_writes_total,
+ * tern_replicator_grouped_changes_total{queue}. 0/-1 (err). */
 int receiver_set_metrics(receiver *r, metrics_registry *reg, char *err, size_t errlen);
-/* Saves pending rejection counters; writes the heartbeat. */
+/* Saves pending rejection counters; writes the heartbeat; publishes the apply pool's group
+ * counts to the metrics. */
 void receiver_housekeep(receiver *r, long refused, const char *status);
 
 #endif

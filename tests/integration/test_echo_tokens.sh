@@ -38,10 +38,14 @@ cluster_up
 A=us-east-1 B=eu-west-1
 EA=$(region_endpoint $A) EB=$(region_endpoint $B)
 K=$(key_json 1 REDO)
-# wait_log FILE REGEX [SECONDS]: until FILE has a line matching REGEX (default 10 s)
+# wait_log FILE REGEX [SECONDS] [N]: until FILE has N lines (default 1) matching REGEX
+# (default 10 s)
 wait_log() {
   local i
-  for ((i = 0; i < ${3:-10} * 10; i++)); do grep -qE "$2" "$1" && return 0; sleep 0.1; done
+  for ((i = 0; i < ${3:-10} * 10; i++)); do
+    [ "$(grep -cE "$2" "$1" || true)" -ge "${4:-1}" ] && return 0
+    sleep 0.1
+  done
   return 1
 }
 # wait_acked: until A's agent has saved B's acknowledgement of A's whole change log
@@ -184,11 +188,13 @@ KID5=$(printf '%s' '{"PK":{"S":"REDO#5"},"SK":{"S":"ITEM"}}' | sha256sum | cut -
 PEND5=$(redis_key $B "pend:$TABLE:$KID5")
 region_redis $B SET "$PEND5" not-a-set >/dev/null
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#5"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
-# (the replicator says why before its first write attempt; one that took the error for
-# "no token" would have written without saying so)
-wait_log "$(region_run $B)/tern-replicator.log" "WRONGTYPE" || fail "$B's replicator did not say why it stopped"
+# the first attempt and its retry (after A's agent's ack timeout, 1 s here) each fail
+# before writing, and say why; one that took the error for "no token" writes, silently
+ok=0
+wait_log "$(region_run $B)/tern-replicator.log" "applying change .* failed, will retry: .*WRONGTYPE" 15 2 || ok=$?
 rc=0; "$DDBTOOL" get "$EB" "$TABLE" "$K5" >/dev/null || rc=$?
 [ $rc = 3 ] || fail "$B's replicator wrote the change although it could not add its echo token"
+[ $ok = 0 ] || fail "$B's replicator did not say twice why it does not write (first attempt and retry)"
 region_redis $B DEL "$PEND5" >/dev/null
 "$DDBTOOL" wait "$EB" "$TABLE" "$K5" v x 30000 >/dev/null || fail "the change did not reach $B once the key was fixed"
 note "the agent's side: $B's agent frozen, the token set swapped for a string while it reads"
@@ -199,9 +205,9 @@ local0=$(acnt $B local) echo0=$(acnt $B echo)
 region_redis $B RENAME "$PEND5" "$PEND5.saved" >/dev/null || fail "no token pending for the second put"
 region_redis $B SET "$PEND5" not-a-set >/dev/null
 signal_daemon $B tern-region-agent CONT
-wait_log "$(region_run $B)/tern-region-agent.log" "reading key state: redis [^ ]+: WRONGTYPE" ||
-  fail "$B's agent did not say why it stopped"
+ok=0; wait_log "$(region_run $B)/tern-region-agent.log" "reading key state: redis [^ ]+: WRONGTYPE" || ok=$?
 [ "$(acnt $B local)" -eq "$local0" ] || fail "$B's agent shipped an echo it could not classify"
+[ $ok = 0 ] || fail "$B's agent did not say why it stopped"
 region_redis $B DEL "$PEND5" >/dev/null
 region_redis $B RENAME "$PEND5.saved" "$PEND5" >/dev/null
 for ((i = 0; i < 100; i++)); do [ "$(acnt $B echo)" -gt "$echo0" ] && break; sleep 0.1; done
@@ -225,10 +231,11 @@ region_redis $B RENAME "$WM" "$WM.saved" >/dev/null || fail "no watermark in $B"
 region_redis $B SET "$WM" not-a-hash >/dev/null
 "$DDBTOOL" put "$EA" "$TABLE" '{"PK":{"S":"REDO#7"},"SK":{"S":"ITEM"},"v":{"S":"x"}}' || fail put
 "$DDBTOOL" wait "$EB" "$TABLE" "$(key_json 7 REDO)" v x 10000 >/dev/null || fail "put did not reach $B"
-wait_log "$(region_run $B)/tern-replicator.log" "saving the watermark \(the acknowledgement waits\): redis [^ ]+: WRONGTYPE" ||
-  fail "$B's replicator did not say why it does not acknowledge"
-sleep 1 # an acknowledgement sent all the same would be in A's Redis by now
+ok=0
+wait_log "$(region_run $B)/tern-replicator.log" "saving the watermark \(the acknowledgement waits\): redis [^ ]+: WRONGTYPE" || ok=$?
+sleep 1 # an acknowledgement sent all the same would be in A's Redis by now (saved every 500 ms)
 [ "$(region_redis $A HGET "$ACK" $B)" = "$ack0" ] || fail "$B acknowledged a change whose watermark it could not save"
+[ $ok = 0 ] || fail "$B's replicator did not say why it does not acknowledge"
 region_redis $B DEL "$WM" >/dev/null
 region_redis $B RENAME "$WM.saved" "$WM" >/dev/null
 for ((i = 0; i < 150; i++)); do [ "$(region_redis $A HGET "$ACK" $B)" != "$ack0" ] && break; sleep 0.1; done
