@@ -174,7 +174,7 @@ static void *pool_thread(void *arg) {
     store_stats stats;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        size_t n, own, took;
+        size_t n, own;
         uint32_t from = 0;          /* workers whose queues this group took from */
         int txn;
         uint64_t done;
@@ -186,17 +186,17 @@ static void *pool_thread(void *arg) {
         pool_take(p, w, w);
         txn = w->ng >= APPLY_GROUP_MIN;
         if (txn) {
-            /* a transaction: wait for a slot, then take what queued up meanwhile, here and
-             * at the heads of the other queues (from the next worker on, so that no queue
-             * is always last) */
+            /* a transaction: wait for a slot, then take what queued up meanwhile here */
             uint64_t ticket = p->txn_next++;
             while (ticket >= p->txn_admitted) pthread_cond_wait(&p->txn_cv, &p->mu);
             pool_take(p, w, w);
         }
         own = w->ng;
+        /* ... and at the heads of the other queues, from the next worker on (so that no
+         * queue is always last) */
         for (int k = 1; txn && k < p->n && w->ng < p->group_max; k++) {
             int v = (int)((w - p->w + k) % p->n);
-            if ((took = pool_take(p, w, &p->w[v])) > 0) from |= (uint32_t)1 << v;
+            if (pool_take(p, w, &p->w[v]) > 0) from |= (uint32_t)1 << v;
         }
         n = w->ng;
         if (n > 1) {
