@@ -5,13 +5,14 @@
  * write is handed to prober threads (--probers, default 1) that read the key back in the
  * destination region (BatchGetItem, ConsistentRead: one request of up to 100 probes per
  * prober every 1 ms, round-robin over those in flight) until it is there. Lag = time the
- * item first reads back in the destination minus the time the source acknowledged the write. Reports p50/p99/max lag, the write rate the
- * source sustained, and the replication rate (writes / time until the last write was
- * readable in the destination), and this process's own CPU time per acknowledged write
- * (client_cpu_ms_per_write: the writers and probers, and the copier with --baseline), and
- * the load the probes put on the destination (probe_requests_per_s, over the time the
- * probers ran). With several probers, the first to wake takes every queued probe: more
- * probers add requests, not coverage.
+ * item first reads back in the destination minus the time the source acknowledged the
+ * write. Reports p50/p99/max lag, the write rate the source sustained, the replication
+ * rate (writes / time until the last write was readable in the destination), this
+ * process's own CPU time per acknowledged write (client_cpu_ms_per_write: the writers and
+ * probers, and the copier with --baseline), and the load the probes put on the
+ * destination (probe_requests_per_s, over the time the probers ran). With several
+ * probers, the first to wake takes every queued probe: more probers add requests, not
+ * coverage.
  *
  * --baseline runs, inside this process, the plain consumer Tern is compared with: it
  * tails the source stream from LATEST with GetRecords in a tight loop (no sleep) and

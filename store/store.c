@@ -301,6 +301,19 @@ out:
     return rc;
 }
 
+static const char *store_env_or(const char *name, const char *dflt) {
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
+
+void store_opts_client(store_opts *o, const char *endpoint) {
+    memset(o, 0, sizeof *o);
+    o->endpoint = endpoint;
+    o->region = "us-east-1";
+    o->access_key_id = store_env_or("AWS_ACCESS_KEY_ID", "local");
+    o->secret_access_key = store_env_or("AWS_SECRET_ACCESS_KEY", "local");
+}
+
 store *store_new(const store_opts *o, char *err, size_t errlen)
 {
     if (!o || !o->endpoint || !*o->endpoint || !o->region || !*o->region ||

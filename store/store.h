@@ -94,6 +94,13 @@ typedef struct {
 
 typedef struct store store;
 
+/* Fills *o (the caller's) for a client tool, not a daemon (the daemons take credentials
+ * from their config): endpoint (borrowed: store_new copies it), signing region
+ * "us-east-1", and the credentials AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY when set and
+ * not empty, else "local" (any value does for DynamoDB Local); every other field 0, the
+ * defaults. */
+void store_opts_client(store_opts *o, const char *endpoint);
+
 /* Creates a handle (no connection is made until the first call). Returns NULL with a
  * reason in err on bad options (missing endpoint/region/keys, endpoint not http(s),
  * negative numbers) or allocation/curl failure. Free with store_free(). */

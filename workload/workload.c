@@ -77,11 +77,7 @@ static store *wl_store(const char *url, int fast) {
     store_opts o;
     char err[256];
     store *s;
-    memset(&o, 0, sizeof o);
-    o.endpoint = url;
-    o.region = "us-east-1";
-    o.access_key_id = getenv("AWS_ACCESS_KEY_ID") ? getenv("AWS_ACCESS_KEY_ID") : "local";
-    o.secret_access_key = getenv("AWS_SECRET_ACCESS_KEY") ? getenv("AWS_SECRET_ACCESS_KEY") : "local";
+    store_opts_client(&o, url);
     if (fast) {
         o.timeout_ms = 1000;
         o.max_retries = STORE_NO_RETRIES; /* the workload decides what a failure means */

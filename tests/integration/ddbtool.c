@@ -31,20 +31,11 @@
 #include "item.h"
 #include "store.h"
 
-static const char *env_or(const char *name, const char *dflt) {
-    const char *v = getenv(name);
-    return v && *v ? v : dflt;
-}
-
 static store *tool_store(const char *endpoint) {
     store_opts o;
     char err[256];
     store *s;
-    memset(&o, 0, sizeof o);
-    o.endpoint = endpoint;
-    o.region = "us-east-1";
-    o.access_key_id = env_or("AWS_ACCESS_KEY_ID", "local");
-    o.secret_access_key = env_or("AWS_SECRET_ACCESS_KEY", "local");
+    store_opts_client(&o, endpoint);
     o.timeout_ms = 5000;
     s = store_new(&o, err, sizeof err);
     if (!s) fprintf(stderr, "ddbtool: %s\n", err);

@@ -26,17 +26,12 @@ int main(int argc, char **argv) {
     char **lines = NULL;
     size_t n = 0, cap = 0;
     int hidden = argc == 4 && strcmp(argv[3], "--hidden") == 0, rc = 0;
-    const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
 
     if (argc != 3 && !hidden) {
         fprintf(stderr, "usage: tabledump ENDPOINT TABLE [--hidden]\n");
         return 2;
     }
-    memset(&o, 0, sizeof o);
-    o.endpoint = argv[1];
-    o.region = "us-east-1";
-    o.access_key_id = ak && *ak ? ak : "local";
-    o.secret_access_key = sk && *sk ? sk : "local";
+    store_opts_client(&o, argv[1]);
     o.timeout_ms = 10000;
     s = store_new(&o, err, sizeof err);
     if (!s) {

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "store.h"
@@ -144,6 +145,30 @@ static void test_wrapper_arguments(void **state)
     store_free(s);
 }
 
+/* store_opts_client: the environment's credentials when set and not empty, else "local" */
+static void test_opts_client(void **state)
+{
+    store_opts o;
+    (void)state;
+    unsetenv("AWS_ACCESS_KEY_ID");
+    setenv("AWS_SECRET_ACCESS_KEY", "", 1);
+    store_opts_client(&o, "http://127.0.0.1:8000");
+    assert_string_equal(o.endpoint, "http://127.0.0.1:8000");
+    assert_string_equal(o.region, "us-east-1");
+    assert_string_equal(o.access_key_id, "local");
+    assert_string_equal(o.secret_access_key, "local");
+    assert_null(o.session_token);
+    assert_int_equal(o.timeout_ms, 0);
+    assert_int_equal(o.max_retries, 0);
+    setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "SECRET", 1);
+    store_opts_client(&o, "http://x");
+    assert_string_equal(o.access_key_id, "AKID");
+    assert_string_equal(o.secret_access_key, "SECRET");
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_opts_validation),
         cmocka_unit_test(test_wrapper_arguments),
+        cmocka_unit_test(test_opts_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
