@@ -18,11 +18,13 @@
  * then from the heads of the other workers' queues, up to replicator.group_writes: the
  * puts there of keys no group holds (a worker's queue is free mostly right after its own
  * write). At 600 writes/s about 37% of grouped puts came from other queues; under a deep
- * backlog a group is filled from its own queue alone, as before. Per-key order still holds because a job is
- * taken, by its own worker or by a slot holder, only when no job of its key is in any
- * worker's group (`g`, under mu): a worker whose queue head is in a slot holder's group
- * waits for that group to be written, and the slot holder then wakes the workers it took
- * from (only they can be waiting: all of a key's jobs are in its own worker's queue).
+ * backlog a group is filled from its own queue alone, as before. Per-key order still
+ * holds because a job is taken, by its own worker or by a slot holder, only when no job of
+ * its key is in any worker's group (`g`, under mu): a worker whose queue head is in a slot
+ * holder's group waits for that group to be written, and the slot holder then wakes the
+ * workers it took from (only they can be waiting: all of a key's jobs are in its own
+ * worker's queue). A queue's `lent` counts its jobs in other groups: while it is 0, which
+ * is always so at low rates, its own worker checks a job against its own group alone.
  * The slot is taken before apply_puts' Redis round trip, so a group whose
  * precheck leaves fewer than APPLY_GROUP_MIN puts (single puts, no transaction) holds it
  * too; a group waiting for a slot has been taken from its queue and is not canceled by
@@ -53,8 +55,6 @@
 #include "replicator.h"
 
 _Static_assert(APPLY_GROUP_MAX == 100, "config/cfg.c bounds replicator.group_writes to 1..100");
-#define POOL_WORKERS_MAX 32 /* config/cfg.c bounds replicator.apply_workers to 1..32: a bit each */
-_Static_assert(POOL_WORKERS_MAX <= 32, "pool_thread's `from` is a uint32_t with a bit per worker");
 
 typedef struct pool_worker pool_worker;
 
@@ -67,6 +67,9 @@ struct pool_worker {
     pool_job *g[APPLY_GROUP_MAX];  /* the group taken and not yet written (under mu; jobs
                                       from other queues too when it holds a slot) */
     size_t ng;
+    size_t lent;          /* jobs of this queue now in other workers' groups (under mu): while
+                             0, none of this queue's keys is in another group, and taking from
+                             it needs only the check against the taker's own group */
     store *s;
     state *st;
     store_stats snap;     /* s's statistics after the worker's last job (under mu): the
@@ -113,14 +116,28 @@ static void pool_apply(pool_worker *w, pool_job *j) {
     j->done_wall = daemon_wall_ms();
 }
 
-/* 1 when a job of j's key is in a worker's group: j must wait for that group's write.
- * Called with mu held. */
-static int pool_busy(const apply_pool *p, const pool_job *j) {
-    for (int i = 0; i < p->n; i++) {
-        const pool_worker *x = &p->w[i];
-        for (size_t k = 0; k < x->ng; k++)
-            if (x->g[k]->khash == j->khash && strcmp(x->g[k]->kid, j->kid) == 0) return 1;
-    }
+/* 1 when a job of j's key is in x's group. Called with mu held. */
+static int pool_in_group(const pool_worker *x, const pool_job *j) {
+    for (size_t k = 0; k < x->ng; k++)
+        if (x->g[k]->khash == j->khash && strcmp(x->g[k]->kid, j->kid) == 0) return 1;
+    return 0;
+}
+
+/* The worker whose queue holds the jobs of j's key. */
+static pool_worker *pool_owner(const apply_pool *p, const pool_job *j) {
+    return &p->w[j->khash % (unsigned)p->n];
+}
+
+/* 1 when j, at the head of its owner's queue, must wait because a job of its key is in a
+ * group: the taker's own (a repeated key), or another worker's. The other groups can hold
+ * keys of j's queue only while its owner has jobs lent, so the owner taking from its own
+ * queue scans them only then. Called with mu held. */
+static int pool_busy(const apply_pool *p, const pool_worker *taker, const pool_job *j) {
+    const pool_worker *owner = pool_owner(p, j);
+    if (pool_in_group(taker, j)) return 1;
+    if (owner == taker && owner->lent == 0) return 0;
+    for (int i = 0; i < p->n; i++)
+        if (&p->w[i] != taker && pool_in_group(&p->w[i], j)) return 1;
     return 0;
 }
 
@@ -129,19 +146,18 @@ static int pool_busy(const apply_pool *p, const pool_job *j) {
  * the group's table, up to group_max in all. Stops at the first job that is a delete, of
  * another table, or of a key in any worker's group (this one's included): per-key order
  * holds because a key's jobs are all in one queue, in order, and none is taken while
- * another of its key is being written. Called with mu held. Returns how many it took. */
-static size_t pool_take(apply_pool *p, pool_worker *w, pool_worker *from) {
-    size_t took = 0;
+ * another of its key is being written. Jobs taken from another queue are counted in its
+ * `lent`. Called with mu held. */
+static void pool_take(apply_pool *p, pool_worker *w, pool_worker *from) {
     while (from->head && w->ng < p->group_max && (w->ng == 0 || w->g[0]->c->op == WIRE_OP_PUT)) {
         pool_job *j = from->head;
         if (w->ng > 0 && (j->c->op != WIRE_OP_PUT || strcmp(j->table, w->g[0]->table) != 0)) break;
-        if (pool_busy(p, j)) break;
+        if (pool_busy(p, w, j)) break;
         w->g[w->ng++] = j;
         from->head = j->qnext;
         if (!from->head) from->tail = NULL;
-        took++;
+        if (from != w) from->lent++;
     }
-    return took;
 }
 
 /* Applies g[0..n) as one group of puts (n >= 2; apply_puts). */
@@ -174,12 +190,11 @@ static void *pool_thread(void *arg) {
     store_stats stats;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        size_t n, own;
-        uint32_t from = 0;          /* workers whose queues this group took from */
+        size_t n, other = 0;
         int txn;
         uint64_t done;
         /* a head whose key is in a slot holder's group waits for it (pool_busy) */
-        while (!w->head || pool_busy(p, w->head)) {
+        while (!w->head || pool_busy(p, w, w->head)) {
             if (p->stop && !w->head) goto out;
             pthread_cond_wait(&w->work, &p->mu);
         }
@@ -191,19 +206,11 @@ static void *pool_thread(void *arg) {
             while (ticket >= p->txn_admitted) pthread_cond_wait(&p->txn_cv, &p->mu);
             pool_take(p, w, w);
         }
-        own = w->ng;
         /* ... and at the heads of the other queues, from the next worker on (so that no
          * queue is always last) */
-        for (int k = 1; txn && k < p->n && w->ng < p->group_max; k++) {
-            int v = (int)((w - p->w + k) % p->n);
-            if (pool_take(p, w, &p->w[v]) > 0) from |= (uint32_t)1 << v;
-        }
+        for (int k = 1; txn && k < p->n && w->ng < p->group_max; k++)
+            pool_take(p, w, &p->w[(w - p->w + k) % p->n]);
         n = w->ng;
-        if (n > 1) {
-            p->counts.groups++;
-            p->counts.own += own;
-            p->counts.other += n - own;
-        }
         pthread_mutex_unlock(&p->mu);
         if (n == 1) pool_apply(w, w->g[0]);
         else pool_apply_group(w, w->g, n);
@@ -213,10 +220,21 @@ static void *pool_thread(void *arg) {
             p->txn_admitted++;
             pthread_cond_broadcast(&p->txn_cv);
         }
-        /* the group is written: its keys are free again; their owners may be waiting */
+        /* the group is written: its keys are free again, and the owners of the jobs it
+         * took from other queues may be waiting for them */
         w->ng = 0;
-        for (int k = 0; k < p->n; k++)
-            if (from & ((uint32_t)1 << k)) pthread_cond_signal(&p->w[k].work);
+        for (size_t i = 0; i < n; i++) {
+            pool_worker *o = pool_owner(p, w->g[i]);
+            if (o == w) continue;
+            o->lent--;
+            other++;
+            pthread_cond_signal(&o->work);
+        }
+        if (n > 1) {
+            p->counts.groups++;
+            p->counts.own += n - other;
+            p->counts.other += other;
+        }
         for (size_t i = 0; i < n; i++) atomic_store_explicit(&w->g[i]->done, 1, memory_order_release);
         w->snap = stats;
         pthread_mutex_unlock(&p->mu);
@@ -247,12 +265,7 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         pool_free(p);
         return NULL;
     }
-    p->n = (int)cfg->replicator.apply_workers;
-    if (p->n < 1 || p->n > POOL_WORKERS_MAX) {
-        snprintf(err, errlen, "replicator.apply_workers: %d is not in 1..%d", p->n, POOL_WORKERS_MAX);
-        pool_free(p);
-        return NULL;
-    }
+    p->n = (int)cfg->replicator.apply_workers; /* the config bounds it to 1..32 */
     p->group_max = (size_t)cfg->replicator.group_writes; /* the config bounds it to 1..APPLY_GROUP_MAX */
     p->txn_admitted = (uint64_t)cfg->replicator.transactions;
     p->w = calloc((size_t)p->n, sizeof *p->w);
@@ -306,7 +319,7 @@ void pool_free(apply_pool *p) {
 void pool_submit(apply_pool *p, pool_job *j) {
     pool_worker *w;
     j->khash = pool_hash(j->kid);
-    w = &p->w[j->khash % (unsigned)p->n];
+    w = pool_owner(p, j);
     atomic_store_explicit(&j->done, 0, memory_order_relaxed);
     j->qnext = NULL;
     pthread_mutex_lock(&p->mu);
