@@ -38,16 +38,6 @@ cluster_up
 A=us-east-1 B=eu-west-1
 EA=$(region_endpoint $A) EB=$(region_endpoint $B)
 K=$(key_json 1 REDO)
-# wait_log FILE REGEX [SECONDS] [N]: until FILE has N lines (default 1) matching REGEX
-# (default 10 s)
-wait_log() {
-  local i
-  for ((i = 0; i < ${3:-10} * 10; i++)); do
-    [ "$(grep -cE "$2" "$1" || true)" -ge "${4:-1}" ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
 # wait_acked: until A's agent has saved B's acknowledgement of A's whole change log
 wait_acked() {
   local i last

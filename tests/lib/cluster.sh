@@ -212,6 +212,17 @@ start_store_relay() {
   grep -q ready "$CLUSTER_DIR/relay.log" || fail "the relay did not start: $(cat "$CLUSTER_DIR/relay.log")"
 }
 
+# wait_log FILE REGEX [SECONDS] [N]: until FILE has N lines (default 1) matching REGEX
+# (default 10 s)
+wait_log() {
+  local i
+  for ((i = 0; i < ${3:-10} * 10; i++)); do
+    [ "$(grep -cE "$2" "$1" || true)" -ge "${4:-1}" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 # key_json N [PREFIX]: the key {"PK":"PREFIX#N","SK":"ITEM"} as ddbtool wants it
 key_json() { echo "{\"PK\":{\"S\":\"${2:-K}#$1\"},\"SK\":{\"S\":\"ITEM\"}}"; }
 
