@@ -120,6 +120,11 @@ static store *daemon_store_at(const cfg_region *cfg, const char *endpoint, char 
     return store_new(&o, err, errlen);
 }
 
+long long daemon_wait_max_ms(const cfg_region *cfg) {
+    long long store_ms = cfg->store.timeout_ms + DAEMON_STORE_BACKOFF_CAP_MS, redis_ms = 4 * cfg->redis.timeout_ms;
+    return store_ms > redis_ms ? store_ms : redis_ms;
+}
+
 cfg_region *daemon_reload_config(const cfg_region *cur, const char *path) {
     char err[1024];
     cfg_region *n = cfg_load(path, err, sizeof err);

@@ -46,6 +46,11 @@ store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen);
 /* The same for the DynamoDB Streams API (store.streams_endpoint). */
 store *daemon_streams_new(const cfg_region *cfg, char *err, size_t errlen);
 state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen);
+/* The longest a thread waits on one dependency, in ms, with the handles above: one store
+ * attempt and a retry's backoff, or a Redis command retried on a fresh connection (four
+ * times redis.timeout_ms). A watchdog whose threads' handles have beacons
+ * (store_set_beacon, state_set_beacon) allows this much on top of its stall limit. */
+long long daemon_wait_max_ms(const cfg_region *cfg);
 
 /* Monotonic and wall clocks in ms. */
 long long daemon_mono_ms(void);

@@ -24,7 +24,10 @@
  * (a stream disabled and enabled again), every AGENT_DESCRIBE_MS; a batch
  * unacknowledged after agent.ack_timeout_ms is resent from the acknowledged position
  * (the timeout doubles after each timeout in a row without progress, up to 16 times it);
- * a peer that refuses sends (not connected) is retried after AGENT_BLOCKED_RETRY_MS.
+ * a peer that refuses sends (not connected) is retried after AGENT_BLOCKED_RETRY_MS; a
+ * batch the peer answered without taking it (refused, a gap, its apply failed) is resent
+ * at once, and again after AGENT_REFUSAL_RETRY_MS doubling up to AGENT_REFUSAL_RETRY_MAX_MS
+ * while the peer refuses without taking anything in between.
  * While Redis is unreachable a link retries its log read after AGENT_ERROR_BACKOFF_MS,
  * and each thread logs a Redis failure at most once per AGENT_WARN_EVERY_MS (plus one
  * line when Redis answers again). */
@@ -50,6 +53,8 @@
 #define AGENT_ECHO_TRICKLE 16
 #define AGENT_ECHO_TRICKLE_BYTES (256 * 1024)
 #define AGENT_BLOCKED_RETRY_MS 100
+#define AGENT_REFUSAL_RETRY_MS 100
+#define AGENT_REFUSAL_RETRY_MAX_MS 5000
 /* Hold of a REMOVE record whose matching delete token is tentative (apply.h): the
  * replicator (or this agent's repair) has sent the DeleteItem and not had its answer. The
  * shard's records before it are committed; it and the rest of the page are kept and
@@ -80,8 +85,12 @@
 #define AGENT_HOUSEKEEP_MS 500
 #define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */
 #define AGENT_DRAIN_MS 5000     /* on stop: wait at most this long for outstanding acks */
-#define AGENT_STALL_MS 10000    /* a thread whose loop has not turned for this long is stalled:
-                                   /healthz fails and the watchdog is no longer fed */
+/* A thread whose loop has not turned, nor a store or Redis call of it begun (their
+ * beacons), for AGENT_STALL_MS plus the longest wait on one of them (daemon_wait_max_ms:
+ * 8 s with the defaults) is stalled: /healthz fails and the watchdog is no longer fed
+ * (systemd restarts the agent WatchdogSec later). A slow or frozen store or Redis is not
+ * a stall: restarting the agent would not help, and used to cost its in-flight work. */
+#define AGENT_STALL_MS 10000
 
 typedef struct {
     const cfg_region *cfg;
@@ -93,8 +102,10 @@ typedef struct {
     atomic_int tailer_ready;    /* 1 once every table's stream was found */
     atomic_int shipper_ready;   /* 1 once the peer sockets are up */
     atomic_int failed;          /* a thread hit a fatal error */
-    atomic_llong tailer_beat;   /* monotonic ms of the tailer loop's last turn */
+    atomic_llong tailer_beat;   /* monotonic ms of the tailer loop's last turn, or of the
+                                   start of its latest store or Redis call (beacons) */
     atomic_llong shipper_beat;  /* monotonic ms of the shipper loop's last turn */
+    atomic_llong stall_ms;      /* AGENT_STALL_MS + daemon_wait_max_ms of the running config */
     pthread_mutex_t status_mu;  /* guards status */
     char status[256];           /* one-line status for sd_notify, written by the shipper */
     /* metrics (families owned by the registry, which main owns) */

@@ -31,7 +31,8 @@ static void *agent_shipper_thread(void *arg) {
     return NULL;
 }
 
-/* Both threads turned their loops within AGENT_STALL_MS and nothing failed. */
+/* Both threads turned their loops, or began a call to the store or Redis, within
+ * stall_ms, and nothing failed. Called from the main and the metrics threads. */
 static int agent_alive(agent_ctx *a, char *reason, size_t len) {
     long long now = daemon_mono_ms(), t = now - atomic_load(&a->tailer_beat), s = now - atomic_load(&a->shipper_beat);
     if (atomic_load(&a->failed)) {
@@ -42,7 +43,8 @@ static int agent_alive(agent_ctx *a, char *reason, size_t len) {
         snprintf(reason, len, "starting");
         return 0;
     }
-    if (t > AGENT_STALL_MS || s > AGENT_STALL_MS) {
+    long long limit = atomic_load(&a->stall_ms);
+    if (t > limit || s > limit) {
         snprintf(reason, len, "stalled: tailer loop %lld ms ago, shipper loop %lld ms ago", t, s);
         return 0;
     }
@@ -86,6 +88,7 @@ static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
     atomic_store(&a->shipper_ready, 0);
     atomic_store(&a->tailer_beat, daemon_mono_ms());
     atomic_store(&a->shipper_beat, daemon_mono_ms());
+    atomic_store(&a->stall_ms, AGENT_STALL_MS + daemon_wait_max_ms(a->cfg));
     if (pthread_create(st, NULL, agent_shipper_thread, a) != 0) {
         log_error(NULL, "cannot start the shipper thread");
         return -1;
@@ -160,7 +163,7 @@ int main(int argc, char **argv) {
     agent_ctx a;
     pthread_t tt, st;
     metrics_server *msrv = NULL;
-    int rc, ready = 0, exit_code = 0;
+    int rc, ready = 0, exit_code = 0, starved = 0;
     long wd_ms;
     long long last_wd = 0;
 
@@ -180,6 +183,7 @@ int main(int argc, char **argv) {
     pthread_mutex_init(&a.status_mu, NULL);
     atomic_store(&a.tailer_beat, daemon_mono_ms());
     atomic_store(&a.shipper_beat, daemon_mono_ms());
+    atomic_store(&a.stall_ms, AGENT_STALL_MS + daemon_wait_max_ms(cfg));
     if (agent_metrics(&a, err, sizeof err) != 0 ||
         !(msrv = daemon_metrics_start(a.reg, cfg->agent.metrics_port, agent_health, &a, err, sizeof err))) {
         log_error(NULL, "metrics: %s", err);
@@ -216,17 +220,22 @@ int main(int argc, char **argv) {
             daemon_notify("READY=1\nSTATUS=replicating");
         }
         if (wd_ms > 0 && now - last_wd >= wd_ms / 2) {
-            /* fed only while both threads turn: a hung thread gets the daemon restarted */
+            /* fed only while both threads turn: a hung thread gets the daemon restarted. A
+             * check that fails is made again at every turn (50 ms), so that a thread that
+             * turns again is fed at once, not half a period later (close to the limit) */
             char why[128], status[256];
             if (!ready || agent_alive(&a, why, sizeof why)) {
                 pthread_mutex_lock(&a.status_mu);
                 memcpy(status, a.status, sizeof status);
                 pthread_mutex_unlock(&a.status_mu);
                 daemon_notify("WATCHDOG=1\nSTATUS=%s", status);
-            } else {
+                if (starved) log_info(NULL, "feeding the watchdog again");
+                starved = 0;
+                last_wd = now;
+            } else if (!starved) {
                 log_error(NULL, "not feeding the watchdog: %s", why);
+                starved = 1;
             }
-            last_wd = now;
         }
         daemon_sleep_ms(50);
     }

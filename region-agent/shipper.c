@@ -52,6 +52,19 @@ typedef struct {
     long long progress_at;  /* monotonic ms of the last acknowledgement that moved acked */
     int timeouts;           /* ack timeouts in a row without progress (backoff exponent) */
     int heard;              /* an ack of this link came since the agent started */
+    /* Refusals: the replicator answers a frame it does not take (its apply failed, a gap
+     * behind a refused batch, a copy of batches it already applied) with its watermark. The
+     * first refusal is resent at once; another one before the peer acknowledges past
+     * everything sent before the last go-back (goback_upto) is resent after a delay
+     * doubling from AGENT_REFUSAL_RETRY_MS up to AGENT_REFUSAL_RETRY_MAX_MS, and an
+     * acknowledgement that moves acked meanwhile calls it off: the peer is taking
+     * batches, and the answer was to a copy of one it had applied. Going back at every
+     * such answer resent the window every ~40 ms while a peer's apply failed at once, and
+     * kept resending each batch while copies of applied ones were still being answered. */
+    wire_pos goback_upto;
+    int refusals;           /* go-backs for a refusal in a row (delay exponent) */
+    long long goback_at;    /* monotonic ms of a go-back decided on a refusal; 0: none. Nothing
+                               new is sent meanwhile */
     inflight q[SHIPPER_MAX_WINDOW];
     int nq;
     int dirty;              /* the log may have more to send */
@@ -123,7 +136,9 @@ static void shipper_go_back(peer_state *p, link_state *l, const char *why) {
     log_info(p->peer->region, "table %s: resending from %s (%s)", l->table, a, why);
     l->resent += l->nq;
     l->m_resent_total += l->nq;
+    if (wire_pos_cmp(l->sent, l->goback_upto) > 0) l->goback_upto = l->sent;
     l->sent = l->acked;
+    l->goback_at = 0;
     l->nq = 0;
     l->dirty = 1;
 }
@@ -146,6 +161,8 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
         l->ack_dirty = 1;
         l->progress_at = daemon_mono_ms();
         l->timeouts = 0;
+        l->goback_at = 0;
+        if (wire_pos_cmp(ack->pos, l->goback_upto) > 0) l->refusals = 0;
         while (k < l->nq && wire_pos_cmp(l->q[k].last, ack->pos) <= 0) k++;
         if (k) {
             memmove(l->q, l->q + k, (size_t)(l->nq - k) * sizeof l->q[0]);
@@ -158,9 +175,11 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
             l->sent = l->acked;
             l->dirty = 1;
         }
-    } else if (l->nq > 0 && wire_pos_cmp(ack->pos, l->q[0].last) < 0) {
-        /* the peer processed a batch without taking its head: refused, gap or error */
-        shipper_go_back(p, l, "peer did not apply the oldest batch in flight");
+    } else if (l->nq > 0 && wire_pos_cmp(ack->pos, l->q[0].last) < 0 && !l->goback_at) {
+        /* the peer processed a batch without taking its head: a refusal (see link_state) */
+        int n = l->refusals > 0 ? l->refusals - 1 : 0;
+        long long delay = l->refusals ? (long long)AGENT_REFUSAL_RETRY_MS << (n < 16 ? n : 16) : 0;
+        l->goback_at = daemon_mono_ms() + (delay < AGENT_REFUSAL_RETRY_MAX_MS ? delay : AGENT_REFUSAL_RETRY_MAX_MS);
     }
 }
 
@@ -361,6 +380,11 @@ static void shipper_wake(shipper *sh, uint32_t idx, int n) {
 }
 
 static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long now) {
+    if (l->goback_at && now >= l->goback_at) {
+        l->refusals++;
+        shipper_go_back(p, l, "peer did not apply the oldest batch in flight");
+        l->goback_at = 0;
+    }
     /* the peer applies batches in order: it is late only when the oldest batch in flight
      * and the last progress are both older than the timeout (a busy peer that keeps
      * acknowledging is not resent to) */
@@ -383,7 +407,7 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
             }
         }
     }
-    if (p->paused || now < l->blocked_until) return;
+    if (p->paused || now < l->blocked_until || l->goback_at) return;
     while (l->dirty && l->nq < sh->window)
         if (shipper_send_one(sh, p, l, now) <= 0) return;
 }
@@ -582,6 +606,7 @@ int shipper_run(agent_ctx *a) {
         log_warn(NULL, "CURVE is disabled by the config: links to peers are plain TCP, unencrypted and unauthenticated");
     sh.st = daemon_state_new(cfg, err, sizeof err);
     if (!sh.st) goto fail;
+    state_set_beacon(sh.st, &a->shipper_beat); /* waiting on Redis is not a stall */
     sh.notify = zmq_socket(a->zctx, ZMQ_PAIR);
     if (!sh.notify || zmq_bind(sh.notify, a->notify_ep) != 0) {
         snprintf(err, sizeof err, "notify socket: %s", zmq_strerror(errno));

@@ -128,6 +128,8 @@ typedef struct {
     long long hold_max_ms;            /* hold limit of a tentative delete token (agent.h) */
     long long last_redis_warn;        /* monotonic ms of the last Redis warning (rate limit) */
     long redis_failures;              /* Redis failures not logged since then */
+    long long last_future_warn;       /* monotonic ms of the last tailer_observe warning */
+    long future_unlogged;             /* versions too far ahead not logged since then */
 } tailer;
 
 /* What the batch knows of one key: values read from Redis plus this batch's changes. */
@@ -684,10 +686,37 @@ static void tailer_consume_undos(key_view *v, const char *stored) {
     }
 }
 
-static void tailer_observe(tailer *tl, const char *text) {
+/* The clock observes a version read with key kid's records (a stored tern:ver, a key
+ * state, an echo), so that a change made on top of it gets a higher one (guarantee 3) --
+ * unless it is more than replicator.max_clock_skew_ms ahead of this region's wall clock.
+ * Tern never wrote such a version (peers hold back changes that far ahead), so something
+ * else did (an application or a copy tool writing tern:ver, data restored from a region
+ * whose clock ran ahead). Observed, it would carry every later version of this region
+ * that far ahead, for good (the clock is saved): peers would hold back all of its
+ * changes. It is not observed, and logged at error (at most one line per
+ * AGENT_WARN_EVERY_MS): a change on top of it is versioned below it and loses to it
+ * wherever the item carries it. */
+static void tailer_observe(tailer *tl, const char *text, const char *kid) {
     lww_version v;
     char e[8];
-    if (text && *text && lww_version_parse(text, &v, e, sizeof e) == 0) lww_clock_observe(tl->clock, &v);
+    long long wall = daemon_wall_ms(), now;
+    if (!text || !*text || lww_version_parse(text, &v, e, sizeof e) != 0) return;
+    if (!lww_ahead(&v, (uint64_t)wall, (uint64_t)tl->a->cfg->replicator.max_clock_skew_ms)) {
+        lww_clock_observe(tl->clock, &v);
+        return;
+    }
+    now = daemon_mono_ms();
+    if (tl->last_future_warn && now - tl->last_future_warn < AGENT_WARN_EVERY_MS) {
+        tl->future_unlogged++;
+        return;
+    }
+    log_error(NULL, "key %s: version %s is %lld ms ahead of this region's clock, more than "
+              "replicator.max_clock_skew_ms (%ld): Tern did not write it; not taken into the clock, so a "
+              "change on top of it is versioned below it and loses to it where the item carries it (the "
+              "regions may differ on this key: ternctl verify; %ld more such versions not logged)",
+              kid, text, (long long)v.ms - wall, tl->a->cfg->replicator.max_clock_skew_ms, tl->future_unlogged);
+    tl->last_future_warn = now;
+    tl->future_unlogged = 0;
 }
 
 static const char *vmax(const char *a, const char *b) { return strcmp(a, b) >= 0 ? a : b; }
@@ -877,6 +906,13 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
         log_warn(NULL, "table %s: repair of key %s to %s failed: %s", t->name, r->kid, lv, err);
         return -1;
     }
+    if (res == APPLY_REFUSED) { /* for good: retrying would not help */
+        log_error(NULL, "table %s: key %s: a replicated write had overwritten local version %s before it was "
+                  "read, and the store refused to restore it (%s): this region keeps the replicated item while "
+                  "the peers get the local version; the regions differ on this key (ternctl verify)",
+                  t->name, r->kid, lv, err);
+        return 0;
+    }
     log_info(NULL, "table %s: repaired key %s: a replicated write had overwritten local version %s "
              "before it was read; %s (%s, %s)", t->name, r->kid, lv,
              res == APPLY_LOST ? "a newer version is known, so it stays lost" : "restored it",
@@ -1027,7 +1063,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         if (r->oldi) old_logical = vmax(apply_stored_version(r->oldi), v->ll);
         else old_logical = v->lt; /* only a local delete can be restored: the tombstone may
                                     * already carry a replicated delete still on its way */
-        tailer_observe(tl, old_logical);
+        tailer_observe(tl, old_logical, r->kid);
         n_stale += tailer_spend_stale(t, v, r);
         token = r->is_delete ? tailer_delete_token(v, apply_stored_version(r->oldi))
                              : item_get_s(r->newi, ITEM_ATTR_WID);
@@ -1043,7 +1079,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             }
             v->consumed[v->n_consumed++] = token;
             if (r->is_delete) tailer_consume_undos(v, apply_stored_version(r->oldi));
-            tailer_observe(tl, echo_ver);
+            tailer_observe(tl, echo_ver, r->kid);
             if (r->is_delete && strcmp(echo_ver, v->tomb) > 0) snprintf(v->tomb, sizeof v->tomb, "%s", echo_ver);
             n_echo++;
             note = tailer_note_echo(t, r->kid, echo_ver);
@@ -1383,6 +1419,10 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
     if (!tl->streams) return -1;
     tl->st = daemon_state_new(a->cfg, err, errlen);
     if (!tl->st) return -1;
+    /* waiting on the store or Redis is not a stall (agent_ctx.stall_ms) */
+    store_set_beacon(tl->s, &a->tailer_beat);
+    store_set_beacon(tl->streams, &a->tailer_beat);
+    state_set_beacon(tl->st, &a->tailer_beat);
     tl->clock = lww_clock_new(a->cfg->region);
     if (!tl->clock) {
         snprintf(err, errlen, "cannot create the clock");
@@ -1390,7 +1430,15 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
     }
     /* never issue a version below one issued before a restart */
     if (state_key(tl->st, key, sizeof key, STATE_K_HLC) == 0 && (r = state_cmd(tl->st, "GET %s", key))) {
-        if (r->type == REDIS_REPLY_STRING) tailer_observe(tl, r->str);
+        lww_version v;
+        char e[8];
+        if (r->type == REDIS_REPLY_STRING && lww_version_parse(r->str, &v, e, sizeof e) == 0) {
+            lww_clock_observe(tl->clock, &v);
+            if (lww_ahead(&v, (uint64_t)daemon_wall_ms(), (uint64_t)a->cfg->replicator.max_clock_skew_ms))
+                log_error(NULL, "the clock saved in Redis (%s) is %lld ms ahead of this region's wall clock: "
+                          "peers hold back this region's changes until their clocks reach it", r->str,
+                          (long long)v.ms - daemon_wall_ms());
+        }
         freeReplyObject(r);
     }
     tl->notify = zmq_socket(a->zctx, ZMQ_PAIR);

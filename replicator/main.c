@@ -48,14 +48,26 @@ fail:
     return NULL;
 }
 
-#define REPL_STALL_MS 10000  /* /healthz fails when the main loop has not turned for this long */
+/* /healthz fails when the main loop has not turned, nor a store or Redis call of its
+ * begun (their beacons), for REPL_STALL_MS plus the longest wait on one of them
+ * (daemon_wait_max_ms) */
+#define REPL_STALL_MS 10000
 
-static atomic_llong repl_loop_at; /* monotonic ms of the main loop's last turn */
+static atomic_llong repl_loop_at;  /* monotonic ms of the main loop's last turn or call */
+static atomic_llong repl_stall_ms; /* REPL_STALL_MS + daemon_wait_max_ms of the running config */
+
+/* The main thread's new handles report their calls to repl_loop_at; the stall limit
+ * follows cfg. */
+static void repl_beacons(const cfg_region *cfg, store *s, state *st) {
+    store_set_beacon(s, &repl_loop_at);
+    state_set_beacon(st, &repl_loop_at);
+    atomic_store(&repl_stall_ms, REPL_STALL_MS + daemon_wait_max_ms(cfg));
+}
 
 static int repl_health(void *ud, char *reason, size_t len) {
     long long age = daemon_mono_ms() - atomic_load(&repl_loop_at);
     (void)ud;
-    if (age > REPL_STALL_MS) {
+    if (age > atomic_load(&repl_stall_ms)) {
         snprintf(reason, len, "main loop stalled for %lld ms", age);
         return 0;
     }
@@ -118,6 +130,7 @@ static int repl_reload(const char *path, repl_parts *p) {
     *p->cfg = n;
     *p->s = ns;
     *p->st = nst;
+    repl_beacons(n, ns, nst);
     log_set_level(n->log_level);
     log_info(NULL, "reload: config %s applied: listen %s, %zu peer(s), %zu table(s), log level %s", path,
              n->replicator.listen, n->n_peers, n->n_tables, log_level_name(n->log_level));
@@ -139,6 +152,7 @@ revert:
             *p->cfg = n;
             *p->s = ns;
             *p->st = nst;
+            repl_beacons(n, ns, nst);
             rc = -1;
             goto done;
         }
@@ -247,6 +261,7 @@ int main(int argc, char **argv) {
     if (!st) goto fail;
     rcv = receiver_new(cfg, s, st, err, sizeof err);
     if (!rcv) goto fail;
+    repl_beacons(cfg, s, st);
     atomic_store(&repl_loop_at, daemon_mono_ms());
     reg = metrics_new();
     if (!reg || receiver_set_metrics(rcv, reg, err, sizeof err) != 0) goto fail;

@@ -61,6 +61,7 @@ typedef struct {
     wire_pos taken;             /* last position handed to the pool (from wm once known) */
     pool_job *head, *tail;      /* changes in the pool, in position order */
     int save_due;               /* wm (ver set) or tally not yet saved */
+    int refused;                /* a change failed: refuse at once (receiver_progress) */
     char ver[LWW_VERSION_STRLEN]; /* version of the change that last moved wm; "" once saved */
     long long stats_retry_at;   /* mono ms: a tally Redis refused is not tried again before */
     warn_limit redis_warn;      /* this source's Redis warnings (its watermark, counters): a
@@ -478,10 +479,11 @@ static int receiver_collect(receiver *r, source_state *s) {
         if (!s->head) s->tail = NULL;
         if (!j->ignore) {
             if (receiver_result(r, s, j) != 0) {
-                /* the watermark stops here; what follows finishes unused and the peer
-                 * resends from the watermark (its ack timeout, or the gap reply) */
+                /* the watermark stops here; what follows finishes unused and the peer,
+                 * refused at once (receiver_progress), resends from the watermark */
                 for (pool_job *k = s->head; k; k = k->next) k->ignore = 1;
                 s->taken = s->wm;
+                s->refused = 1;
             } else {
                 lww_version v;
                 char err[128];
@@ -513,11 +515,22 @@ static int receiver_collect(receiver *r, source_state *s) {
     return moved;
 }
 
+/* Answers the peer with the last position acknowledged, durable since it was sent: the
+ * peer goes back to it (a refusal, region-agent/shipper.c). Nothing before the first ack. */
+static void receiver_refuse(void *sock, const source_state *s) {
+    if (sock && s->rid_len && wire_pos_cmp(s->acked, (wire_pos){0, 0}) > 0) receiver_ack(sock, s, s->acked);
+}
+
 /* Saves what is due; then acknowledges the watermark if it moved since the last ack, or
- * if force (an answer to a frame of duplicates, or to a gap: the peer goes back to it). */
+ * if force (an answer to a frame of duplicates, or to a gap: the peer goes back to it).
+ * When the save fails, a forced answer is a refusal (receiver_refuse), so that the peer
+ * resends after its refusal delay, not its ack timeout. */
 static void receiver_flush(receiver *r, void *sock, source_state *s, int force) {
     /* a tally alone that Redis refused goes again from housekeeping, not on every event */
-    if (s->save_due && (*s->ver || daemon_mono_ms() >= s->stats_retry_at) && receiver_save(r, s) != 0) return;
+    if (s->save_due && (*s->ver || daemon_mono_ms() >= s->stats_retry_at) && receiver_save(r, s) != 0) {
+        if (force) receiver_refuse(sock, s);
+        return;
+    }
     if (!sock || !s->known || !s->rid_len) return;
     if (force || wire_pos_cmp(s->wm, s->acked) != 0) {
         receiver_ack(sock, s, s->wm);
@@ -528,8 +541,13 @@ static void receiver_flush(receiver *r, void *sock, source_state *s, int force) 
 void receiver_progress(receiver *r, void *sock) {
     pool_take_events(r->pool);
     for (size_t i = 0; i < r->n_srcs; i++) {
-        receiver_collect(r, r->srcs[i]);
-        receiver_flush(r, sock, r->srcs[i], 0);
+        source_state *s = r->srcs[i];
+        receiver_collect(r, s);
+        receiver_flush(r, sock, s, 0);
+        if (s->refused) { /* answered at once: the peer's refusal delay, not its ack timeout */
+            s->refused = 0;
+            receiver_refuse(sock, s);
+        }
     }
 }
 

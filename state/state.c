@@ -28,6 +28,7 @@ struct state {
     int queue_broken;     /* an append failed: the next flush fails */
     long backoff_ms;
     long long next_try_ms;
+    atomic_llong *beacon; /* see state_set_beacon; NULL: none */
 };
 
 static long long state_now_ms(void) {
@@ -106,9 +107,9 @@ static int state_connect(state *st) {
 
 /* Makes sure a connection exists, honouring the reconnect backoff. 0/-1. */
 static int state_ensure(state *st) {
-    long long now;
+    long long now = state_now_ms();
+    if (st->beacon) atomic_store(st->beacon, now);
     if (st->ctx) return 0;
-    now = state_now_ms();
     if (now < st->next_try_ms) return -1; /* keep the sticky error of the last failure */
     if (state_connect(st) == 0) return 0;
     st->backoff_ms = st->backoff_ms ? st->backoff_ms * 2 : STATE_RECONNECT_MIN_MS;
@@ -169,6 +170,8 @@ void state_free(state *st) {
     }
     free(st);
 }
+
+void state_set_beacon(state *st, atomic_llong *beacon) { st->beacon = beacon; }
 
 const char *state_errstr(const state *st) { return st->err; }
 const char *state_region(const state *st) { return st->region; }
@@ -292,6 +295,7 @@ int state_flush(state *st, redisReply **replies, size_t n) {
     int ok = 1;
 
     for (size_t i = 0; i < n; i++) replies[i] = NULL;
+    if (st->beacon) atomic_store(st->beacon, state_now_ms());
     if (n != st->queued) {
         state_seterr(st, "redis: flush of %zu replies but %zu commands queued", n, st->queued);
         ok = 0;

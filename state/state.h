@@ -33,6 +33,7 @@
 #ifndef TERN_STATE_H
 #define TERN_STATE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <hiredis/hiredis.h>
 
@@ -77,6 +78,13 @@ typedef struct state state;
  * strings are copied; the caller keeps ownership of opts. Free with state_free(). */
 state *state_new(const state_opts *opts, char *err, size_t errlen);
 void state_free(state *st);
+
+/* Progress beacon: when beacon is not NULL, every command, connection attempt and flush
+ * stores the monotonic time (CLOCK_MONOTONIC, ms) into *beacon before it may block (each
+ * for at most the connect or command timeout, twice for a command retried on a fresh
+ * connection), so that a watchdog on another thread can tell a thread waiting on Redis
+ * from a hung one. The caller owns *beacon and keeps it alive while it is set; NULL unsets. */
+void state_set_beacon(state *st, atomic_llong *beacon);
 
 /* The last error, sticky until the next successful command; "" when none. Borrowed. */
 const char *state_errstr(const state *st);

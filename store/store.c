@@ -50,6 +50,7 @@ struct store {
     char errstr[1024];
     store_stats st;
     uint64_t rng;
+    atomic_llong *beacon; /* see store_set_beacon; NULL: none */
 };
 
 static const double lat_bounds[STORE_LAT_BUCKETS] = STORE_LAT_BOUNDS_MS;
@@ -478,6 +479,7 @@ static store_status attempt(store *s, const char *target, const char *payload, s
                             cJSON **body)
 {
     *body = NULL;
+    if (s->beacon) atomic_store(s->beacon, (long long)now_ms());
     sigv4_header sh[] = {{"Content-Type", "application/x-amz-json-1.0"},
                          {"X-Amz-Target", target}};
     sigv4_request rq = {.method = "POST", .host = s->host_header, .path = s->path,
@@ -853,6 +855,8 @@ store_status store_create_table(store *s, const store_table_spec *spec)
     }
     return req_send(s, &r, "CreateTable", NULL);
 }
+
+void store_set_beacon(store *s, atomic_llong *beacon) { s->beacon = beacon; }
 
 long long store_call_max_ms(const store *s) {
     return ((long long)s->max_retries + 1) * s->timeout_ms + (long long)s->max_retries * s->backoff_cap_ms;

@@ -30,6 +30,7 @@
 #ifndef TERN_STORE_H
 #define TERN_STORE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -108,6 +109,13 @@ store *store_new(const store_opts *o, char *err, size_t errlen);
 
 /* Closes the connection and frees the handle. NULL-safe. */
 void store_free(store *s);
+
+/* Progress beacon: when beacon is not NULL, each HTTP attempt of every call stores the
+ * monotonic time (CLOCK_MONOTONIC, ms) into *beacon as it starts. A call then goes at
+ * most timeout_ms plus one retry's backoff (backoff_cap_ms) without touching it, so a
+ * watchdog on another thread can tell a thread waiting on the store from a hung one. The
+ * caller owns *beacon and keeps it alive while it is set; NULL unsets. */
+void store_set_beacon(store *s, atomic_llong *beacon);
 
 /* The last call's error as "<AWS error type>: <message>" (or a curl/parse reason);
  * "" after a successful call. Owned by the handle, valid until its next call. */

@@ -112,10 +112,36 @@ tail -n +$((lines0 + 1)) "$(region_run eu-west-1)/tern-replicator.log" | grep -q
 grep -q "resending from .* (peer did not apply the oldest batch in flight)" "$(region_run us-east-1)/tern-region-agent.log" ||
   fail "us-east-1's agent did not resend on the refusal"
 
+# Regression: a peer that answered batches without taking them (its apply failing at
+# once) got the window resent for each answer, and each frame behind a refused one (a gap)
+# or a copy of one already applied drew a resend of its own: with eu-west-1's Redis down,
+# about one resend per change written (42 for 40 changes in 8 s). Now the answers to
+# frames sent before a go-back are not taken for refusals, and refusals in a row are resent
+# after a doubling delay; and a replicator whose apply failed says so at once, even while
+# it cannot save (ack timeout still 60 s here: only refusals make the agent resend).
+note "eu-west-1's Redis down while us-east-1 writes 30 changes: the agent backs off its resends"
+AGENT_LOG=$(region_run us-east-1)/tern-region-agent.log
+resends() { grep -c 'resending from' "$AGENT_LOG" || true; }
+r0=$(resends)
+kill_redis eu-west-1
+for i in $(seq 11 40); do put_a $i; done
+sleep 3
+r1=$(resends)
+restart_redis eu-west-1
+for i in $(seq 11 40); do
+  "$DDBTOOL" wait "$W" "$TABLE" "$(key "$i")" v "$i" 30000 >/dev/null 2>&1 || fail "change $i did not arrive once eu-west-1's Redis was back"
+done
+note "us-east-1's agent resent $((r1 - r0)) times while eu-west-1's Redis was down, $(($(resends) - r1)) after"
+[ $((r1 - r0)) -le 12 ] || fail "us-east-1's agent resent its window $((r1 - r0)) times in a few seconds (at most 12 with the doubling delay)"
+
 note "a peer that never acknowledges anything: the agent hints at agent.wire_version"
 kill_daemon us-east-1 tern-region-agent
 jq '.agent.ack_timeout_ms = 300' "$(region_cfg us-east-1)" > "$CLUSTER_DIR/a.json" && mv "$CLUSTER_DIR/a.json" "$(region_cfg us-east-1)"
-kill_redis eu-west-1 # its replicator takes batches and cannot answer them
+# eu-west-1's replicator, restarted, has acknowledged nothing yet; with its Redis down it
+# cannot load the watermark, and so cannot answer (not even with a refusal)
+kill_daemon eu-west-1 tern-replicator
+lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
+kill_redis eu-west-1
 lr start-daemons us-east-1 >/dev/null || fail "restart us-east-1's agent"
 put_a 10
 for _ in $(seq 100); do grep -q "no acknowledgement since this agent started" "$(region_run us-east-1)/tern-region-agent.log" && break; sleep 0.1; done

@@ -168,5 +168,22 @@ echoes2=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" echo)
 after_w2=$(region_redis eu-west-1 HGET "tern:eu-west-1:acnt:$TABLE" local)
 [ "$after_w2" = "$after_w" ] || fail "eu-west-1 shipped $((after_w2 - after_w)) of the echoes back"
 
+# Regression: an item whose tern:ver lay far in the future (not written by Tern: an
+# application or a copy tool wrote it) carried us-east-1's clock there when its agent read
+# it in an old image, for good (the clock is saved): eu-west-1 held back every later
+# change of us-east-1 as clock skew.
+note "a tern:ver written by an application for the year 2100 does not carry us-east-1's clock there"
+FUT=4102444800000-000000-us-east-1
+EUS=$(region_endpoint us-east-1) EEU=$(region_endpoint eu-west-1)
+"$DDBTOOL" put "$EUS" "$TABLE" "{\"PK\":{\"S\":\"FUT#1\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"a\"},\"tern:ver\":{\"S\":\"$FUT\"}}" ||
+  fail "put FUT#1"
+"$DDBTOOL" put "$EUS" "$TABLE" '{"PK":{"S":"FUT#1"},"SK":{"S":"ITEM"},"v":{"S":"b"}}' || fail "put FUT#1 again"
+"$DDBTOOL" put "$EUS" "$TABLE" '{"PK":{"S":"FUT#2"},"SK":{"S":"ITEM"},"v":{"S":"after"}}' || fail "put FUT#2"
+"$DDBTOOL" wait "$EEU" "$TABLE" "$(key_json 2 FUT)" v after 15000 >/dev/null ||
+  fail "a change made after the future version was read did not reach eu-west-1 (held back: $(grep -c 'held back' "$(region_run eu-west-1)/tern-replicator.log") lines)"
+"$DDBTOOL" wait "$EEU" "$TABLE" "$(key_json 1 FUT)" v b 5000 >/dev/null || fail "FUT#1 does not hold b in eu-west-1"
+wait_log "$(region_run us-east-1)/tern-region-agent.log" "version $FUT is [0-9]+ ms ahead" 5 ||
+  fail "us-east-1's agent did not log the version from the future"
+
 assert_clean_logs
 echo "PASS"

@@ -2,13 +2,17 @@
 # Both daemons under a fake service manager (NOTIFY_SOCKET is a datagram socket of this
 # test): READY=1 after start, WATCHDOG=1 at the configured period, RELOADING=1 then
 # READY=1 on SIGHUP, a bad config on SIGHUP keeps the daemon running with the old one,
-# STOPPING=1 on SIGTERM and exit 0.
+# STOPPING=1 on SIGTERM and exit 0. Regression: the agent stopped feeding the watchdog
+# when a thread's loop had not turned for 10 s, though one store call may take 23 s (the
+# store frozen or unreachable): systemd restarted a daemon that was only waiting. Its
+# store frozen for 12 s, the agent must keep feeding it.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
 cluster_up
 listen_pid=""
-trap 'kill $listen_pid 2>/dev/null || true; cluster_down' EXIT
+DDB_PID=$(cat "$(region_run eu-west-1)/ddb-${CL_DDB[eu-west-1]}.pid")
+trap 'kill -CONT $DDB_PID 2>/dev/null; kill $listen_pid 2>/dev/null || true; cluster_down' EXIT
 
 for d in tern-replicator tern-region-agent; do
   note "$d under a notification socket"
@@ -28,6 +32,16 @@ for d in tern-replicator tern-region-agent; do
   sleep 3
   wd=$(grep -c 'WATCHDOG=1' "$msgs" || true)
   [ "$wd" -ge 4 ] || fail "$d: $wd WATCHDOG=1 in 3 s with WatchdogSec=1s (want >= 4: every half period)"
+  if [ $d = tern-region-agent ]; then
+    note "$d: eu-west-1's store frozen for 12 s (SIGSTOP), past the 10 s stall limit"
+    kill -STOP "$DDB_PID"
+    sleep 12
+    wd2=$(grep -c 'WATCHDOG=1' "$msgs" || true)
+    kill -CONT "$DDB_PID"
+    ! grep -q 'not feeding the watchdog' "$log" ||
+      fail "$d stopped feeding the watchdog while it waited on its store: $(grep -m1 'not feeding' "$log")"
+    [ $((wd2 - wd)) -ge 16 ] || fail "$d: $((wd2 - wd)) WATCHDOG=1 in the 12 s its store was frozen (want >= 16)"
+  fi
   : >"$msgs.before-hup"; cp "$msgs" "$msgs.before-hup"
   kill -HUP "$pid"
   for _ in $(seq 1 50); do [ "$(grep -c 'READY=1' "$msgs")" -ge 2 ] && break; sleep 0.1; done
