@@ -53,14 +53,17 @@ typedef struct {
     int timeouts;           /* ack timeouts in a row without progress (backoff exponent) */
     int heard;              /* an ack of this link came since the agent started */
     /* Refusals: the replicator answers a frame it does not take (its apply failed, a gap
-     * behind a refused batch, a copy of batches it already applied) with its watermark. The
-     * first refusal is resent at once; another one before the peer acknowledges past
-     * everything sent before the last go-back (goback_upto) is resent after a delay
-     * doubling from AGENT_REFUSAL_RETRY_MS up to AGENT_REFUSAL_RETRY_MAX_MS, and an
-     * acknowledgement that moves acked meanwhile calls it off: the peer is taking
-     * batches, and the answer was to a copy of one it had applied. Going back at every
-     * such answer resent the window every ~40 ms while a peer's apply failed at once, and
-     * kept resending each batch while copies of applied ones were still being answered. */
+     * behind a refused batch, a copy of batches it already applied) with its watermark. A
+     * refusal is resent at once, unless a go-back (for a refusal or a timeout) happened
+     * and the peer has not acknowledged past everything sent before it (goback_upto) yet:
+     * then answers to frames sent before it may still come, and the resend waits
+     * AGENT_REFUSAL_RETRY_MS, doubling with each refusal go-back up to
+     * AGENT_REFUSAL_RETRY_MAX_MS. An acknowledgement that moves acked meanwhile calls it
+     * off: the peer is taking batches (the answer was to a copy of one it had applied).
+     * Going back at every such answer resent the window every ~40 ms while a peer's apply
+     * failed at once, and resent batches again while copies of applied ones were being
+     * answered. The replicator sends a refusal again after an acknowledgement that follows
+     * it (receiver.c), so a refusal called off that way is not lost. */
     wire_pos goback_upto;
     int refusals;           /* go-backs for a refusal in a row (delay exponent) */
     long long goback_at;    /* monotonic ms of a go-back decided on a refusal; 0: none. Nothing
@@ -137,6 +140,7 @@ static void shipper_go_back(peer_state *p, link_state *l, const char *why) {
     l->resent += l->nq;
     l->m_resent_total += l->nq;
     if (wire_pos_cmp(l->sent, l->goback_upto) > 0) l->goback_upto = l->sent;
+    if (l->refusals < 1) l->refusals = 1; /* copies of applied batches are answered too */
     l->sent = l->acked;
     l->goback_at = 0;
     l->nq = 0;
@@ -381,8 +385,9 @@ static void shipper_wake(shipper *sh, uint32_t idx, int n) {
 
 static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long now) {
     if (l->goback_at && now >= l->goback_at) {
-        l->refusals++;
+        int first = l->refusals == 0;
         shipper_go_back(p, l, "peer did not apply the oldest batch in flight");
+        if (!first) l->refusals++;
         l->goback_at = 0;
     }
     /* the peer applies batches in order: it is late only when the oldest batch in flight

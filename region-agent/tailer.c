@@ -711,7 +711,8 @@ static void tailer_observe(tailer *tl, const char *text, const char *kid) {
         return;
     }
     log_error(NULL, "key %s: version %s is %lld ms ahead of this region's clock, more than "
-              "replicator.max_clock_skew_ms (%ld): Tern did not write it; not taken into the clock, so a "
+              "replicator.max_clock_skew_ms (%ld): Tern applies no version that far ahead, so most likely "
+              "something else wrote it; not taken into the clock, so a "
               "change on top of it is versioned below it and loses to it where the item carries it (the "
               "regions may differ on this key: ternctl verify; %ld more such versions not logged)",
               kid, text, (long long)v.ms - wall, tl->a->cfg->replicator.max_clock_skew_ms, tl->future_unlogged);
@@ -877,7 +878,8 @@ static const repair_note *tailer_note_echo(table_tail *t, const char *kid, const
 }
 
 /* Repairs key r after an echo clobbered a state whose logical version `lv` is higher.
- * *written: the repair wrote (its echo is coming). */
+ * *written: the repair wrote (its echo is coming). 0: repaired, or it stays lost to a newer
+ * version; 1: the store refused it for good (logged); -1: an error (logged; retried). */
 static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const char *lv, int restore_delete,
                          int *written) {
     char err[512];
@@ -911,7 +913,7 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
                   "read, and the store refused to restore it (%s): this region keeps the replicated item while "
                   "the peers get the local version; the regions differ on this key (ternctl verify)",
                   t->name, r->kid, lv, err);
-        return 0;
+        return 1;
     }
     log_info(NULL, "table %s: repaired key %s: a replicated write had overwritten local version %s "
              "before it was read; %s (%s, %s)", t->name, r->kid, lv,
@@ -1092,7 +1094,9 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
                               r->kid, echo_ver, lv, note->ver);
                     continue;
                 }
-                if (tailer_repair(tl, t, r, lv, r->oldi == NULL, &written) != 0) goto out;
+                int rr = tailer_repair(tl, t, r, lv, r->oldi == NULL, &written);
+                if (rr < 0) goto out;
+                if (rr > 0) continue; /* refused by the store for good (logged): no repair */
                 /* a written put certainly has an echo to clear its note (a new tern:wid
                  * changes the item); a delete that found the item gone has none */
                 if (written && r->oldi) tailer_note_repair(t, r->kid, lv);

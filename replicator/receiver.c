@@ -62,6 +62,8 @@ typedef struct {
     pool_job *head, *tail;      /* changes in the pool, in position order */
     int save_due;               /* wm (ver set) or tally not yet saved */
     int refused;                /* a change failed: refuse at once (receiver_progress) */
+    int refuse_again;           /* a refusal was sent below wm: send it again after the ack
+                                   of wm, which calls off the peer's pending resend */
     char ver[LWW_VERSION_STRLEN]; /* version of the change that last moved wm; "" once saved */
     long long stats_retry_at;   /* mono ms: a tally Redis refused is not tried again before */
     warn_limit redis_warn;      /* this source's Redis warnings (its watermark, counters): a
@@ -515,10 +517,16 @@ static int receiver_collect(receiver *r, source_state *s) {
     return moved;
 }
 
-/* Answers the peer with the last position acknowledged, durable since it was sent: the
- * peer goes back to it (a refusal, region-agent/shipper.c). Nothing before the first ack. */
-static void receiver_refuse(void *sock, const source_state *s) {
-    if (sock && s->rid_len && wire_pos_cmp(s->acked, (wire_pos){0, 0}) > 0) receiver_ack(sock, s, s->acked);
+/* Answers the peer with a durable position that does not move its acknowledgement: the
+ * last one acknowledged (durable since it was sent), else the watermark loaded from Redis
+ * and not moved since; the peer goes back to it (a refusal, region-agent/shipper.c).
+ * Nothing while neither exists (0-0 means something else at first contact). */
+static void receiver_refuse(void *sock, source_state *s) {
+    wire_pos pos = s->acked;
+    if (wire_pos_cmp(pos, (wire_pos){0, 0}) == 0 && s->known && !*s->ver) pos = s->wm;
+    if (!sock || !s->rid_len || wire_pos_cmp(pos, (wire_pos){0, 0}) == 0) return;
+    receiver_ack(sock, s, pos);
+    s->refuse_again = wire_pos_cmp(s->wm, pos) > 0;
 }
 
 /* Saves what is due; then acknowledges the watermark if it moved since the last ack, or
@@ -534,6 +542,8 @@ static void receiver_flush(receiver *r, void *sock, source_state *s, int force) 
     if (!sock || !s->known || !s->rid_len) return;
     if (force || wire_pos_cmp(s->wm, s->acked) != 0) {
         receiver_ack(sock, s, s->wm);
+        if (s->refuse_again && !force) receiver_ack(sock, s, s->wm);
+        s->refuse_again = 0;
         s->acked = s->wm;
     }
 }

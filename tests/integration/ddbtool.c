@@ -2,6 +2,9 @@
  * Tern's store client (a real HTTP client against a real DynamoDB Local).
  *
  *   ddbtool put    ENDPOINT TABLE ITEM_JSON
+ *   ddbtool put    ENDPOINT TABLE - GAP_MS            one item a line from stdin, each put
+ *                  once the one before was acknowledged and GAP_MS after it (a paced
+ *                  burst without a process per write)
  *   ddbtool get    ENDPOINT TABLE KEY_JSON            prints the item (canonical), exit 3 if absent
  *   ddbtool delete ENDPOINT TABLE KEY_JSON
  *   ddbtool update ENDPOINT TABLE KEY_JSON EXPR VALUES_JSON
@@ -233,7 +236,21 @@ int main(int argc, char **argv) {
     if (!s) return 2;
     req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "TableName", argv[3]);
-    if (!strcmp(argv[1], "put") && argc == 5) {
+    if (!strcmp(argv[1], "put") && argc == 6 && !strcmp(argv[4], "-")) {
+        long gap = parse_long(argv[5], "gap");
+        char line[65536];
+        while (!rc && fgets(line, sizeof line, stdin)) {
+            cJSON *one = cJSON_CreateObject();
+            if (!one) return 2;
+            cJSON_AddStringToObject(one, "TableName", argv[3]);
+            cJSON_AddItemToObject(one, "Item", parse_or_die("item", line));
+            rc = call(s, "PutItem", one, &resp) ? 1 : 0;
+            cJSON_Delete(one);
+            cJSON_Delete(resp);
+            resp = NULL;
+            if (gap > 0) usleep((useconds_t)gap * 1000);
+        }
+    } else if (!strcmp(argv[1], "put") && argc == 5) {
         cJSON_AddItemToObject(req, "Item", parse_or_die("item", argv[4]));
         rc = call(s, "PutItem", req, &resp) ? 1 : 0;
     } else if (!strcmp(argv[1], "delete") && argc == 5) {

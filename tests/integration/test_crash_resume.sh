@@ -63,12 +63,10 @@ note "identical: $(dump_region $A | wc -l) items; A local $(acnt $A local), B ec
 [ "$(acnt $B local)" -eq 0 ] || fail "eu-west-1 versioned $(acnt $B local) local changes but no application wrote there (echo)"
 
 note "final unique puts: 40 in $A (the loaded keys), 20 in $B (new keys)"
-for i in $(seq 0 39); do
-  "$DDBTOOL" put "$EA" "$TABLE" "{\"PK\":{\"S\":\"K#$i\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"final-a-$i\"}}" || fail "final put"
-done
-for i in $(seq 0 19); do
-  "$DDBTOOL" put "$EB" "$TABLE" "{\"PK\":{\"S\":\"G#$i\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"final-b-$i\"}}" || fail "final put"
-done
+for i in $(seq 0 39); do echo "{\"PK\":{\"S\":\"K#$i\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"final-a-$i\"}}"; done |
+  "$DDBTOOL" put "$EA" "$TABLE" - 0 || fail "final puts in $A"
+for i in $(seq 0 19); do echo "{\"PK\":{\"S\":\"G#$i\"},\"SK\":{\"S\":\"ITEM\"},\"v\":{\"S\":\"final-b-$i\"}}"; done |
+  "$DDBTOOL" put "$EB" "$TABLE" - 0 || fail "final puts in $B"
 crash_daemon $A tern-region-agent # and one more crash while they are in flight
 wait_identical 60 $A $B || fail "regions did not converge after the final writes"
 for r in $A $B; do

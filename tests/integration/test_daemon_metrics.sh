@@ -28,7 +28,7 @@ a0=$(scrape "$amP") || fail "agent /metrics"
 r0=$(scrape "$rmS") || fail "replicator /metrics"
 valid <<<"$a0" || fail "agent metrics are not valid Prometheus text"
 valid <<<"$r0" || fail "replicator metrics are not valid Prometheus text"
-for i in $(seq 1 20); do "$DDBTOOL" put "$E" "$TABLE" "{\"PK\":{\"S\":\"M#$i\"},\"SK\":{\"S\":\"ITEM\"}}"; done
+for i in $(seq 1 20); do echo "{\"PK\":{\"S\":\"M#$i\"},\"SK\":{\"S\":\"ITEM\"}}"; done | "$DDBTOOL" put "$E" "$TABLE" - 0
 "$DDBTOOL" wait "$(region_endpoint eu-west-1)" "$TABLE" '{"PK":{"S":"M#20"},"SK":{"S":"ITEM"}}' PK 'M#20' 20000 >/dev/null || fail "writes did not replicate"
 sleep 1
 a1=$(scrape "$amP") r1=$(scrape "$rmS")

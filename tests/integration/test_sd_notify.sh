@@ -38,13 +38,18 @@ for d in tern-replicator tern-region-agent; do
     sleep 12
     wd2=$(grep -c 'WATCHDOG=1' "$msgs" || true)
     kill -CONT "$DDB_PID"
+    # the agent reads its stream again (a write in eu-west-1 is versioned) before the reload
+    local0=$(acnt eu-west-1 local)
+    "$DDBTOOL" put "$(region_endpoint eu-west-1)" "$TABLE" '{"PK":{"S":"SD#1"},"SK":{"S":"ITEM"}}' || fail "put in eu-west-1"
+    for _ in $(seq 1 300); do [ "$(acnt eu-west-1 local)" -gt "$local0" ] && break; sleep 0.1; done
+    [ "$(acnt eu-west-1 local)" -gt "$local0" ] || fail "$d did not read its stream again within 30 s of the store's thaw"
     ! grep -q 'not feeding the watchdog' "$log" ||
       fail "$d stopped feeding the watchdog while it waited on its store: $(grep -m1 'not feeding' "$log")"
     [ $((wd2 - wd)) -ge 16 ] || fail "$d: $((wd2 - wd)) WATCHDOG=1 in the 12 s its store was frozen (want >= 16)"
   fi
   : >"$msgs.before-hup"; cp "$msgs" "$msgs.before-hup"
   kill -HUP "$pid"
-  for _ in $(seq 1 50); do [ "$(grep -c 'READY=1' "$msgs")" -ge 2 ] && break; sleep 0.1; done
+  for _ in $(seq 1 100); do [ "$(grep -c 'READY=1' "$msgs")" -ge 2 ] && break; sleep 0.1; done
   grep -q 'RELOADING=1' "$msgs" || fail "$d: no RELOADING=1 after SIGHUP"
   [ "$(grep -c 'READY=1' "$msgs")" -ge 2 ] || fail "$d: no READY=1 after the reload"
   note "$d: a bad config on SIGHUP is refused and the daemon keeps running"
