@@ -99,7 +99,7 @@ typedef struct {
     unsigned starts;            /* thread starts so far (main thread only) */
     atomic_int stop_reading;    /* set on SIGTERM: the tailer finishes its batch and exits */
     atomic_int stop;            /* set when the tailer has exited: the shipper drains and exits */
-    atomic_int tailer_ready;    /* 1 once every table's stream was found */
+    atomic_int tailer_ready;    /* 1 once every table's stream was found, or the table has none usable */
     atomic_int shipper_ready;   /* 1 once the peer sockets are up */
     atomic_int failed;          /* a thread hit a fatal error */
     atomic_llong tailer_beat;   /* monotonic ms of the tailer loop's last turn, or of the

@@ -448,7 +448,8 @@ out:
  * 0, or -1 (logged; retry later). */
 static int tailer_open_stream(tailer *tl, table_tail *t) {
     char latest[512], saved[512];
-    int lr = tailer_latest_stream(tl, t, latest, sizeof latest, 1);
+    /* loud until the table is known to have no usable stream: then that was said once */
+    int lr = tailer_latest_stream(tl, t, latest, sizeof latest, !t->stream_unusable);
     if (lr < 0 || tailer_load_checkpoints(tl, t, saved, sizeof saved) != 0) return -1;
     if (*saved) {
         snprintf(t->stream_arn, sizeof t->stream_arn, "%s", saved);
@@ -1495,13 +1496,19 @@ int tailer_run(agent_ctx *a) {
             table_tail *t = &tl.tables[i];
             if (t->wake_pending) tailer_notify(&tl, t);
             if (!*t->stream_arn) {
-                if (now < t->next_describe) continue;
-                if (tailer_open_stream(&tl, t) != 0) {
-                    t->stream_arn[0] = '\0';
-                    t->next_describe = now + AGENT_ERROR_BACKOFF_MS * 4;
+                if (now >= t->next_describe && tailer_open_stream(&tl, t) == 0) {
+                    t->next_describe = 0;
+                } else {
+                    if (now >= t->next_describe) {
+                        t->stream_arn[0] = '\0';
+                        t->next_describe = now + AGENT_ERROR_BACKOFF_MS * 4;
+                    }
+                    /* a table the store describes with no usable stream (logged) does not
+                     * hold up the others: the agent is ready without it, and keeps looking.
+                     * One it cannot describe (the store unreachable) does. */
+                    if (t->stream_unusable) ready++;
                     continue;
                 }
-                t->next_describe = 0;
             }
             if (now >= t->next_describe) tailer_describe(&tl, t, now);
             ready++;
@@ -1513,8 +1520,13 @@ int tailer_run(agent_ctx *a) {
             }
         }
         if (ready == tl.n_tables && !ready_logged) {
+            size_t open = 0;
+            for (size_t i = 0; i < tl.n_tables; i++) open += *tl.tables[i].stream_arn != '\0';
             atomic_store(&a->tailer_ready, 1);
-            log_info(NULL, "tailing %zu table(s)", tl.n_tables);
+            if (open == tl.n_tables) log_info(NULL, "tailing %zu table(s)", tl.n_tables);
+            else
+                log_warn(NULL, "tailing %zu of %zu table(s); the others have no usable stream (see above) and are "
+                         "looked at again every %d ms", open, tl.n_tables, AGENT_ERROR_BACKOFF_MS * 4);
             ready_logged = 1;
         }
         now = daemon_mono_ms();

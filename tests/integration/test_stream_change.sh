@@ -171,5 +171,22 @@ arrives 30 unread
 arrives 31 a
 daemon_log us-east-1 tern-region-agent | grep -qF "stream $S7 read to its end; reading the table's stream" ||
   fail "no switch to the new table's stream"
+# Regression: one configured table without a usable stream kept the agent from ever
+# saying READY=1 (systemd restarted it every 90 s, stopping the healthy tables too), and
+# its error was logged every 2 s.
+note "a configured table with no stream: the agent starts, the other table replicates"
+"$DDBTOOL" call "$E" tern-nostream CreateTable '{"AttributeDefinitions":[{"AttributeName":"PK","AttributeType":"S"},
+  {"AttributeName":"SK","AttributeType":"S"}],"KeySchema":[{"AttributeName":"PK","KeyType":"HASH"},
+  {"AttributeName":"SK","KeyType":"RANGE"}],"BillingMode":"PAY_PER_REQUEST"}' >/dev/null || fail "create tern-nostream"
+kill_daemon us-east-1 tern-region-agent
+jq '.tables += ["tern-nostream"]' "$(region_cfg us-east-1)" >"$CLUSTER_DIR/ns.json" && mv "$CLUSTER_DIR/ns.json" "$(region_cfg us-east-1)"
+lr start-daemons us-east-1 >/dev/null || fail "us-east-1's agent did not start with a table that has no stream"
+put 90 ok
+arrives 90 ok
+sleep 2.5 # the table is looked at again every 2 s: its error must not be logged again
+n=$(daemon_log us-east-1 tern-region-agent | grep -c "table tern-nostream: no stream enabled" || true)
+[ "$n" = 1 ] || fail "the missing stream of tern-nostream was logged $n times, expected once"
+daemon_log us-east-1 tern-region-agent | grep -q "tailing 1 of 2 table(s)" || fail "no line saying one table is not tailed"
+
 assert_clean_logs
 note "PASS"
