@@ -83,6 +83,8 @@
  * could be shipped as a local delete. */
 #define AGENT_TOKEN_CLOCK_MARGIN_MS 60000
 #define AGENT_HOUSEKEEP_MS 500
+#define AGENT_NO_STREAM_WARN_MS 60000 /* a configured table with no usable stream is said
+                                         again this often (it is looked at every 2 s) */
 #define AGENT_WARN_EVERY_MS 5000 /* rate limit of repeated Redis warnings */
 #define AGENT_DRAIN_MS 5000     /* on stop: wait at most this long for outstanding acks */
 /* A thread whose loop has not turned, nor a store or Redis call of it begun (their

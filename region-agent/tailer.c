@@ -102,6 +102,9 @@ typedef struct {
                                 to its end ("" none) */
     int stream_unusable;     /* the table's latest stream is disabled or lacks images:
                                 logged once per episode */
+    int no_stream;           /* the last attempt to choose a stream found no usable one and
+                                none saved: the table does not hold up the start (tailer_run) */
+    long long no_stream_at;  /* monotonic ms it was last said (AGENT_NO_STREAM_WARN_MS) */
     int stream_skipped;      /* stream_arn lacks images (an intermediate stream): its
                                 shards are not read, its changes NOT replicated (logged) */
     shard *shards;
@@ -450,6 +453,7 @@ static int tailer_open_stream(tailer *tl, table_tail *t) {
     char latest[512], saved[512];
     /* loud until the table is known to have no usable stream: then that was said once */
     int lr = tailer_latest_stream(tl, t, latest, sizeof latest, !t->stream_unusable);
+    t->no_stream = 0;
     if (lr < 0 || tailer_load_checkpoints(tl, t, saved, sizeof saved) != 0) return -1;
     if (*saved) {
         snprintf(t->stream_arn, sizeof t->stream_arn, "%s", saved);
@@ -458,8 +462,13 @@ static int tailer_open_stream(tailer *tl, table_tail *t) {
                      "table's next stream %s", t->name, saved, t->next_arn);
         return 0;
     }
-    if (lr != 0 || tailer_save_stream(tl, t, latest, 0) != 0) return -1;
+    if (lr != 0 || tailer_save_stream(tl, t, latest, 0) != 0) {
+        t->no_stream = lr == 1;
+        return -1;
+    }
     snprintf(t->stream_arn, sizeof t->stream_arn, "%s", latest);
+    if (t->no_stream_at) log_info(NULL, "table %s: reading its new stream %s from its start", t->name, latest);
+    t->no_stream_at = 0;
     return 0;
 }
 
@@ -1504,9 +1513,17 @@ int tailer_run(agent_ctx *a) {
                         t->next_describe = now + AGENT_ERROR_BACKOFF_MS * 4;
                     }
                     /* a table the store describes with no usable stream (logged) does not
-                     * hold up the others: the agent is ready without it, and keeps looking.
-                     * One it cannot describe (the store unreachable) does. */
-                    if (t->stream_unusable) ready++;
+                     * hold up the others: the agent is ready without it, keeps looking, and
+                     * says so again every AGENT_NO_STREAM_WARN_MS. One it cannot describe
+                     * (the store unreachable) or read the checkpoints of does hold it up. */
+                    if (t->no_stream) {
+                        ready++;
+                        if (t->no_stream_at && now - t->no_stream_at >= AGENT_NO_STREAM_WARN_MS)
+                            log_error(NULL, "table %s: still no stream with StreamViewType NEW_AND_OLD_IMAGES: "
+                                      "its writes are NOT replicated", t->name);
+                        if (!t->no_stream_at || now - t->no_stream_at >= AGENT_NO_STREAM_WARN_MS)
+                            t->no_stream_at = now;
+                    }
                     continue;
                 }
             }

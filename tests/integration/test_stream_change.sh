@@ -187,6 +187,14 @@ sleep 2.5 # the table is looked at again every 2 s: its error must not be logged
 n=$(daemon_log us-east-1 tern-region-agent | grep -c "table tern-nostream: no stream enabled" || true)
 [ "$n" = 1 ] || fail "the missing stream of tern-nostream was logged $n times, expected once"
 daemon_log us-east-1 tern-region-agent | grep -q "tailing 1 of 2 table(s)" || fail "no line saying one table is not tailed"
+note "a stream enabled on it: the agent reads it from its start"
+"$DDBTOOL" call "$E" tern-nostream UpdateTable \
+  '{"StreamSpecification":{"StreamEnabled":true,"StreamViewType":"NEW_AND_OLD_IMAGES"}}' >/dev/null || fail "enable its stream"
+"$DDBTOOL" put "$E" tern-nostream "$(item 91 new)" >/dev/null || fail "put in tern-nostream"
+NS_ACNT=$(redis_key us-east-1 "acnt:tern-nostream")
+for _ in $(seq 1 100); do [ "$(region_redis us-east-1 HGET "$NS_ACNT" local)" = 1 ] && break; sleep 0.1; done
+[ "$(region_redis us-east-1 HGET "$NS_ACNT" local)" = 1 ] || fail "us-east-1's agent did not version the write in tern-nostream's new stream"
+daemon_log us-east-1 tern-region-agent | grep -q "table tern-nostream: reading its new stream" || fail "no line saying the new stream is read"
 
 assert_clean_logs
 note "PASS"
