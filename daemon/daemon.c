@@ -121,7 +121,9 @@ static store *daemon_store_at(const cfg_region *cfg, const char *endpoint, char 
 }
 
 long long daemon_wait_max_ms(const cfg_region *cfg) {
-    long long store_ms = cfg->store.timeout_ms + DAEMON_STORE_BACKOFF_CAP_MS, redis_ms = 4 * cfg->redis.timeout_ms;
+    /* the options daemon_store_at gives the store: one attempt, then a retry's backoff */
+    long long store_ms = cfg->store.timeout_ms + DAEMON_STORE_BACKOFF_CAP_MS,
+              redis_ms = state_beacon_gap_max_ms(cfg->redis.timeout_ms);
     return store_ms > redis_ms ? store_ms : redis_ms;
 }
 

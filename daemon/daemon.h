@@ -47,8 +47,8 @@ store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen);
 store *daemon_streams_new(const cfg_region *cfg, char *err, size_t errlen);
 state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen);
 /* The longest a thread waits on one dependency, in ms, with the handles above: one store
- * attempt and a retry's backoff, or a Redis command retried on a fresh connection (four
- * times redis.timeout_ms). A watchdog whose threads' handles have beacons
+ * attempt and a retry's backoff, or state_beacon_gap_max_ms (four times
+ * redis.timeout_ms). A watchdog whose threads' handles have beacons
  * (store_set_beacon, state_set_beacon) allows this much on top of its stall limit. */
 long long daemon_wait_max_ms(const cfg_region *cfg);
 

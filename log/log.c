@@ -100,3 +100,14 @@ void log_msg(log_level level, const char *peer, const char *fmt, ...) {
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
 }
+
+int log_limit_pass(log_limit *l, long long now_ms, long long every_ms, long *skipped) {
+    if (l->at && now_ms - l->at < every_ms) {
+        l->skipped++;
+        return 0;
+    }
+    *skipped = l->skipped;
+    l->at = now_ms;
+    l->skipped = 0;
+    return 1;
+}

@@ -34,6 +34,19 @@ const char *log_level_name(log_level level);
 void log_msg(log_level level, const char *peer, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Rate limit of one stream of repeated lines (the same failure again and again): at most
+ * one line per every_ms, the occurrences in between counted and reported with the next
+ * line. Zero-initialised; setting `at` to 0 re-arms it (the next occurrence is a new
+ * episode, logged at once). Not locked: one per thread. */
+typedef struct {
+    long long at;     /* monotonic ms of the last line; 0: armed */
+    long skipped;     /* occurrences not logged since then */
+} log_limit;
+
+/* Whether an occurrence at now_ms (monotonic) is to be logged: 1, with *skipped set to the
+ * occurrences not logged since the last line (counted as 0 from then on); 0, counted. */
+int log_limit_pass(log_limit *l, long long now_ms, long long every_ms, long *skipped);
+
 #define log_error(peer, ...) log_msg(LOG_LVL_ERROR, (peer), __VA_ARGS__)
 #define log_warn(peer, ...)  log_msg(LOG_LVL_WARN, (peer), __VA_ARGS__)
 #define log_info(peer, ...)  log_msg(LOG_LVL_INFO, (peer), __VA_ARGS__)

@@ -183,7 +183,6 @@ int main(int argc, char **argv) {
     pthread_mutex_init(&a.status_mu, NULL);
     atomic_store(&a.tailer_beat, daemon_mono_ms());
     atomic_store(&a.shipper_beat, daemon_mono_ms());
-    atomic_store(&a.stall_ms, AGENT_STALL_MS + daemon_wait_max_ms(cfg));
     if (agent_metrics(&a, err, sizeof err) != 0 ||
         !(msrv = daemon_metrics_start(a.reg, cfg->agent.metrics_port, agent_health, &a, err, sizeof err))) {
         log_error(NULL, "metrics: %s", err);

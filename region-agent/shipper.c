@@ -92,32 +92,25 @@ typedef struct {
     peer_state *peers;
     size_t n_peers;
     long window;
-    long long last_redis_warn;  /* monotonic ms of the last Redis warning (rate limit) */
-    long redis_failures;        /* Redis failures not logged since then */
+    log_limit redis_warn;       /* Redis warnings (AGENT_WARN_EVERY_MS) */
 } shipper;
 
 /* Logs a Redis failure at most once per AGENT_WARN_EVERY_MS; the others are counted
  * and reported with the next line. */
 static void shipper_redis_warn(shipper *sh, const char *peer, const char *what) {
-    long long now = daemon_mono_ms();
-    if (sh->last_redis_warn && now - sh->last_redis_warn < AGENT_WARN_EVERY_MS) {
-        sh->redis_failures++;
-        return;
-    }
-    log_warn(peer, "%s: %s (%ld more Redis failures since the last warning; retrying)", what,
-             state_errstr(sh->st), sh->redis_failures);
-    sh->last_redis_warn = now;
-    sh->redis_failures = 0;
+    long skipped;
+    if (log_limit_pass(&sh->redis_warn, daemon_mono_ms(), AGENT_WARN_EVERY_MS, &skipped))
+        log_warn(peer, "%s: %s (%ld more Redis failures since the last warning; retrying)", what,
+                 state_errstr(sh->st), skipped);
 }
 
 /* After a Redis success: one line if failures were being rate-limited, once the last
  * warning is AGENT_WARN_EVERY_MS old (a write that keeps failing while reads succeed
  * would otherwise re-arm the warning at every read). */
 static void shipper_redis_ok(shipper *sh) {
-    if (!sh->last_redis_warn || daemon_mono_ms() - sh->last_redis_warn < AGENT_WARN_EVERY_MS) return;
+    if (!sh->redis_warn.at || daemon_mono_ms() - sh->redis_warn.at < AGENT_WARN_EVERY_MS) return;
     log_info(NULL, "Redis answers again");
-    sh->last_redis_warn = 0;
-    sh->redis_failures = 0;
+    sh->redis_warn = (log_limit){0, 0};
 }
 
 static peer_state *shipper_peer(shipper *sh, const char *region) {
@@ -385,9 +378,8 @@ static void shipper_wake(shipper *sh, uint32_t idx, int n) {
 
 static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long now) {
     if (l->goback_at && now >= l->goback_at) {
-        int first = l->refusals == 0;
+        if (l->refusals) l->refusals++; /* a refusal after a go-back: the delay doubles */
         shipper_go_back(p, l, "peer did not apply the oldest batch in flight");
-        if (!first) l->refusals++;
         l->goback_at = 0;
     }
     /* the peer applies batches in order: it is late only when the oldest batch in flight

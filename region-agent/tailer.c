@@ -129,10 +129,8 @@ typedef struct {
     size_t n_tables;
     long ttl_s;
     long long hold_max_ms;            /* hold limit of a tentative delete token (agent.h) */
-    long long last_redis_warn;        /* monotonic ms of the last Redis warning (rate limit) */
-    long redis_failures;              /* Redis failures not logged since then */
-    long long last_future_warn;       /* monotonic ms of the last tailer_observe warning */
-    long future_unlogged;             /* versions too far ahead not logged since then */
+    log_limit redis_warn;             /* Redis warnings (AGENT_WARN_EVERY_MS) */
+    log_limit future_warn;            /* tailer_observe's errors (AGENT_WARN_EVERY_MS) */
 } tailer;
 
 /* What the batch knows of one key: values read from Redis plus this batch's changes. */
@@ -156,15 +154,10 @@ static shard *tailer_find_shard(table_tail *t, const char *id) {
 /* Logs a Redis failure at most once per AGENT_WARN_EVERY_MS; the others are counted
  * and reported with the next line. */
 static void tailer_redis_warn(tailer *tl, const char *table, const char *what) {
-    long long now = daemon_mono_ms();
-    if (tl->last_redis_warn && now - tl->last_redis_warn < AGENT_WARN_EVERY_MS) {
-        tl->redis_failures++;
-        return;
-    }
-    log_warn(NULL, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)", table,
-             what, state_errstr(tl->st), tl->redis_failures);
-    tl->last_redis_warn = now;
-    tl->redis_failures = 0;
+    long skipped;
+    if (log_limit_pass(&tl->redis_warn, daemon_mono_ms(), AGENT_WARN_EVERY_MS, &skipped))
+        log_warn(NULL, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)", table,
+                 what, state_errstr(tl->st), skipped);
 }
 
 /* Re-reads the shard's checkpoint after a commit whose outcome is unknown (the EXEC may
@@ -709,25 +702,21 @@ static void tailer_consume_undos(key_view *v, const char *stored) {
 static void tailer_observe(tailer *tl, const char *text, const char *kid) {
     lww_version v;
     char e[8];
-    long long wall = daemon_wall_ms(), now;
+    long long wall;
+    long skipped;
     if (!text || !*text || lww_version_parse(text, &v, e, sizeof e) != 0) return;
+    wall = daemon_wall_ms();
     if (!lww_ahead(&v, (uint64_t)wall, (uint64_t)tl->a->cfg->replicator.max_clock_skew_ms)) {
         lww_clock_observe(tl->clock, &v);
         return;
     }
-    now = daemon_mono_ms();
-    if (tl->last_future_warn && now - tl->last_future_warn < AGENT_WARN_EVERY_MS) {
-        tl->future_unlogged++;
-        return;
-    }
+    if (!log_limit_pass(&tl->future_warn, daemon_mono_ms(), AGENT_WARN_EVERY_MS, &skipped)) return;
     log_error(NULL, "key %s: version %s is %lld ms ahead of this region's clock, more than "
               "replicator.max_clock_skew_ms (%ld): Tern applies no version that far ahead, so most likely "
               "something else wrote it; not taken into the clock, so a "
               "change on top of it is versioned below it and loses to it where the item carries it (the "
               "regions may differ on this key: ternctl verify; %ld more such versions not logged)",
-              kid, text, (long long)v.ms - wall, tl->a->cfg->replicator.max_clock_skew_ms, tl->future_unlogged);
-    tl->last_future_warn = now;
-    tl->future_unlogged = 0;
+              kid, text, (long long)v.ms - wall, tl->a->cfg->replicator.max_clock_skew_ms, skipped);
 }
 
 static const char *vmax(const char *a, const char *b) { return strcmp(a, b) >= 0 ? a : b; }
@@ -1213,7 +1202,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         tailer_redis_warn(tl, t->name, "Redis commit failed (it may have happened: the checkpoint is re-read)");
         goto out;
     }
-    tl->last_redis_warn = 0;
+    tl->redis_warn.at = 0;
     if (!rep[nrep - 1] || rep[nrep - 1]->type != REDIS_REPLY_ARRAY) {
         log_warn(NULL, "table %s: Redis commit (EXEC) failed: %s", t->name,
                  rep[nrep - 1] && rep[nrep - 1]->type == REDIS_REPLY_ERROR ? rep[nrep - 1]->str : "aborted");

@@ -29,14 +29,6 @@
 #include "replicator.h"
 #include "wire.h"
 
-/* Rate limit of one stream of Redis warnings: a line at most every REPL_WARN_EVERY_MS, the
- * failures in between counted in the next line. A success re-arms it (the next failure is
- * a new episode and is logged at once). */
-typedef struct {
-    long long at;     /* monotonic ms of the last line; 0: re-armed */
-    long failures;    /* failures not logged since then */
-} warn_limit;
-
 /* Counters and lag samples of one source and table not yet saved (receiver_save). */
 typedef struct {
     long applied, lost, dup, skew;
@@ -66,7 +58,7 @@ typedef struct {
                                    of wm, which calls off the peer's pending resend */
     char ver[LWW_VERSION_STRLEN]; /* version of the change that last moved wm; "" once saved */
     long long stats_retry_at;   /* mono ms: a tally Redis refused is not tried again before */
-    warn_limit redis_warn;      /* this source's Redis warnings (its watermark, counters): a
+    log_limit redis_warn;       /* this source's Redis warnings (its watermark, counters): a
                                    source whose keys Redis refuses is not re-armed by the
                                    other sources' successes */
     long long lag;
@@ -96,23 +88,17 @@ struct receiver {
     size_t inflight;            /* changes in the pool */
     rej_count rej[32];
     size_t n_rej;
-    warn_limit redis_warn;      /* Redis warnings of no one source (rejection counts, heartbeat) */
+    log_limit redis_warn;       /* Redis warnings of no one source (rejection counts, heartbeat) */
 };
 
 /* Logs a Redis failure of source s (NULL: of none) at most once per REPL_WARN_EVERY_MS per
  * source (a peer resends its window every ack timeout while Redis is down); the others are
  * counted in the next line. */
 static void receiver_redis_warn(receiver *r, source_state *s, const char *what) {
-    warn_limit *w = s ? &s->redis_warn : &r->redis_warn;
-    long long now = daemon_mono_ms();
-    if (w->at && now - w->at < REPL_WARN_EVERY_MS) {
-        w->failures++;
-        return;
-    }
-    log_warn(s ? s->source : NULL, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)",
-             s ? s->table : "-", what, state_errstr(r->st), w->failures);
-    w->at = now;
-    w->failures = 0;
+    long skipped;
+    if (log_limit_pass(s ? &s->redis_warn : &r->redis_warn, daemon_mono_ms(), REPL_WARN_EVERY_MS, &skipped))
+        log_warn(s ? s->source : NULL, "table %s: %s: %s (%ld more Redis failures since the last warning; retrying)",
+                 s ? s->table : "-", what, state_errstr(r->st), skipped);
 }
 
 receiver *receiver_new(const cfg_region *cfg, store *s, state *st, char *err, size_t errlen) {
@@ -542,7 +528,7 @@ static void receiver_flush(receiver *r, void *sock, source_state *s, int force) 
     if (!sock || !s->known || !s->rid_len) return;
     if (force || wire_pos_cmp(s->wm, s->acked) != 0) {
         receiver_ack(sock, s, s->wm);
-        if (s->refuse_again && !force) receiver_ack(sock, s, s->wm);
+        if (s->refuse_again) receiver_ack(sock, s, s->wm);
         s->refuse_again = 0;
         s->acked = s->wm;
     }

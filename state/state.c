@@ -107,9 +107,10 @@ static int state_connect(state *st) {
 
 /* Makes sure a connection exists, honouring the reconnect backoff. 0/-1. */
 static int state_ensure(state *st) {
-    long long now = state_now_ms();
-    if (st->beacon) atomic_store(st->beacon, now);
+    long long now;
+    if (st->beacon) atomic_store(st->beacon, state_now_ms());
     if (st->ctx) return 0;
+    now = state_now_ms();
     if (now < st->next_try_ms) return -1; /* keep the sticky error of the last failure */
     if (state_connect(st) == 0) return 0;
     st->backoff_ms = st->backoff_ms ? st->backoff_ms * 2 : STATE_RECONNECT_MIN_MS;
@@ -172,6 +173,7 @@ void state_free(state *st) {
 }
 
 void state_set_beacon(state *st, atomic_llong *beacon) { st->beacon = beacon; }
+long long state_beacon_gap_max_ms(long timeout_ms) { return 4LL * timeout_ms; }
 
 const char *state_errstr(const state *st) { return st->err; }
 const char *state_region(const state *st) { return st->region; }

@@ -85,6 +85,9 @@ void state_free(state *st);
  * connection), so that a watchdog on another thread can tell a thread waiting on Redis
  * from a hung one. The caller owns *beacon and keeps it alive while it is set; NULL unsets. */
 void state_set_beacon(state *st, atomic_llong *beacon);
+/* The longest a handle with timeout_ms goes without touching its beacon, in ms: a connection
+ * (connect, AUTH, SELECT) and one command, each up to the timeout. */
+long long state_beacon_gap_max_ms(long timeout_ms);
 
 /* The last error, sticky until the next successful command; "" when none. Borrowed. */
 const char *state_errstr(const state *st);
