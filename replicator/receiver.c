@@ -31,7 +31,7 @@
 
 /* Counters and lag samples of one source and table not yet saved (receiver_save). */
 typedef struct {
-    long applied, lost, dup, skew;
+    long applied, lost, dup, skew, stale;
     char lags[64][48];
     size_t n_lags;
 } pending_tally;
@@ -61,6 +61,7 @@ typedef struct {
     log_limit redis_warn;       /* this source's Redis warnings (its watermark, counters): a
                                    source whose keys Redis refuses is not re-armed by the
                                    other sources' successes */
+    log_limit stale_warn;       /* changes written older than the tombstone TTL (receiver_stale) */
     long long lag;
     pending_tally t;
     unsigned char rid[256];     /* routing id of the source's latest frame (acks go there) */
@@ -352,7 +353,8 @@ static int receiver_save(receiver *r, source_state *s) {
     state_append(r->st, "HINCRBY %s lost %ld", kcnt, t->lost);
     state_append(r->st, "HINCRBY %s dup %ld", kcnt, t->dup);
     state_append(r->st, "HINCRBY %s skew %ld", kcnt, t->skew);
-    n += 4;
+    state_append(r->st, "HINCRBY %s stale %ld", kcnt, t->stale);
+    n += 5;
     for (size_t i = 0; i < t->n_lags; i++) {
         state_append(r->st, "LPUSH %s %s", klag, t->lags[i]);
         n++;
@@ -365,10 +367,10 @@ static int receiver_save(receiver *r, source_state *s) {
     }
     {
         size_t c = *s->ver ? 1 : 0; /* the first counter's reply */
-        long *field[] = {&t->applied, &t->lost, &t->dup, &t->skew};
-        static const char *const name[] = {"applied", "lost", "duplicate", "skew_held"};
+        long *field[] = {&t->applied, &t->lost, &t->dup, &t->skew, &t->stale};
+        static const char *const name[] = {"applied", "lost", "duplicate", "skew_held", "stale"};
         int wm_failed = *s->ver && state_reply_failed(r->st, rep[0]), stats_failed = 0;
-        for (size_t k = 0; k < 4; k++) {
+        for (size_t k = 0; k < 5; k++) {
             if (state_reply_failed(r->st, rep[c + k])) {
                 stats_failed = 1;
                 continue;
@@ -379,7 +381,7 @@ static int receiver_save(receiver *r, source_state *s) {
         { /* keep only the samples Redis refused */
             size_t kept = 0;
             for (size_t i = 0; i < t->n_lags; i++) {
-                if (!state_reply_failed(r->st, rep[c + 4 + i])) continue;
+                if (!state_reply_failed(r->st, rep[c + 5 + i])) continue;
                 if (kept != i) memcpy(t->lags[kept], t->lags[i], sizeof t->lags[0]);
                 kept++;
             }
@@ -446,6 +448,29 @@ static int receiver_result(receiver *r, source_state *s, const pool_job *j) {
     return -1;
 }
 
+/* Counts and reports a change written more than the tombstone TTL after its version time
+ * (a peer that was cut off, or whose agent was stopped, for that long). What this region
+ * knew of the key's history up to the TTL ago (its tombstone, its last local version,
+ * ll/tomb) has expired, so the change may have undone a delete or overwritten a local
+ * write made here after its version: LWW holds for a delay up to the TTL only. It is
+ * applied all the same (skipping it would lose an item created at its origin during the
+ * outage, the likelier case), counted as "stale" in cnt:S:T (ternctl status raises an
+ * alarm) and logged at error, once per REPL_WARN_EVERY_MS per source and table. */
+static void receiver_stale(receiver *r, source_state *s, const pool_job *j) {
+    long skipped;
+    s->t.stale++;
+    if (log_limit_pass(&s->stale_warn, daemon_mono_ms(), REPL_WARN_EVERY_MS, &skipped)) {
+        char *keys = item_canonical(j->c->keys, 0);
+        log_error(s->source, "table %s: %s %s of key %s applied %lld s after its version time, past the tombstone TTL "
+                  "(replicator.tombstone_ttl_s = %ld s): a delete or local write of the key made here before it "
+                  "expired may have been undone, and the regions may differ; run ternctl verify "
+                  "(%ld more such changes since the last line)", s->table,
+                  j->c->op == WIRE_OP_DELETE ? "delete" : "put", j->c->version, keys ? keys : j->kid,
+                  s->lag / 1000, r->cfg->replicator.tombstone_ttl_s, skipped);
+        free(keys);
+    }
+}
+
 static void receiver_release(receiver *r, pool_job *j) {
     held_batch *hb = j->batch;
     if (hb && --hb->refs == 0) {
@@ -481,6 +506,8 @@ static int receiver_collect(receiver *r, source_state *s) {
                 snprintf(s->ver, sizeof s->ver, "%s", j->c->version);
                 if (lww_version_parse(s->ver, &v, err, sizeof err) == 0) {
                     s->lag = j->done_wall - (long long)v.ms;
+                    if (j->res == APPLY_WRITTEN && s->lag > r->cfg->replicator.tombstone_ttl_s * 1000LL)
+                        receiver_stale(r, s, j);
                     if (r->m_lag) {
                         const char *lv[] = {s->source, s->table, NULL};
                         metrics_observe_with(r->m_lag, lv, (double)(s->lag > 0 ? s->lag : 0));

@@ -16,7 +16,7 @@
  *                          state a repair may restore when a replicated put clobbered it)
  *   pend:T:KID     SET     echo tokens of Tern writes to KID not yet seen in the stream
  *   wm:S:T         HASH    replicator watermark for source region S: pos, ver, at_ms, lag_ms
- *   cnt:S:T        HASH    replicator counters for source S: applied, lost, dup, skew
+ *   cnt:S:T        HASH    replicator counters for source S: applied, lost, dup, skew, stale
  *   lag:S:T        LIST    recent "at_ms lag_ms" samples for source S (newest first, capped)
  *   acnt:T         HASH    agent counters: local, echo, repaired, invalid, trimmed, shipped:P, resent:P
  *   alarm:trimmed  LIST    "at_ms table shard" entries: data may have been lost (TrimmedDataAccess)

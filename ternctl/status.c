@@ -27,7 +27,7 @@ typedef struct {
     int has_lag;
     ctl_lag_stats st;
     int has_cnt;
-    long long applied, lost, dup, skew;
+    long long applied, lost, dup, skew, stale;
     int has_pending, pending_capped;
     long long pending;
     char ack[WIRE_POS_STRLEN];       /* "" when the peer never acknowledged */
@@ -48,6 +48,8 @@ typedef struct {
     long long rej_total;
     long long alarms;                /* LLEN alarm:trimmed */
     redisReply *alarm_recent;        /* LRANGE alarm:trimmed 0 4 (owned) */
+    long long refused;               /* LLEN alarm:refused */
+    redisReply *refused_recent;      /* LRANGE alarm:refused 0 4 (owned) */
 } region_info;
 
 static long long ctl_hll(const redisReply *h, const char *f) {
@@ -107,6 +109,7 @@ static int ctl_link_read(ctl_ctx *c, const ctl_link *l, link_info *li, int full,
             li->lost = ctl_hll(r, "lost");
             li->dup = ctl_hll(r, "dup");
             li->skew = ctl_hll(r, "skew");
+            li->stale = ctl_hll(r, "stale");
             freeReplyObject(r);
         }
     }
@@ -186,10 +189,51 @@ static int ctl_hb_read(ctl_ctx *c, int i, const char *who, hb_info *hb) {
     return 0;
 }
 
-static int ctl_region_read(ctl_ctx *c, int i, region_info *ri) {
+/* The length of alarm list name (a STATE_K_ALARM_*) of region i into *len and its newest 5
+ * entries into *recent (owned by the caller, freed with freeReplyObject). 0/-1 (printed). */
+static int ctl_alarm_read(ctl_ctx *c, int i, const char *name, long long *len, redisReply **recent) {
     char key[256];
     state *st = ctl_state(c, i);
     redisReply *r;
+    state_key(st, key, sizeof key, "%s", name);
+    r = state_cmd(st, "LLEN %s", key);
+    if (!r) {
+        ctl_redis_fail(c, i, "LLEN");
+        return -1;
+    }
+    *len = state_reply_ll(r, 0);
+    freeReplyObject(r);
+    *recent = state_cmd(st, "LRANGE %s 0 4", key);
+    if (!*recent) {
+        ctl_redis_fail(c, i, "LRANGE");
+        return -1;
+    }
+    return 0;
+}
+
+/* Wall time ms as "YYYY-MM-DDTHH:MM:SSZ" into buf ("" if it cannot be converted). */
+static void ctl_fmt_utc(long long ms, char *buf, size_t len) {
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    if (len) *buf = '\0';
+    if (gmtime_r(&secs, &tm)) strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Splits alarm entry v, "<at_ms> <detail>", into *ms and *detail (pointing into v). 0/-1. */
+static int ctl_alarm_split(const char *v, long long *ms, const char **detail) {
+    char at[32];
+    const char *sp = strchr(v, ' ');
+    if (!sp || sp == v || (size_t)(sp - v) >= sizeof at) return -1;
+    memcpy(at, v, (size_t)(sp - v));
+    at[sp - v] = '\0';
+    if (ctl_parse_ll(at, ms) != 0) return -1;
+    *detail = sp + 1;
+    return 0;
+}
+
+static int ctl_region_read(ctl_ctx *c, int i, region_info *ri) {
+    char key[256];
+    state *st = ctl_state(c, i);
     memset(ri, 0, sizeof *ri);
     if (!st) return -1;
     if (ctl_hb_read(c, i, "agent", &ri->agent) != 0 || ctl_hb_read(c, i, "replicator", &ri->repl) != 0) return -1;
@@ -200,25 +244,14 @@ static int ctl_region_read(ctl_ctx *c, int i, region_info *ri) {
         if (ri->rej->element[k]->type == REDIS_REPLY_STRING && ctl_parse_ll(ri->rej->element[k]->str, &v) == 0)
             ri->rej_total += v;
     }
-    state_key(st, key, sizeof key, STATE_K_ALARM_TRIMMED);
-    r = state_cmd(st, "LLEN %s", key);
-    if (!r) {
-        ctl_redis_fail(c, i, "LLEN");
-        return -1;
-    }
-    ri->alarms = state_reply_ll(r, 0);
-    freeReplyObject(r);
-    ri->alarm_recent = state_cmd(st, "LRANGE %s 0 4", key);
-    if (!ri->alarm_recent) {
-        ctl_redis_fail(c, i, "LRANGE");
-        return -1;
-    }
-    return 0;
+    if (ctl_alarm_read(c, i, STATE_K_ALARM_TRIMMED, &ri->alarms, &ri->alarm_recent) != 0) return -1;
+    return ctl_alarm_read(c, i, STATE_K_ALARM_REFUSED, &ri->refused, &ri->refused_recent);
 }
 
 static void ctl_region_clear(region_info *ri) {
     if (ri->rej) freeReplyObject(ri->rej);
     if (ri->alarm_recent) freeReplyObject(ri->alarm_recent);
+    if (ri->refused_recent) freeReplyObject(ri->refused_recent);
     memset(ri, 0, sizeof *ri);
 }
 
@@ -291,6 +324,7 @@ static cJSON *ctl_json_link(const link_info *li, int full) {
     cJSON_AddItemToObject(o, "conflicts_lost", ctl_jnum(li->has_cnt, li->lost));
     cJSON_AddItemToObject(o, "duplicates", ctl_jnum(li->has_cnt, li->dup));
     cJSON_AddItemToObject(o, "skew_held", ctl_jnum(li->has_cnt, li->skew));
+    cJSON_AddItemToObject(o, "stale_applied", ctl_jnum(li->has_cnt, li->stale));
     cJSON_AddItemToObject(o, "shipped", ctl_jnum(li->has_acnt, li->shipped));
     cJSON_AddItemToObject(o, "resent", ctl_jnum(li->has_acnt, li->resent));
     cJSON_AddItemToObject(o, "trimmed_alarms", ctl_jnum(li->has_acnt, li->trimmed));
@@ -334,6 +368,25 @@ static cJSON *ctl_json_region(ctl_ctx *c, int i, const region_info *ri, long lon
                     cJSON_AddNumberToObject(e, "at_ms", (double)ms);
                     cJSON_AddStringToObject(e, "table", tab);
                     cJSON_AddStringToObject(e, "shard", shard);
+                }
+                cJSON_AddItemToArray(recent, e);
+            }
+    }
+    al = cJSON_AddObjectToObject(o, "refused_alarms");
+    if (al) {
+        cJSON_AddNumberToObject(al, "count", (double)ri->refused);
+        recent = cJSON_AddArrayToObject(al, "recent");
+        for (size_t k = 0; recent && ri->refused_recent->type == REDIS_REPLY_ARRAY && k < ri->refused_recent->elements; k++)
+            if (ri->refused_recent->element[k]->type == REDIS_REPLY_STRING) {
+                /* "at_ms detail" (replicator/receiver.c); kept raw if it does not parse */
+                const char *v = ri->refused_recent->element[k]->str, *detail;
+                long long ms;
+                cJSON *e = cJSON_CreateObject();
+                if (!e) continue;
+                cJSON_AddStringToObject(e, "raw", v);
+                if (ctl_alarm_split(v, &ms, &detail) == 0) {
+                    cJSON_AddNumberToObject(e, "at_ms", (double)ms);
+                    cJSON_AddStringToObject(e, "detail", detail);
                 }
                 cJSON_AddItemToArray(recent, e);
             }
@@ -458,19 +511,41 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv) {
                    c->cfgs[i]->region, regs[i].alarms);
             for (size_t k = 0; a->type == REDIS_REPLY_ARRAY && k < a->elements; k++)
                 if (a->element[k]->type == REDIS_REPLY_STRING) {
-                    char at[32], tab[256], shard[256], ts[32] = "";
+                    char at[32], tab[256], shard[256], ts[32];
                     long long ms;
                     if (sscanf(a->element[k]->str, "%31s %255s %255s", at, tab, shard) == 3 &&
                         ctl_parse_ll(at, &ms) == 0) {
-                        time_t secs = (time_t)(ms / 1000);
-                        struct tm tm;
-                        if (gmtime_r(&secs, &tm)) strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+                        ctl_fmt_utc(ms, ts, sizeof ts);
                         printf("  %s table %s shard %s\n", ts, tab, shard);
                     } else {
                         printf("  %s\n", a->element[k]->str);
                     }
                 }
         }
+        for (size_t i = 0; i < c->n; i++) {
+            const redisReply *a = regs[i].refused_recent;
+            if (!regs[i].refused) continue;
+            printf("\nALARM %s: %lld peer change(s) refused by the store and skipped: those items differ between "
+                   "regions until fixed; run ternctl verify. Latest:\n", c->cfgs[i]->region, regs[i].refused);
+            for (size_t k = 0; a->type == REDIS_REPLY_ARRAY && k < a->elements; k++)
+                if (a->element[k]->type == REDIS_REPLY_STRING) {
+                    const char *detail;
+                    char ts[32];
+                    long long ms;
+                    if (ctl_alarm_split(a->element[k]->str, &ms, &detail) == 0) {
+                        ctl_fmt_utc(ms, ts, sizeof ts);
+                        printf("  %s %s\n", ts, detail);
+                    } else {
+                        printf("  %s\n", a->element[k]->str);
+                    }
+                }
+        }
+        for (size_t k = 0; k < nl; k++)
+            if (infos[k].has_cnt && infos[k].stale)
+                printf("\nALARM %s: %lld change(s) from %s (table %s) applied more than the tombstone TTL after they "
+                       "were made: a delete or local write made in %s before it may have been undone; run ternctl "
+                       "verify\n", infos[k].l->dst_name, infos[k].stale, infos[k].l->src_name, infos[k].l->table,
+                       infos[k].l->dst_name);
         for (size_t i = 0; i < c->n; i++)
             if (!regs[i].agent.alive || !regs[i].repl.alive)
                 printf("\nWARNING %s: %s%s%s not running (no heartbeat within %d s)\n", c->cfgs[i]->region,
@@ -567,10 +642,8 @@ static int ctl_lag_once(ctl_ctx *c, const ctl_link *links, size_t nl, int watch)
             }
         }
         if (watch) {
-            time_t secs = (time_t)(now / 1000);
-            struct tm tm;
-            char ts[32] = "";
-            if (gmtime_r(&secs, &tm)) strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            char ts[32];
+            ctl_fmt_utc(now, ts, sizeof ts);
             printf("%s\n", ts);
         }
         ctl_table_print(t, stdout);

@@ -21,7 +21,8 @@
 # the watermark (skipped as a duplicate, acknowledged, content unchanged), a gap, a
 # version 1 h in the future (held back: no ack, counted as skew), a client without CURVE,
 # 200 connections with an unknown key (curve_refused), a 17 MiB message (dropped by the
-# socket), and a change the store refuses.
+# socket), a change the store refuses (skipped, alarmed), and a change older than the
+# tombstone TTL (applied, counted, alarmed).
 # At the end, real replication still works both ways and no sanitizer report is logged.
 # A check that fails because of a known daemon bug is reported with "daemon bug:" and
 # fails the test only at the end, so every other check still runs.
@@ -321,7 +322,38 @@ region_redis eu-west-1 LRANGE "$(redis_key eu-west-1 alarm:refused)" 0 0 | grep 
 grep -q 'refused by the store, NOT APPLIED' "$REPL_LOG" || fail "$CASE: no error line for the refused change"
 daemon_alive eu-west-1 tern-replicator || fail "$CASE: the replicator died"
 [ "$("$DDBTOOL" count "$W" "$TABLE")" = "$COUNT0" ] || fail "$CASE: eu-west-1's item count changed"
+st=$(ctl status) || fail "$CASE: ternctl status failed"
+grep -q 'ALARM eu-west-1: 1 peer change(s) refused by the store' <<<"$st" || fail "$CASE: ternctl status shows no alarm: $st"
+grep -q 'HOSTILE#poison' <<<"$st" || fail "$CASE: ternctl status does not name the refused change: $st"
+[ "$(ctl status --json | jq '.regions[] | select(.region == "eu-west-1") | .refused_alarms.count')" = 1 ] ||
+  fail "$CASE: ternctl status --json does not count the refused change"
 sleep 1.1
+
+# A peer cut off for longer than the tombstone TTL (48 h) ships changes whose versions are
+# older than anything eu-west-1 still remembers of those keys (ll/tomb expired): such a
+# change is applied (it is the peer's legitimate change), but LWW no longer holds against
+# a delete or local write made here before the TTL, so it is counted, logged at error and
+# raised by ternctl status.
+case_begin "a change older than the tombstone TTL: applied, counted, alarmed"
+[[ "$(wm)" =~ ^([0-9]+)-([0-9]+)$ ]] || fail "$CASE: no watermark"
+WM1=$(wm) POS2="${BASH_REMATCH[1]}-$((BASH_REMATCH[2] + 1))"
+stale0=$(rcnt eu-west-1 us-east-1 stale) applied0=$(rcnt eu-west-1 us-east-1 applied)
+out=$(probe --wait 2000 batch --source us-east-1 --table "$TABLE" --prev "$WM1" --pos "$POS2" \
+  --ver "$(ver_at $(( $(now_ms) - 49 * 3600 * 1000 )) us-east-1)" --keys "$(key_json 1 STALE)" \
+  --image '{"PK":{"S":"STALE#1"},"SK":{"S":"ITEM"},"v":{"S":"from two days ago"}}') || fail "$CASE: probe failed"
+[ "$out" = "ack us-east-1 $TABLE $POS2" ] || fail "$CASE: expected $POS2 acknowledged, probe said: $out"
+"$DDBTOOL" get "$W" "$TABLE" "$(key_json 1 STALE)" | grep -q 'from two days ago' || fail "$CASE: the change was not applied"
+[ "$(rcnt eu-west-1 us-east-1 stale)" = $((stale0 + 1)) ] || fail "$CASE: stale counter $(rcnt eu-west-1 us-east-1 stale), expected $((stale0 + 1))"
+[ "$(rcnt eu-west-1 us-east-1 applied)" = $((applied0 + 1)) ] || fail "$CASE: applied counter did not move"
+new_log | grep -q 'STALE#1.*past the tombstone TTL' || fail "$CASE: no error line; new lines: $(new_log | tail -3)"
+st=$(ctl status) || fail "$CASE: ternctl status failed"
+grep -q "ALARM eu-west-1: $((stale0 + 1)) change(s) from us-east-1 (table $TABLE) applied more than the tombstone TTL" <<<"$st" ||
+  fail "$CASE: ternctl status shows no alarm: $st"
+[ "$(ctl status --json | jq '.links[] | select(.source == "us-east-1" and .destination == "eu-west-1") | .stale_applied')" = $((stale0 + 1)) ] ||
+  fail "$CASE: ternctl status --json does not count it"
+daemon_alive eu-west-1 tern-replicator || fail "$CASE: the replicator died"
+# us-east-1 never had it: deleted here, so that the regions converge (the delete ships)
+"$DDBTOOL" delete "$W" "$TABLE" "$(key_json 1 STALE)" || fail "$CASE: delete"
 
 note "the legit link still works after all that: real replication both ways"
 "$DDBTOOL" put "$E" "$TABLE" '{"PK":{"S":"PROBE#after"},"SK":{"S":"ITEM"},"v":{"S":"still works"}}' || fail put
