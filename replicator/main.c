@@ -51,7 +51,6 @@ fail:
 /* /healthz fails when the main loop has not turned, nor a store or Redis call of its
  * begun (their beacons), for REPL_STALL_MS plus the longest wait on one of them
  * (daemon_wait_max_ms) */
-#define REPL_STALL_MS 10000
 
 static atomic_llong repl_loop_at;  /* monotonic ms of the main loop's last turn or call */
 static atomic_llong repl_stall_ms; /* REPL_STALL_MS + daemon_wait_max_ms of the running config */
@@ -62,6 +61,13 @@ static void repl_beacons(const cfg_region *cfg, store *s, state *st) {
     store_set_beacon(s, &repl_loop_at);
     state_set_beacon(st, &repl_loop_at);
     atomic_store(&repl_stall_ms, REPL_STALL_MS + daemon_wait_max_ms(cfg));
+}
+
+/* receiver_drain's sign of life: the main thread waits for the apply workers, which are
+ * still finishing changes. */
+static void repl_alive(void) {
+    atomic_store(&repl_loop_at, daemon_mono_ms());
+    if (daemon_watchdog_ms() > 0) daemon_notify("WATCHDOG=1");
 }
 
 static int repl_health(void *ud, char *reason, size_t len) {
@@ -104,7 +110,7 @@ static int repl_reload(const char *path, repl_parts *p) {
     n = daemon_reload_config(old, path);
     if (!n) goto done;
     if (!(ns = daemon_store_new(n, err, sizeof err)) || !(nst = daemon_state_new(n, err, sizeof err))) goto fail;
-    receiver_drain(p->rcv, *p->sock); /* what is in the pool is applied, saved and acknowledged */
+    receiver_drain(p->rcv, *p->sock, repl_alive); /* what is in the pool is applied, saved and acknowledged */
     if (receiver_reconfigure(p->rcv, n, ns, nst, err, sizeof err) != 0) goto fail; /* old pool kept */
     /* a new socket only when the endpoint or this region's key changed; the old one stops
      * listening first (zmq_close is asynchronous, zmq_unbind is not) */
@@ -312,7 +318,7 @@ int main(int argc, char **argv) {
         }
     }
     daemon_notify("STOPPING=1");
-    receiver_drain(rcv, sock); /* changes in the pool are finished, saved and acknowledged */
+    receiver_drain(rcv, sock, repl_alive); /* changes in the pool are finished, saved and acknowledged */
     receiver_housekeep(rcv, zap_take_refused(zap), "stopping");
     log_info(NULL, "stopped");
     exit_code = 0;

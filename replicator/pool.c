@@ -2,7 +2,9 @@
  *
  * Owns: replicator.apply_workers threads, each with its own store and Redis handles and
  * its own FIFO queue of jobs; an eventfd that is written whenever a job finishes, so the
- * main thread can wait for results in the same zmq_poll as for frames.
+ * main thread can wait for results in the same zmq_poll as for frames; per worker, the key
+ * attribute names of each table (pool_keys_ok: a change whose keys are not exactly those
+ * is refused before it is written).
  * Invariants: a job's queue is chosen by a hash of its key id, so the changes of one key
  * are queued on one worker in the order they were submitted, and written in that order,
  * one at a time (per-key order is what LWW and the echo tokens need); different keys go in
@@ -58,8 +60,20 @@ _Static_assert(APPLY_GROUP_MAX == 100, "config/cfg.c bounds replicator.group_wri
 
 typedef struct pool_worker pool_worker;
 
+/* The key attribute names of one replicated table (pool_keys_ok). Each worker reads its
+ * own copy with DescribeTable when it first needs it, so no lock guards it. */
+typedef struct {
+    const char *table;          /* borrowed from the config */
+    int known;                  /* described */
+    char hash_key[256];
+    char range_key[256];        /* "" for a hash-only table */
+    long long retry_at;         /* mono ms: a DescribeTable that failed is not tried again before */
+} pool_schema;
+
 struct pool_worker {
     apply_pool *p;
+    pool_schema *schemas;       /* one per configured table */
+    size_t n_schemas;
     pthread_t th;
     pthread_cond_t work;  /* the queue is not empty, a group holding the head's key was
                              written, or stop */
@@ -94,6 +108,7 @@ struct apply_pool {
     uint64_t txn_admitted;      /* tickets below this may write */
     pthread_cond_t txn_cv;      /* txn_admitted moved (broadcast) */
     pool_group_counts counts;   /* since the last pool_take_group_counts */
+    log_limit schema_warn;      /* DescribeTable failures of every worker (under mu) */
 };
 
 static unsigned pool_hash(const char *s) {
@@ -160,6 +175,61 @@ static void pool_take(apply_pool *p, pool_worker *w, pool_worker *from) {
     }
 }
 
+/* Whether j's keys are exactly its table's key attributes: 1 yes (or the schema cannot be
+ * known now: the check is skipped), 0 no: j is refused (APPLY_REFUSED, key_schema set, the
+ * reason in err) and must not be written. Without it a peer could send a put whose keys
+ * name another attribute besides the key's: the store writes the image (its key is right),
+ * but under a key id (item_key_id of keys) that the agent never computes for that item from
+ * the stream record, so the echo token, the tombstone and the last-local check all miss:
+ * an echo shipped back, a delete undone. The schema is read once per table and worker,
+ * here in the worker, whose store calls may block (the main thread's may not); when
+ * DescribeTable fails the change goes on unchecked (the store itself refuses a missing or
+ * mistyped key attribute) and it is tried again after REPL_SCHEMA_RETRY_MS, with a
+ * warning. */
+static int pool_keys_ok(pool_worker *w, pool_job *j) {
+    pool_schema *ks = NULL;
+    const cJSON *k;
+    int n = 0, hash = 0, range = 0;
+    for (size_t i = 0; i < w->n_schemas; i++)
+        if (strcmp(w->schemas[i].table, j->table) == 0) ks = &w->schemas[i];
+    if (!ks) return 1; /* the receiver took only configured tables */
+    if (!ks->known) {
+        store_table_info ti;
+        long long now = daemon_mono_ms();
+        long skipped;
+        store_status st;
+        int say;
+        if (now < ks->retry_at) return 1;
+        st = store_describe_table(w->s, j->table, &ti);
+        if (st != STORE_OK) {
+            ks->retry_at = now + REPL_SCHEMA_RETRY_MS;
+            pthread_mutex_lock(&w->p->mu);
+            say = log_limit_pass(&w->p->schema_warn, now, REPL_WARN_EVERY_MS, &skipped);
+            pthread_mutex_unlock(&w->p->mu);
+            if (say)
+                log_warn(NULL, "table %s: cannot read its key schema (DescribeTable: %s: %s): peers' keys are not "
+                         "checked against it until it can (%ld more failures since the last warning)", j->table,
+                         store_status_name(st), store_errstr(w->s), skipped);
+            return 1;
+        }
+        snprintf(ks->hash_key, sizeof ks->hash_key, "%s", ti.hash_key);
+        snprintf(ks->range_key, sizeof ks->range_key, "%s", ti.range_key);
+        ks->known = 1;
+    }
+    cJSON_ArrayForEach(k, j->c->keys) {
+        n++;
+        if (k->string && strcmp(k->string, ks->hash_key) == 0) hash++;
+        else if (k->string && *ks->range_key && strcmp(k->string, ks->range_key) == 0) range++;
+    }
+    if (hash == 1 && range == (*ks->range_key ? 1 : 0) && n == hash + range) return 1;
+    j->res = APPLY_REFUSED;
+    j->key_schema = 1;
+    snprintf(j->err, sizeof j->err, "its keys do not match the table's key schema (%.200s%s%.200s)", ks->hash_key,
+             *ks->range_key ? ", " : "", ks->range_key);
+    j->done_wall = daemon_wall_ms();
+    return 0;
+}
+
 /* Applies g[0..n) as one group of puts (n >= 2; apply_puts). */
 static void pool_apply_group(pool_worker *w, pool_job **g, size_t n) {
     apply_change cs[APPLY_GROUP_MAX];
@@ -212,8 +282,14 @@ static void *pool_thread(void *arg) {
             pool_take(p, w, &p->w[(w - p->w + k) % p->n]);
         n = w->ng;
         pthread_mutex_unlock(&p->mu);
-        if (n == 1) pool_apply(w, w->g[0]);
-        else pool_apply_group(w, w->g, n);
+        {
+            pool_job *ok[APPLY_GROUP_MAX];
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++)
+                if (pool_keys_ok(w, w->g[i])) ok[m++] = w->g[i];
+            if (m == 1) pool_apply(w, ok[0]);
+            else if (m > 1) pool_apply_group(w, ok, m);
+        }
         store_get_stats(w->s, &stats);
         pthread_mutex_lock(&p->mu);
         if (txn) {
@@ -279,6 +355,13 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         pthread_cond_init(&p->w[i].work, NULL);
     }
     for (int i = 0; i < p->n; i++) {
+        if (!(p->w[i].schemas = calloc(cfg->n_tables ? cfg->n_tables : 1, sizeof *p->w[i].schemas))) {
+            snprintf(err, errlen, "out of memory");
+            pool_free(p);
+            return NULL;
+        }
+        p->w[i].n_schemas = cfg->n_tables;
+        for (size_t t = 0; t < cfg->n_tables; t++) p->w[i].schemas[t].table = cfg->tables[t];
         if (!(p->w[i].s = daemon_store_new(cfg, err, errlen)) || !(p->w[i].st = daemon_state_new(cfg, err, errlen))) {
             pool_free(p);
             return NULL;
@@ -306,6 +389,7 @@ void pool_free(apply_pool *p) {
     for (int i = 0; p->w && i < p->n; i++) {
         store_free(p->w[i].s);
         state_free(p->w[i].st);
+        free(p->w[i].schemas);
         pthread_cond_destroy(&p->w[i].work);
     }
     free(p->w);
@@ -362,6 +446,24 @@ void pool_wait_idle(apply_pool *p) {
     pthread_mutex_lock(&p->mu);
     while (p->outstanding > 0 && p->started > 0) pthread_cond_wait(&p->idle, &p->mu);
     pthread_mutex_unlock(&p->mu);
+}
+
+size_t pool_wait_idle_for(apply_pool *p, long ms) {
+    struct timespec ts;
+    size_t left;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's clock */
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->mu);
+    while (p->outstanding > 0 && p->started > 0)
+        if (pthread_cond_timedwait(&p->idle, &p->mu, &ts) == ETIMEDOUT) break;
+    left = p->started > 0 ? p->outstanding : 0;
+    pthread_mutex_unlock(&p->mu);
+    return left;
 }
 
 int pool_fd(const apply_pool *p) { return p->efd; }

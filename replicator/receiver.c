@@ -421,11 +421,11 @@ static int receiver_result(receiver *r, source_state *s, const pool_job *j) {
          * move on. The item now differs between regions until someone fixes it. */
         char detail[1024];
         keys = item_canonical(c->keys, 0);
-        snprintf(detail, sizeof detail, "table %s: change %s of key %s refused by the store, NOT APPLIED: %s",
-                 s->table, c->version, keys ? keys : j->kid, j->err);
+        snprintf(detail, sizeof detail, "table %s: change %s of key %s refused by %s, NOT APPLIED: %s",
+                 s->table, c->version, keys ? keys : j->kid, j->key_schema ? "this replicator" : "the store", j->err);
         free(keys);
         log_error(s->source, "%s", detail);
-        receiver_reject(r, "store_refused", s->source, detail);
+        receiver_reject(r, j->key_schema ? "key_schema" : "store_refused", s->source, detail);
         receiver_count(r, s->source, s->table, "refused", 1);
         receiver_alarm(r, detail);
         return 0;
@@ -576,10 +576,21 @@ void receiver_progress(receiver *r, void *sock) {
 
 int receiver_busy(receiver *r) { return r->inflight >= REPL_MAX_INFLIGHT; }
 
-void receiver_drain(receiver *r, void *sock) {
-    size_t n = pool_cancel_queued(r->pool); /* with a slow store, thousands could be queued */
+void receiver_drain(receiver *r, void *sock, void (*alive)(void)) {
+    size_t n = pool_cancel_queued(r->pool), left, last = 0; /* with a slow store, thousands could be queued */
+    long long moved_at = daemon_mono_ms(), limit = REPL_STALL_MS + daemon_wait_max_ms(r->cfg);
+    int said = 0;
     if (n) log_info(NULL, "%zu queued changes left for their peers to resend", n);
-    pool_wait_idle(r->pool);
+    while ((left = pool_wait_idle_for(r->pool, REPL_DRAIN_TICK_MS)) > 0) {
+        long long now = daemon_mono_ms();
+        if (left != last) {
+            last = left;
+            moved_at = now;
+        }
+        if (alive && now - moved_at <= limit) alive();
+        if (!said) log_info(NULL, "waiting for %zu change(s) being applied", left);
+        said = 1;
+    }
     receiver_progress(r, sock);
 }
 

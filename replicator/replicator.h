@@ -47,6 +47,12 @@
 
 #define REPL_POLL_MS 100          /* main loop wake-up, ms */
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
+#define REPL_SCHEMA_RETRY_MS 10000 /* a table's DescribeTable that failed is tried again after, ms */
+/* A thread counts as stalled when it has not turned, nor begun a store or Redis call, for
+ * REPL_STALL_MS plus the longest wait on one call (daemon_wait_max_ms), ms (/healthz, the
+ * watchdog during a drain) */
+#define REPL_STALL_MS 10000
+#define REPL_DRAIN_TICK_MS 250    /* a drain's wake-up for the watchdog (periods down to 0.5 s), ms */
 #define REPL_WARN_EVERY_MS 5000   /* rate limit of repeated warnings, ms */
 #define REPL_DRIFT_WARN_MS 1000  /* warn (every REPL_WARN_EVERY_MS) when a peer's versions run ahead by this */
 #define REPL_MAX_INFLIGHT 8192   /* changes in the apply pool at most; then no frame is read */
@@ -100,6 +106,7 @@ typedef struct pool_job {
     void *batch;                 /* receiver: the held batch c points into */
     char *kid_owned;             /* receiver: kid, freed with the job */
     int ignore;                  /* receiver: an earlier change failed: result not used */
+    int key_schema;              /* receiver: refused before the pool, its keys not the table's */
 } pool_job;
 
 /* NULL + err on failure. Free with pool_free, which waits for every submitted job to
@@ -113,6 +120,9 @@ void pool_submit(apply_pool *p, pool_job *j);
 size_t pool_cancel_queued(apply_pool *p);
 /* Blocks until every submitted job is done. */
 void pool_wait_idle(apply_pool *p);
+/* Waits until every submitted job is done or ms pass; returns the jobs not done yet (0:
+ * idle). */
+size_t pool_wait_idle_for(apply_pool *p, long ms);
 /* An fd that polls readable when jobs finished since the last pool_take_events. */
 int pool_fd(const apply_pool *p);
 void pool_take_events(apply_pool *p);
@@ -147,8 +157,12 @@ void receiver_progress(receiver *r, void *sock);
 int receiver_busy(receiver *r);
 /* Stop and reload: changes still queued are dropped (their peer resends them), the ones
  * taken by a worker (being applied, or in a group waiting for a transaction slot) are
- * waited for; then what finished is saved and acknowledged. */
-void receiver_drain(receiver *r, void *sock);
+ * waited for; then what finished is saved and acknowledged. One store call may last
+ * daemon_wait_max_ms, so the wait calls alive() (NULL: none) every REPL_DRAIN_TICK_MS for
+ * the service manager's watchdog, while changes keep finishing: not once REPL_STALL_MS plus
+ * daemon_wait_max_ms have passed since the last one did (a worker hung for good is still
+ * caught). */
+void receiver_drain(receiver *r, void *sock, void (*alive)(void));
 /* Counts a frame rejected outside the decoder (e.g. wrong number of parts). */
 void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail);
 /* Registers the receiver's metric families in reg (which must outlive the receiver):

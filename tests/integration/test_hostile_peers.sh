@@ -21,8 +21,8 @@
 # the watermark (skipped as a duplicate, acknowledged, content unchanged), a gap, a
 # version 1 h in the future (held back: no ack, counted as skew), a client without CURVE,
 # 200 connections with an unknown key (curve_refused), a 17 MiB message (dropped by the
-# socket), a change the store refuses (skipped, alarmed), and a change older than the
-# tombstone TTL (applied, counted, alarmed).
+# socket), changes whose keys are not the table's key schema and one the store refuses
+# (skipped, alarmed), and a change older than the tombstone TTL (applied, counted, alarmed).
 # At the end, real replication still works both ways and no sanitizer report is logged.
 # A check that fails because of a known daemon bug is reported with "daemon bug:" and
 # fails the test only at the end, so every other check still runs.
@@ -306,27 +306,63 @@ daemon_alive eu-west-1 tern-replicator || fail "$CASE: the replicator died"
 # libzmq drops the connection before the application sees the message: nothing to count
 case_end "$(rej_delta)" ""
 
-case_begin "a change the store refuses (its key is not the table's key schema)"
-HOSTILE+=(poison)
-out=$(probe --wait 2000 batch --source us-east-1 --table "$TABLE" --prev "$WM0" --pos "$NEXT" \
-  --ver "$(ver_at "$(now_ms)" us-east-1)" --keys '{"PK":{"S":"HOSTILE#poison"}}' \
-  --image '{"PK":{"S":"HOSTILE#poison"},"evil":{"S":"yes"}}') || fail "$CASE: probe failed"
-# retrying cannot help and holding it would stall the link for good: the replicator skips
-# it, acknowledges past it, counts it as store_refused, logs it at error and keeps it in
-# the alarm:refused list for ternctl (the item then differs between regions: an operator
-# must act, which is what the alarm is for)
-[[ "$out" == ack\ us-east-1\ * ]] || fail "$CASE: expected an ack past the refused change, probe said: $out"
-WM_MAY_MOVE=1 case_end "store_refused+1" 'rejected a frame \(store_refused\)'
-region_redis eu-west-1 LRANGE "$(redis_key eu-west-1 alarm:refused)" 0 0 | grep -q 'HOSTILE#poison' \
-  || fail "$CASE: the refused change is not in alarm:refused"
-grep -q 'refused by the store, NOT APPLIED' "$REPL_LOG" || fail "$CASE: no error line for the refused change"
-daemon_alive eu-west-1 tern-replicator || fail "$CASE: the replicator died"
-[ "$("$DDBTOOL" count "$W" "$TABLE")" = "$COUNT0" ] || fail "$CASE: eu-west-1's item count changed"
-st=$(ctl status) || fail "$CASE: ternctl status failed"
-grep -q 'ALARM eu-west-1: 1 peer change(s) refused by the store' <<<"$st" || fail "$CASE: ternctl status shows no alarm: $st"
-grep -q 'HOSTILE#poison' <<<"$st" || fail "$CASE: ternctl status does not name the refused change: $st"
-[ "$(ctl status --json | jq '.regions[] | select(.region == "eu-west-1") | .refused_alarms.count')" = 1 ] ||
-  fail "$CASE: ternctl status --json does not count the refused change"
+# after_wm: the position just after eu-west-1's watermark of us-east-1 now
+after_wm() {
+  [[ "$(wm)" =~ ^([0-9]+)-([0-9]+)$ ]] || fail "$CASE: no watermark"
+  echo "${BASH_REMATCH[1]}-$((BASH_REMATCH[2] + 1))"
+}
+# refused_case KEY_SUFFIX REASON LOG_REGEX FRAME: FRAME (a file, one change of key
+# HOSTILE#KEY_SUFFIX after the watermark) must be acknowledged past, not applied, counted
+# under REASON, logged at error, kept in alarm:refused and shown by ternctl status.
+# Retrying cannot help and holding it would stall the link for good: the replicator skips
+# it (the item then differs between regions: an operator must act, which is what the alarm
+# is for).
+NREFUSED=0
+refused_case() {
+  local k=$1 reason=$2 pat=$3 frame=$4 out st
+  HOSTILE+=("$k")
+  out=$(probe --wait 3000 raw "$frame") || fail "$CASE: probe failed"
+  [[ "$out" == ack\ us-east-1\ * ]] || fail "$CASE: expected an ack past the refused change, probe said: $out"
+  WM_MAY_MOVE=1 case_end "$reason+1" "rejected a frame \\($reason\\)"
+  NREFUSED=$((NREFUSED + 1))
+  region_redis eu-west-1 LRANGE "$(redis_key eu-west-1 alarm:refused)" 0 0 | grep -q "HOSTILE#$k" \
+    || fail "$CASE: the refused change is not in alarm:refused"
+  new_log | grep -qE "HOSTILE#$k.*$pat" || fail "$CASE: no error line for the refused change; new lines: $(new_log | tail -3)"
+  st=$(ctl status) || fail "$CASE: ternctl status failed"
+  grep -q "ALARM eu-west-1: $NREFUSED peer change(s) refused by the store and skipped" <<<"$st" ||
+    fail "$CASE: ternctl status shows no alarm: $st"
+  grep -q "HOSTILE#$k" <<<"$st" || fail "$CASE: ternctl status does not name the refused change: $st"
+  [ "$(ctl status --json | jq '.regions[] | select(.region == "eu-west-1") | .refused_alarms.count')" = "$NREFUSED" ] ||
+    fail "$CASE: ternctl status --json does not count the refused change"
+}
+
+# keys_case NAME KEYS IMAGE LOG_REGEX: one put of HOSTILE#NAME with these keys, refused as key_schema
+keys_case() {
+  "$PEERPROBE" batch --out "$D/$1.bin" --source us-east-1 --table "$TABLE" --prev "$(wm)" --pos "$(after_wm)" \
+    --ver "$(ver_at "$(now_ms)" us-east-1)" --keys "$2" --image "$3" || fail "encode"
+  refused_case "$1" key_schema "refused by this replicator, NOT APPLIED: $4" "$D/$1.bin"
+  sleep 1.1
+}
+case_begin "a change whose keys lack the table's sort key"
+keys_case poison '{"PK":{"S":"HOSTILE#poison"}}' '{"PK":{"S":"HOSTILE#poison"},"evil":{"S":"yes"}}' \
+  'its keys do not match the table.s key schema \(PK, SK\)'
+# keys naming one attribute more than the key's: the store would write the image (its key is
+# right), but under a key id that the agent never computes for it (echo, tombstone and
+# last-local checks would all miss)
+case_begin "a change whose keys name an attribute besides the table's key"
+keys_case keyextra '{"PK":{"S":"HOSTILE#keyextra"},"SK":{"S":"ITEM"},"evil":{"S":"yes"}}' "$(himage keyextra)" \
+  'its keys do not match'
+
+case_begin "a change the store refuses (an item over 400 KB)"
+p=$(after_wm)
+head -c $((410 * 1024)) /dev/zero | tr '\0' 'x' >"$D/pad.txt"
+jq -cn --arg k "HOSTILE#toolarge" --arg v "$(ver_at "$(now_ms)" us-east-1)" --arg p "$p" --arg prev "$(wm)" \
+  --arg t "$TABLE" --rawfile pad "$D/pad.txt" \
+  '{source:"us-east-1", table:$t, prev:$prev, first:$p, last:$p, sent_ms:1,
+    changes:[{pos:$p, op:"put", keys:{PK:{S:$k}, SK:{S:"ITEM"}},
+              image:{PK:{S:$k}, SK:{S:"ITEM"}, pad:{S:$pad}}, ver:$v}]}' >"$D/toolarge.json"
+"$PEERPROBE" craft --out "$D/toolarge.bin" --body-file "$D/toolarge.json" || fail craft
+refused_case toolarge store_refused 'refused by the store, NOT APPLIED' "$D/toolarge.bin"
 sleep 1.1
 
 # A peer cut off for longer than the tombstone TTL (48 h) ships changes whose versions are
@@ -335,8 +371,7 @@ sleep 1.1
 # a delete or local write made here before the TTL, so it is counted, logged at error and
 # raised by ternctl status.
 case_begin "a change older than the tombstone TTL: applied, counted, alarmed"
-[[ "$(wm)" =~ ^([0-9]+)-([0-9]+)$ ]] || fail "$CASE: no watermark"
-WM1=$(wm) POS2="${BASH_REMATCH[1]}-$((BASH_REMATCH[2] + 1))"
+WM1=$(wm) POS2=$(after_wm)
 stale0=$(rcnt eu-west-1 us-east-1 stale) applied0=$(rcnt eu-west-1 us-east-1 applied)
 out=$(probe --wait 2000 batch --source us-east-1 --table "$TABLE" --prev "$WM1" --pos "$POS2" \
   --ver "$(ver_at $(( $(now_ms) - 49 * 3600 * 1000 )) us-east-1)" --keys "$(key_json 1 STALE)" \

@@ -5,7 +5,9 @@
 # STOPPING=1 on SIGTERM and exit 0. Regression: the agent stopped feeding the watchdog
 # when a thread's loop had not turned for 10 s, though one store call may take 23 s (the
 # store frozen or unreachable): systemd restarted a daemon that was only waiting. Its
-# store frozen for 12 s, the agent must keep feeding it.
+# store frozen for 12 s, the agent must keep feeding it. Regression: a reload of the
+# replicator waited for its apply workers without feeding the watchdog (a store call may
+# take 23 s): with a change waiting on the frozen store, it must keep feeding it.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
@@ -47,11 +49,29 @@ for d in tern-replicator tern-region-agent; do
       fail "$d stopped feeding the watchdog while it waited on its store: $(grep -m1 'not feeding' "$log")"
     [ $((wd2 - wd)) -ge 16 ] || fail "$d: $((wd2 - wd)) WATCHDOG=1 in the 12 s its store was frozen (want >= 16)"
   fi
-  : >"$msgs.before-hup"; cp "$msgs" "$msgs.before-hup"
+  if [ $d = tern-replicator ]; then
+    note "$d: SIGHUP while a change waits on eu-west-1's frozen store: the reload's drain feeds the watchdog"
+    kill -STOP "$DDB_PID"
+    "$DDBTOOL" put "$(region_endpoint us-east-1)" "$TABLE" '{"PK":{"S":"SD#drain"},"SK":{"S":"ITEM"},"v":{"S":"1"}}' ||
+      fail "put in us-east-1"
+    sleep 1.5 # shipped, and taken by an apply worker that waits on the store
+    r0=$(grep -c 'READY=1' "$msgs" || true) n0=$(grep -c 'WATCHDOG=1' "$msgs" || true)
+    kill -HUP "$pid"
+    sleep 4
+    n1=$(grep -c 'WATCHDOG=1' "$msgs" || true)
+    kill -CONT "$DDB_PID"
+    grep -q 'waiting for 1 change(s) being applied' "$log" || fail "$d: the reload did not wait for a change on the frozen store"
+    [ $((n1 - n0)) -ge 6 ] || fail "$d: $((n1 - n0)) WATCHDOG=1 in the 4 s its reload waited for the apply workers (want >= 6)"
+    for _ in $(seq 1 300); do [ "$(grep -c 'READY=1' "$msgs")" -gt "$r0" ] && break; sleep 0.1; done
+    [ "$(grep -c 'READY=1' "$msgs")" -gt "$r0" ] || fail "$d: no READY=1 within 30 s of the store's thaw"
+    "$DDBTOOL" wait "$(region_endpoint eu-west-1)" "$TABLE" "$(key_json drain SD)" v 1 30000 >/dev/null ||
+      fail "$d: the change did not reach eu-west-1 after the thaw"
+  fi
+  r0=$(grep -c 'READY=1' "$msgs" || true)
   kill -HUP "$pid"
-  for _ in $(seq 1 100); do [ "$(grep -c 'READY=1' "$msgs")" -ge 2 ] && break; sleep 0.1; done
+  for _ in $(seq 1 100); do [ "$(grep -c 'READY=1' "$msgs")" -gt "$r0" ] && break; sleep 0.1; done
   grep -q 'RELOADING=1' "$msgs" || fail "$d: no RELOADING=1 after SIGHUP"
-  [ "$(grep -c 'READY=1' "$msgs")" -ge 2 ] || fail "$d: no READY=1 after the reload"
+  [ "$(grep -c 'READY=1' "$msgs")" -gt "$r0" ] || fail "$d: no READY=1 after the reload"
   note "$d: a bad config on SIGHUP is refused and the daemon keeps running"
   jq '.agent.idle_poll_ms = "fast"' "$cfg" >"$cfg.tmp" && mv "$cfg.tmp" "$cfg"
   kill -HUP "$pid"; sleep 1
