@@ -39,6 +39,7 @@
 
 #include "cfg.h"
 #include "metrics.h"
+#include "state.h"
 
 #define AGENT_NOTIFY_PREFIX "inproc://tern-agent-notify-"
 #define AGENT_ERROR_BACKOFF_MS 500
@@ -122,6 +123,11 @@ typedef struct {
 
 /* Thread bodies; return 0 on a clean stop, -1 on a fatal error (logged). */
 int tailer_run(agent_ctx *a);
+/* Records that changes of table may not reach a peer (data trimmed before it was read or
+ * shipped; the caller logs why): an entry "<at_ms> <table> <where>" in alarm:trimmed
+ * (where: a stream shard id, or "peer:<region>" for the change log), acnt:T trimmed and
+ * the trimmed-alarms metric. st is the calling thread's handle. */
+void agent_record_trimmed(agent_ctx *a, state *st, const char *table, const char *where);
 int shipper_run(agent_ctx *a);
 
 #endif

@@ -37,6 +37,15 @@
 
 _Static_assert(WIRE_VERSION_MIN == 1 && WIRE_VERSION == 2, "config/cfg.c bounds agent.wire_version to 1..2");
 
+/* Lua: XTRIM KEYS[1] MINID ARGV[1], and when that removed entries, SET KEYS[2] to the
+ * highest one removed (the entry just below ARGV[1]; trims only remove entries above the
+ * ones removed before, so it only rises). Redis 6.2 and later ("(" ranges, MINID). */
+#define SHIPPER_LUA_TRIM \
+    "local d = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1) " \
+    "local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1]) " \
+    "if n > 0 and d[1] then redis.call('SET', KEYS[2], d[1][1]) end " \
+    "return n"
+
 #define SHIPPER_MAX_WINDOW 64
 #define SHIPPER_MAX_BACKOFF 4    /* ack timeout doublings: at most 16 x agent.ack_timeout_ms */
 
@@ -439,7 +448,7 @@ static int shipper_saved(shipper *sh, const redisReply *r, int *failed) {
 /* Saves acks and counters, reads pause flags, trims logs, heartbeats. */
 static void shipper_housekeep(shipper *sh) {
     const cfg_region *cfg = sh->a->cfg;
-    char key[512], pos[48];
+    char key[512], tkey[512], pos[48];
     redisReply *r;
     size_t queued = 0;
     int nconn = 0;
@@ -508,8 +517,9 @@ static void shipper_housekeep(shipper *sh) {
             if (wire_pos_cmp(sh->peers[i].links[j].acked, min) < 0) min = sh->peers[i].links[j].acked;
         if (min.ms == 0 && min.seq == 0) continue;
         state_key(sh->st, key, sizeof key, STATE_K_LOG, cfg->tables[j]);
+        state_key(sh->st, tkey, sizeof tkey, STATE_K_TRIM, cfg->tables[j]);
         wire_pos_format(min, pos, sizeof pos);
-        r = state_cmd(sh->st, "XTRIM %s MINID %s", key, pos);
+        r = state_cmd(sh->st, "EVAL %s 2 %s %s %s", SHIPPER_LUA_TRIM, key, tkey, pos);
         if (r) freeReplyObject(r);
     }
     {
@@ -546,6 +556,52 @@ static int shipper_load_acks(shipper *sh) {
         freeReplyObject(r);
     }
     return 0;
+}
+
+/* At start (and so after each reload): a peer whose saved acknowledgement lies below the
+ * last entry the trims removed (trim:T) cannot get the changes after it from the log. This
+ * happens to a region removed from peers and added back (the log was trimmed below the
+ * other peers' acknowledgements meanwhile). Said at error and recorded
+ * (agent_record_trimmed, "peer:<region>"); shipping goes on from what is left. A peer with
+ * no acknowledgement yet (a new region) gets the log from its oldest entry: a warning when
+ * older ones were trimmed. */
+static void shipper_check_trimmed(shipper *sh) {
+    const cfg_region *cfg = sh->a->cfg;
+    char key[512], atxt[WIRE_POS_STRLEN], where[LWW_REGION_MAX + 8];
+    for (size_t j = 0; j < cfg->n_tables; j++) {
+        wire_pos del;
+        redisReply *r;
+        state_key(sh->st, key, sizeof key, STATE_K_TRIM, cfg->tables[j]);
+        r = state_cmd(sh->st, "GET %s", key);
+        if (!r) {
+            shipper_redis_warn(sh, NULL, "reading the change log's trim point");
+            continue;
+        }
+        if (r->type != REDIS_REPLY_STRING || wire_pos_parse(r->str, &del) != 0) { /* never trimmed */
+            freeReplyObject(r);
+            continue;
+        }
+        for (size_t i = 0; i < sh->n_peers; i++) {
+            const peer_state *p = &sh->peers[i];
+            wire_pos a = p->links[j].acked;
+            if (a.ms == 0 && a.seq == 0) {
+                log_warn(p->peer->region, "table %s: this peer has acknowledged nothing yet: it gets the change log "
+                         "from its oldest entry; older changes (up to %s) were trimmed and reach it only by "
+                         "ternctl backfill (docs/operations.md, section 14)", cfg->tables[j], r->str);
+                continue;
+            }
+            if (wire_pos_cmp(a, del) >= 0) continue;
+            wire_pos_format(a, atxt, sizeof atxt);
+            log_error(p->peer->region, "table %s: the change log no longer holds the entries after this peer's "
+                      "acknowledged position %s (trimmed up to %s while the peer was not configured here): those "
+                      "changes are NOT replicated to it; copy them with ternctl backfill --from %s --to %s "
+                      "(docs/operations.md, section 14)", cfg->tables[j], atxt, r->str, cfg->region,
+                      p->peer->region);
+            snprintf(where, sizeof where, "peer:%s", p->peer->region);
+            agent_record_trimmed(sh->a, sh->st, cfg->tables[j], where);
+        }
+        freeReplyObject(r);
+    }
 }
 
 static int shipper_socket(shipper *sh, peer_state *p, char *err, size_t errlen) {
@@ -635,6 +691,7 @@ int shipper_run(agent_ctx *a) {
         snprintf(err, sizeof err, "cannot load acknowledgements");
         goto fail;
     }
+    shipper_check_trimmed(&sh);
     shipper_housekeep(&sh); /* pause flags are known before anything is sent */
     atomic_store(&a->shipper_ready, 1);
 

@@ -551,29 +551,33 @@ static int tailer_shard_ready(table_tail *t, const shard *s) {
     return !p || p->done || !p->seen;
 }
 
-static void tailer_alarm_trimmed(tailer *tl, table_tail *t, shard *s) {
+void agent_record_trimmed(agent_ctx *a, state *st, const char *table, const char *where) {
     char key[256], akey[256], val[512];
     redisReply *rep[2];
+    if (a->m_trimmed) {
+        const char *v[] = {table, NULL};
+        metrics_inc_with(a->m_trimmed, v, 1);
+    }
+    if (state_key(st, key, sizeof key, STATE_K_ALARM_TRIMMED) != 0 ||
+        state_key(st, akey, sizeof akey, STATE_K_ACNT, table) != 0)
+        return;
+    snprintf(val, sizeof val, "%lld %s %s", daemon_wall_ms(), table, where);
+    state_append(st, "LPUSH %s %s", key, val);
+    state_append(st, "HINCRBY %s trimmed 1", akey);
+    if (state_flush(st, rep, 2) == 0) {
+        freeReplyObject(rep[0]);
+        freeReplyObject(rep[1]);
+    } else {
+        log_error(NULL, "cannot record the trimmed-data alarm in Redis: %s", state_errstr(st));
+    }
+}
+
+static void tailer_alarm_trimmed(tailer *tl, table_tail *t, shard *s) {
     log_error(NULL, "table %s shard %s: TrimmedDataAccessException: the stream no longer holds records "
               "after checkpoint %s; continuing from TRIM_HORIZON. CHANGES MAY HAVE BEEN LOST and were "
               "not replicated; verify the regions (ternctl verify)",
               t->name, s->id, *s->last_seq ? s->last_seq : "(none)");
-    if (state_key(tl->st, key, sizeof key, STATE_K_ALARM_TRIMMED) != 0 ||
-        state_key(tl->st, akey, sizeof akey, STATE_K_ACNT, t->name) != 0)
-        return;
-    snprintf(val, sizeof val, "%lld %s %s", daemon_wall_ms(), t->name, s->id);
-    state_append(tl->st, "LPUSH %s %s", key, val);
-    state_append(tl->st, "HINCRBY %s trimmed 1", akey);
-    if (tl->a->m_trimmed) {
-        const char *v[] = {t->name, NULL};
-        metrics_inc_with(tl->a->m_trimmed, v, 1);
-    }
-    if (state_flush(tl->st, rep, 2) == 0) {
-        freeReplyObject(rep[0]);
-        freeReplyObject(rep[1]);
-    } else {
-        log_error(NULL, "cannot record the trimmed-data alarm in Redis: %s", state_errstr(tl->st));
-    }
+    agent_record_trimmed(tl->a, tl->st, t->name, s->id);
 }
 
 /* Gets an iterator for the shard after its checkpoint. 0, or -1 (retry later). */

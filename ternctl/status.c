@@ -516,7 +516,11 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv) {
                     if (sscanf(a->element[k]->str, "%31s %255s %255s", at, tab, shard) == 3 &&
                         ctl_parse_ll(at, &ms) == 0) {
                         ctl_fmt_utc(ms, ts, sizeof ts);
-                        printf("  %s table %s shard %s\n", ts, tab, shard);
+                        if (strncmp(shard, "peer:", 5) == 0) /* region-agent/shipper.c */
+                            printf("  %s table %s: the change log was trimmed past the acknowledgement of %s: "
+                                   "backfill it\n", ts, tab, shard + 5);
+                        else
+                            printf("  %s table %s shard %s\n", ts, tab, shard);
                     } else {
                         printf("  %s\n", a->element[k]->str);
                     }
