@@ -2,9 +2,9 @@
  *
  * Owns: replicator.apply_workers threads, each with its own store and Redis handles and
  * its own FIFO queue of jobs; an eventfd that is written whenever a job finishes, so the
- * main thread can wait for results in the same zmq_poll as for frames; per worker, the key
- * attribute names of each table (pool_keys_ok: a change whose keys are not exactly those
- * is refused before it is written).
+ * main thread can wait for results in the same zmq_poll as for frames; the key attribute
+ * names of each table (pool_check_keys: a change whose keys are not exactly those is
+ * refused before it is written).
  * Invariants: a job's queue is chosen by a hash of its key id, so the changes of one key
  * are queued on one worker in the order they were submitted, and written in that order,
  * one at a time (per-key order is what LWW and the echo tokens need); different keys go in
@@ -60,8 +60,8 @@ _Static_assert(APPLY_GROUP_MAX == 100, "config/cfg.c bounds replicator.group_wri
 
 typedef struct pool_worker pool_worker;
 
-/* The key attribute names of one replicated table (pool_keys_ok). Each worker reads its
- * own copy with DescribeTable when it first needs it, so no lock guards it. */
+/* The key attribute names of one replicated table (pool_check_keys), under mu; read with
+ * DescribeTable by the first worker that needs them (pool_schema_load). */
 typedef struct {
     const char *table;          /* borrowed from the config */
     int known;                  /* described */
@@ -72,8 +72,8 @@ typedef struct {
 
 struct pool_worker {
     apply_pool *p;
-    pool_schema *schemas;       /* one per configured table */
-    size_t n_schemas;
+    atomic_llong beacon;        /* mono ms: the worker took a group, or began a store or Redis
+                                   call (their beacons); read by pool_wait_idle_for */
     pthread_t th;
     pthread_cond_t work;  /* the queue is not empty, a group holding the head's key was
                              written, or stop */
@@ -108,7 +108,9 @@ struct apply_pool {
     uint64_t txn_admitted;      /* tickets below this may write */
     pthread_cond_t txn_cv;      /* txn_admitted moved (broadcast) */
     pool_group_counts counts;   /* since the last pool_take_group_counts */
-    log_limit schema_warn;      /* DescribeTable failures of every worker (under mu) */
+    pool_schema *schemas;       /* one per configured table (under mu) */
+    size_t n_schemas;
+    log_limit schema_warn;      /* DescribeTable failures (under mu) */
 };
 
 static unsigned pool_hash(const char *s) {
@@ -175,59 +177,74 @@ static void pool_take(apply_pool *p, pool_worker *w, pool_worker *from) {
     }
 }
 
-/* Whether j's keys are exactly its table's key attributes: 1 yes (or the schema cannot be
- * known now: the check is skipped), 0 no: j is refused (APPLY_REFUSED, key_schema set, the
- * reason in err) and must not be written. Without it a peer could send a put whose keys
- * name another attribute besides the key's: the store writes the image (its key is right),
- * but under a key id (item_key_id of keys) that the agent never computes for that item from
- * the stream record, so the echo token, the tombstone and the last-local check all miss:
- * an echo shipped back, a delete undone. The schema is read once per table and worker,
- * here in the worker, whose store calls may block (the main thread's may not); when
- * DescribeTable fails the change goes on unchecked (the store itself refuses a missing or
- * mistyped key attribute) and it is tried again after REPL_SCHEMA_RETRY_MS, with a
- * warning. */
-static int pool_keys_ok(pool_worker *w, pool_job *j) {
-    pool_schema *ks = NULL;
-    const cJSON *k;
-    int n = 0, hash = 0, range = 0;
-    for (size_t i = 0; i < w->n_schemas; i++)
-        if (strcmp(w->schemas[i].table, j->table) == 0) ks = &w->schemas[i];
-    if (!ks) return 1; /* the receiver took only configured tables */
-    if (!ks->known) {
-        store_table_info ti;
-        long long now = daemon_mono_ms();
-        long skipped;
-        store_status st;
-        int say;
-        if (now < ks->retry_at) return 1;
-        st = store_describe_table(w->s, j->table, &ti);
-        if (st != STORE_OK) {
-            ks->retry_at = now + REPL_SCHEMA_RETRY_MS;
-            pthread_mutex_lock(&w->p->mu);
-            say = log_limit_pass(&w->p->schema_warn, now, REPL_WARN_EVERY_MS, &skipped);
-            pthread_mutex_unlock(&w->p->mu);
-            if (say)
-                log_warn(NULL, "table %s: cannot read its key schema (DescribeTable: %s: %s): peers' keys are not "
-                         "checked against it until it can (%ld more failures since the last warning)", j->table,
-                         store_status_name(st), store_errstr(w->s), skipped);
-            return 1;
-        }
+static pool_schema *pool_schema_of(apply_pool *p, const char *table) {
+    for (size_t i = 0; i < p->n_schemas; i++)
+        if (strcmp(p->schemas[i].table, table) == 0) return &p->schemas[i];
+    return NULL; /* the receiver takes only configured tables */
+}
+
+/* Reads table's key attribute names with w's store handle, unless they are known or a
+ * worker tried in the last REPL_SCHEMA_RETRY_MS. Called with mu held, before the group
+ * takes a transaction slot; drops mu during the DescribeTable. A failure is warned about
+ * (REPL_WARN_EVERY_MS) and the changes go on unchecked meanwhile (the store itself refuses
+ * a missing or mistyped key attribute). */
+static void pool_schema_load(pool_worker *w, const char *table) {
+    apply_pool *p = w->p;
+    pool_schema *ks = pool_schema_of(p, table);
+    store_table_info ti;
+    store_status st;
+    long long now = daemon_mono_ms();
+    long skipped;
+    if (!ks || ks->known || now < ks->retry_at) return;
+    ks->retry_at = now + REPL_SCHEMA_RETRY_MS; /* the other workers do not try meanwhile */
+    pthread_mutex_unlock(&p->mu);
+    st = store_describe_table(w->s, table, &ti);
+    pthread_mutex_lock(&p->mu);
+    if (st == STORE_OK) {
         snprintf(ks->hash_key, sizeof ks->hash_key, "%s", ti.hash_key);
         snprintf(ks->range_key, sizeof ks->range_key, "%s", ti.range_key);
         ks->known = 1;
+    } else if (log_limit_pass(&p->schema_warn, now, REPL_WARN_EVERY_MS, &skipped)) {
+        log_warn(NULL, "table %s: cannot read its key schema (DescribeTable: %s: %s): peers' keys are not checked "
+                 "against it until it can, tried again every %d s (%ld more failures since the last warning)",
+                 table, store_status_name(st), store_errstr(w->s), REPL_SCHEMA_RETRY_MS / 1000, skipped);
     }
-    cJSON_ArrayForEach(k, j->c->keys) {
-        n++;
-        if (k->string && strcmp(k->string, ks->hash_key) == 0) hash++;
-        else if (k->string && *ks->range_key && strcmp(k->string, ks->range_key) == 0) range++;
+}
+
+/* Puts the jobs of g[0..n) whose keys are exactly their table's key attributes (or whose
+ * table's are not known) into ok, and returns how many. The others are refused
+ * (APPLY_REFUSED, key_schema set, the reason in err) and must not be written: without the
+ * check a peer could send a put whose keys name another attribute besides the key's; the
+ * store writes the image (its key is right), but under a key id (item_key_id of keys) that
+ * the agent never computes for that item from the stream record, so the echo token, the
+ * tombstone and the last-local check all miss: an echo shipped back, a delete undone.
+ * Called with mu held. */
+static size_t pool_check_keys(apply_pool *p, pool_job **g, size_t n, pool_job **ok) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        const pool_schema *ks = pool_schema_of(p, g[i]->table);
+        const cJSON *k;
+        int nk = 0, hash = 0, range = 0;
+        if (!ks || !ks->known) {
+            ok[m++] = g[i];
+            continue;
+        }
+        cJSON_ArrayForEach(k, g[i]->c->keys) {
+            nk++;
+            if (k->string && strcmp(k->string, ks->hash_key) == 0) hash++;
+            else if (k->string && *ks->range_key && strcmp(k->string, ks->range_key) == 0) range++;
+        }
+        if (hash == 1 && range == (*ks->range_key ? 1 : 0) && nk == hash + range) {
+            ok[m++] = g[i];
+            continue;
+        }
+        g[i]->res = APPLY_REFUSED;
+        g[i]->key_schema = 1;
+        snprintf(g[i]->err, sizeof g[i]->err, "its keys do not match the table's key schema (%.200s%s%.200s)",
+                 ks->hash_key, *ks->range_key ? ", " : "", ks->range_key);
+        g[i]->done_wall = daemon_wall_ms();
     }
-    if (hash == 1 && range == (*ks->range_key ? 1 : 0) && n == hash + range) return 1;
-    j->res = APPLY_REFUSED;
-    j->key_schema = 1;
-    snprintf(j->err, sizeof j->err, "its keys do not match the table's key schema (%.200s%s%.200s)", ks->hash_key,
-             *ks->range_key ? ", " : "", ks->range_key);
-    j->done_wall = daemon_wall_ms();
-    return 0;
+    return m;
 }
 
 /* Applies g[0..n) as one group of puts (n >= 2; apply_puts). */
@@ -260,7 +277,8 @@ static void *pool_thread(void *arg) {
     store_stats stats;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        size_t n, other = 0;
+        pool_job *ok[APPLY_GROUP_MAX];
+        size_t n, m, other = 0;
         int txn;
         uint64_t done;
         /* a head whose key is in a slot holder's group waits for it (pool_busy) */
@@ -269,6 +287,8 @@ static void *pool_thread(void *arg) {
             pthread_cond_wait(&w->work, &p->mu);
         }
         pool_take(p, w, w);
+        atomic_store(&w->beacon, daemon_mono_ms());
+        pool_schema_load(w, w->g[0]->table); /* a group holds one table's changes (pool_take) */
         txn = w->ng >= APPLY_GROUP_MIN;
         if (txn) {
             /* a transaction: wait for a slot, then take what queued up meanwhile here */
@@ -281,15 +301,10 @@ static void *pool_thread(void *arg) {
         for (int k = 1; txn && k < p->n && w->ng < p->group_max; k++)
             pool_take(p, w, &p->w[(w - p->w + k) % p->n]);
         n = w->ng;
+        m = pool_check_keys(p, w->g, n, ok);
         pthread_mutex_unlock(&p->mu);
-        {
-            pool_job *ok[APPLY_GROUP_MAX];
-            size_t m = 0;
-            for (size_t i = 0; i < n; i++)
-                if (pool_keys_ok(w, w->g[i])) ok[m++] = w->g[i];
-            if (m == 1) pool_apply(w, ok[0]);
-            else if (m > 1) pool_apply_group(w, ok, m);
-        }
+        if (m == 1) pool_apply(w, ok[0]);
+        else if (m > 1) pool_apply_group(w, ok, m);
         store_get_stats(w->s, &stats);
         pthread_mutex_lock(&p->mu);
         if (txn) {
@@ -303,12 +318,12 @@ static void *pool_thread(void *arg) {
             pool_worker *o = pool_owner(p, w->g[i]);
             if (o == w) continue;
             o->lent--;
-            other++;
             pthread_cond_signal(&o->work);
         }
-        if (n > 1) {
+        if (m > 1) { /* the puts written together */
+            for (size_t i = 0; i < m; i++) other += pool_owner(p, ok[i]) != w;
             p->counts.groups++;
-            p->counts.own += n - other;
+            p->counts.own += m - other;
             p->counts.other += other;
         }
         for (size_t i = 0; i < n; i++) atomic_store_explicit(&w->g[i]->done, 1, memory_order_release);
@@ -333,7 +348,13 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->idle, NULL);
+    {
+        pthread_condattr_t ca; /* pool_wait_idle_for: deadlines on the monotonic clock */
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->idle, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     pthread_cond_init(&p->txn_cv, NULL);
     p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (p->efd < 0) {
@@ -354,18 +375,20 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         p->w[i].p = p;
         pthread_cond_init(&p->w[i].work, NULL);
     }
+    if (!(p->schemas = calloc(cfg->n_tables ? cfg->n_tables : 1, sizeof *p->schemas))) {
+        snprintf(err, errlen, "out of memory");
+        pool_free(p);
+        return NULL;
+    }
+    p->n_schemas = cfg->n_tables;
+    for (size_t t = 0; t < cfg->n_tables; t++) p->schemas[t].table = cfg->tables[t];
     for (int i = 0; i < p->n; i++) {
-        if (!(p->w[i].schemas = calloc(cfg->n_tables ? cfg->n_tables : 1, sizeof *p->w[i].schemas))) {
-            snprintf(err, errlen, "out of memory");
-            pool_free(p);
-            return NULL;
-        }
-        p->w[i].n_schemas = cfg->n_tables;
-        for (size_t t = 0; t < cfg->n_tables; t++) p->w[i].schemas[t].table = cfg->tables[t];
         if (!(p->w[i].s = daemon_store_new(cfg, err, errlen)) || !(p->w[i].st = daemon_state_new(cfg, err, errlen))) {
             pool_free(p);
             return NULL;
         }
+        store_set_beacon(p->w[i].s, &p->w[i].beacon);
+        state_set_beacon(p->w[i].st, &p->w[i].beacon);
     }
     for (int i = 0; i < p->n; i++) {
         if (pthread_create(&p->w[i].th, NULL, pool_thread, &p->w[i]) != 0) {
@@ -389,10 +412,10 @@ void pool_free(apply_pool *p) {
     for (int i = 0; p->w && i < p->n; i++) {
         store_free(p->w[i].s);
         state_free(p->w[i].st);
-        free(p->w[i].schemas);
         pthread_cond_destroy(&p->w[i].work);
     }
     free(p->w);
+    free(p->schemas);
     if (p->efd >= 0) close(p->efd);
     pthread_cond_destroy(&p->idle);
     pthread_cond_destroy(&p->txn_cv);
@@ -448,10 +471,10 @@ void pool_wait_idle(apply_pool *p) {
     pthread_mutex_unlock(&p->mu);
 }
 
-size_t pool_wait_idle_for(apply_pool *p, long ms) {
+size_t pool_wait_idle_for(apply_pool *p, long ms, long long *beacon) {
     struct timespec ts;
     size_t left;
-    clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's clock */
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* the condition variable's clock (pool_new) */
     ts.tv_sec += ms / 1000;
     ts.tv_nsec += (ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) {
@@ -462,6 +485,9 @@ size_t pool_wait_idle_for(apply_pool *p, long ms) {
     while (p->outstanding > 0 && p->started > 0)
         if (pthread_cond_timedwait(&p->idle, &p->mu, &ts) == ETIMEDOUT) break;
     left = p->started > 0 ? p->outstanding : 0;
+    *beacon = -1;
+    for (int i = 0; left && i < p->n; i++)
+        if (p->w[i].ng > 0 && atomic_load(&p->w[i].beacon) > *beacon) *beacon = atomic_load(&p->w[i].beacon);
     pthread_mutex_unlock(&p->mu);
     return left;
 }

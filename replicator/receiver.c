@@ -90,6 +90,7 @@ struct receiver {
     rej_count rej[32];
     size_t n_rej;
     log_limit redis_warn;       /* Redis warnings of no one source (rejection counts, heartbeat) */
+    log_limit refused_log;      /* error lines of changes refused for good (each is in alarm:refused) */
 };
 
 /* Logs a Redis failure of source s (NULL: of none) at most once per REPL_WARN_EVERY_MS per
@@ -167,7 +168,9 @@ int receiver_set_metrics(receiver *r, metrics_registry *reg, char *err, size_t e
     static const double lag_bounds[] = METRICS_LAG_MS_BOUNDS;
     r->m_changes = metrics_counter_new(reg, "tern_replicator_changes_total",
                                        "Peer changes processed, by result: applied, lost (an older version lost "
-                                       "its conflict), duplicate, refused (by the store)", src_tab_res, err, errlen);
+                                       "its conflict), duplicate, refused (by the store, or keys not the table's key "
+                                       "schema); also skew_held (times held back) and stale (applied past the "
+                                       "tombstone TTL)", src_tab_res, err, errlen);
     r->m_lag = metrics_histogram_new(reg, "tern_replicator_lag_ms",
                                      "Apply time here minus the change's version time at its origin, ms",
                                      src_tab, lag_bounds, sizeof lag_bounds / sizeof lag_bounds[0], err, errlen);
@@ -420,11 +423,13 @@ static int receiver_result(receiver *r, source_state *s, const pool_job *j) {
          * source and table: count it, say so loudly, keep it in Redis for ternctl, and
          * move on. The item now differs between regions until someone fixes it. */
         char detail[1024];
+        long skipped;
         keys = item_canonical(c->keys, 0);
         snprintf(detail, sizeof detail, "table %s: change %s of key %s refused by %s, NOT APPLIED: %s",
                  s->table, c->version, keys ? keys : j->kid, j->key_schema ? "this replicator" : "the store", j->err);
         free(keys);
-        log_error(s->source, "%s", detail);
+        if (log_limit_pass(&r->refused_log, daemon_mono_ms(), REPL_REJECT_LOG_MS, &skipped))
+            log_error(s->source, "%s (%ld more refused changes not logged since the last line)", detail, skipped);
         receiver_reject(r, j->key_schema ? "key_schema" : "store_refused", s->source, detail);
         receiver_count(r, s->source, s->table, "refused", 1);
         receiver_alarm(r, detail);
@@ -448,16 +453,17 @@ static int receiver_result(receiver *r, source_state *s, const pool_job *j) {
     return -1;
 }
 
-/* Counts and reports a change written more than the tombstone TTL after its version time
- * (a peer that was cut off, or whose agent was stopped, for that long). What this region
+/* If j was written lag ms after its version time, more than the tombstone TTL (a peer cut
+ * off, or whose agent was stopped, for that long), counts and reports it. What this region
  * knew of the key's history up to the TTL ago (its tombstone, its last local version,
  * ll/tomb) has expired, so the change may have undone a delete or overwritten a local
  * write made here after its version: LWW holds for a delay up to the TTL only. It is
  * applied all the same (skipping it would lose an item created at its origin during the
  * outage, the likelier case), counted as "stale" in cnt:S:T (ternctl status raises an
  * alarm) and logged at error, once per REPL_WARN_EVERY_MS per source and table. */
-static void receiver_stale(receiver *r, source_state *s, const pool_job *j) {
+static void receiver_stale(receiver *r, source_state *s, const pool_job *j, long long lag) {
     long skipped;
+    if (j->res != APPLY_WRITTEN || lag <= r->cfg->replicator.tombstone_ttl_s * 1000LL) return;
     s->t.stale++;
     if (log_limit_pass(&s->stale_warn, daemon_mono_ms(), REPL_WARN_EVERY_MS, &skipped)) {
         char *keys = item_canonical(j->c->keys, 0);
@@ -466,7 +472,7 @@ static void receiver_stale(receiver *r, source_state *s, const pool_job *j) {
                   "expired may have been undone, and the regions may differ; run ternctl verify "
                   "(%ld more such changes since the last line)", s->table,
                   j->c->op == WIRE_OP_DELETE ? "delete" : "put", j->c->version, keys ? keys : j->kid,
-                  s->lag / 1000, r->cfg->replicator.tombstone_ttl_s, skipped);
+                  lag / 1000, r->cfg->replicator.tombstone_ttl_s, skipped);
         free(keys);
     }
 }
@@ -506,8 +512,7 @@ static int receiver_collect(receiver *r, source_state *s) {
                 snprintf(s->ver, sizeof s->ver, "%s", j->c->version);
                 if (lww_version_parse(s->ver, &v, err, sizeof err) == 0) {
                     s->lag = j->done_wall - (long long)v.ms;
-                    if (j->res == APPLY_WRITTEN && s->lag > r->cfg->replicator.tombstone_ttl_s * 1000LL)
-                        receiver_stale(r, s, j);
+                    receiver_stale(r, s, j, s->lag);
                     if (r->m_lag) {
                         const char *lv[] = {s->source, s->table, NULL};
                         metrics_observe_with(r->m_lag, lv, (double)(s->lag > 0 ? s->lag : 0));
@@ -521,8 +526,12 @@ static int receiver_collect(receiver *r, source_state *s) {
             /* written past a change that failed or was canceled (a stop): the watermark
              * stays before it, and its resend will find it written (a duplicate), so the
              * write is counted now or never */
+            lww_version v;
+            char err[128];
             s->t.applied++;
             s->save_due = 1;
+            if (lww_version_parse(j->c->version, &v, err, sizeof err) == 0)
+                receiver_stale(r, s, j, j->done_wall - (long long)v.ms);
         }
         receiver_release(r, j);
     }
@@ -577,17 +586,19 @@ void receiver_progress(receiver *r, void *sock) {
 int receiver_busy(receiver *r) { return r->inflight >= REPL_MAX_INFLIGHT; }
 
 void receiver_drain(receiver *r, void *sock, void (*alive)(void)) {
-    size_t n = pool_cancel_queued(r->pool), left, last = 0; /* with a slow store, thousands could be queued */
-    long long moved_at = daemon_mono_ms(), limit = REPL_STALL_MS + daemon_wait_max_ms(r->cfg);
-    int said = 0;
+    size_t n = pool_cancel_queued(r->pool), left; /* with a slow store, thousands could be queued */
+    long long beacon, limit = REPL_STALL_MS + daemon_wait_max_ms(r->cfg);
+    int said = 0, stalled = 0;
     if (n) log_info(NULL, "%zu queued changes left for their peers to resend", n);
-    while ((left = pool_wait_idle_for(r->pool, REPL_DRAIN_TICK_MS)) > 0) {
-        long long now = daemon_mono_ms();
-        if (left != last) {
-            last = left;
-            moved_at = now;
+    while ((left = pool_wait_idle_for(r->pool, REPL_DRAIN_TICK_MS, &beacon)) > 0) {
+        long long age = beacon < 0 ? 0 : daemon_mono_ms() - beacon;
+        if (age <= limit) {
+            if (alive) alive();
+        } else if (!stalled) {
+            log_error(NULL, "the apply workers holding %zu change(s) have shown no life for %lld ms: no longer "
+                      "telling the service manager that this daemon lives", left, age);
+            stalled = 1;
         }
-        if (alive && now - moved_at <= limit) alive();
         if (!said) log_info(NULL, "waiting for %zu change(s) being applied", left);
         said = 1;
     }

@@ -47,7 +47,7 @@
 
 #define REPL_POLL_MS 100          /* main loop wake-up, ms */
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
-#define REPL_SCHEMA_RETRY_MS 10000 /* a table's DescribeTable that failed is tried again after, ms */
+#define REPL_SCHEMA_RETRY_MS 60000 /* a table's DescribeTable that failed is tried again after, ms */
 /* A thread counts as stalled when it has not turned, nor begun a store or Redis call, for
  * REPL_STALL_MS plus the longest wait on one call (daemon_wait_max_ms), ms (/healthz, the
  * watchdog during a drain) */
@@ -121,8 +121,9 @@ size_t pool_cancel_queued(apply_pool *p);
 /* Blocks until every submitted job is done. */
 void pool_wait_idle(apply_pool *p);
 /* Waits until every submitted job is done or ms pass; returns the jobs not done yet (0:
- * idle). */
-size_t pool_wait_idle_for(apply_pool *p, long ms);
+ * idle), and in *beacon the latest sign of life of the workers holding jobs (mono ms: one
+ * took its jobs, or began a store or Redis call), -1 when none holds any. */
+size_t pool_wait_idle_for(apply_pool *p, long ms, long long *beacon);
 /* An fd that polls readable when jobs finished since the last pool_take_events. */
 int pool_fd(const apply_pool *p);
 void pool_take_events(apply_pool *p);
@@ -157,11 +158,12 @@ void receiver_progress(receiver *r, void *sock);
 int receiver_busy(receiver *r);
 /* Stop and reload: changes still queued are dropped (their peer resends them), the ones
  * taken by a worker (being applied, or in a group waiting for a transaction slot) are
- * waited for; then what finished is saved and acknowledged. One store call may last
- * daemon_wait_max_ms, so the wait calls alive() (NULL: none) every REPL_DRAIN_TICK_MS for
- * the service manager's watchdog, while changes keep finishing: not once REPL_STALL_MS plus
- * daemon_wait_max_ms have passed since the last one did (a worker hung for good is still
- * caught). */
+ * waited for; then what finished is saved and acknowledged. A store call may last 23 s
+ * with the default timeouts, so the wait calls alive() (NULL: none) every
+ * REPL_DRAIN_TICK_MS for the service manager's watchdog while the workers holding jobs
+ * show life: one of them took its jobs or began a store or Redis call within REPL_STALL_MS
+ * plus daemon_wait_max_ms (the rule of /healthz); past that (a worker hung for good) it
+ * stops, with an error. */
 void receiver_drain(receiver *r, void *sock, void (*alive)(void));
 /* Counts a frame rejected outside the decoder (e.g. wrong number of parts). */
 void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail);

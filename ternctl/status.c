@@ -1,9 +1,10 @@
 /* status.c -- ternctl status and ternctl lag (see ternctl.h, docs/lag.md).
  *
  * Reads, per region, the heartbeats (hb:agent, hb:replicator), the rejected-frame
- * counters (rej) and the trimmed-data alarms (alarm:trimmed); per link S -> D and table
- * T: in D's Redis the watermark wm:S:T, the lag samples lag:S:T and the counters
- * cnt:S:T; in S's Redis the peer's ack ack:T[D], the pending part of log:T, the agent
+ * counters (rej), the trimmed-data alarms (alarm:trimmed) and the refused changes
+ * (alarm:refused); per link S -> D and table T: in D's Redis the watermark wm:S:T, the lag
+ * samples lag:S:T and the counters cnt:S:T (an alarm when its stale count is not 0); in
+ * S's Redis the peer's ack ack:T[D], the pending part of log:T, the agent
  * counters acnt:T and the pause flag pause:D. Nothing is written.
  * Threading: main thread; lag --watch stops on SIGINT/SIGTERM through a flag. */
 #include <errno.h>
@@ -529,8 +530,9 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv) {
         for (size_t i = 0; i < c->n; i++) {
             const redisReply *a = regs[i].refused_recent;
             if (!regs[i].refused) continue;
-            printf("\nALARM %s: %lld peer change(s) refused by the store and skipped: those items differ between "
-                   "regions until fixed; run ternctl verify. Latest:\n", c->cfgs[i]->region, regs[i].refused);
+            printf("\nALARM %s: %lld peer change(s) refused for good and skipped (by the store, or keys not the "
+                   "table's key schema): those items differ between regions until fixed; run ternctl verify. "
+                   "Latest:\n", c->cfgs[i]->region, regs[i].refused);
             for (size_t k = 0; a->type == REDIS_REPLY_ARRAY && k < a->elements; k++)
                 if (a->element[k]->type == REDIS_REPLY_STRING) {
                     const char *detail;

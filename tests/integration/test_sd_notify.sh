@@ -52,9 +52,12 @@ for d in tern-replicator tern-region-agent; do
   if [ $d = tern-replicator ]; then
     note "$d: SIGHUP while a change waits on eu-west-1's frozen store: the reload's drain feeds the watchdog"
     kill -STOP "$DDB_PID"
+    s0=$(acnt us-east-1 shipped:eu-west-1)
     "$DDBTOOL" put "$(region_endpoint us-east-1)" "$TABLE" '{"PK":{"S":"SD#drain"},"SK":{"S":"ITEM"},"v":{"S":"1"}}' ||
       fail "put in us-east-1"
-    sleep 1.5 # shipped, and taken by an apply worker that waits on the store
+    for _ in $(seq 1 100); do [ "$(acnt us-east-1 shipped:eu-west-1)" -gt "$s0" ] && break; sleep 0.1; done
+    [ "$(acnt us-east-1 shipped:eu-west-1)" -gt "$s0" ] || fail "us-east-1 did not ship the change within 10 s"
+    sleep 0.5 # received, and taken by an apply worker that waits on the store
     r0=$(grep -c 'READY=1' "$msgs" || true) n0=$(grep -c 'WATCHDOG=1' "$msgs" || true)
     kill -HUP "$pid"
     sleep 4
