@@ -3,8 +3,8 @@
  * Owns: replicator.apply_workers threads, each with its own store and Redis handles and
  * its own FIFO queue of jobs; an eventfd that is written whenever a job finishes, so the
  * main thread can wait for results in the same zmq_poll as for frames; the key attribute
- * names of each table (pool_check_keys: a change whose keys are not exactly those is
- * refused before it is written).
+ * names of each table (key_cache, read by a thread of its own; pool_check_keys: a change
+ * whose keys are not exactly those is refused before it is written).
  * Invariants: a job's queue is chosen by a hash of its key id, so the changes of one key
  * are queued on one worker in the order they were submitted, and written in that order,
  * one at a time (per-key order is what LWW and the echo tokens need); different keys go in
@@ -60,15 +60,30 @@ _Static_assert(APPLY_GROUP_MAX == 100, "config/cfg.c bounds replicator.group_wri
 
 typedef struct pool_worker pool_worker;
 
-/* The key attribute names of one replicated table (pool_check_keys), under mu; read with
- * DescribeTable by the first worker that needs them (pool_schema_load). */
+/* The key attribute names of one replicated table (pool_check_keys). */
 typedef struct {
-    const char *table;          /* borrowed from the config */
+    char *table;                /* owned */
     int known;                  /* described */
     char hash_key[256];
     char range_key[256];        /* "" for a hash-only table */
-    long long retry_at;         /* mono ms: a DescribeTable that failed is not tried again before */
 } pool_schema;
+
+/* The key schemas of the replicated tables, shared by the pool and, while it runs, the
+ * loader thread that reads them (key_loader). A change whose table's schema is not known
+ * yet goes unchecked and starts a loader when none runs and the last one ended more than
+ * REPL_SCHEMA_RETRY_MS ago with a failure: no change, stop or reload ever waits for a
+ * DescribeTable. The loader is detached: the last of the pool and the loader to let go
+ * frees the cache (refs), so a loader stuck on a hung store never holds up a reload. */
+typedef struct {
+    pthread_mutex_t mu;
+    int refs;                   /* the pool, and a running loader */
+    int loading;                /* a loader runs */
+    long long retry_at;         /* mono ms: no loader is started before (after a failure) */
+    store *s;                   /* the loader's handle */
+    pool_schema *t;
+    size_t n;
+    log_limit warn;             /* DescribeTable failures */
+} key_cache;
 
 struct pool_worker {
     apply_pool *p;
@@ -108,9 +123,7 @@ struct apply_pool {
     uint64_t txn_admitted;      /* tickets below this may write */
     pthread_cond_t txn_cv;      /* txn_admitted moved (broadcast) */
     pool_group_counts counts;   /* since the last pool_take_group_counts */
-    pool_schema *schemas;       /* one per configured table (under mu) */
-    size_t n_schemas;
-    log_limit schema_warn;      /* DescribeTable failures (under mu) */
+    key_cache *keys;            /* the tables' key schemas */
 };
 
 static unsigned pool_hash(const char *s) {
@@ -177,55 +190,114 @@ static void pool_take(apply_pool *p, pool_worker *w, pool_worker *from) {
     }
 }
 
-static pool_schema *pool_schema_of(apply_pool *p, const char *table) {
-    for (size_t i = 0; i < p->n_schemas; i++)
-        if (strcmp(p->schemas[i].table, table) == 0) return &p->schemas[i];
-    return NULL; /* the receiver takes only configured tables */
+static void key_cache_release(key_cache *kc) {
+    int last;
+    pthread_mutex_lock(&kc->mu);
+    last = --kc->refs == 0;
+    pthread_mutex_unlock(&kc->mu);
+    if (!last) return;
+    for (size_t i = 0; i < kc->n; i++) free(kc->t[i].table);
+    free(kc->t);
+    store_free(kc->s);
+    pthread_mutex_destroy(&kc->mu);
+    free(kc);
 }
 
-/* Reads table's key attribute names with w's store handle, unless they are known or a
- * worker tried in the last REPL_SCHEMA_RETRY_MS. Called with mu held, before the group
- * takes a transaction slot; drops mu during the DescribeTable. A failure is warned about
- * (REPL_WARN_EVERY_MS) and the changes go on unchecked meanwhile (the store itself refuses
- * a missing or mistyped key attribute). */
-static void pool_schema_load(pool_worker *w, const char *table) {
-    apply_pool *p = w->p;
-    pool_schema *ks = pool_schema_of(p, table);
-    store_table_info ti;
-    store_status st;
-    long long now = daemon_mono_ms();
-    long skipped;
-    if (!ks || ks->known || now < ks->retry_at) return;
-    ks->retry_at = now + REPL_SCHEMA_RETRY_MS; /* the other workers do not try meanwhile */
-    pthread_mutex_unlock(&p->mu);
-    st = store_describe_table(w->s, table, &ti);
-    pthread_mutex_lock(&p->mu);
-    if (st == STORE_OK) {
-        snprintf(ks->hash_key, sizeof ks->hash_key, "%s", ti.hash_key);
-        snprintf(ks->range_key, sizeof ks->range_key, "%s", ti.range_key);
-        ks->known = 1;
-    } else if (log_limit_pass(&p->schema_warn, now, REPL_WARN_EVERY_MS, &skipped)) {
-        log_warn(NULL, "table %s: cannot read its key schema (DescribeTable: %s: %s): peers' keys are not checked "
-                 "against it until it can, tried again every %d s (%ld more failures since the last warning)",
-                 table, store_status_name(st), store_errstr(w->s), REPL_SCHEMA_RETRY_MS / 1000, skipped);
+/* The loader thread: DescribeTable of every table whose schema is not known, then ends. */
+static void *key_loader(void *arg) {
+    key_cache *kc = arg;
+    int failed = 0;
+    for (size_t i = 0; i < kc->n; i++) {
+        store_table_info ti;
+        store_status st;
+        long skipped;
+        int known;
+        pthread_mutex_lock(&kc->mu);
+        known = kc->t[i].known;
+        pthread_mutex_unlock(&kc->mu);
+        if (known) continue;
+        st = store_describe_table(kc->s, kc->t[i].table, &ti);
+        pthread_mutex_lock(&kc->mu);
+        if (st == STORE_OK) {
+            snprintf(kc->t[i].hash_key, sizeof kc->t[i].hash_key, "%s", ti.hash_key);
+            snprintf(kc->t[i].range_key, sizeof kc->t[i].range_key, "%s", ti.range_key);
+            kc->t[i].known = 1;
+        } else {
+            failed = 1;
+            if (log_limit_pass(&kc->warn, daemon_mono_ms(), REPL_WARN_EVERY_MS, &skipped))
+                log_warn(NULL, "table %s: cannot read its key schema (DescribeTable: %s: %s): peers' keys are not "
+                         "checked against it until it can, tried again every %d s (%ld more failures since the "
+                         "last warning)", kc->t[i].table, store_status_name(st), store_errstr(kc->s),
+                         REPL_SCHEMA_RETRY_MS / 1000, skipped);
+        }
+        pthread_mutex_unlock(&kc->mu);
     }
+    pthread_mutex_lock(&kc->mu);
+    kc->loading = 0;
+    kc->retry_at = failed ? daemon_mono_ms() + REPL_SCHEMA_RETRY_MS : 0;
+    pthread_mutex_unlock(&kc->mu);
+    key_cache_release(kc);
+    return NULL;
+}
+
+/* The cache of cfg's tables, with one reference (the pool's); NULL + err. */
+static key_cache *key_cache_new(const cfg_region *cfg, char *err, size_t errlen) {
+    key_cache *kc = calloc(1, sizeof *kc);
+    if (!kc || !(kc->t = calloc(cfg->n_tables ? cfg->n_tables : 1, sizeof *kc->t))) {
+        free(kc);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&kc->mu, NULL);
+    kc->refs = 1;
+    for (; kc->n < cfg->n_tables; kc->n++)
+        if (!(kc->t[kc->n].table = strdup(cfg->tables[kc->n]))) break;
+    if (kc->n < cfg->n_tables || !(kc->s = daemon_store_new(cfg, err, errlen))) {
+        if (kc->n < cfg->n_tables) snprintf(err, errlen, "out of memory");
+        key_cache_release(kc);
+        return NULL;
+    }
+    return kc;
+}
+
+/* A table's schema is not known: starts a loader unless one runs or the last one failed
+ * less than REPL_SCHEMA_RETRY_MS ago. Called with kc->mu held. */
+static void key_cache_want(key_cache *kc) {
+    pthread_t th;
+    pthread_attr_t at;
+    if (kc->loading || daemon_mono_ms() < kc->retry_at) return;
+    if (pthread_attr_init(&at) != 0) return;
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    kc->refs++;
+    kc->loading = 1;
+    if (pthread_create(&th, &at, key_loader, kc) != 0) {
+        kc->refs--;
+        kc->loading = 0;
+        kc->retry_at = daemon_mono_ms() + REPL_SCHEMA_RETRY_MS;
+        log_warn(NULL, "cannot start a thread to read the tables' key schemas: peers' keys are not checked meanwhile");
+    }
+    pthread_attr_destroy(&at);
 }
 
 /* Puts the jobs of g[0..n) whose keys are exactly their table's key attributes (or whose
- * table's are not known) into ok, and returns how many. The others are refused
- * (APPLY_REFUSED, key_schema set, the reason in err) and must not be written: without the
- * check a peer could send a put whose keys name another attribute besides the key's; the
- * store writes the image (its key is right), but under a key id (item_key_id of keys) that
- * the agent never computes for that item from the stream record, so the echo token, the
- * tombstone and the last-local check all miss: an echo shipped back, a delete undone.
- * Called with mu held. */
-static size_t pool_check_keys(apply_pool *p, pool_job **g, size_t n, pool_job **ok) {
+ * table's are not known yet: key_cache) into ok, and returns how many. The others are
+ * refused (APPLY_REFUSED, key_schema set, the reason in err) and must not be written:
+ * without the check a peer could send a put whose keys name another attribute besides the
+ * key's; the store writes the image (its key is right), but under a key id (item_key_id of
+ * keys) that the agent never computes for that item from the stream record, so the echo
+ * token, the tombstone and the last-local check all miss: an echo shipped back, a delete
+ * undone. */
+static size_t pool_check_keys(key_cache *kc, pool_job **g, size_t n, pool_job **ok) {
     size_t m = 0;
+    pthread_mutex_lock(&kc->mu);
     for (size_t i = 0; i < n; i++) {
-        const pool_schema *ks = pool_schema_of(p, g[i]->table);
+        const pool_schema *ks = NULL;
         const cJSON *k;
         int nk = 0, hash = 0, range = 0;
-        if (!ks || !ks->known) {
+        for (size_t t = 0; t < kc->n; t++)
+            if (strcmp(kc->t[t].table, g[i]->table) == 0) ks = &kc->t[t];
+        if (!ks || !ks->known) { /* the receiver takes only configured tables */
+            if (ks) key_cache_want(kc);
             ok[m++] = g[i];
             continue;
         }
@@ -244,6 +316,7 @@ static size_t pool_check_keys(apply_pool *p, pool_job **g, size_t n, pool_job **
                  ks->hash_key, *ks->range_key ? ", " : "", ks->range_key);
         g[i]->done_wall = daemon_wall_ms();
     }
+    pthread_mutex_unlock(&kc->mu);
     return m;
 }
 
@@ -288,7 +361,6 @@ static void *pool_thread(void *arg) {
         }
         pool_take(p, w, w);
         atomic_store(&w->beacon, daemon_mono_ms());
-        pool_schema_load(w, w->g[0]->table); /* a group holds one table's changes (pool_take) */
         txn = w->ng >= APPLY_GROUP_MIN;
         if (txn) {
             /* a transaction: wait for a slot, then take what queued up meanwhile here */
@@ -301,7 +373,7 @@ static void *pool_thread(void *arg) {
         for (int k = 1; txn && k < p->n && w->ng < p->group_max; k++)
             pool_take(p, w, &p->w[(w - p->w + k) % p->n]);
         n = w->ng;
-        m = pool_check_keys(p, w->g, n, ok);
+        m = pool_check_keys(p->keys, w->g, n, ok);
         pthread_mutex_unlock(&p->mu);
         if (m == 1) pool_apply(w, ok[0]);
         else if (m > 1) pool_apply_group(w, ok, m);
@@ -375,13 +447,10 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         p->w[i].p = p;
         pthread_cond_init(&p->w[i].work, NULL);
     }
-    if (!(p->schemas = calloc(cfg->n_tables ? cfg->n_tables : 1, sizeof *p->schemas))) {
-        snprintf(err, errlen, "out of memory");
+    if (!(p->keys = key_cache_new(cfg, err, errlen))) {
         pool_free(p);
         return NULL;
     }
-    p->n_schemas = cfg->n_tables;
-    for (size_t t = 0; t < cfg->n_tables; t++) p->schemas[t].table = cfg->tables[t];
     for (int i = 0; i < p->n; i++) {
         if (!(p->w[i].s = daemon_store_new(cfg, err, errlen)) || !(p->w[i].st = daemon_state_new(cfg, err, errlen))) {
             pool_free(p);
@@ -415,7 +484,7 @@ void pool_free(apply_pool *p) {
         pthread_cond_destroy(&p->w[i].work);
     }
     free(p->w);
-    free(p->schemas);
+    if (p->keys) key_cache_release(p->keys);
     if (p->efd >= 0) close(p->efd);
     pthread_cond_destroy(&p->idle);
     pthread_cond_destroy(&p->txn_cv);

@@ -31,6 +31,7 @@ typedef struct {
     long long applied, lost, dup, skew, stale;
     int has_pending, pending_capped;
     long long pending;
+    long long oldest_ms;             /* wall ms of the oldest pending change (its log id), or -1 */
     char ack[WIRE_POS_STRLEN];       /* "" when the peer never acknowledged */
     long long shipped, resent, trimmed;
     int has_acnt;
@@ -147,7 +148,19 @@ static int ctl_link_read(ctl_ctx *c, const ctl_link *l, link_info *li, int full,
             }
             li->has_pending = r->type == REDIS_REPLY_INTEGER;
             li->pending = r->integer;
+            freeReplyObject(r);
+            r = state_cmd(st, "XRANGE %s - + COUNT 1", logkey);
+            if (!r) {
+                ctl_redis_fail(c, l->src, "XRANGE");
+                return -1;
+            }
         }
+        li->oldest_ms = -1;
+        if (li->has_pending && li->pending > 0 && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+            r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements > 0 &&
+            r->element[0]->element[0]->type == REDIS_REPLY_STRING &&
+            wire_pos_parse(r->element[0]->element[0]->str, &p) == 0)
+            li->oldest_ms = (long long)p.ms; /* the entry's id: when the agent logged it */
         freeReplyObject(r);
         state_key(st, key, sizeof key, STATE_K_ACNT, l->table);
         if (ctl_hgetall(c, l->src, key, &r) != 0) return -1;
@@ -320,6 +333,7 @@ static cJSON *ctl_json_link(const link_info *li, int full) {
     else cJSON_AddNullToObject(o, "acked");
     cJSON_AddItemToObject(o, "pending", ctl_jnum(li->has_pending, li->pending));
     cJSON_AddBoolToObject(o, "pending_capped", li->pending_capped);
+    cJSON_AddItemToObject(o, "oldest_pending_ms", ctl_jnum(li->oldest_ms >= 0, li->oldest_ms));
     cJSON_AddBoolToObject(o, "paused", li->paused);
     cJSON_AddItemToObject(o, "applied", ctl_jnum(li->has_cnt, li->applied));
     cJSON_AddItemToObject(o, "conflicts_lost", ctl_jnum(li->has_cnt, li->lost));
@@ -552,6 +566,21 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv) {
                        "were made: a delete or local write made in %s before it may have been undone; run ternctl "
                        "verify\n", infos[k].l->dst_name, infos[k].stale, infos[k].l->src_name, infos[k].l->table,
                        infos[k].l->dst_name);
+        for (size_t k = 0; k < nl; k++) {
+            /* the destination's tombstone TTL bounds how late a change may be applied with
+             * last-writer-wins intact (its source config's when it is not loaded) */
+            const link_info *li = &infos[k];
+            const cfg_region *dc = c->cfgs[li->l->dst >= 0 ? li->l->dst : li->l->src];
+            char age[32], ts[32];
+            if (li->oldest_ms < 0 || now - li->oldest_ms <= dc->replicator.tombstone_ttl_s * 500LL) continue;
+            ctl_fmt_ms(now - li->oldest_ms, age, sizeof age);
+            ctl_fmt_utc(li->oldest_ms, ts, sizeof ts);
+            printf("\nWARNING %s -> %s (table %s): a change has waited for %s since %s (%s ago), over half of "
+                   "%s's tombstone TTL (%ld s): applied past the TTL, a change may undo a delete or a local write "
+                   "made there meanwhile (a stale alarm, then ternctl verify); bring the link back before then\n",
+                   li->l->src_name, li->l->dst_name, li->l->table, li->l->dst_name, ts, age, li->l->dst_name,
+                   dc->replicator.tombstone_ttl_s);
+        }
         for (size_t i = 0; i < c->n; i++)
             if (!regs[i].agent.alive || !regs[i].repl.alive)
                 printf("\nWARNING %s: %s%s%s not running (no heartbeat within %d s)\n", c->cfgs[i]->region,

@@ -29,6 +29,7 @@ ctl verify || fail "the injected changes did not replicate once the agent was ba
 note "pause: wait-caught-up times out, status shows it, it survives an agent restart, resume heals"
 ctl pause --from us-east-1 --to eu-west-1 || fail pause
 sleep 1
+t_paused=$(date +%s%3N)
 for i in 1 2 3; do "$DDBTOOL" put "$E" "$TABLE" "{\"PK\":{\"S\":\"P#$i\"},\"SK\":{\"S\":\"ITEM\"}}"; done
 kill_daemon us-east-1 tern-region-agent
 lr start-daemons us-east-1 >/dev/null
@@ -39,6 +40,9 @@ grep -qi 'paus' <<<"$out" || fail "wait-caught-up did not say the link is paused
 st=$(ctl status --json) || fail "status --json"
 jq -e '.links[] | select(.source == "us-east-1" and .destination == "eu-west-1") | .paused == true and .pending >= 3' <<<"$st" >/dev/null \
   || fail "status does not show the paused link with 3 pending: $(jq -c .links <<<"$st")"
+oldest=$(jq '.links[] | select(.source == "us-east-1" and .destination == "eu-west-1") | .oldest_pending_ms' <<<"$st")
+[[ "$oldest" =~ ^[0-9]+$ ]] && [ "$oldest" -ge "$t_paused" ] && [ "$oldest" -le "$(date +%s%3N)" ] ||
+  fail "status gives the oldest pending change of the paused link at '$oldest' (the writes began at $t_paused)"
 "$DDBTOOL" get "$W" "$TABLE" '{"PK":{"S":"P#1"},"SK":{"S":"ITEM"}}' >/dev/null 2>&1 && fail "a write crossed a paused link"
 ctl resume --from us-east-1 --to eu-west-1 || fail resume
 ctl wait-caught-up --from us-east-1 --to eu-west-1 --timeout 60 || fail "wait-caught-up after resume"
