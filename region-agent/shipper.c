@@ -37,13 +37,25 @@
 
 _Static_assert(WIRE_VERSION_MIN == 1 && WIRE_VERSION == 2, "config/cfg.c bounds agent.wire_version to 1..2");
 
-/* Lua: XTRIM KEYS[1] MINID ARGV[1], and when that removed entries, SET KEYS[2] to the
- * highest one removed (the entry just below ARGV[1]; trims only remove entries above the
- * ones removed before, so it only rises). Redis 6.2 and later ("(" ranges, MINID). */
+/* Lua: XTRIM KEYS[1] (log:T) MINID ARGV[1]; when that removes entries, every peer in
+ * KEYS[2] (ack:T) that is not one of the configured ARGV[2..] and acknowledged less than
+ * the highest entry removed is flagged in KEYS[3] (lost:T, field: peer, value: that entry):
+ * it lost changes from the log (shipper_check_lost). Returns the entries removed. Redis
+ * 6.2 and later ("(" ranges, MINID). */
 #define SHIPPER_LUA_TRIM \
     "local d = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1) " \
+    "if not d[1] then return 0 end " \
     "local n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1]) " \
-    "if n > 0 and d[1] then redis.call('SET', KEYS[2], d[1][1]) end " \
+    "local conf = {} " \
+    "for i = 2, #ARGV do conf[ARGV[i]] = true end " \
+    "local dm, ds = string.match(d[1][1], '^(%d+)-(%d+)$') " \
+    "dm, ds = tonumber(dm), tonumber(ds) " \
+    "local acks = redis.call('HGETALL', KEYS[2]) " \
+    "for i = 1, #acks, 2 do " \
+    "  local am, as = string.match(acks[i + 1], '^(%d+)-(%d+)$') " \
+    "  if not conf[acks[i]] and am and (tonumber(am) < dm or (tonumber(am) == dm and tonumber(as) < ds)) then " \
+    "    redis.call('HSET', KEYS[3], acks[i], d[1][1]) end " \
+    "end " \
     "return n"
 
 #define SHIPPER_MAX_WINDOW 64
@@ -448,7 +460,7 @@ static int shipper_saved(shipper *sh, const redisReply *r, int *failed) {
 /* Saves acks and counters, reads pause flags, trims logs, heartbeats. */
 static void shipper_housekeep(shipper *sh) {
     const cfg_region *cfg = sh->a->cfg;
-    char key[512], tkey[512], pos[48];
+    char key[512], pos[48];
     redisReply *r;
     size_t queued = 0;
     int nconn = 0;
@@ -510,16 +522,30 @@ static void shipper_housekeep(shipper *sh) {
     }
     /* trim each log below the lowest acknowledgement of every peer, saved or not: each is
      * a peer's answer for a watermark it saved, so what is trimmed is applied there (an
-     * agent restarted with an older saved ack resends from it; the peer skips what it has) */
+     * agent restarted with an older saved ack resends from it; the peer skips what it has);
+     * peers in ack:T that are not configured and lose entries are flagged (lost:T) */
     for (size_t j = 0; j < cfg->n_tables && sh->n_peers > 0; j++) {
         wire_pos min = sh->peers[0].links[j].acked;
+        const char *argv[7 + CFG_PEERS_MAX];
+        char lkey[512], akey[512];
+        int argc = 0;
         for (size_t i = 0; i < sh->n_peers; i++)
             if (wire_pos_cmp(sh->peers[i].links[j].acked, min) < 0) min = sh->peers[i].links[j].acked;
         if (min.ms == 0 && min.seq == 0) continue;
         state_key(sh->st, key, sizeof key, STATE_K_LOG, cfg->tables[j]);
-        state_key(sh->st, tkey, sizeof tkey, STATE_K_TRIM, cfg->tables[j]);
+        state_key(sh->st, akey, sizeof akey, STATE_K_ACK, cfg->tables[j]);
+        state_key(sh->st, lkey, sizeof lkey, STATE_K_LOST, cfg->tables[j]);
         wire_pos_format(min, pos, sizeof pos);
-        r = state_cmd(sh->st, "EVAL %s 2 %s %s %s", SHIPPER_LUA_TRIM, key, tkey, pos);
+        argv[argc++] = "EVAL";
+        argv[argc++] = SHIPPER_LUA_TRIM;
+        argv[argc++] = "3";
+        argv[argc++] = key;
+        argv[argc++] = akey;
+        argv[argc++] = lkey;
+        argv[argc++] = pos;
+        for (size_t i = 0; i < sh->n_peers && i < CFG_PEERS_MAX; i++) argv[argc++] = sh->peers[i].peer->region;
+        r = state_cmdargv(sh->st, argc, argv, NULL);
+        if (!r || state_reply_failed(sh->st, r)) shipper_redis_warn(sh, NULL, "trimming the change log");
         if (r) freeReplyObject(r);
     }
     {
@@ -558,50 +584,40 @@ static int shipper_load_acks(shipper *sh) {
     return 0;
 }
 
-/* At start (and so after each reload): a peer whose saved acknowledgement lies below the
- * last entry the trims removed (trim:T) cannot get the changes after it from the log. This
- * happens to a region removed from peers and added back (the log was trimmed below the
- * other peers' acknowledgements meanwhile). Said at error and recorded
- * (agent_record_trimmed, "peer:<region>"); shipping goes on from what is left. A peer with
- * no acknowledgement yet (a new region) gets the log from its oldest entry: a warning when
- * older ones were trimmed. */
-static void shipper_check_trimmed(shipper *sh) {
+/* At start (and so after each reload): a configured peer flagged in lost:T (the trim
+ * removed entries it had not acknowledged while it was not configured here: a region
+ * removed from peers and added back) cannot get those changes from the log. Said at error
+ * and recorded once (agent_record_trimmed, "peer:<region>"; the flag is then removed);
+ * shipping goes on from what is left. 0, or -1 when Redis cannot say (the start fails, as
+ * when the acknowledgements cannot be read). */
+static int shipper_check_lost(shipper *sh) {
     const cfg_region *cfg = sh->a->cfg;
-    char key[512], atxt[WIRE_POS_STRLEN], where[LWW_REGION_MAX + 8];
+    char key[512], where[LWW_REGION_MAX + 8], atxt[WIRE_POS_STRLEN];
     for (size_t j = 0; j < cfg->n_tables; j++) {
-        wire_pos del;
-        redisReply *r;
-        state_key(sh->st, key, sizeof key, STATE_K_TRIM, cfg->tables[j]);
-        r = state_cmd(sh->st, "GET %s", key);
-        if (!r) {
-            shipper_redis_warn(sh, NULL, "reading the change log's trim point");
-            continue;
+        redisReply *r, *d;
+        state_key(sh->st, key, sizeof key, STATE_K_LOST, cfg->tables[j]);
+        r = state_cmd(sh->st, "HGETALL %s", key);
+        if (!r || state_reply_failed(sh->st, r)) {
+            log_error(NULL, "reading %s: %s", key, state_errstr(sh->st));
+            if (r) freeReplyObject(r);
+            return -1;
         }
-        if (r->type != REDIS_REPLY_STRING || wire_pos_parse(r->str, &del) != 0) { /* never trimmed */
-            freeReplyObject(r);
-            continue;
-        }
-        for (size_t i = 0; i < sh->n_peers; i++) {
-            const peer_state *p = &sh->peers[i];
-            wire_pos a = p->links[j].acked;
-            if (a.ms == 0 && a.seq == 0) {
-                log_warn(p->peer->region, "table %s: this peer has acknowledged nothing yet: it gets the change log "
-                         "from its oldest entry; older changes (up to %s) were trimmed and reach it only by "
-                         "ternctl backfill (docs/operations.md, section 14)", cfg->tables[j], r->str);
-                continue;
-            }
-            if (wire_pos_cmp(a, del) >= 0) continue;
-            wire_pos_format(a, atxt, sizeof atxt);
-            log_error(p->peer->region, "table %s: the change log no longer holds the entries after this peer's "
-                      "acknowledged position %s (trimmed up to %s while the peer was not configured here): those "
-                      "changes are NOT replicated to it; copy them with ternctl backfill --from %s --to %s "
-                      "(docs/operations.md, section 14)", cfg->tables[j], atxt, r->str, cfg->region,
-                      p->peer->region);
+        for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+            peer_state *p = shipper_peer(sh, r->element[i]->str);
+            if (!p) continue; /* still not configured */
+            wire_pos_format(p->links[j].acked, atxt, sizeof atxt);
+            log_error(p->peer->region, "table %s: the change log was trimmed up to %s while this peer was not "
+                      "configured here, past its acknowledged position %s: those changes are NOT replicated to it; "
+                      "copy them with ternctl backfill --from %s --to %s (docs/operations.md, section 14)",
+                      cfg->tables[j], r->element[i + 1]->str, atxt, cfg->region, p->peer->region);
             snprintf(where, sizeof where, "peer:%s", p->peer->region);
             agent_record_trimmed(sh->a, sh->st, cfg->tables[j], where);
+            d = state_cmd(sh->st, "HDEL %s %s", key, p->peer->region);
+            if (d) freeReplyObject(d);
         }
         freeReplyObject(r);
     }
+    return 0;
 }
 
 static int shipper_socket(shipper *sh, peer_state *p, char *err, size_t errlen) {
@@ -691,7 +707,10 @@ int shipper_run(agent_ctx *a) {
         snprintf(err, sizeof err, "cannot load acknowledgements");
         goto fail;
     }
-    shipper_check_trimmed(&sh);
+    if (shipper_check_lost(&sh) != 0) {
+        snprintf(err, sizeof err, "cannot read which peers lost trimmed changes");
+        goto fail;
+    }
     shipper_housekeep(&sh); /* pause flags are known before anything is sent */
     atomic_store(&a->shipper_ready, 1);
 

@@ -69,10 +69,10 @@ typedef struct {
 } pool_schema;
 
 /* The key schemas of the replicated tables, shared by the pool and, while it runs, the
- * loader thread that reads them (key_loader). A change whose table's schema is not known
- * yet goes unchecked and starts a loader when none runs and the last one ended more than
- * REPL_SCHEMA_RETRY_MS ago with a failure: no change, stop or reload ever waits for a
- * DescribeTable. The loader is detached: the last of the pool and the loader to let go
+ * loader thread that reads them (key_loader), started with the pool. A change whose
+ * table's schema is not known yet goes unchecked, and starts a loader when none runs and
+ * the last one failed more than REPL_SCHEMA_RETRY_MS ago: no change, stop or reload ever
+ * waits for a DescribeTable. The loader is detached: the last of the pool and the loader to let go
  * frees the cache (refs), so a loader stuck on a hung store never holds up a reload. */
 typedef struct {
     pthread_mutex_t mu;
@@ -82,7 +82,6 @@ typedef struct {
     store *s;                   /* the loader's handle */
     pool_schema *t;
     size_t n;
-    log_limit warn;             /* DescribeTable failures */
 } key_cache;
 
 struct pool_worker {
@@ -207,29 +206,26 @@ static void key_cache_release(key_cache *kc) {
 static void *key_loader(void *arg) {
     key_cache *kc = arg;
     int failed = 0;
-    for (size_t i = 0; i < kc->n; i++) {
+    for (size_t i = 0; i < kc->n; i++) { /* the table names and kc->s are this thread's to read */
         store_table_info ti;
         store_status st;
-        long skipped;
         int known;
         pthread_mutex_lock(&kc->mu);
         known = kc->t[i].known;
         pthread_mutex_unlock(&kc->mu);
         if (known) continue;
         st = store_describe_table(kc->s, kc->t[i].table, &ti);
-        pthread_mutex_lock(&kc->mu);
-        if (st == STORE_OK) {
-            snprintf(kc->t[i].hash_key, sizeof kc->t[i].hash_key, "%s", ti.hash_key);
-            snprintf(kc->t[i].range_key, sizeof kc->t[i].range_key, "%s", ti.range_key);
-            kc->t[i].known = 1;
-        } else {
+        if (st != STORE_OK) { /* every failure is said: one run a minute at most */
             failed = 1;
-            if (log_limit_pass(&kc->warn, daemon_mono_ms(), REPL_WARN_EVERY_MS, &skipped))
-                log_warn(NULL, "table %s: cannot read its key schema (DescribeTable: %s: %s): peers' keys are not "
-                         "checked against it until it can, tried again every %d s (%ld more failures since the "
-                         "last warning)", kc->t[i].table, store_status_name(st), store_errstr(kc->s),
-                         REPL_SCHEMA_RETRY_MS / 1000, skipped);
+            log_warn(NULL, "table %s: cannot read its key schema (DescribeTable: %s: %s): peers' keys are not "
+                     "checked against it until it can, tried again every %d s", kc->t[i].table,
+                     store_status_name(st), store_errstr(kc->s), REPL_SCHEMA_RETRY_MS / 1000);
+            continue;
         }
+        pthread_mutex_lock(&kc->mu);
+        snprintf(kc->t[i].hash_key, sizeof kc->t[i].hash_key, "%s", ti.hash_key);
+        snprintf(kc->t[i].range_key, sizeof kc->t[i].range_key, "%s", ti.range_key);
+        kc->t[i].known = 1;
         pthread_mutex_unlock(&kc->mu);
     }
     pthread_mutex_lock(&kc->mu);
@@ -260,8 +256,8 @@ static key_cache *key_cache_new(const cfg_region *cfg, char *err, size_t errlen)
     return kc;
 }
 
-/* A table's schema is not known: starts a loader unless one runs or the last one failed
- * less than REPL_SCHEMA_RETRY_MS ago. Called with kc->mu held. */
+/* A table's schema is not known (or the pool starts): starts a loader unless one runs or
+ * the last one failed less than REPL_SCHEMA_RETRY_MS ago. Called with kc->mu held. */
 static void key_cache_want(key_cache *kc) {
     pthread_t th;
     pthread_attr_t at;
@@ -451,6 +447,9 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         pool_free(p);
         return NULL;
     }
+    pthread_mutex_lock(&p->keys->mu);
+    if (p->keys->n) key_cache_want(p->keys); /* read at once, before the first change */
+    pthread_mutex_unlock(&p->keys->mu);
     for (int i = 0; i < p->n; i++) {
         if (!(p->w[i].s = daemon_store_new(cfg, err, errlen)) || !(p->w[i].st = daemon_state_new(cfg, err, errlen))) {
             pool_free(p);

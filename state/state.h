@@ -9,7 +9,8 @@
  *                          or "END <seq>" once a closed shard has been read to its end;
  *                          field STATE_CKPT_STREAM -> the ARN of the stream of those shards
  *   ack:T          HASH    peer region -> last log:T position ("ms-seq") the peer applied
- *   trim:T         STRING  position of the last log:T entry the agent's trims removed
+ *   lost:T         HASH    peer region -> last log:T entry trimmed while the peer, not configured,
+ *                          had not acknowledged it (reported when the peer is configured again)
  *   ll:T:KID       STRING  version of the last local change of key KID (TTL = tombstone TTL)
  *   tomb:T:KID     STRING  version of the last delete of key KID (TTL = tombstone TTL); the
  *                          replicator raises it before it deletes
@@ -47,7 +48,7 @@
 #define STATE_K_CKPT "ckpt:%s"
 #define STATE_CKPT_STREAM "stream" /* field of ckpt:T (shard ids begin with "shardId-") */
 #define STATE_K_ACK "ack:%s"
-#define STATE_K_TRIM "trim:%s"
+#define STATE_K_LOST "lost:%s"
 #define STATE_K_LASTLOCAL "ll:%s:%s"
 #define STATE_K_TOMB "tomb:%s:%s"
 #define STATE_K_LOCALTOMB "lt:%s:%s"

@@ -522,7 +522,8 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv) {
         for (size_t i = 0; i < c->n; i++) {
             const redisReply *a = regs[i].alarm_recent;
             if (!regs[i].alarms) continue;
-            printf("\nALARM %s: %lld trimmed-stream event(s): changes may have been lost; run ternctl verify. Latest:\n",
+            printf("\nALARM %s: %lld trimmed-data event(s): changes were lost before they reached a peer; run ternctl "
+                   "verify (or backfill the peer named). Latest:\n",
                    c->cfgs[i]->region, regs[i].alarms);
             for (size_t k = 0; a->type == REDIS_REPLY_ARRAY && k < a->elements; k++)
                 if (a->element[k]->type == REDIS_REPLY_STRING) {

@@ -52,12 +52,12 @@ for d in tern-replicator tern-region-agent; do
   if [ $d = tern-replicator ]; then
     note "$d: SIGHUP while a change waits on eu-west-1's frozen store: the reload's drain feeds the watchdog"
     kill -STOP "$DDB_PID"
-    s0=$(acnt us-east-1 shipped:eu-west-1)
+    # the apply worker adds the change's echo token, then waits on the store
+    pend=$(redis_key eu-west-1 "pend:$TABLE:$(printf '%s' "$(key_json drain SD)" | sha256sum | cut -c1-64)")
     "$DDBTOOL" put "$(region_endpoint us-east-1)" "$TABLE" '{"PK":{"S":"SD#drain"},"SK":{"S":"ITEM"},"v":{"S":"1"}}' ||
       fail "put in us-east-1"
-    for _ in $(seq 1 100); do [ "$(acnt us-east-1 shipped:eu-west-1)" -gt "$s0" ] && break; sleep 0.1; done
-    [ "$(acnt us-east-1 shipped:eu-west-1)" -gt "$s0" ] || fail "us-east-1 did not ship the change within 10 s"
-    sleep 0.5 # received, and taken by an apply worker that waits on the store
+    for _ in $(seq 1 100); do [ "$(region_redis eu-west-1 SCARD "$pend")" != 0 ] && break; sleep 0.1; done
+    [ "$(region_redis eu-west-1 SCARD "$pend")" != 0 ] || fail "eu-west-1's replicator did not take the change within 10 s"
     r0=$(grep -c 'READY=1' "$msgs" || true) n0=$(grep -c 'WATCHDOG=1' "$msgs" || true)
     kill -HUP "$pid"
     sleep 4
