@@ -12,9 +12,10 @@ set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 cluster_init 2
 cluster_up
-listen_pid=""
+listen_pid="" pid=""
 DDB_PID=$(cat "$(region_run eu-west-1)/ddb-${CL_DDB[eu-west-1]}.pid")
-trap 'kill -CONT $DDB_PID 2>/dev/null; kill $listen_pid 2>/dev/null || true; cluster_down' EXIT
+# the daemon under test is not in the cluster's pid files: stopped here too when a check fails
+trap 'kill -CONT $DDB_PID 2>/dev/null; kill $listen_pid $pid 2>/dev/null || true; cluster_down' EXIT
 
 for d in tern-replicator tern-region-agent; do
   note "$d under a notification socket"
@@ -83,6 +84,7 @@ for d in tern-replicator tern-region-agent; do
   kill -TERM "$pid"
   rc=0; wait "$pid" || rc=$?
   [ "$rc" -eq 0 ] || fail "$d exited $rc on SIGTERM"
+  pid=""
   grep -q 'STOPPING=1' "$msgs" || fail "$d: no STOPPING=1 on SIGTERM"
   kill "$listen_pid" 2>/dev/null || true; wait "$listen_pid" 2>/dev/null || true; listen_pid=""
   lr start-daemons eu-west-1 >/dev/null || fail "restart daemons"
