@@ -10,10 +10,14 @@
  * one at a time (per-key order is what LWW and the echo tokens need); different keys go in
  * parallel. Jobs stream: a worker takes
  * the next job as soon as it is free, so a batch never waits for the slowest change of
- * the batch before it. A worker with a backlog takes the puts at the head of its queue
- * together (distinct keys, at most replicator.group_writes): one Redis round trip, then
- * one transaction from APPLY_GROUP_MIN puts on (apply_puts): under load the store does
- * far less work per change, while at low rates every change still goes alone at once.
+ * the batch before it. A worker with a backlog (the head of its queue waited
+ * REPL_TXN_AGE_MS) takes the puts at the head of its queue together (distinct keys, at
+ * most replicator.group_writes): one Redis round trip, then one transaction from
+ * APPLY_GROUP_MIN puts on (apply_puts): under load the store does far less work per
+ * change. Without a backlog it takes at most APPLY_GROUP_MIN - 1 (one Redis round trip,
+ * then single puts): on DynamoDB Local a transaction holds the table's write lock for tens
+ * of ms under load, and a worker that started them at 5 queued puts never left that mode
+ * at 1,000 writes/s (docs/lag.md, "Transactions only for a backlog").
  * At most replicator.transactions such groups are written at once, by all workers: a
  * worker whose group is large enough for a transaction waits for a slot (in turn, first
  * come first served), then tops its group up from its own queue (which grew meanwhile) and
@@ -172,13 +176,13 @@ static int pool_busy(const apply_pool *p, const pool_worker *taker, const pool_j
 
 /* Moves jobs from the head of `from`'s queue into w's group (w->g[w->ng..]): the head alone
  * when the group is empty, then, while the group is of puts, the puts right behind it of
- * the group's table, up to group_max in all. Stops at the first job that is a delete, of
+ * the group's table, up to max in all. Stops at the first job that is a delete, of
  * another table, or of a key in any worker's group (this one's included): per-key order
  * holds because a key's jobs are all in one queue, in order, and none is taken while
  * another of its key is being written. Jobs taken from another queue are counted in its
  * `lent`. Called with mu held. */
-static void pool_take(apply_pool *p, pool_worker *w, pool_worker *from) {
-    while (from->head && w->ng < p->group_max && (w->ng == 0 || w->g[0]->c->op == WIRE_OP_PUT)) {
+static void pool_take(apply_pool *p, pool_worker *w, pool_worker *from, size_t max) {
+    while (from->head && w->ng < max && (w->ng == 0 || w->g[0]->c->op == WIRE_OP_PUT)) {
         pool_job *j = from->head;
         if (w->ng > 0 && (j->c->op != WIRE_OP_PUT || strcmp(j->table, w->g[0]->table) != 0)) break;
         if (pool_busy(p, w, j)) break;
@@ -348,6 +352,7 @@ static void *pool_thread(void *arg) {
     for (;;) {
         pool_job *ok[APPLY_GROUP_MAX];
         size_t n, m, other = 0;
+        long long now;
         int txn;
         uint64_t done;
         /* a head whose key is in a slot holder's group waits for it (pool_busy) */
@@ -355,19 +360,21 @@ static void *pool_thread(void *arg) {
             if (p->stop && !w->head) goto out;
             pthread_cond_wait(&w->work, &p->mu);
         }
-        pool_take(p, w, w);
-        atomic_store(&w->beacon, daemon_mono_ms());
+        /* a transaction only for a backlog: its head waited REPL_TXN_AGE_MS (see replicator.h) */
+        now = daemon_mono_ms();
+        pool_take(p, w, w, now - w->head->queued_at >= REPL_TXN_AGE_MS ? p->group_max : APPLY_GROUP_MIN - 1);
+        atomic_store(&w->beacon, now);
         txn = w->ng >= APPLY_GROUP_MIN;
         if (txn) {
             /* a transaction: wait for a slot, then take what queued up meanwhile here */
             uint64_t ticket = p->txn_next++;
             while (ticket >= p->txn_admitted) pthread_cond_wait(&p->txn_cv, &p->mu);
-            pool_take(p, w, w);
+            pool_take(p, w, w, p->group_max);
         }
         /* ... and at the heads of the other queues, from the next worker on (so that no
          * queue is always last) */
         for (int k = 1; txn && k < p->n && w->ng < p->group_max; k++)
-            pool_take(p, w, &p->w[(w - p->w + k) % p->n]);
+            pool_take(p, w, &p->w[(w - p->w + k) % p->n], p->group_max);
         n = w->ng;
         m = pool_check_keys(p->keys, w->g, n, ok);
         pthread_mutex_unlock(&p->mu);
@@ -497,6 +504,7 @@ void pool_submit(apply_pool *p, pool_job *j) {
     w = pool_owner(p, j);
     atomic_store_explicit(&j->done, 0, memory_order_relaxed);
     j->qnext = NULL;
+    j->queued_at = daemon_mono_ms();
     pthread_mutex_lock(&p->mu);
     if (w->tail) w->tail->qnext = j;
     else w->head = j;

@@ -47,6 +47,10 @@
 
 #define REPL_POLL_MS 100          /* main loop wake-up, ms */
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
+/* A worker writes a transaction (apply_puts, from APPLY_GROUP_MIN puts) only when the head
+ * of its queue has waited this long, ms; else it takes at most APPLY_GROUP_MIN - 1 puts,
+ * written one by one */
+#define REPL_TXN_AGE_MS 20
 #define REPL_SCHEMA_RETRY_MS 60000 /* a table's DescribeTable that failed is tried again after, ms */
 /* A thread counts as stalled when it has not turned, nor begun a store or Redis call, for
  * REPL_STALL_MS plus the longest wait on one call (daemon_wait_max_ms), ms (/healthz, the
@@ -102,6 +106,7 @@ typedef struct pool_job {
     /* qnext and khash are the pool's; the submitter's own bookkeeping follows */
     struct pool_job *qnext;
     unsigned khash;              /* hash of kid: its worker, and a quick key comparison */
+    long long queued_at;         /* mono ms: submitted */
     struct pool_job *next;       /* receiver: the source's FIFO in position order */
     void *batch;                 /* receiver: the held batch c points into */
     char *kid_owned;             /* receiver: kid, freed with the job */
