@@ -61,6 +61,7 @@
 #include "replicator.h"
 
 _Static_assert(APPLY_GROUP_MAX == 100, "config/cfg.c bounds replicator.group_writes to 1..100");
+_Static_assert(APPLY_GROUP_MIN >= 2, "a worker without a backlog takes APPLY_GROUP_MIN - 1 puts");
 
 typedef struct pool_worker pool_worker;
 
@@ -362,7 +363,8 @@ static void *pool_thread(void *arg) {
         }
         /* a transaction only for a backlog: its head waited REPL_TXN_AGE_MS (see replicator.h) */
         now = daemon_mono_ms();
-        pool_take(p, w, w, now - w->head->queued_at >= REPL_TXN_AGE_MS ? p->group_max : APPLY_GROUP_MIN - 1);
+        pool_take(p, w, w, now - w->head->queued_at >= REPL_TXN_AGE_MS || p->group_max < APPLY_GROUP_MIN - 1
+                               ? p->group_max : APPLY_GROUP_MIN - 1);
         atomic_store(&w->beacon, now);
         txn = w->ng >= APPLY_GROUP_MIN;
         if (txn) {

@@ -48,8 +48,9 @@
 #define REPL_POLL_MS 100          /* main loop wake-up, ms */
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
 /* A worker writes a transaction (apply_puts, from APPLY_GROUP_MIN puts) only when the head
- * of its queue has waited this long, ms; else it takes at most APPLY_GROUP_MIN - 1 puts,
- * written one by one */
+ * of its queue has waited this long, ms; else it takes at most APPLY_GROUP_MIN - 1 puts (or
+ * replicator.group_writes), written one by one. (A transaction's writer may still take a
+ * younger put from another worker's queue.) */
 #define REPL_TXN_AGE_MS 20
 #define REPL_SCHEMA_RETRY_MS 60000 /* a table's DescribeTable that failed is tried again after, ms */
 /* A thread counts as stalled when it has not turned, nor begun a store or Redis call, for
@@ -103,7 +104,7 @@ typedef struct pool_job {
     char err[512];
     long long done_wall;         /* wall ms when the write returned */
     int canceled;                /* 1: never started (pool_cancel_queued); res is APPLY_ERROR */
-    /* qnext and khash are the pool's; the submitter's own bookkeeping follows */
+    /* qnext, khash and queued_at are the pool's; the submitter's own bookkeeping follows */
     struct pool_job *qnext;
     unsigned khash;              /* hash of kid: its worker, and a quick key comparison */
     long long queued_at;         /* mono ms: submitted */
