@@ -544,9 +544,8 @@ size_t pool_cancel_queued(apply_pool *p) {
 }
 
 void pool_wait_idle(apply_pool *p) {
-    pthread_mutex_lock(&p->mu);
-    while (p->outstanding > 0 && p->started > 0) pthread_cond_wait(&p->idle, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    long long beacon;
+    while (pool_wait_idle_for(p, 1000, &beacon) > 0) {}
 }
 
 size_t pool_wait_idle_for(apply_pool *p, long ms, long long *beacon) {

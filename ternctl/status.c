@@ -44,14 +44,18 @@ typedef struct {
     char status[256];
 } hb_info;
 
+/* An alarm list of one region: entries "<at_ms> <detail>", newest first. */
+typedef struct {
+    long long count;                 /* LLEN */
+    redisReply *recent;              /* LRANGE 0 4 (owned) */
+} alarm_list;
+
 typedef struct {
     hb_info agent, repl;
     redisReply *rej;                 /* HGETALL rej (owned) */
     long long rej_total;
-    long long alarms;                /* LLEN alarm:trimmed */
-    redisReply *alarm_recent;        /* LRANGE alarm:trimmed 0 4 (owned) */
-    long long refused;               /* LLEN alarm:refused */
-    redisReply *refused_recent;      /* LRANGE alarm:refused 0 4 (owned) */
+    alarm_list trimmed;              /* alarm:trimmed: detail "<table> <shard or peer:REGION>" */
+    alarm_list refused;              /* alarm:refused: detail free text */
 } region_info;
 
 static long long ctl_hll(const redisReply *h, const char *f) {
@@ -203,9 +207,9 @@ static int ctl_hb_read(ctl_ctx *c, int i, const char *who, hb_info *hb) {
     return 0;
 }
 
-/* The length of alarm list name (a STATE_K_ALARM_*) of region i into *len and its newest 5
- * entries into *recent (owned by the caller, freed with freeReplyObject). 0/-1 (printed). */
-static int ctl_alarm_read(ctl_ctx *c, int i, const char *name, long long *len, redisReply **recent) {
+/* Alarm list name (a STATE_K_ALARM_*) of region i into *a: its length and newest 5 entries
+ * (a->recent owned by the caller, freed with freeReplyObject). 0/-1 (printed). */
+static int ctl_alarm_read(ctl_ctx *c, int i, const char *name, alarm_list *a) {
     char key[256];
     state *st = ctl_state(c, i);
     redisReply *r;
@@ -215,10 +219,10 @@ static int ctl_alarm_read(ctl_ctx *c, int i, const char *name, long long *len, r
         ctl_redis_fail(c, i, "LLEN");
         return -1;
     }
-    *len = state_reply_ll(r, 0);
+    a->count = state_reply_ll(r, 0);
     freeReplyObject(r);
-    *recent = state_cmd(st, "LRANGE %s 0 4", key);
-    if (!*recent) {
+    a->recent = state_cmd(st, "LRANGE %s 0 4", key);
+    if (!a->recent) {
         ctl_redis_fail(c, i, "LRANGE");
         return -1;
     }
@@ -258,14 +262,14 @@ static int ctl_region_read(ctl_ctx *c, int i, region_info *ri) {
         if (ri->rej->element[k]->type == REDIS_REPLY_STRING && ctl_parse_ll(ri->rej->element[k]->str, &v) == 0)
             ri->rej_total += v;
     }
-    if (ctl_alarm_read(c, i, STATE_K_ALARM_TRIMMED, &ri->alarms, &ri->alarm_recent) != 0) return -1;
-    return ctl_alarm_read(c, i, STATE_K_ALARM_REFUSED, &ri->refused, &ri->refused_recent);
+    if (ctl_alarm_read(c, i, STATE_K_ALARM_TRIMMED, &ri->trimmed) != 0) return -1;
+    return ctl_alarm_read(c, i, STATE_K_ALARM_REFUSED, &ri->refused);
 }
 
 static void ctl_region_clear(region_info *ri) {
     if (ri->rej) freeReplyObject(ri->rej);
-    if (ri->alarm_recent) freeReplyObject(ri->alarm_recent);
-    if (ri->refused_recent) freeReplyObject(ri->refused_recent);
+    if (ri->trimmed.recent) freeReplyObject(ri->trimmed.recent);
+    if (ri->refused.recent) freeReplyObject(ri->refused.recent);
     memset(ri, 0, sizeof *ri);
 }
 
@@ -346,8 +350,65 @@ static cJSON *ctl_json_link(const link_info *li, int full) {
     return o;
 }
 
+/* Entry v of an alarm list, split: 0 with *ms and *detail (into v), and for alarm:trimmed
+ * (trimmed) tab and where ("<table> <shard or peer:REGION>", region-agent/); -1 when it
+ * does not parse. */
+static int ctl_alarm_entry(const char *v, int trimmed, long long *ms, const char **detail, char *tab, char *where) {
+    if (ctl_alarm_split(v, ms, detail) != 0) return -1;
+    return !trimmed || sscanf(*detail, "%255s %255s", tab, where) == 2 ? 0 : -1;
+}
+
+/* Adds {"count": N, "recent": [{"raw", "at_ms", then "table" and "shard" (trimmed) or
+ * "detail"}]} as o's name; an entry that does not parse keeps "raw" alone. */
+static void ctl_json_alarms(cJSON *o, const char *name, const alarm_list *a, int trimmed) {
+    cJSON *al = cJSON_AddObjectToObject(o, name), *recent;
+    if (!al) return;
+    cJSON_AddNumberToObject(al, "count", (double)a->count);
+    recent = cJSON_AddArrayToObject(al, "recent");
+    for (size_t k = 0; recent && a->recent->type == REDIS_REPLY_ARRAY && k < a->recent->elements; k++) {
+        const char *v = a->recent->element[k]->str, *detail;
+        char tab[256], where[256];
+        long long ms;
+        cJSON *e;
+        if (a->recent->element[k]->type != REDIS_REPLY_STRING || !(e = cJSON_CreateObject())) continue;
+        cJSON_AddStringToObject(e, "raw", v);
+        if (ctl_alarm_entry(v, trimmed, &ms, &detail, tab, where) == 0) {
+            cJSON_AddNumberToObject(e, "at_ms", (double)ms);
+            if (trimmed) {
+                cJSON_AddStringToObject(e, "table", tab);
+                cJSON_AddStringToObject(e, "shard", where);
+            } else {
+                cJSON_AddStringToObject(e, "detail", detail);
+            }
+        }
+        cJSON_AddItemToArray(recent, e);
+    }
+}
+
+/* Prints the newest entries of an alarm list, one per line. */
+static void ctl_print_alarms(const alarm_list *a, int trimmed) {
+    for (size_t k = 0; a->recent->type == REDIS_REPLY_ARRAY && k < a->recent->elements; k++) {
+        const char *v = a->recent->element[k]->str, *detail;
+        char tab[256], where[256], ts[32];
+        long long ms;
+        if (a->recent->element[k]->type != REDIS_REPLY_STRING) continue;
+        if (ctl_alarm_entry(v, trimmed, &ms, &detail, tab, where) != 0) {
+            printf("  %s\n", v);
+            continue;
+        }
+        ctl_fmt_utc(ms, ts, sizeof ts);
+        if (!trimmed)
+            printf("  %s %s\n", ts, detail);
+        else if (strncmp(where, "peer:", 5) == 0) /* region-agent/shipper.c */
+            printf("  %s table %s: the change log was trimmed past the acknowledgement of %s: backfill it\n", ts, tab,
+                   where + 5);
+        else
+            printf("  %s table %s shard %s\n", ts, tab, where);
+    }
+}
+
 static cJSON *ctl_json_region(ctl_ctx *c, int i, const region_info *ri, long long now) {
-    cJSON *o = cJSON_CreateObject(), *rej, *by, *al, *recent;
+    cJSON *o = cJSON_CreateObject(), *rej, *by;
     char addr[300];
     if (!o) return NULL;
     ctl_redis_addr(c, i, addr, sizeof addr);
@@ -366,46 +427,8 @@ static cJSON *ctl_json_region(ctl_ctx *c, int i, const region_info *ri, long lon
                 cJSON_AddNumberToObject(by, ri->rej->element[k]->str, (double)v);
         }
     }
-    al = cJSON_AddObjectToObject(o, "trimmed_alarms");
-    if (al) {
-        cJSON_AddNumberToObject(al, "count", (double)ri->alarms);
-        recent = cJSON_AddArrayToObject(al, "recent");
-        for (size_t k = 0; recent && ri->alarm_recent->type == REDIS_REPLY_ARRAY && k < ri->alarm_recent->elements; k++)
-            if (ri->alarm_recent->element[k]->type == REDIS_REPLY_STRING) {
-                /* "at_ms table shard" (region-agent/tailer.c); kept raw if it does not parse */
-                const char *v = ri->alarm_recent->element[k]->str;
-                char at[32], tab[256], shard[256];
-                long long ms;
-                cJSON *e = cJSON_CreateObject();
-                if (!e) continue;
-                cJSON_AddStringToObject(e, "raw", v);
-                if (sscanf(v, "%31s %255s %255s", at, tab, shard) == 3 && ctl_parse_ll(at, &ms) == 0) {
-                    cJSON_AddNumberToObject(e, "at_ms", (double)ms);
-                    cJSON_AddStringToObject(e, "table", tab);
-                    cJSON_AddStringToObject(e, "shard", shard);
-                }
-                cJSON_AddItemToArray(recent, e);
-            }
-    }
-    al = cJSON_AddObjectToObject(o, "refused_alarms");
-    if (al) {
-        cJSON_AddNumberToObject(al, "count", (double)ri->refused);
-        recent = cJSON_AddArrayToObject(al, "recent");
-        for (size_t k = 0; recent && ri->refused_recent->type == REDIS_REPLY_ARRAY && k < ri->refused_recent->elements; k++)
-            if (ri->refused_recent->element[k]->type == REDIS_REPLY_STRING) {
-                /* "at_ms detail" (replicator/receiver.c); kept raw if it does not parse */
-                const char *v = ri->refused_recent->element[k]->str, *detail;
-                long long ms;
-                cJSON *e = cJSON_CreateObject();
-                if (!e) continue;
-                cJSON_AddStringToObject(e, "raw", v);
-                if (ctl_alarm_split(v, &ms, &detail) == 0) {
-                    cJSON_AddNumberToObject(e, "at_ms", (double)ms);
-                    cJSON_AddStringToObject(e, "detail", detail);
-                }
-                cJSON_AddItemToArray(recent, e);
-            }
-    }
+    ctl_json_alarms(o, "trimmed_alarms", &ri->trimmed, 1);
+    ctl_json_alarms(o, "refused_alarms", &ri->refused, 0);
     return o;
 }
 
@@ -475,7 +498,7 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv) {
                 if (k + 3 >= regs[i].rej->elements && off < sizeof rej)
                     off += (size_t)snprintf(rej + off, sizeof rej - off, ")");
             }
-            snprintf(al, sizeof al, "%lld", regs[i].alarms);
+            snprintf(al, sizeof al, "%lld", regs[i].trimmed.count);
             cells[0] = c->cfgs[i]->region;
             cells[1] = addr;
             cells[2] = ag;
@@ -520,46 +543,17 @@ int ctl_cmd_status(ctl_ctx *c, int argc, char **argv) {
         if (nl) ctl_table_print(lt, stdout);
         else printf("no links: no loaded region has peers\n");
         for (size_t i = 0; i < c->n; i++) {
-            const redisReply *a = regs[i].alarm_recent;
-            if (!regs[i].alarms) continue;
+            if (!regs[i].trimmed.count) continue;
             printf("\nALARM %s: %lld trimmed-data event(s): changes were lost before they reached a peer; run ternctl "
-                   "verify (or backfill the peer named). Latest:\n",
-                   c->cfgs[i]->region, regs[i].alarms);
-            for (size_t k = 0; a->type == REDIS_REPLY_ARRAY && k < a->elements; k++)
-                if (a->element[k]->type == REDIS_REPLY_STRING) {
-                    char at[32], tab[256], shard[256], ts[32];
-                    long long ms;
-                    if (sscanf(a->element[k]->str, "%31s %255s %255s", at, tab, shard) == 3 &&
-                        ctl_parse_ll(at, &ms) == 0) {
-                        ctl_fmt_utc(ms, ts, sizeof ts);
-                        if (strncmp(shard, "peer:", 5) == 0) /* region-agent/shipper.c */
-                            printf("  %s table %s: the change log was trimmed past the acknowledgement of %s: "
-                                   "backfill it\n", ts, tab, shard + 5);
-                        else
-                            printf("  %s table %s shard %s\n", ts, tab, shard);
-                    } else {
-                        printf("  %s\n", a->element[k]->str);
-                    }
-                }
+                   "verify (or backfill the peer named). Latest:\n", c->cfgs[i]->region, regs[i].trimmed.count);
+            ctl_print_alarms(&regs[i].trimmed, 1);
         }
         for (size_t i = 0; i < c->n; i++) {
-            const redisReply *a = regs[i].refused_recent;
-            if (!regs[i].refused) continue;
+            if (!regs[i].refused.count) continue;
             printf("\nALARM %s: %lld peer change(s) refused for good and skipped (by the store, or keys not the "
                    "table's key schema): those items differ between regions until fixed; run ternctl verify. "
-                   "Latest:\n", c->cfgs[i]->region, regs[i].refused);
-            for (size_t k = 0; a->type == REDIS_REPLY_ARRAY && k < a->elements; k++)
-                if (a->element[k]->type == REDIS_REPLY_STRING) {
-                    const char *detail;
-                    char ts[32];
-                    long long ms;
-                    if (ctl_alarm_split(a->element[k]->str, &ms, &detail) == 0) {
-                        ctl_fmt_utc(ms, ts, sizeof ts);
-                        printf("  %s %s\n", ts, detail);
-                    } else {
-                        printf("  %s\n", a->element[k]->str);
-                    }
-                }
+                   "Latest:\n", c->cfgs[i]->region, regs[i].refused.count);
+            ctl_print_alarms(&regs[i].refused, 0);
         }
         for (size_t k = 0; k < nl; k++)
             if (infos[k].has_cnt && infos[k].stale)
