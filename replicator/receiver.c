@@ -593,6 +593,8 @@ void receiver_drain(receiver *r, void *sock, void (*alive)(void)) {
     while ((left = pool_wait_idle_for(r->pool, REPL_DRAIN_TICK_MS, &beacon)) > 0) {
         long long age = beacon < 0 ? 0 : daemon_mono_ms() - beacon;
         if (age <= limit) {
+            if (stalled) log_info(NULL, "the apply workers show life again: telling the service manager so again");
+            stalled = 0;
             if (alive) alive();
         } else if (!stalled) {
             log_error(NULL, "the apply workers holding %zu change(s) have shown no life for %lld ms: no longer "

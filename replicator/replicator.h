@@ -168,8 +168,8 @@ int receiver_busy(receiver *r);
  * with the default timeouts, so the wait calls alive() (NULL: none) every
  * REPL_DRAIN_TICK_MS for the service manager's watchdog while the workers holding jobs
  * show life: one of them took its jobs or began a store or Redis call within REPL_STALL_MS
- * plus daemon_wait_max_ms (the rule of /healthz); past that (a worker hung for good) it
- * stops, with an error. */
+ * plus daemon_wait_max_ms (the rule of /healthz); past that (a worker hung) it stops,
+ * with an error, and starts again, with an info line, if a worker shows life again. */
 void receiver_drain(receiver *r, void *sock, void (*alive)(void));
 /* Counts a frame rejected outside the decoder (e.g. wrong number of parts). */
 void receiver_reject(receiver *r, const char *reason, const char *peer, const char *detail);

@@ -4,7 +4,7 @@
  * TCP_NODELAY to the endpoint), copies of the endpoint and credentials, the response
  * buffer, a sticky error string (the last call's AWS error type and message) and the
  * stats counters. The process-wide libcurl init is done once (pthread_once) and never
- * undone (libcurl and OpenSSL clean up at exit).
+ * undone; OpenSSL is told before main not to clean up at exit (store_openssl_init).
  *
  * Invariants: every request is signed fresh (SigV4, service "dynamodb", time of the
  * attempt) so a retry after backoff never carries a stale X-Amz-Date; the Host header we
@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include "log.h"
 #include "sigv4.h"
@@ -222,6 +223,16 @@ store_status store_classify(long http_status, const char *aws_error_type)
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc = CURLE_FAILED_INIT;
 static void curl_init_once(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+/* OpenSSL's first init registers an atexit handler that frees its global state
+ * (OPENSSL_cleanup). A thread still in an OpenSSL call when the process exits (the
+ * replicator's detached key-schema loader, replicator/pool.c: SigV4 signing, TLS) would
+ * then run on freed state and could crash the exit. So the first init, before main,
+ * says not to: that state goes with the process. Its result is not checked here: an
+ * OpenSSL that cannot init fails curl_global_init, which store_new reports. */
+__attribute__((constructor)) static void store_openssl_init(void) {
+    (void)OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+}
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 {

@@ -46,7 +46,7 @@ note "eu-west-1's replicator behind a 10 ms relay, one write per call, stopped u
 start_store_relay eu-west-1 10
 kill_daemon eu-west-1 tern-replicator
 jq --arg r "http://127.0.0.1:$RELAY_PORT" --arg d "$W" \
-  '.store.endpoint = $r | .store.streams_endpoint = $d | .replicator.group_writes = 1' \
+  '.store.endpoint = $r | .store.streams_endpoint = $d | .replicator.group_writes = 1 | .replicator.apply_workers = 4' \
   "$(region_cfg eu-west-1)" >"$CLUSTER_DIR/w.json" && mv "$CLUSTER_DIR/w.json" "$(region_cfg eu-west-1)"
 lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator behind the relay"
 applied0=$applied dup0=$dup local0=$local
@@ -78,7 +78,7 @@ note "acknowledged $acked2, versioned $((local - local0)), applied $((applied - 
 # the replicator's log says so.)
 note "eu-west-1's replicator down while us-east-1 rewrites 40 keys; then its backlog"
 kill_daemon eu-west-1 tern-replicator
-jq --arg w "$W" '.store.endpoint = $w | del(.replicator.group_writes)' \
+jq --arg w "$W" '.store.endpoint = $w | .replicator.group_writes = 100 | .replicator.apply_workers = 4 | .replicator.transactions = 1' \
   "$(region_cfg eu-west-1)" >"$CLUSTER_DIR/w.json" && mv "$CLUSTER_DIR/w.json" "$(region_cfg eu-west-1)"
 applied0=$(rcnt eu-west-1 us-east-1 applied) lost0=$(rcnt eu-west-1 us-east-1 lost)
 local0=$(acnt us-east-1 local) wlocal0=$(acnt eu-west-1 local) wecho0=$(acnt eu-west-1 echo)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ternctl against a live pair: verify catches a difference injected into one table,
 # wait-caught-up times out while a link is paused and succeeds after resume, status
-# shows the pause and the pending changes, pause survives an agent restart; backfill
+# shows the pause and the pending changes (and warns once the oldest has waited over half
+# of the destination's tombstone TTL, not before), pause survives an agent restart; backfill
 # brings a region that starts over empty (a new region) the items it never got, keeps
 # its newer versions, is not shipped on as new changes, and can run again.
 set -euo pipefail
@@ -44,6 +45,36 @@ oldest=$(jq '.links[] | select(.source == "us-east-1" and .destination == "eu-we
 [[ "$oldest" =~ ^[0-9]+$ ]] && [ "$oldest" -ge "$t_paused" ] && [ "$oldest" -le "$(date +%s%3N)" ] ||
   fail "status gives the oldest pending change of the paused link at '$oldest' (the writes began at $t_paused)"
 "$DDBTOOL" get "$W" "$TABLE" '{"PK":{"S":"P#1"},"SK":{"S":"ITEM"}}' >/dev/null 2>&1 && fail "a write crossed a paused link"
+
+note "status warns once a pending change has waited over half of the destination's tombstone TTL"
+# us-east-1's agent is stopped, so nothing else touches its log; the log is set aside, one
+# whose one entry was logged H hours ago stands in, with eu-west-1's acknowledgement just
+# below it (the path a live link takes: the entries after the ack), and both are put back
+kill_daemon us-east-1 tern-region-agent
+lk=$(redis_key us-east-1 "log:$TABLE") ak=$(redis_key us-east-1 "ack:$TABLE")
+ttl=$(jq '.replicator.tombstone_ttl_s // 172800' "$(region_cfg eu-west-1)")
+ack=$(region_redis us-east-1 HGET "$ak" eu-west-1)
+[[ "$ack" =~ ^[0-9]+-[0-9]+$ ]] || fail "no acknowledgement of eu-west-1 in $ak to set aside: '$ack'"
+region_redis us-east-1 RENAME "$lk" "$lk.saved" >/dev/null || fail "set aside us-east-1's log"
+for hours_before_half in 1 -1; do # 1 h before half the TTL: no warning; 1 h past it: one
+  logged=$(($(date +%s%3N) - (ttl / 2 - hours_before_half * 3600) * 1000))
+  region_redis us-east-1 DEL "$lk" >/dev/null
+  region_redis us-east-1 XADD "$lk" "$logged-1" c '{}' >/dev/null || fail "XADD a change logged at $logged"
+  region_redis us-east-1 HSET "$ak" eu-west-1 "$logged-0" >/dev/null || fail "HSET the acknowledgement"
+  st=$(ctl status --json) || fail "status --json with a change logged at $logged"
+  jq -e --argjson t "$logged" '.links[] | select(.source == "us-east-1" and .destination == "eu-west-1") |
+    .oldest_pending_ms == $t and .pending == 1' <<<"$st" >/dev/null ||
+    fail "status --json: not 1 pending since $logged: $(jq -c .links <<<"$st")"
+  out=$(ctl status) || fail "status with a change logged at $logged"
+  warned=0
+  grep -q "WARNING us-east-1 -> eu-west-1 (table $TABLE): a change has waited for .* over half of eu-west-1's tombstone TTL ($ttl s)" <<<"$out" && warned=1
+  [ "$warned" -eq $((hours_before_half < 0)) ] ||
+    fail "status warned $warned time(s) of a change waiting for $((ttl / 7200 - hours_before_half)) h against a TTL of $ttl s: $out"
+done
+region_redis us-east-1 DEL "$lk" >/dev/null
+region_redis us-east-1 RENAME "$lk.saved" "$lk" >/dev/null && region_redis us-east-1 HSET "$ak" eu-west-1 "$ack" >/dev/null ||
+  fail "put us-east-1's log and acknowledgement back"
+lr start-daemons us-east-1 >/dev/null || fail "restart us-east-1's agent"
 ctl resume --from us-east-1 --to eu-west-1 || fail resume
 ctl wait-caught-up --from us-east-1 --to eu-west-1 --timeout 60 || fail "wait-caught-up after resume"
 ctl verify || fail "verify after resume"
