@@ -13,8 +13,10 @@
  * the batch before it. A worker with a backlog (the head of its queue waited
  * REPL_TXN_AGE_MS) takes the puts at the head of its queue together (distinct keys, at
  * most replicator.group_writes): one Redis round trip, then one transaction from
- * APPLY_GROUP_MIN puts on (apply_puts): under load the store does far less work per
- * change. Without a backlog it takes at most APPLY_GROUP_MIN - 1 (one Redis round trip,
+ * APPLY_GROUP_MIN puts on (apply_puts): one Redis round trip for the group instead of one
+ * per APPLY_GROUP_MIN - 1 puts, which lets it catch up with more (on DynamoDB Local the
+ * transaction itself costs the store a little more per item than concurrent single puts:
+ * docs/lag.md, "Single puts side by side"). Without a backlog it takes at most APPLY_GROUP_MIN - 1 (one Redis round trip,
  * then single puts): on DynamoDB Local a transaction holds the table's write lock for tens
  * of ms under load, and a worker that started them at 5 queued puts never left that mode
  * at 1,000 writes/s (docs/lag.md, "Transactions only for a backlog").
@@ -119,6 +121,8 @@ struct apply_pool {
     size_t outstanding;   /* jobs submitted and not yet done */
     int efd;              /* eventfd: counts finished jobs not yet taken by pool_take_events */
     size_t group_max;     /* replicator.group_writes */
+    size_t single_max;    /* puts a worker without a backlog takes: APPLY_GROUP_MIN - 1, or
+                             group_max if fewer (never a transaction) */
     /* transaction slots, handed out first come first served: a worker takes a ticket and
      * writes once its ticket is below txn_admitted (replicator.transactions at start, one
      * more per transaction finished); otherwise the worker that just finished one, back
@@ -363,8 +367,7 @@ static void *pool_thread(void *arg) {
         }
         /* a transaction only for a backlog: its head waited REPL_TXN_AGE_MS (see replicator.h) */
         now = daemon_mono_ms();
-        pool_take(p, w, w, now - w->head->queued_at >= REPL_TXN_AGE_MS || p->group_max < APPLY_GROUP_MIN - 1
-                               ? p->group_max : APPLY_GROUP_MIN - 1);
+        pool_take(p, w, w, now - w->head->queued_at >= REPL_TXN_AGE_MS ? p->group_max : p->single_max);
         atomic_store(&w->beacon, now);
         txn = w->ng >= APPLY_GROUP_MIN;
         if (txn) {
@@ -441,6 +444,7 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
     }
     p->n = (int)cfg->replicator.apply_workers; /* the config bounds it to 1..32 */
     p->group_max = (size_t)cfg->replicator.group_writes; /* the config bounds it to 1..APPLY_GROUP_MAX */
+    p->single_max = p->group_max < APPLY_GROUP_MIN - 1 ? p->group_max : APPLY_GROUP_MIN - 1;
     p->txn_admitted = (uint64_t)cfg->replicator.transactions;
     p->w = calloc((size_t)p->n, sizeof *p->w);
     if (!p->w) {
