@@ -391,7 +391,7 @@ static const cfg_key region_keys[] = {
     NUM(KT_LONG, "agent.active_poll_ms", 1, 10000, 0, R(c.agent.active_poll_ms)),
     NUM(KT_LONG, "agent.batch_max", 1, CFG_BATCH_MAX, 500, R(c.agent.batch_max)),
     NUM(KT_LONG, "agent.ack_timeout_ms", 10, 600000, 2000, R(c.agent.ack_timeout_ms)),
-    NUM(KT_LONG, "agent.max_inflight_batches", 1, 1024, 8, R(c.agent.max_inflight_batches)),
+    NUM(KT_LONG, "agent.max_inflight_batches", 1, CFG_INFLIGHT_MAX, 64, R(c.agent.max_inflight_batches)),
     NUM(KT_LONG, "agent.heartbeat_ms", 10, 60000, 1000, R(c.agent.heartbeat_ms)),
     NUM(KT_INT, "agent.metrics_port", 1, 65535, 9101, R(c.agent.metrics_port)),
     /* wire/wire.h: WIRE_VERSION_MIN..WIRE_VERSION (shipper.c asserts it) */

@@ -29,6 +29,7 @@
 #define CFG_TABLES_MAX 64        /* tables: 1..64 DynamoDB table names */
 #define CFG_PEERS_MAX 16         /* peers: 0..16 */
 #define CFG_Z85_KEY_LEN 40       /* CURVE keys as Z85 text */
+#define CFG_INFLIGHT_MAX 1024    /* agent.max_inflight_batches: 1..1024 */
 /* Stream poll pauses, ms (agent.idle_poll_ms, agent.active_poll_ms defaults) */
 #define CFG_IDLE_POLL_MS 5       /* local store, quiet shard */
 #define CFG_ACTIVE_POLL_MS 1     /* local store, shard with local writes in the last moment */
@@ -102,7 +103,8 @@ typedef struct {
                                               is set in the file; <= idle_poll_ms) */
         long batch_max;
         long ack_timeout_ms;
-        long max_inflight_batches;
+        long max_inflight_batches;         /* unacknowledged batches per peer and table, the
+                                              shipper's window (1..CFG_INFLIGHT_MAX, default 64) */
         long heartbeat_ms;
         int metrics_port;                  /* differs from replicator.metrics_port */
         int wire_version;                  /* protocol version of the batches it sends (1..2, default

@@ -6,7 +6,8 @@
  *   Repairs the table when a Tern write clobbered a newer, not yet read, local write.
  * shipper (thread 2): per peer and table, ships the log after the peer's acknowledged
  *   position in batches over a ZeroMQ DEALER (CURVE), keeps a window of unacknowledged
- *   batches, goes back to the acknowledged position after a timeout or a refusal, and
+ *   batches, goes back to the acknowledged position after a timeout, a refusal or a lost
+ *   connection, and
  *   trims the log below the minimum acknowledgement of all peers.
  * The tailer wakes the shipper through an inproc PAIR socket, one message per commit of
  * local changes naming the table (its index in cfg->tables, a uint32_t), so that only
@@ -23,7 +24,10 @@
  * AGENT_ERROR_BACKOFF_MS; shards are rediscovered, and the table's latest stream checked
  * (a stream disabled and enabled again), every AGENT_DESCRIBE_MS; a batch
  * unacknowledged after agent.ack_timeout_ms is resent from the acknowledged position
- * (the timeout doubles after each timeout in a row without progress, up to 16 times it);
+ * (the timeout doubles after each timeout in a row without progress, up to 16 times it),
+ * and when the connection to the peer drops (ZeroMQ discards what was queued on it: the
+ * batches in flight are resent AGENT_BLOCKED_RETRY_MS later or as soon as the peer is
+ * connected again, not a timeout later);
  * a peer that refuses sends (not connected) is retried after AGENT_BLOCKED_RETRY_MS; a
  * batch the peer answered without taking it (refused, a gap, its apply failed) is resent
  * at once, and again after AGENT_REFUSAL_RETRY_MS doubling up to AGENT_REFUSAL_RETRY_MAX_MS
@@ -54,6 +58,11 @@
 #define AGENT_ECHO_TRICKLE 16
 #define AGENT_ECHO_TRICKLE_BYTES (256 * 1024)
 #define AGENT_BLOCKED_RETRY_MS 100
+/* Frames in flight per peer and table at most, bytes (besides agent.max_inflight_batches
+ * batches): a frame is up to WIRE_MAX_FRAME (8 MiB), so a window of 64 large batches could
+ * otherwise hold 512 MiB in the agent's and the peer's queues. A batch is sent while
+ * less than this is in flight (one frame may go over it). */
+#define AGENT_INFLIGHT_BYTES (64u << 20)
 #define AGENT_REFUSAL_RETRY_MS 100
 #define AGENT_REFUSAL_RETRY_MAX_MS 5000
 /* Hold of a REMOVE record whose matching delete token is tentative (apply.h): the

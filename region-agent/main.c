@@ -67,7 +67,7 @@ static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
     a->m_shipped = metrics_counter_new(a->reg, "tern_agent_shipped_changes_total",
                                        "Changes sent to a peer, resends included", peer_table, err, errlen);
     a->m_resent = metrics_counter_new(a->reg, "tern_agent_resent_batches_total",
-                                      "Batches sent again after a timeout or a refusal", peer_table, err, errlen);
+                                      "Batches sent again after a timeout, a refusal or a dropped connection", peer_table, err, errlen);
     a->m_inflight = metrics_gauge_new(a->reg, "tern_agent_inflight_batches",
                                       "Batches sent to a peer and not yet acknowledged", peer_table, err, errlen);
     a->m_connected = metrics_gauge_new(a->reg, "tern_agent_peer_connected",

@@ -1,8 +1,10 @@
 /* shipper.c -- the shipping half of tern-region-agent (see agent.h).
  *
- * Owns: one ZeroMQ DEALER per peer (CURVE client unless the config disables CURVE),
- * and per (peer, table) a link: the peer's acknowledged log position (durable in
- * ack:T), the highest position sent, and the window of batches in flight.
+ * Owns: one ZeroMQ DEALER per peer (CURVE client unless the config disables CURVE), with
+ * a socket monitor read through a PAIR at "<notify_ep>-monitor-<peer index>"; and per
+ * (peer, table) a link: the peer's acknowledged log position (durable in ack:T), the
+ * highest position sent, and the window of batches in flight (at most
+ * agent.max_inflight_batches, and AGENT_INFLIGHT_BYTES of frames).
  *
  * Link states (per peer and table):
  *   idle      -- everything in the log up to now is acknowledged;
@@ -12,7 +14,13 @@
  *   paused    -- ternctl paused the link (pause:P in Redis): nothing is sent.
  * Go-back-N: when the oldest batch in flight is not acknowledged after
  * agent.ack_timeout_ms, or the peer acknowledges less than the batch it just processed
- * (it refused or could not apply it), the link resends from the acknowledged position.
+ * (it refused or could not apply it), or the connection to the peer dropped (a socket
+ * monitor reports ZMQ_EVENT_DISCONNECTED: ZeroMQ discards the messages queued on a
+ * connection it closes, and the answers to what was delivered are lost with it), the link
+ * resends from the acknowledged position; after a dropped connection it waits
+ * AGENT_BLOCKED_RETRY_MS first (ZeroMQ reports the drop before it has discarded the old
+ * connection's queue, where a resend at once would be lost again). An event read after the
+ * link is connected again sends back what went out on the new connection too: duplicates.
  * The replicator's watermark makes the resend idempotent.
  * Each batch names the position before its first change (prev), so a replicator can
  * tell a gap (a lost batch) from a duplicate, and (version 2) the link's acknowledged
@@ -58,12 +66,12 @@ _Static_assert(WIRE_VERSION_MIN == 1 && WIRE_VERSION == 2, "config/cfg.c bounds 
     "end " \
     "return n"
 
-#define SHIPPER_MAX_WINDOW 64
 #define SHIPPER_MAX_BACKOFF 4    /* ack timeout doublings: at most 16 x agent.ack_timeout_ms */
 
 typedef struct {
     wire_pos prev, last;
     long long sent_at;      /* monotonic ms */
+    size_t bytes;           /* the frame's size */
 } inflight;
 
 typedef struct {
@@ -89,8 +97,9 @@ typedef struct {
     int refusals;           /* go-backs for a refusal in a row (delay exponent) */
     long long goback_at;    /* monotonic ms of a go-back decided on a refusal; 0: none. Nothing
                                new is sent meanwhile */
-    inflight q[SHIPPER_MAX_WINDOW];
+    inflight *q;            /* the window: nq of window (agent.max_inflight_batches) slots, oldest first */
     int nq;
+    size_t q_bytes;         /* the frames of q[0..nq), bytes */
     int dirty;              /* the log may have more to send */
     long long blocked_until;
     long long shipped, acked_n, resent; /* changes, since the last counter flush */
@@ -100,6 +109,7 @@ typedef struct {
 typedef struct {
     const cfg_peer *peer;
     void *sock;
+    void *mon;              /* PAIR: sock's monitor events (ZMQ_EVENT_DISCONNECTED) */
     int paused;
     int connected_logged;   /* 1: last log said connected; 0: said not */
     long long last_warn;
@@ -158,6 +168,7 @@ static void shipper_go_back(peer_state *p, link_state *l, const char *why) {
     l->sent = l->acked;
     l->goback_at = 0;
     l->nq = 0;
+    l->q_bytes = 0;
     l->dirty = 1;
 }
 
@@ -181,7 +192,7 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
         l->timeouts = 0;
         l->goback_at = 0;
         if (wire_pos_cmp(ack->pos, l->goback_upto) > 0) l->refusals = 0;
-        while (k < l->nq && wire_pos_cmp(l->q[k].last, ack->pos) <= 0) k++;
+        while (k < l->nq && wire_pos_cmp(l->q[k].last, ack->pos) <= 0) l->q_bytes -= l->q[k++].bytes;
         if (k) {
             memmove(l->q, l->q + k, (size_t)(l->nq - k) * sizeof l->q[0]);
             l->nq -= k;
@@ -198,6 +209,33 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
         int n = l->refusals > 0 ? l->refusals - 1 : 0;
         long long delay = l->refusals ? (long long)AGENT_REFUSAL_RETRY_MS << (n < 16 ? n : 16) : 0;
         l->goback_at = daemon_mono_ms() + (delay < AGENT_REFUSAL_RETRY_MAX_MS ? delay : AGENT_REFUSAL_RETRY_MAX_MS);
+    }
+}
+
+/* Reads p's monitor events: a dropped connection sends every link of p back to its
+ * acknowledged position (see the header). An event is two frames: 6 bytes (uint16 event,
+ * uint32 value), then the endpoint. */
+static void shipper_monitor(shipper *sh, peer_state *p) {
+    for (;;) {
+        unsigned char ev[6];
+        uint16_t event;
+        int more = 0, n = zmq_recv(p->mon, ev, sizeof ev, ZMQ_DONTWAIT);
+        size_t ml = sizeof more;
+        if (n < 0) return;
+        while (zmq_getsockopt(p->mon, ZMQ_RCVMORE, &more, &ml) == 0 && more) { /* the endpoint */
+            char skip[256];
+            if (zmq_recv(p->mon, skip, sizeof skip, 0) < 0) break;
+        }
+        if (n != (int)sizeof ev) continue;
+        memcpy(&event, ev, sizeof event);
+        if (event != ZMQ_EVENT_DISCONNECTED) continue;
+        for (size_t j = 0; j < sh->a->cfg->n_tables; j++) {
+            link_state *l = &p->links[j];
+            if (l->nq == 0) continue;
+            shipper_go_back(p, l, "the connection to the peer dropped with batches in flight");
+            l->timeouts = 0; /* a timeout's backoff is for a slow peer, not a lost connection */
+            l->blocked_until = daemon_mono_ms() + AGENT_BLOCKED_RETRY_MS; /* see the header */
+        }
     }
 }
 
@@ -368,6 +406,8 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->q[l->nq].prev = l->sent;
     l->q[l->nq].last = b.last;
     l->q[l->nq].sent_at = now;
+    l->q[l->nq].bytes = flen;
+    l->q_bytes += flen;
     l->nq++;
     l->sent = b.last;
     l->shipped += (long long)b.n;
@@ -426,7 +466,7 @@ static void shipper_pump(shipper *sh, peer_state *p, link_state *l, long long no
         }
     }
     if (p->paused || now < l->blocked_until || l->goback_at) return;
-    while (l->dirty && l->nq < sh->window)
+    while (l->dirty && l->nq < sh->window && l->q_bytes < AGENT_INFLIGHT_BYTES)
         if (shipper_send_one(sh, p, l, now) <= 0) return;
 }
 
@@ -623,8 +663,15 @@ static int shipper_check_lost(shipper *sh) {
 static int shipper_socket(shipper *sh, peer_state *p, char *err, size_t errlen) {
     const cfg_region *cfg = sh->a->cfg;
     int one = 1, zero = 0, hb_ivl = 1000, hb_ttl = 3000, hwm = 1000;
+    char mon[128];
     p->sock = zmq_socket(sh->a->zctx, ZMQ_DEALER);
     if (!p->sock) goto fail;
+    /* a new inproc name per start of the threads, as notify_ep's (agent.h) */
+    snprintf(mon, sizeof mon, "%s-monitor-%zu", sh->a->notify_ep, (size_t)(p - sh->peers));
+    if (zmq_socket_monitor(p->sock, mon, ZMQ_EVENT_DISCONNECTED) != 0) goto fail;
+    p->mon = zmq_socket(sh->a->zctx, ZMQ_PAIR);
+    if (!p->mon || zmq_setsockopt(p->mon, ZMQ_LINGER, &zero, sizeof zero) != 0 || zmq_connect(p->mon, mon) != 0)
+        goto fail;
     if (zmq_setsockopt(p->sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0 ||
         zmq_setsockopt(p->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
@@ -646,7 +693,12 @@ fail:
 
 static void shipper_cleanup(shipper *sh) {
     for (size_t i = 0; sh->peers && i < sh->n_peers; i++) {
-        if (sh->peers[i].sock) zmq_close(sh->peers[i].sock);
+        if (sh->peers[i].sock) {
+            (void)zmq_socket_monitor(sh->peers[i].sock, NULL, 0); /* stops the monitor */
+            zmq_close(sh->peers[i].sock);
+        }
+        if (sh->peers[i].mon) zmq_close(sh->peers[i].mon);
+        for (size_t j = 0; sh->peers[i].links && j < sh->a->cfg->n_tables; j++) free(sh->peers[i].links[j].q);
         free(sh->peers[i].links);
     }
     free(sh->peers);
@@ -670,7 +722,7 @@ int shipper_run(agent_ctx *a) {
 
     memset(&sh, 0, sizeof sh);
     sh.a = a;
-    sh.window = cfg->agent.max_inflight_batches < SHIPPER_MAX_WINDOW ? cfg->agent.max_inflight_batches : SHIPPER_MAX_WINDOW;
+    sh.window = cfg->agent.max_inflight_batches; /* 1..CFG_INFLIGHT_MAX (config/cfg.c) */
     if (!cfg->curve.enabled)
         log_warn(NULL, "CURVE is disabled by the config: links to peers are plain TCP, unencrypted and unauthenticated");
     sh.st = daemon_state_new(cfg, err, sizeof err);
@@ -683,7 +735,7 @@ int shipper_run(agent_ctx *a) {
     }
     sh.n_peers = cfg->n_peers;
     sh.peers = calloc(sh.n_peers ? sh.n_peers : 1, sizeof *sh.peers);
-    items = calloc(sh.n_peers + 1, sizeof *items);
+    items = calloc(2 * sh.n_peers + 1, sizeof *items);
     if (!sh.peers || !items) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
@@ -700,6 +752,11 @@ int shipper_run(agent_ctx *a) {
         for (size_t j = 0; j < cfg->n_tables; j++) {
             p->links[j].table = cfg->tables[j];
             p->links[j].dirty = 1;
+            p->links[j].q = calloc((size_t)sh.window, sizeof *p->links[j].q);
+            if (!p->links[j].q) {
+                snprintf(err, sizeof err, "out of memory");
+                goto fail;
+            }
         }
         if (shipper_socket(&sh, p, err, sizeof err) != 0) goto fail;
     }
@@ -728,8 +785,10 @@ int shipper_run(agent_ctx *a) {
         for (size_t i = 0; i < sh.n_peers; i++) {
             items[i + 1].socket = sh.peers[i].sock;
             items[i + 1].events = ZMQ_POLLIN;
+            items[sh.n_peers + i + 1].socket = sh.peers[i].mon;
+            items[sh.n_peers + i + 1].events = ZMQ_POLLIN;
         }
-        rc = zmq_poll(items, (int)sh.n_peers + 1, 20);
+        rc = zmq_poll(items, 2 * (int)sh.n_peers + 1, 20);
         if (rc < 0 && errno != EINTR) {
             log_error(NULL, "zmq_poll: %s", zmq_strerror(errno));
             break;
@@ -739,8 +798,10 @@ int shipper_run(agent_ctx *a) {
             int n;
             while ((n = zmq_recv(sh.notify, &idx, sizeof idx, ZMQ_DONTWAIT)) >= 0) shipper_wake(&sh, idx, n);
         }
-        for (size_t i = 0; rc > 0 && i < sh.n_peers; i++)
+        for (size_t i = 0; rc > 0 && i < sh.n_peers; i++) {
             if (items[i + 1].revents & ZMQ_POLLIN) shipper_recv(&sh, &sh.peers[i]);
+            if (items[sh.n_peers + i + 1].revents & ZMQ_POLLIN) shipper_monitor(&sh, &sh.peers[i]);
+        }
         now = daemon_mono_ms();
         for (size_t i = 0; i < sh.n_peers; i++)
             for (size_t j = 0; j < cfg->n_tables; j++) shipper_pump(&sh, &sh.peers[i], &sh.peers[i].links[j], now);

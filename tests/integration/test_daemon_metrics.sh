@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # /metrics of both daemons scraped with curl during replication: valid Prometheus text,
-# counters and the lag histogram moving; /healthz answers 200.
+# counters and the lag histogram moving; /healthz answers 200. Then the shipper's window:
+# with the peer's replicator stopped (SIGSTOP), us-east-1's agent keeps exactly
+# agent.max_inflight_batches (80 here) batches in flight, no more and no fewer (a window
+# capped below the config, 64 before, failed here). ZeroMQ's heartbeat then drops the
+# connection, which discards those batches: the agent gives them up at once, and resends
+# them as soon as the replicator runs again, not an ack timeout later (2 minutes here;
+# before, only the timeout resent them).
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
-cluster_init 2
+WINDOW=80
+# polls 1 ms apart while writes come, so that each write is a batch of its own or nearly
+cluster_init 2 ".agent.max_inflight_batches = $WINDOW | .agent.ack_timeout_ms = 120000 | .agent.active_poll_ms = 1"
 cluster_up
 E=$(region_endpoint us-east-1)
 amP=$(jq .agent.metrics_port "$(region_cfg us-east-1)") rmS=$(jq .replicator.metrics_port "$(region_cfg eu-west-1)")
@@ -43,5 +51,32 @@ valid <<<"$a1" && valid <<<"$r1" || fail "metrics invalid after writes"
 grep -q '^tern_build_info{' <<<"$a1" || fail "no build info"
 curl -sf "http://127.0.0.1:$amP/healthz" >/dev/null || fail "agent /healthz"
 curl -sf "http://127.0.0.1:$rmS/healthz" >/dev/null || fail "replicator /healthz"
+
+note "the window: eu-west-1's replicator stopped, 300 writes one by one in us-east-1"
+inflight() { val "$(scrape "$amP")" tern_agent_inflight_batches 'peer="eu-west-1"'; }
+signal_daemon eu-west-1 tern-replicator STOP
+t0=$SECONDS
+# ZeroMQ's heartbeat (3 s without an answer) drops the connection: sample before that
+# (the gauge is refreshed every 500 ms), until the window shows full
+( for _ in $(seq 1 60); do n=$(inflight); echo "$n"; [ "$n" -ge $WINDOW ] && break; sleep 0.05; done \
+    >"$CLUSTER_DIR/inflight" ) &
+sampler=$!
+for i in $(seq 1 300); do echo "{\"PK\":{\"S\":\"WIN#$i\"},\"SK\":{\"S\":\"ITEM\"}}"; done |
+  "$DDBTOOL" put "$E" "$TABLE" - 1
+wait $sampler
+most=$(sort -n "$CLUSTER_DIR/inflight" | tail -1)
+[ "$most" -le $WINDOW ] || fail "$most batches in flight, over the window of $WINDOW"
+[ "$most" -eq $WINDOW ] || fail "the window never filled: at most $most batches in flight of $WINDOW ($((SECONDS - t0)) s)"
+note "the window filled to $WINDOW after $(wc -l <"$CLUSTER_DIR/inflight") samples"
+for _ in $(seq 1 100); do [ "$(inflight)" -eq 0 ] && break; sleep 0.1; done
+[ "$(inflight)" -eq 0 ] || fail "$(inflight) batches still counted in flight 10 s after the replicator stopped (the connection dropped)"
+grep -q "resending from .* (the connection to the peer dropped with batches in flight)" \
+  "$(region_run us-east-1)/tern-region-agent.log" || fail "the agent did not say it gave up the window when the connection dropped"
+signal_daemon eu-west-1 tern-replicator CONT
+"$DDBTOOL" wait "$(region_endpoint eu-west-1)" "$TABLE" '{"PK":{"S":"WIN#300"},"SK":{"S":"ITEM"}}' PK 'WIN#300' 20000 \
+  >/dev/null || fail "the writes held while the replicator was stopped did not arrive within 20 s of its return"
+wait_identical 60 us-east-1 eu-west-1 || fail "regions differ after the window drained"
+for _ in $(seq 1 50); do [ "$(inflight)" -eq 0 ] && break; sleep 0.1; done
+[ "$(inflight)" -eq 0 ] || fail "batches still in flight after catching up: $(inflight)"
 assert_clean_logs
 echo PASS

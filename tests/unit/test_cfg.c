@@ -356,7 +356,7 @@ static void test_minimal_defaults(void **state) {
     assert_int_equal(c->agent.active_poll_ms, CFG_ACTIVE_POLL_MS);
     assert_int_equal(c->agent.batch_max, 500);
     assert_int_equal(c->agent.ack_timeout_ms, 2000);
-    assert_int_equal(c->agent.max_inflight_batches, 8);
+    assert_int_equal(c->agent.max_inflight_batches, 64);
     assert_int_equal(c->agent.heartbeat_ms, 1000);
     assert_int_equal(c->agent.metrics_port, 9101);
     assert_int_equal(c->agent.wire_version, 2);
@@ -476,6 +476,8 @@ static void test_error_classes(void **state) {
          "out of range: expected an integer in 86400..31536000, got 3600"},
         {"agent.batch_max", "1.5", "agent.batch_max", "expected an integer in 1..1000, got 1.5 (not an integer)"},
         {"agent.max_inflight_batches", "1e300", "agent.max_inflight_batches", "out of range"},
+        {"agent.max_inflight_batches", "1025", "agent.max_inflight_batches",
+         "out of range: expected an integer in 1..1024, got 1025"},
         {"agent.batch_max", "1001", "agent.batch_max", "out of range: expected an integer in 1..1000, got 1001"},
         {"redis.db", "-1", "redis.db", "out of range: expected an integer in 0..255, got -1"},
         /* bad enums */
