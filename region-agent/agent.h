@@ -7,8 +7,7 @@
  * shipper (thread 2): per peer and table, ships the log after the peer's acknowledged
  *   position in batches over a ZeroMQ DEALER (CURVE), keeps a window of unacknowledged
  *   batches, goes back to the acknowledged position after a timeout, a refusal or a lost
- *   connection, and
- *   trims the log below the minimum acknowledgement of all peers.
+ *   connection, and trims the log below the minimum acknowledgement of all peers.
  * The tailer wakes the shipper through an inproc PAIR socket, one message per commit of
  * local changes naming the table (its index in cfg->tables, a uint32_t), so that only
  * that table's links read the log again; a wake-up that finds the queue full is sent
