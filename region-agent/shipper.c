@@ -216,6 +216,7 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
  * acknowledged position (see the header). An event is two frames: 6 bytes (uint16 event,
  * uint32 value), then the endpoint. */
 static void shipper_monitor(shipper *sh, peer_state *p) {
+    long long now = daemon_mono_ms();
     for (;;) {
         unsigned char ev[6];
         uint16_t event;
@@ -234,7 +235,7 @@ static void shipper_monitor(shipper *sh, peer_state *p) {
             if (l->nq == 0) continue;
             shipper_go_back(p, l, "the connection to the peer dropped with batches in flight");
             l->timeouts = 0; /* a timeout's backoff is for a slow peer, not a lost connection */
-            l->blocked_until = daemon_mono_ms() + AGENT_BLOCKED_RETRY_MS; /* see the header */
+            l->blocked_until = now + AGENT_BLOCKED_RETRY_MS; /* see the header */
         }
     }
 }

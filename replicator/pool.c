@@ -16,10 +16,11 @@
  * APPLY_GROUP_MIN puts on (apply_puts): one Redis round trip for the group instead of one
  * per APPLY_GROUP_MIN - 1 puts, which lets it catch up with more (on DynamoDB Local the
  * transaction itself costs the store a little more per item than concurrent single puts:
- * docs/lag.md, "Single puts side by side"). Without a backlog it takes at most APPLY_GROUP_MIN - 1 (one Redis round trip,
- * then single puts): on DynamoDB Local a transaction holds the table's write lock for tens
- * of ms under load, and a worker that started them at 5 queued puts never left that mode
- * at 1,000 writes/s (docs/lag.md, "Transactions only for a backlog").
+ * docs/lag.md, "Single puts side by side"). Without a backlog it takes at most
+ * APPLY_GROUP_MIN - 1 (one Redis round trip, then single puts): on DynamoDB Local a
+ * transaction holds the table's write lock for tens of ms under load, and a worker that
+ * started them at 5 queued puts never left that mode at 1,000 writes/s (docs/lag.md,
+ * "Transactions only for a backlog").
  * At most replicator.transactions such groups are written at once, by all workers: a
  * worker whose group is large enough for a transaction waits for a slot (in turn, first
  * come first served), then tops its group up from its own queue (which grew meanwhile) and
