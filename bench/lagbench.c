@@ -10,22 +10,26 @@
  * rate (writes / time until the last write was readable in the destination), this
  * process's own CPU time per acknowledged write (client_cpu_ms_per_write: the writers and
  * probers, and the copier with --baseline), and the load the probes put on the
- * destination (probe_requests_per_s, over the time the probers ran). With several
+ * destination (probe_requests_per_s, over the time the probers ran), and with
+ * --conditional the records the copier failed to queue or write (copy_errors). With several
  * probers, the first to wake takes every queued probe: more probers add requests, not
  * coverage.
  *
  * --baseline runs, inside this process, the plain consumer Tern is compared with: it
  * tails the source stream from LATEST with GetRecords in a tight loop (no sleep) and
  * copies every record to the destination with BatchWriteItem (25 per call), the way a
- * minimal SDK-based copier does. Run it with the Tern daemons stopped.
+ * minimal SDK-based copier does. Run it with the Tern daemons stopped. --conditional N
+ * (with --baseline) makes that copier write each record as a conditional single PutItem or
+ * DeleteItem under Tern's version condition, on N threads (cond_enqueue).
  *
  * usage: lagbench --source URL --dest URL --table T [--rate N] [--seconds S]
  *                 [--writers N] [--probers N] [--probe-every K] [--prefix P]
- *                 [--baseline] [--label NAME]
+ *                 [--baseline [--conditional N]] [--label NAME]
  * Prints one JSON line with the results. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +53,8 @@ static struct {
     double rate;
     long seconds, writers, probers, probe_every;
     int baseline;
+    long cond_writers;     /* --conditional N: the copier writes each record as a conditional
+                              single write, on N threads (0: BatchWriteItem) */
     /* probe queue */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -244,7 +250,108 @@ static void *prober(void *arg) {
     return NULL;
 }
 
-/* The baseline: a plain stream copier (tight GetRecords loop, BatchWriteItem). */
+/* The conditional copier (--conditional N): the least any copier must do that keeps Tern's
+ * rule that a version never overwrites a higher one. Each record becomes one conditional
+ * PutItem (or DeleteItem) carrying a version (the record's sequence number, zero-padded, as
+ * tern:ver) under Tern's condition, written by one of N threads chosen by a hash of the
+ * record's keys, so a key's records are written in stream order. No durable state, no echo
+ * handling, no conflicts: a lower bound on what Tern's single-put path costs the stores.
+ * Unlike the BatchWriteItem copier, the GetRecords loop does not wait for the writes, so it
+ * polls the source more often (compare the destination store's CPU, not the source's).
+ * A record that cannot be queued or written is counted in copy_errors: with per-key order
+ * kept, a write refused by its condition is one. */
+typedef struct cw_job {
+    struct cw_job *next;
+    cJSON *req;            /* owned */
+    const char *op;        /* static */
+} cw_job;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv[64];  /* one per thread: its queue is not empty, or stop */
+    cw_job *head[64], *tail[64];
+    int stop;
+    atomic_long errors;     /* records not queued, or not written */
+} CW = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Thread arg's loop: writes its queue's jobs in order until stopped with the queue empty.
+ * Without a store handle it still takes its jobs, counting each as an error. */
+static void *cond_writer(void *arg) {
+    long id = (long)arg;
+    store *dst = bench_store("lagbench", B.dest);
+    for (;;) {
+        cw_job *j;
+        pthread_mutex_lock(&CW.mu);
+        while (!CW.head[id] && !CW.stop) pthread_cond_wait(&CW.cv[id], &CW.mu);
+        j = CW.head[id];
+        if (j && !(CW.head[id] = j->next)) CW.tail[id] = NULL;
+        pthread_mutex_unlock(&CW.mu);
+        if (!j) break; /* stopped, queue empty */
+        if (dst && store_call(dst, j->op, j->req, NULL) == STORE_OK) atomic_fetch_add(&B.copied, 1);
+        else atomic_fetch_add(&CW.errors, 1);
+        cJSON_Delete(j->req);
+        free(j);
+    }
+    store_free(dst);
+    return NULL;
+}
+
+/* Queues record rec (a GetRecords entry) as a conditional write for its key's thread;
+ * counts it in CW.errors instead when out of memory or malformed. */
+static void cond_enqueue(const cJSON *rec) {
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(rec, "dynamodb");
+    const cJSON *ni = cJSON_GetObjectItemCaseSensitive(d, "NewImage");
+    const cJSON *keys = cJSON_GetObjectItemCaseSensitive(d, "Keys");
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(d, "SequenceNumber");
+    char ver[48], *kj;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    cw_job *j = calloc(1, sizeof *j);
+    cJSON *r = cJSON_CreateObject(), *names, *vals, *v, *item;
+    if (!j || !r || !cJSON_IsString(seq) || strlen(seq->valuestring) > 40 || !keys ||
+        !(kj = cJSON_PrintUnformatted(keys)))
+        goto fail;
+    for (const char *c = kj; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    free(kj);
+    snprintf(ver, sizeof ver, "%40s", seq->valuestring);
+    for (char *c = ver; *c == ' '; c++) *c = '0';
+    if (!cJSON_AddStringToObject(r, "TableName", B.table)) goto fail;
+    names = cJSON_AddObjectToObject(r, "ExpressionAttributeNames");
+    vals = cJSON_AddObjectToObject(r, "ExpressionAttributeValues");
+    v = cJSON_AddObjectToObject(vals, ":v");
+    if (!names || !v || !cJSON_AddStringToObject(names, "#v", "tern:ver") || !cJSON_AddStringToObject(v, "S", ver) ||
+        !cJSON_AddStringToObject(r, "ConditionExpression", "attribute_not_exists(#v) OR #v < :v"))
+        goto fail;
+    if (ni) {
+        j->op = "PutItem";
+        if (!(item = cJSON_Duplicate(ni, 1)) || !cJSON_AddItemToObject(r, "Item", item)) {
+            cJSON_Delete(item);
+            goto fail;
+        }
+        if (!(v = cJSON_AddObjectToObject(item, "tern:ver")) || !cJSON_AddStringToObject(v, "S", ver)) goto fail;
+    } else {
+        j->op = "DeleteItem";
+        if (!(item = cJSON_Duplicate(keys, 1)) || !cJSON_AddItemToObject(r, "Key", item)) {
+            cJSON_Delete(item);
+            goto fail;
+        }
+    }
+    j->req = r;
+    h %= (uint64_t)B.cond_writers;
+    pthread_mutex_lock(&CW.mu);
+    if (CW.tail[h]) CW.tail[h]->next = j;
+    else CW.head[h] = j;
+    CW.tail[h] = j;
+    pthread_cond_signal(&CW.cv[h]);
+    pthread_mutex_unlock(&CW.mu);
+    return;
+fail:
+    atomic_fetch_add(&CW.errors, 1);
+    cJSON_Delete(r);
+    free(j);
+}
+
+/* The baseline: a plain stream copier (tight GetRecords loop, BatchWriteItem; with
+ * --conditional, conditional single writes instead: cond_enqueue). */
 static void *consumer(void *arg) {
     store *src = bench_store("lagbench", B.source), *dst = bench_store("lagbench", B.dest);
     cJSON *req, *resp = NULL;
@@ -295,6 +402,10 @@ static void *consumer(void *arg) {
             break;
         }
         recs = cJSON_GetObjectItemCaseSensitive(rr, "Records");
+        if (B.cond_writers) {
+            cJSON_ArrayForEach(rec, recs) cond_enqueue(rec);
+            recs = NULL;
+        }
         cJSON_ArrayForEach(rec, recs) {
             const cJSON *d = cJSON_GetObjectItemCaseSensitive(rec, "dynamodb");
             const cJSON *ni = cJSON_GetObjectItemCaseSensitive(d, "NewImage");
@@ -358,7 +469,7 @@ static long argl(const char *s, const char *name) {
 }
 
 int main(int argc, char **argv) {
-    pthread_t w[64], p[64], c;
+    pthread_t w[64], p[64], c, cw[64];
     long long t0, t_end, t_probed;
     B.table = "bench";
     B.prefix = "B";
@@ -382,10 +493,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--writers")) B.writers = argl(v, a);
         else if (!strcmp(a, "--probers")) B.probers = argl(v, a);
         else if (!strcmp(a, "--probe-every")) B.probe_every = argl(v, a);
+        else if (!strcmp(a, "--conditional")) B.cond_writers = argl(v, a);
         else { fprintf(stderr, "lagbench: unknown option %s\n", a); return 2; }
         i++;
     }
-    if (!B.source || !B.dest || B.writers < 1 || B.writers > 64 || B.probers < 1 || B.probers > 64 || B.probe_every < 1) {
+    if (!B.source || !B.dest || B.writers < 1 || B.writers > 64 || B.probers < 1 || B.probers > 64 || B.probe_every < 1 ||
+        B.cond_writers > 64 || (B.cond_writers && !B.baseline)) {
         fprintf(stderr, "usage: lagbench --source URL --dest URL [--table T] [--rate N] [--seconds S] ...\n");
         return 2;
     }
@@ -396,6 +509,12 @@ int main(int argc, char **argv) {
     B.lags = calloc(MAX_SAMPLES, sizeof *B.lags);
     B.wlat = calloc(MAX_SAMPLES, sizeof *B.wlat);
     if (!B.queue || !B.lags || !B.wlat) return 1;
+    for (long i = 0; i < B.cond_writers; i++) {
+        if (pthread_cond_init(&CW.cv[i], NULL) != 0 || pthread_create(&cw[i], NULL, cond_writer, (void *)i) != 0) {
+            fprintf(stderr, "lagbench: cannot start conditional writer %ld\n", i);
+            return 1;
+        }
+    }
     if (B.baseline) {
         pthread_create(&c, NULL, consumer, NULL);
         usleep(500000); /* let it reach LATEST before writes start */
@@ -416,6 +535,11 @@ int main(int argc, char **argv) {
         atomic_store(&B.stop_consumer, 1);
         pthread_join(c, NULL);
     }
+    pthread_mutex_lock(&CW.mu);
+    CW.stop = 1;
+    for (long i = 0; i < B.cond_writers; i++) pthread_cond_signal(&CW.cv[i]);
+    pthread_mutex_unlock(&CW.mu);
+    for (long i = 0; i < B.cond_writers; i++) pthread_join(cw[i], NULL);
     qsort(B.lags, B.nlags, sizeof *B.lags, cmp_double);
     qsort(B.wlat, B.nwlat, sizeof *B.wlat, cmp_double);
     {
@@ -430,7 +554,7 @@ int main(int argc, char **argv) {
                "\"write_rate\":%.1f,\"replication_rate\":%.1f,\"samples\":%zu,\"lost_probes\":%ld,"
                "\"lag_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f},"
                "\"source_put_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"client_cpu_ms_per_write\":%.3f,"
-               "\"probe_requests_per_s\":%.0f,\"probes_queued_max\":%zu}\n",
+               "\"probe_requests_per_s\":%.0f,\"probes_queued_max\":%zu,\"copy_errors\":%ld}\n",
                B.label, B.rate, secs, atomic_load(&B.acked), atomic_load(&B.errors),
                (double)atomic_load(&B.acked) / secs,
                repl_secs > 0 ? (double)atomic_load(&B.acked) / repl_secs : 0, B.nlags,
@@ -439,7 +563,7 @@ int main(int argc, char **argv) {
                pct(B.wlat, B.nwlat, 0.99),
                cpu_ms >= 0 && atomic_load(&B.acked) > 0 ? cpu_ms / (double)atomic_load(&B.acked) : -1.0,
                t_probed > t0 ? (double)atomic_load(&B.probe_requests) / ((double)(t_probed - t0) / 1e6) : 0.0,
-               B.queued_max);
+               B.queued_max, atomic_load(&CW.errors));
     }
     free(B.queue);
     free(B.lags);
