@@ -11,7 +11,8 @@
  * process's own CPU time per acknowledged write (client_cpu_ms_per_write: the writers and
  * probers, and the copier with --baseline), and the load the probes put on the
  * destination (probe_requests_per_s, over the time the probers ran), and with
- * --conditional the records the copier failed to queue or write (copy_errors). With several
+ * --conditional the records the copier failed to queue or write (copy_errors) and the mean
+ * time of its store calls (copy_write_ms). With several
  * probers, the first to wake takes every queued probe: more probers add requests, not
  * coverage.
  *
@@ -272,6 +273,8 @@ static struct {
     cw_job *head[64], *tail[64];
     int stop;
     atomic_long errors;     /* records not queued, or not written */
+    atomic_llong write_us;  /* time in the writes' store calls, all threads, microseconds */
+    atomic_long writes;     /* store calls made */
 } CW = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* Thread arg's loop: writes its queue's jobs in order until stopped with the queue empty.
@@ -287,8 +290,16 @@ static void *cond_writer(void *arg) {
         if (j && !(CW.head[id] = j->next)) CW.tail[id] = NULL;
         pthread_mutex_unlock(&CW.mu);
         if (!j) break; /* stopped, queue empty */
-        if (dst && store_call(dst, j->op, j->req, NULL) == STORE_OK) atomic_fetch_add(&B.copied, 1);
-        else atomic_fetch_add(&CW.errors, 1);
+        if (dst) {
+            long long t0 = bench_now_us();
+            store_status ss = store_call(dst, j->op, j->req, NULL);
+            atomic_fetch_add(&CW.write_us, bench_now_us() - t0);
+            atomic_fetch_add(&CW.writes, 1);
+            if (ss == STORE_OK) atomic_fetch_add(&B.copied, 1);
+            else atomic_fetch_add(&CW.errors, 1);
+        } else {
+            atomic_fetch_add(&CW.errors, 1);
+        }
         cJSON_Delete(j->req);
         free(j);
     }
@@ -554,7 +565,7 @@ int main(int argc, char **argv) {
                "\"write_rate\":%.1f,\"replication_rate\":%.1f,\"samples\":%zu,\"lost_probes\":%ld,"
                "\"lag_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f},"
                "\"source_put_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"client_cpu_ms_per_write\":%.3f,"
-               "\"probe_requests_per_s\":%.0f,\"probes_queued_max\":%zu,\"copy_errors\":%ld}\n",
+               "\"probe_requests_per_s\":%.0f,\"probes_queued_max\":%zu,\"copy_errors\":%ld,\"copy_write_ms\":%.2f}\n",
                B.label, B.rate, secs, atomic_load(&B.acked), atomic_load(&B.errors),
                (double)atomic_load(&B.acked) / secs,
                repl_secs > 0 ? (double)atomic_load(&B.acked) / repl_secs : 0, B.nlags,
@@ -563,7 +574,8 @@ int main(int argc, char **argv) {
                pct(B.wlat, B.nwlat, 0.99),
                cpu_ms >= 0 && atomic_load(&B.acked) > 0 ? cpu_ms / (double)atomic_load(&B.acked) : -1.0,
                t_probed > t0 ? (double)atomic_load(&B.probe_requests) / ((double)(t_probed - t0) / 1e6) : 0.0,
-               B.queued_max, atomic_load(&CW.errors));
+               B.queued_max, atomic_load(&CW.errors),
+               atomic_load(&CW.writes) ? (double)atomic_load(&CW.write_us) / 1e3 / (double)atomic_load(&CW.writes) : -1.0);
     }
     free(B.queue);
     free(B.lags);
