@@ -10,11 +10,11 @@
  * rate (writes / time until the last write was readable in the destination), this
  * process's own CPU time per acknowledged write (client_cpu_ms_per_write: the writers and
  * probers, and the copier with --baseline), and the load the probes put on the
- * destination (probe_requests_per_s, over the time the probers ran), and with
- * --conditional the records the copier failed to queue or write (copy_errors) and the mean
- * time of its store calls (copy_write_ms). With several
- * probers, the first to wake takes every queued probe: more probers add requests, not
- * coverage.
+ * destination (probe_requests_per_s, over the time the probers ran); with --baseline,
+ * the records the copier wrote (copied), and with --conditional those it failed to queue
+ * or write (copy_errors) and the mean time of its store calls (copy_write_ms). With
+ * several probers, the first to wake takes every queued probe: more probers add requests,
+ * not coverage.
  *
  * --baseline runs, inside this process, the plain consumer Tern is compared with: it
  * tails the source stream from LATEST with GetRecords in a tight loop (no sleep) and
@@ -565,7 +565,7 @@ int main(int argc, char **argv) {
                "\"write_rate\":%.1f,\"replication_rate\":%.1f,\"samples\":%zu,\"lost_probes\":%ld,"
                "\"lag_ms\":{\"p50\":%.2f,\"p90\":%.2f,\"p99\":%.2f,\"max\":%.2f},"
                "\"source_put_ms\":{\"p50\":%.2f,\"p99\":%.2f},\"client_cpu_ms_per_write\":%.3f,"
-               "\"probe_requests_per_s\":%.0f,\"probes_queued_max\":%zu,\"copy_errors\":%ld,\"copy_write_ms\":%.2f}\n",
+               "\"probe_requests_per_s\":%.0f,\"probes_queued_max\":%zu,\"copied\":%ld,\"copy_errors\":%ld,\"copy_write_ms\":%.2f}\n",
                B.label, B.rate, secs, atomic_load(&B.acked), atomic_load(&B.errors),
                (double)atomic_load(&B.acked) / secs,
                repl_secs > 0 ? (double)atomic_load(&B.acked) / repl_secs : 0, B.nlags,
@@ -574,7 +574,7 @@ int main(int argc, char **argv) {
                pct(B.wlat, B.nwlat, 0.99),
                cpu_ms >= 0 && atomic_load(&B.acked) > 0 ? cpu_ms / (double)atomic_load(&B.acked) : -1.0,
                t_probed > t0 ? (double)atomic_load(&B.probe_requests) / ((double)(t_probed - t0) / 1e6) : 0.0,
-               B.queued_max, atomic_load(&CW.errors),
+               B.queued_max, atomic_load(&B.copied), atomic_load(&CW.errors),
                atomic_load(&CW.writes) ? (double)atomic_load(&CW.write_us) / 1e3 / (double)atomic_load(&CW.writes) : -1.0);
     }
     free(B.queue);
