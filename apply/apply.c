@@ -228,7 +228,6 @@ static cJSON *apply_condition_values(const char *version) {
 
 /* The condition of every Tern write: the item was never versioned here, or is older. */
 #define APPLY_COND_NEWER "attribute_not_exists(#v) OR #v < :v"
-
 /* Builds the PutItem/DeleteItem request, conditional on cond (over #v = tern:ver and :v =
  * the change's version). Returns NULL on allocation failure. */
 static cJSON *apply_request(const apply_change *c, const char *wid, const char *cond) {
@@ -403,6 +402,20 @@ static int apply_recheck_repair(store *s, state *st, const apply_change *c, cons
     return 0;
 }
 
+static apply_result apply_write_answer(store *s, state *st, const apply_change *c, const char *wid,
+                                       const char *kpend, const char *token, int own_token, store_status ss,
+                                       const cJSON *resp, int retried, char *winner, char *err, size_t errlen);
+
+/* c's write was never sent (its request could not be built, or the store was down,
+ * apply_group_each): its token is taken back (best effort); APPLY_ERROR, err "out of
+ * memory" (the caller may say otherwise). */
+static apply_result apply_write_unsent(state *st, const apply_change *c, const char *kpend, const char *token,
+                                       int own_token, char *err, size_t errlen) {
+    snprintf(err, errlen, "out of memory");
+    (void)apply_token_settle(st, c, kpend, token, own_token, APPLY_TOK_NONE);
+    return APPLY_ERROR;
+}
+
 /* The conditional write of c (PutItem or DeleteItem over APPLY_COND_NEWER), once its
  * echo token is in Redis and what the region knows of the key did not decide it; then what
  * the answer means for the token (apply_token_settle): the write certainly did not happen
@@ -415,20 +428,27 @@ static apply_result apply_write(store *s, state *st, const apply_change *c, cons
     cJSON *req = apply_request(c, wid, APPLY_COND_NEWER), *resp = NULL;
     store_status ss;
     store_stats before, after;
-    int retried;
     apply_result res;
-    if (!req) { /* never sent: settled as such (best effort) */
-        snprintf(err, errlen, "out of memory");
-        (void)apply_token_settle(st, c, kpend, token, own_token, APPLY_TOK_NONE);
-        return APPLY_ERROR;
-    }
+    if (!req) return apply_write_unsent(st, c, kpend, token, own_token, err, errlen);
     store_get_stats(s, &before);
     ss = store_call(s, c->is_delete ? "DeleteItem" : "PutItem", req, &resp);
     cJSON_Delete(req);
     store_get_stats(s, &after);
     /* the store client retried inside the call: an earlier attempt may have written, and
      * this answer may be about that write (the token must then stay: its echo is coming) */
-    retried = after.requests - before.requests > 1;
+    res = apply_write_answer(s, st, c, wid, kpend, token, own_token, ss, resp, after.requests - before.requests > 1,
+                             winner, err, errlen);
+    cJSON_Delete(resp);
+    return res;
+}
+
+/* What the answer ss (resp: its body, or NULL) to c's conditional write means, for the
+ * change and for its token (apply_write). s is the handle that made the call (its
+ * errstr); retried: the call took more than one attempt. */
+static apply_result apply_write_answer(store *s, state *st, const apply_change *c, const char *wid,
+                                       const char *kpend, const char *token, int own_token, store_status ss,
+                                       const cJSON *resp, int retried, char *winner, char *err, size_t errlen) {
+    apply_result res;
     if (ss == STORE_OK) {
         const cJSON *attrs = resp ? cJSON_GetObjectItemCaseSensitive(resp, "Attributes") : NULL;
         /* a delete that removed nothing has no stream record to carry its token */
@@ -453,7 +473,6 @@ static apply_result apply_write(store *s, state *st, const apply_change *c, cons
                 res = APPLY_ERROR;
         }
     }
-    cJSON_Delete(resp);
     return res;
 }
 
@@ -555,18 +574,54 @@ typedef struct {
     int open;            /* passed the precheck, not decided yet */
 } apply_slot;
 
-/* The group's members still open are written one by one, each under the token the group
- * added for it, soon after the group's precheck: a group under APPLY_GROUP_MIN, one whose
- * transaction could not be built, or one refused as a whole that could not be split (out
- * of memory). Nothing of theirs was written. */
-static void apply_group_each(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
-                             apply_outcome *out) {
-    for (size_t i = 0; i < n; i++)
-        if (sl[i].open) {
-            out[i].res = apply_write(s, st, &cs[i], sl[i].wid, sl[i].kpend, sl[i].wid, 1, out[i].winner, out[i].err,
-                                     sizeof out[i].err);
+/* The group's members still open are written as single conditional puts, each under the
+ * token the group added for it, soon after the group's precheck: a group under
+ * APPLY_GROUP_MIN or without transactions (wr->no_txn), one whose transaction could not
+ * be built, or one refused as a whole that could not be split (out of memory). Nothing of
+ * theirs was written. In rounds of wr->n side by side (store_call_many), or of one on s
+ * without wr. Once a whole round got no answer at all (STORE_ERR_TRANSIENT: the store is
+ * down or hung), the rest are not sent: they fail as APPLY_ERROR, their tokens taken back,
+ * and are retried later, instead of each waiting out its timeouts and retries in turn. */
+static void apply_group_each(store *s, state *st, const apply_writers *wr, const apply_change *cs, size_t n,
+                             apply_slot *sl, apply_outcome *out) {
+    store *const *hs = wr && wr->n >= 2 ? wr->h : &s;
+    size_t per = wr && wr->n >= 2 ? wr->n : 1, i = 0;
+    int down = 0;
+    while (i < n) {
+        size_t idx[APPLY_WRITERS_MAX], k = 0, unanswered = 0;
+        cJSON *reqs[APPLY_WRITERS_MAX], *resps[APPLY_WRITERS_MAX];
+        store_status sts[APPLY_WRITERS_MAX];
+        store_stats before[APPLY_WRITERS_MAX], after;
+        for (; i < n && k < per; i++) {
+            if (!sl[i].open) continue;
             sl[i].open = 0;
+            if (down || !(reqs[k] = apply_request(&cs[i], sl[i].wid, APPLY_COND_NEWER))) {
+                out[i].res = apply_write_unsent(st, &cs[i], sl[i].kpend, sl[i].wid, 1, out[i].err, sizeof out[i].err);
+                if (down)
+                    snprintf(out[i].err, sizeof out[i].err, "not sent: the store did not answer the puts before it");
+                continue;
+            }
+            store_get_stats(hs[k], &before[k]);
+            idx[k++] = i;
         }
+        if (k == 0) continue;
+        if (per == 1)
+            sts[0] = store_call(hs[0], "PutItem", reqs[0], &resps[0]);
+        else /* a round of one too: a writer's connection lives in wr->m's cache */
+            store_call_many(wr->m, hs, k, "PutItem", (const cJSON *const *)reqs, sts, resps);
+        for (size_t j = 0; j < k; j++) {
+            size_t x = idx[j];
+            store_get_stats(hs[j], &after);
+            unanswered += sts[j] == STORE_ERR_TRANSIENT;
+            /* retried: an earlier attempt inside the call may have written (apply_write) */
+            out[x].res = apply_write_answer(hs[j], st, &cs[x], sl[x].wid, sl[x].kpend, sl[x].wid, 1, sts[j], resps[j],
+                                            after.requests - before[j].requests > 1, out[x].winner, out[x].err,
+                                            sizeof out[x].err);
+            cJSON_Delete(reqs[j]);
+            cJSON_Delete(resps[j]);
+        }
+        down = unanswered == k;
+    }
 }
 
 /* The group's members still open go singly through apply_one, which reads what the region
@@ -590,13 +645,13 @@ static void apply_group_singly(store *s, state *st, const apply_change *cs, size
 
 /* The open members of a transaction the store refused as a whole: their tokens go (the
  * write did not happen) and each half of them is applied again as a group. */
-static void apply_group_split(store *s, state *st, const apply_change *cs, size_t n, apply_slot *sl,
-                              apply_outcome *out) {
+static void apply_group_split(store *s, state *st, const apply_writers *wr, const apply_change *cs, size_t n,
+                              apply_slot *sl, apply_outcome *out) {
     apply_change *sub = calloc(n, sizeof *sub);
     apply_outcome *so = calloc(n, sizeof *so);
     size_t *idx = calloc(n, sizeof *idx), m = 0;
     if (!sub || !so || !idx) {
-        apply_group_each(s, st, cs, n, sl, out);
+        apply_group_each(s, st, wr, cs, n, sl, out);
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
@@ -610,8 +665,8 @@ static void apply_group_split(store *s, state *st, const apply_change *cs, size_
         idx[m] = i;
         sub[m++] = cs[i];
     }
-    apply_puts(s, st, sub, m / 2, so);
-    apply_puts(s, st, sub + m / 2, m - m / 2, so + m / 2);
+    apply_puts(s, st, wr, sub, m / 2, so);
+    apply_puts(s, st, wr, sub + m / 2, m - m / 2, so + m / 2);
     for (size_t k = 0; k < m; k++) {
         out[idx[k]] = so[k];
         sl[idx[k]].open = 0;
@@ -622,7 +677,8 @@ done:
     free(idx);
 }
 
-void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_outcome *out) {
+void apply_puts(store *s, state *st, const apply_writers *wr, const apply_change *cs, size_t n,
+                apply_outcome *out) {
     apply_slot *sl = calloc(n ? n : 1, sizeof *sl);
     redisReply **rep = calloc(4 * (n ? n : 1), sizeof *rep);
     cJSON *items = NULL, *resp = NULL;
@@ -686,8 +742,8 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
         for (size_t i = 0; i < n - open; i++)
             if (rep[i]) freeReplyObject(rep[i]);
     }
-    if (open < APPLY_GROUP_MIN) { /* cheaper as plain conditional puts */
-        apply_group_each(s, st, cs, n, sl, out);
+    if (open < APPLY_GROUP_MIN || (wr && wr->no_txn)) { /* cheaper as plain conditional puts */
+        apply_group_each(s, st, wr, cs, n, sl, out);
         goto done;
     }
     /* 3. one transaction: every open put with its condition */
@@ -708,7 +764,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
         cJSON_AddItemToArray(items, op);
     }
     if (!items || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
-        apply_group_each(s, st, cs, n, sl, out);
+        apply_group_each(s, st, wr, cs, n, sl, out);
         goto done;
     }
     for (size_t i = 0; i < sizeof rnd; i++) snprintf(token + 2 * i, 3, "%02x", rnd[i]);
@@ -743,7 +799,7 @@ void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_out
          * each half goes again (down to single puts, where a bad member is refused alone) */
         log_debug(NULL, "table %s: a transaction of %zu puts refused (%s): splitting it", cs[0].table, open,
                   store_errstr(s));
-        apply_group_split(s, st, cs, n, sl, out);
+        apply_group_split(s, st, wr, cs, n, sl, out);
     } else {
         /* no answer: it may have been written, so the tokens stay, and each put alone finds
          * its version stored (APPLY_SAME) if it was */

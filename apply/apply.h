@@ -129,17 +129,35 @@ typedef struct {
     char err[256];                   /* on APPLY_ERROR / APPLY_REFUSED */
 } apply_outcome;
 
+/* Most single puts of a group written at once (apply_writers). */
+#define APPLY_WRITERS_MAX 16
+_Static_assert(APPLY_WRITERS_MAX <= STORE_MULTI_MAX, "store_call_many makes at most STORE_MULTI_MAX calls");
+
+/* What apply_puts writes a group's single puts with, side by side: n store handles (to
+ * the same table store as apply_puts' s) and the multi handle that drives them, all owned
+ * by the caller and used by the calling thread only. */
+typedef struct {
+    store_multi *m;
+    store *h[APPLY_WRITERS_MAX];
+    size_t n;     /* handles in h (<= APPLY_WRITERS_MAX): the most puts written at once */
+    int no_txn;   /* 1: never a TransactWriteItems; every group goes as single puts */
+} apply_writers;
+
 /* Applies n (<= APPLY_GROUP_MAX) puts of distinct keys with the semantics of apply_one
  * with APPLY_PRECHECK: one Redis round trip reads the known versions and adds every echo
  * token, the precheck drops the losers, and the rest are written, each with its own
- * condition: together in one TransactWriteItems when at least APPLY_GROUP_MIN, else one by
- * one. A canceled transaction wrote nothing: members whose condition failed get their
- * answer from the stored item, the others are applied one by one (apply_one). A
+ * condition: together in one TransactWriteItems when at least APPLY_GROUP_MIN and wr
+ * allows transactions (wr NULL does), else as single conditional PutItems: wr->n at a
+ * time side by side (store_call_many), or one by one on s without wr; once a round got
+ * no answer at all, the rest are not sent (APPLY_ERROR, retried later). A canceled
+ * transaction wrote nothing: members whose condition failed get their answer from the
+ * stored item, the others are applied one by one (apply_one). A
  * transaction the store refuses as a whole (over its 4 MB request limit) is split in
  * halves, recursively; one that gets no answer is followed by single puts (which find its
  * writes if it happened). out[i] is the outcome of cs[i]. On AWS a transactional write
  * costs two write units per item (replicator.group_writes). */
-void apply_puts(store *s, state *st, const apply_change *cs, size_t n, apply_outcome *out);
+void apply_puts(store *s, state *st, const apply_writers *wr, const apply_change *cs, size_t n,
+                apply_outcome *out);
 
 /* Reads the key's last local change version and tombstone version (either "" when
  * absent) into ll and tomb (each LWW_VERSION_STRLEN bytes). 0/-1 (err). */

@@ -21,6 +21,20 @@ bench_pair_up() {
   E=$(region_endpoint us-east-1) W=$(region_endpoint eu-west-1)
 }
 
+# bench_store_rtt MS: eu-west-1's daemons reach their store through tern-relay
+# (tests/lib/cluster.sh, start_store_relay), which adds MS ms to each round trip (MS/2 each
+# way), as a store in another zone, or DynamoDB's regional endpoint, would; lagbench still
+# reaches it directly, so the lag it measures is Tern's. 0: nothing. The relay's own CPU
+# (one thread) counts against the machine like everything else.
+bench_store_rtt() {
+  [ "$1" = 0 ] && return 0
+  start_store_relay eu-west-1 "$(jq -n "$1 / 2")"
+  lr stop-daemons eu-west-1 >/dev/null
+  jq --arg r "http://127.0.0.1:$RELAY_PORT" '.store.endpoint = $r' "$(region_cfg eu-west-1)" >"$CLUSTER_DIR/w.json" &&
+    mv "$CLUSTER_DIR/w.json" "$(region_cfg eu-west-1)"
+  lr start-daemons eu-west-1 >/dev/null
+}
+
 # bench_drained: until Tern has applied, both ways, what was written so far and each
 # agent has read the echoes of those writes from its own stream (wait-caught-up from the
 # other region: its stream phase), so that a phase does not measure Tern still working

@@ -384,7 +384,8 @@ static const cfg_key region_keys[] = {
     NUM(KT_LONG, "replicator.batch_max", 1, CFG_BATCH_MAX, 500, R(c.replicator.batch_max)),
     NUM(KT_LONG, "replicator.apply_workers", 1, 32, 4, R(c.replicator.apply_workers)),
     NUM(KT_LONG, "replicator.group_writes", 1, 100, 100, R(c.replicator.group_writes)),
-    NUM(KT_LONG, "replicator.transactions", 1, 32, 1, R(c.replicator.transactions)),
+    NUM(KT_LONG, "replicator.transactions", 0, 32, 1, R(c.replicator.transactions)),
+    NUM(KT_LONG, "replicator.parallel_puts", 1, 16, 4, R(c.replicator.parallel_puts)),
     NUM(KT_INT, "replicator.metrics_port", 1, 65535, 9102, R(c.replicator.metrics_port)),
     /* 0: chosen from store.endpoint in post_poll() */
     NUM(KT_LONG, "agent.idle_poll_ms", 1, 10000, 0, R(c.agent.idle_poll_ms)),

@@ -90,8 +90,10 @@ typedef struct {
                                               round trip, one TransactWriteItems from APPLY_GROUP_MIN
                                               (1 = never; 1..100, 100) */
         long transactions;                 /* grouped writes (transactions) in flight at once, of all
-                                              workers (1..32, 1): DynamoDB Local runs a table's
-                                              transactions one at a time */
+                                              workers (0..32, 1; 0: none): DynamoDB Local runs a
+                                              table's transactions one at a time */
+        long parallel_puts;                /* single conditional puts of a group a worker writes at
+                                              once (1..16, 4; APPLY_WRITERS_MAX); 1: one by one */
         int metrics_port;
     } replicator;
     struct {

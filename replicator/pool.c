@@ -1,8 +1,10 @@
 /* pool.c -- the replicator's apply workers (see replicator.h, pool_*).
  *
- * Owns: replicator.apply_workers threads, each with its own store and Redis handles and
- * its own FIFO queue of jobs; an eventfd that is written whenever a job finishes, so the
- * main thread can wait for results in the same zmq_poll as for frames; the key attribute
+ * Owns: replicator.apply_workers threads, each with its own store and Redis handles, its
+ * writers (replicator.parallel_puts more store handles and a store_multi, when above 1:
+ * a group's single puts go side by side, apply_writers) and its own FIFO queue of jobs;
+ * an eventfd that is written whenever a job finishes, so the main thread can wait for
+ * results in the same zmq_poll as for frames; the key attribute
  * names of each table (key_cache, read by a thread of its own; pool_check_keys: a change
  * whose keys are not exactly those is refused before it is written).
  * Invariants: a job's queue is chosen by a hash of its key id, so the changes of one key
@@ -17,10 +19,13 @@
  * per APPLY_GROUP_MIN - 1 puts, which lets it catch up with more (on DynamoDB Local the
  * transaction itself costs the store a little more per item than concurrent single puts:
  * docs/lag.md, "Single puts side by side"). Without a backlog it takes at most
- * APPLY_GROUP_MIN - 1 (one Redis round trip, then single puts): on DynamoDB Local a
- * transaction holds the table's write lock for tens of ms under load, and a worker that
+ * APPLY_GROUP_MIN - 1 (one Redis round trip, then single puts side by side): on DynamoDB
+ * Local a transaction holds the table's write lock for tens of ms under load, and a worker that
  * started them at 5 queued puts never left that mode at 1,000 writes/s (docs/lag.md,
- * "Transactions only for a backlog").
+ * "Transactions only for a backlog"). With replicator.transactions 0 there are none: a
+ * worker takes up to APPLY_GROUP_MIN - 1 rounds of parallel_puts puts (at most
+ * group_writes) whatever its backlog, and writes them all as single puts, parallel_puts at
+ * a time, on one precheck.
  * At most replicator.transactions such groups are written at once, by all workers: a
  * worker whose group is large enough for a transaction waits for a slot (in turn, first
  * come first served), then tops its group up from its own queue (which grew meanwhile) and
@@ -64,6 +69,7 @@
 #include "replicator.h"
 
 _Static_assert(APPLY_GROUP_MAX == 100, "config/cfg.c bounds replicator.group_writes to 1..100");
+_Static_assert(APPLY_WRITERS_MAX == 16, "config/cfg.c bounds replicator.parallel_puts to 1..16");
 _Static_assert(APPLY_GROUP_MIN >= 2, "a worker without a backlog takes APPLY_GROUP_MIN - 1 puts");
 
 typedef struct pool_worker pool_worker;
@@ -107,8 +113,10 @@ struct pool_worker {
                              0, none of this queue's keys is in another group, and taking from
                              it needs only the check against the taker's own group */
     store *s;
+    apply_writers wr;     /* replicator.parallel_puts handles (none when 1) writing a group's
+                             single puts side by side, and whether transactions are off */
     state *st;
-    store_stats snap;     /* s's statistics after the worker's last job (under mu): the
+    store_stats snap;     /* s's and wr's statistics after the worker's last job (under mu): the
                              handle itself is the worker's alone */
 };
 
@@ -123,7 +131,10 @@ struct apply_pool {
     int efd;              /* eventfd: counts finished jobs not yet taken by pool_take_events */
     size_t group_max;     /* replicator.group_writes */
     size_t single_max;    /* puts a worker without a backlog takes: APPLY_GROUP_MIN - 1, or
-                             group_max if fewer (never a transaction) */
+                             group_max if fewer (never a transaction); with transactions off
+                             (replicator.transactions 0) the most it ever takes: that many
+                             rounds of parallel_puts, or group_max if fewer */
+    int txn;              /* transactions on (replicator.transactions > 0) */
     /* transaction slots, handed out first come first served: a worker takes a ticket and
      * writes once its ticket is below txn_admitted (replicator.transactions at start, one
      * more per transaction finished); otherwise the worker that just finished one, back
@@ -340,7 +351,7 @@ static void pool_apply_group(pool_worker *w, pool_job **g, size_t n) {
         cs[i].kid = g[i]->kid;
         cs[i].ttl_s = g[i]->ttl_s;
     }
-    apply_puts(w->s, w->st, cs, n, out);
+    apply_puts(w->s, w->st, &w->wr, cs, n, out);
     now = daemon_wall_ms();
     for (size_t i = 0; i < n; i++) {
         g[i]->res = out[i].res;
@@ -368,9 +379,10 @@ static void *pool_thread(void *arg) {
         }
         /* a transaction only for a backlog: its head waited REPL_TXN_AGE_MS (see replicator.h) */
         now = daemon_mono_ms();
-        pool_take(p, w, w, now - w->head->queued_at >= REPL_TXN_AGE_MS ? p->group_max : p->single_max);
+        pool_take(p, w, w,
+                  p->txn && now - w->head->queued_at >= REPL_TXN_AGE_MS ? p->group_max : p->single_max);
         atomic_store(&w->beacon, now);
-        txn = w->ng >= APPLY_GROUP_MIN;
+        txn = p->txn && w->ng >= APPLY_GROUP_MIN;
         if (txn) {
             /* a transaction: wait for a slot, then take what queued up meanwhile here */
             uint64_t ticket = p->txn_next++;
@@ -387,6 +399,11 @@ static void *pool_thread(void *arg) {
         if (m == 1) pool_apply(w, ok[0]);
         else if (m > 1) pool_apply_group(w, ok, m);
         store_get_stats(w->s, &stats);
+        for (size_t k = 0; k < w->wr.n; k++) {
+            store_stats hs;
+            store_get_stats(w->wr.h[k], &hs);
+            store_stats_add(&stats, &hs);
+        }
         pthread_mutex_lock(&p->mu);
         if (txn) {
             p->txn_admitted++;
@@ -422,6 +439,21 @@ out:
     return NULL;
 }
 
+/* w's writers (apply_writers): replicator.parallel_puts store handles, with their beacons
+ * on w's, and the multi handle that drives them; none when it is 1. 0/-1 (err); what was
+ * made is freed by pool_free. */
+static int pool_writers_new(pool_worker *w, const cfg_region *cfg, char *err, size_t errlen) {
+    size_t n = (size_t)cfg->replicator.parallel_puts; /* the config bounds it to 1..APPLY_WRITERS_MAX */
+    w->wr.no_txn = cfg->replicator.transactions == 0;
+    if (n < 2) return 0;
+    if (!(w->wr.m = store_multi_new(err, errlen))) return -1;
+    for (; w->wr.n < n; w->wr.n++) {
+        if (!(w->wr.h[w->wr.n] = daemon_store_new(cfg, err, errlen))) return -1;
+        store_set_beacon(w->wr.h[w->wr.n], &w->beacon);
+    }
+    return 0;
+}
+
 apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
     apply_pool *p = calloc(1, sizeof *p);
     if (!p) {
@@ -445,7 +477,13 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
     }
     p->n = (int)cfg->replicator.apply_workers; /* the config bounds it to 1..32 */
     p->group_max = (size_t)cfg->replicator.group_writes; /* the config bounds it to 1..APPLY_GROUP_MAX */
-    p->single_max = p->group_max < APPLY_GROUP_MIN - 1 ? p->group_max : APPLY_GROUP_MIN - 1;
+    p->txn = cfg->replicator.transactions > 0;
+    {
+        /* without transactions, at most APPLY_GROUP_MIN - 1 rounds of parallel_puts a group:
+         * the puts of a group are written on one precheck, which must stay recent */
+        size_t cap = (APPLY_GROUP_MIN - 1) * (size_t)(p->txn ? 1 : cfg->replicator.parallel_puts);
+        p->single_max = p->group_max < cap ? p->group_max : cap;
+    }
     p->txn_admitted = (uint64_t)cfg->replicator.transactions;
     p->w = calloc((size_t)p->n, sizeof *p->w);
     if (!p->w) {
@@ -471,6 +509,10 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
         }
         store_set_beacon(p->w[i].s, &p->w[i].beacon);
         state_set_beacon(p->w[i].st, &p->w[i].beacon);
+        if (pool_writers_new(&p->w[i], cfg, err, errlen) != 0) {
+            pool_free(p);
+            return NULL;
+        }
     }
     for (int i = 0; i < p->n; i++) {
         if (pthread_create(&p->w[i].th, NULL, pool_thread, &p->w[i]) != 0) {
@@ -492,6 +534,8 @@ void pool_free(apply_pool *p) {
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->started; i++) pthread_join(p->w[i].th, NULL);
     for (int i = 0; p->w && i < p->n; i++) {
+        store_multi_free(p->w[i].wr.m);
+        for (size_t k = 0; k < p->w[i].wr.n; k++) store_free(p->w[i].wr.h[k]);
         store_free(p->w[i].s);
         state_free(p->w[i].st);
         pthread_cond_destroy(&p->w[i].work);

@@ -49,8 +49,9 @@
 #define REPL_HOUSEKEEP_MS 500     /* heartbeat and counter flush period, ms */
 /* A worker writes a transaction (apply_puts, from APPLY_GROUP_MIN puts) only when the head
  * of its queue has waited this long, ms; else it takes at most APPLY_GROUP_MIN - 1 puts (or
- * replicator.group_writes), written one by one. (A transaction's writer may still take a
- * younger put from another worker's queue.) */
+ * replicator.group_writes), written side by side (replicator.parallel_puts). (A
+ * transaction's writer may still take a younger put from another worker's queue.) With
+ * replicator.transactions 0 there are no transactions, and no wait. */
 #define REPL_TXN_AGE_MS 20
 #define REPL_SCHEMA_RETRY_MS 60000 /* a table's DescribeTable that failed is tried again after, ms */
 /* A thread counts as stalled when it has not turned, nor begun a store or Redis call, for

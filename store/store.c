@@ -1,10 +1,15 @@
 /* store.c -- DynamoDB / DynamoDB Streams JSON API client over libcurl.
  *
  * Owns: per handle, one curl easy handle (one persistent keep-alive connection with
- * TCP_NODELAY to the endpoint), copies of the endpoint and credentials, the response
- * buffer, a sticky error string (the last call's AWS error type and message) and the
- * stats counters. The process-wide libcurl init is done once (pthread_once) and never
- * undone; OpenSSL is told before main not to clean up at exit (store_openssl_init).
+ * TCP_NODELAY to the endpoint; kept in a store_multi's cache while the handle's calls go
+ * through it), copies of the endpoint and credentials, the response buffer, a sticky error
+ * string (the last call's AWS error type and message) and the stats counters. The
+ * process-wide libcurl init is done once (pthread_once) and never undone; OpenSSL is told
+ * before main not to clean up at exit (store_openssl_init). A store_multi owns a curl
+ * multi handle: store_call_many attaches several handles' easy handles to it for each
+ * round of attempts, side by side, and takes them off again after the round (their
+ * connections stay in the multi handle's cache, up to 2 * STORE_MULTI_MAX, for the next
+ * call); retries go in rounds too, after the longest backoff among them.
  *
  * Invariants: every request is signed fresh (SigV4, service "dynamodb", time of the
  * attempt) so a retry after backoff never carries a stale X-Amz-Date; the Host header we
@@ -12,9 +17,10 @@
  * leaves its outputs NULL on failure except where store.h says otherwise
  * (condition/transaction error bodies, batch unprocessed items).
  *
- * Threading: a handle belongs to one thread at a time; nothing here is shared between
- * handles except libcurl's global state. store_scan_all() makes one handle per segment
- * thread; its only shared state is an atomic stop flag and per-segment result slots. */
+ * Threading: a handle belongs to one thread at a time, and so does a store_multi with the
+ * handles it drives; nothing here is shared between handles except libcurl's global
+ * state. store_scan_all() makes one handle per segment thread; its only shared state is an
+ * atomic stop flag and per-segment result slots. */
 #include "store.h"
 
 #include <errno.h>
@@ -445,6 +451,20 @@ void store_get_stats(const store *s, store_stats *out)
     *out = s->st;
 }
 
+void store_stats_add(store_stats *acc, const store_stats *x)
+{
+    acc->calls += x->calls;
+    acc->requests += x->requests;
+    acc->retries += x->retries;
+    acc->connects += x->connects;
+    for (int i = 0; i < STORE_STATUS_COUNT; i++)
+        acc->status[i] += x->status[i];
+    acc->latency_sum_ms += x->latency_sum_ms;
+    acc->latency_count += x->latency_count;
+    for (int i = 0; i < STORE_LAT_BUCKETS; i++)
+        acc->latency_bucket[i] += x->latency_bucket[i];
+}
+
 /* ---- the call ---- */
 
 static int is_streams_op(const char *op)
@@ -484,12 +504,14 @@ static int add_header(struct curl_slist **hl, const char *name, const char *valu
     return 0;
 }
 
-/* One HTTP attempt. Returns the status; *body is the parsed body when there is one
- * (success or an AWS error body). Sets errstr on failure. */
-static store_status attempt(store *s, const char *target, const char *payload, size_t plen,
-                            cJSON **body)
+/* The first half of one HTTP attempt: signs the request and sets it on s->curl, ready to
+ * be performed (curl_easy_perform, or a multi handle). *hl receives the header list, which
+ * must stay alive until attempt_end. Returns STORE_OK, or the status with errstr set (then
+ * nothing is left to free). */
+static store_status attempt_begin(store *s, const char *target, const char *payload, size_t plen,
+                                  struct curl_slist **hl_out)
 {
-    *body = NULL;
+    *hl_out = NULL;
     if (s->beacon) atomic_store(s->beacon, (long long)now_ms());
     sigv4_header sh[] = {{"Content-Type", "application/x-amz-json-1.0"},
                          {"X-Amz-Target", target}};
@@ -528,13 +550,22 @@ static store_status attempt(store *s, const char *target, const char *payload, s
     if ((cc = curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, hl)) != CURLE_OK ||
         (cc = curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)plen)) != CURLE_OK ||
         (cc = curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, payload)) != CURLE_OK) {
+        (void)curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, NULL);
         curl_slist_free_all(hl);
         set_errstr(s, "curl_easy_setopt: %s", curl_easy_strerror(cc));
         return STORE_ERR_OTHER;
     }
-    double t0 = now_ms();
-    cc = curl_easy_perform(s->curl);
-    record_latency(s, now_ms() - t0);
+    *hl_out = hl;
+    return STORE_OK;
+}
+
+/* The second half: the transfer ended with cc after ms; frees hl, reads the answer.
+ * Returns the status; *body is the parsed body when there is one (success or an AWS error
+ * body). Sets errstr on failure. */
+static store_status attempt_end(store *s, CURLcode cc, double ms, struct curl_slist *hl, cJSON **body)
+{
+    *body = NULL;
+    record_latency(s, ms);
     s->st.requests++;
     long nconn = 0;
     if (curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK && nconn > 0)
@@ -584,12 +615,27 @@ static store_status attempt(store *s, const char *target, const char *payload, s
     return st;
 }
 
-store_status store_call(store *s, const char *op, const cJSON *request, cJSON **response)
+/* One HTTP attempt on s's own connection (attempt_begin, perform, attempt_end). */
+static store_status attempt(store *s, const char *target, const char *payload, size_t plen,
+                            cJSON **body)
 {
-    if (response)
-        *response = NULL;
-    if (!s)
-        return STORE_ERR_OTHER;
+    struct curl_slist *hl;
+    *body = NULL;
+    store_status st = attempt_begin(s, target, payload, plen, &hl);
+    if (st != STORE_OK)
+        return st;
+    double t0 = now_ms();
+    CURLcode cc = curl_easy_perform(s->curl);
+    return attempt_end(s, cc, now_ms() - t0, hl, body);
+}
+
+/* The start of a call: counts it, checks op, and serializes request into *payload (the
+ * caller frees it) with op's target in target (128 bytes). Returns STORE_OK, or the
+ * call's final status (counted, errstr set). */
+static store_status call_begin(store *s, const char *op, const cJSON *request, char *target,
+                               char **payload)
+{
+    *payload = NULL;
     s->errstr[0] = '\0';
     s->st.calls++;
     if (!op || !*op || strlen(op) > 64) {
@@ -597,32 +643,40 @@ store_status store_call(store *s, const char *op, const cJSON *request, cJSON **
         s->st.status[STORE_ERR_VALIDATION]++;
         return STORE_ERR_VALIDATION;
     }
-    char target[128];
-    snprintf(target, sizeof target, "%s.%s",
+    snprintf(target, 128, "%s.%s",
              is_streams_op(op) ? "DynamoDBStreams_20120810" : "DynamoDB_20120810", op);
-    char *payload = request ? cJSON_PrintUnformatted(request) : strdup("{}");
-    if (!payload) {
+    *payload = request ? cJSON_PrintUnformatted(request) : strdup("{}");
+    if (!*payload) {
         set_errstr(s, "out of memory serializing the %s request", op);
         s->st.status[STORE_ERR_OTHER]++;
         return STORE_ERR_OTHER;
     }
-    size_t plen = strlen(payload);
-    store_status st = STORE_ERR_OTHER;
-    cJSON *body = NULL;
-    for (int att = 0;; att++) {
-        st = attempt(s, target, payload, plen, &body);
-        if (st != STORE_ERR_THROTTLED && st != STORE_ERR_TRANSIENT)
-            break;
-        if (att >= s->max_retries)
-            break;
-        cJSON_Delete(body);
-        body = NULL;
-        long ms = backoff_ms(s, att);
-        log_debug(NULL, "store: %s %s (%s), retry %d/%d in %ld ms", op, store_status_name(st),
-                  s->errstr, att + 1, s->max_retries, ms);
-        s->st.retries++;
-        sleep_ms(ms);
-    }
+    return STORE_OK;
+}
+
+/* 1 when an attempt that answered st is tried again: throttled or no answer, and s has
+ * retries left after att of them. */
+static int call_retries(const store *s, store_status st, int att)
+{
+    return (st == STORE_ERR_THROTTLED || st == STORE_ERR_TRANSIENT) && att < s->max_retries;
+}
+
+/* Before retry att + 1 of a call that answered st: counts it and says so (debug); returns
+ * the backoff to wait, ms. */
+static long call_retry_backoff(store *s, const char *op, store_status st, int att)
+{
+    long ms = backoff_ms(s, att);
+    log_debug(NULL, "store: %s %s (%s), retry %d/%d in %ld ms", op, store_status_name(st),
+              s->errstr, att + 1, s->max_retries, ms);
+    s->st.retries++;
+    return ms;
+}
+
+/* The end of a call whose last attempt answered st with body: counts the status and hands
+ * body over as *response (as store_call says), or frees it. Frees payload. */
+static store_status call_finish(store *s, char *payload, store_status st, cJSON *body,
+                                cJSON **response)
+{
     free(payload);
     s->st.status[st]++;
     if (st == STORE_OK || st == STORE_ERR_CONDITION || st == STORE_ERR_TRANSACTION) {
@@ -636,6 +690,206 @@ store_status store_call(store *s, const char *op, const cJSON *request, cJSON **
         cJSON_Delete(body);
     }
     return st;
+}
+
+store_status store_call(store *s, const char *op, const cJSON *request, cJSON **response)
+{
+    char target[128];
+    char *payload;
+    cJSON *body = NULL;
+    if (response)
+        *response = NULL;
+    if (!s)
+        return STORE_ERR_OTHER;
+    store_status st = call_begin(s, op, request, target, &payload);
+    if (st != STORE_OK)
+        return st;
+    size_t plen = strlen(payload);
+    st = attempt(s, target, payload, plen, &body);
+    for (int att = 0; call_retries(s, st, att); att++) {
+        cJSON_Delete(body);
+        body = NULL;
+        sleep_ms(call_retry_backoff(s, op, st, att));
+        st = attempt(s, target, payload, plen, &body);
+    }
+    return call_finish(s, payload, st, body, response);
+}
+
+/* ---- calls side by side ---- */
+
+struct store_multi {
+    CURLM *m;
+    int broken;   /* a handle could not be taken off m: calls no longer use it */
+};
+
+store_multi *store_multi_new(char *err, size_t errlen)
+{
+    store_multi *m = calloc(1, sizeof *m);
+    if (!m) {
+        seterr(err, errlen, "store: out of memory");
+        return NULL;
+    }
+    pthread_once(&curl_once, curl_init_once);
+    if (curl_init_rc != CURLE_OK || !(m->m = curl_multi_init())) {
+        seterr(err, errlen, "store: curl_multi_init failed");
+        free(m);
+        return NULL;
+    }
+    /* the connections its calls used stay in its cache for the next call; a bound that does
+     * not depend on how many handles happen to be attached */
+    if (curl_multi_setopt(m->m, CURLMOPT_MAXCONNECTS, (long)(2 * STORE_MULTI_MAX)) != CURLM_OK) {
+        seterr(err, errlen, "store: curl_multi_setopt failed");
+        store_multi_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void store_multi_free(store_multi *m)
+{
+    if (!m)
+        return;
+    if (m->m)
+        curl_multi_cleanup(m->m);
+    free(m);
+}
+
+/* Performs the attempts of the calls marked go[] (signed, attempt_begin) side by side on
+ * m, each ending under its handle's own timeout, and reads each answer (attempt_end) into
+ * sts[] and bodies[]. A call that cannot be attached fails as unanswered; with a broken m
+ * (a handle could not be taken off it) they go one after another on their own. */
+static void multi_round(store_multi *m, store *const *hs, size_t n, const int *go,
+                        struct curl_slist **hl, store_status *sts, cJSON **bodies)
+{
+    CURLcode cc[STORE_MULTI_MAX];
+    double t0 = now_ms(), ms[STORE_MULTI_MAX];
+    int state[STORE_MULTI_MAX] = {0}; /* 0 not attached, 1 on the wire, 2 ended, 3 never sent */
+    size_t pending = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        cc[i] = CURLE_FAILED_INIT;
+        ms[i] = 0;
+        if (!go[i])
+            continue;
+        if (m->broken) { /* one after another on their own (see store_call_many) */
+            double t = now_ms();
+            cc[i] = curl_easy_perform(hs[i]->curl);
+            ms[i] = now_ms() - t;
+            continue;
+        }
+        if (curl_multi_add_handle(m->m, hs[i]->curl) != CURLM_OK) {
+            state[i] = 3; /* never sent: unanswered, retried as such */
+            continue;
+        }
+        state[i] = 1;
+        pending++;
+    }
+    while (pending > 0) {
+        int running = 0, left = 0;
+        CURLMcode mc = curl_multi_perform(m->m, &running);
+        CURLMsg *msg;
+        while ((msg = curl_multi_info_read(m->m, &left)))
+            if (msg->msg == CURLMSG_DONE)
+                for (size_t i = 0; i < n; i++)
+                    if (state[i] == 1 && hs[i]->curl == msg->easy_handle) {
+                        cc[i] = msg->data.result;
+                        ms[i] = now_ms() - t0;
+                        state[i] = 2;
+                        pending--;
+                    }
+        /* the multi handle failed, or has nothing running yet a transfer has not ended
+         * (cannot happen, but must not spin): what is left fails as unanswered */
+        if (pending > 0 && (mc != CURLM_OK || running == 0 ||
+                            curl_multi_poll(m->m, NULL, 0, 100, NULL) != CURLM_OK))
+            pending = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!go[i])
+            continue;
+        if (state[i] == 1)
+            ms[i] = now_ms() - t0;
+        if ((state[i] == 1 || state[i] == 2) && curl_multi_remove_handle(m->m, hs[i]->curl) != CURLM_OK)
+            m->broken = 1; /* still attached: from now on every call goes alone */
+        sts[i] = attempt_end(hs[i], cc[i], ms[i], hl[i], &bodies[i]);
+        hl[i] = NULL;
+    }
+}
+
+void store_call_many(store_multi *m, store *const *hs, size_t n, const char *op,
+                     const cJSON *const *requests, store_status *sts, cJSON **responses)
+{
+    char target[STORE_MULTI_MAX][128];
+    char *payload[STORE_MULTI_MAX] = {0};
+    struct curl_slist *hl[STORE_MULTI_MAX] = {0};
+    cJSON *body[STORE_MULTI_MAX] = {0};
+    int go[STORE_MULTI_MAX] = {0}, live[STORE_MULTI_MAX] = {0};
+    int dup = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (responses)
+            responses[i] = NULL;
+        sts[i] = STORE_ERR_OTHER;
+        for (size_t k = 0; k < i && n <= STORE_MULTI_MAX; k++)
+            dup |= hs[k] == hs[i];
+    }
+    if (!m || n > STORE_MULTI_MAX || dup || (m && m->broken)) {
+        /* no multi handle to use: each call alone, one after another (a broken multi
+         * handle), or none at all (a caller's mistake: counted as failed calls) */
+        for (size_t i = 0; i < n; i++) {
+            if (!hs[i])
+                continue;
+            if (m && m->broken && !dup && n <= STORE_MULTI_MAX) {
+                sts[i] = store_call(hs[i], op, requests[i], responses ? &responses[i] : NULL);
+                continue;
+            }
+            hs[i]->st.calls++;
+            hs[i]->st.status[STORE_ERR_OTHER]++;
+            set_errstr(hs[i], "store_call_many: %s", !m ? "no multi handle"
+                              : dup ? "a handle given twice" : "more than STORE_MULTI_MAX calls");
+        }
+        return;
+    }
+    /* every call begun; those whose first attempt can be signed go in the first round */
+    for (size_t i = 0; i < n; i++) {
+        if (!hs[i])
+            continue;
+        sts[i] = call_begin(hs[i], op, requests[i], target[i], &payload[i]);
+        if (sts[i] != STORE_OK)
+            continue; /* counted and ended by call_begin; nothing to free */
+        live[i] = 1;
+        sts[i] = attempt_begin(hs[i], target[i], payload[i], strlen(payload[i]), &hl[i]);
+        go[i] = sts[i] == STORE_OK;
+    }
+    /* rounds side by side: each retry round waits for the longest backoff among its calls,
+     * so a round of calls to a store that does not answer takes about as long as one
+     * call does (store_call_max_ms), not n times as long */
+    for (int att = 0;; att++) {
+        long wait = 0;
+        int again = 0;
+        multi_round(m, hs, n, go, hl, sts, body);
+        for (size_t i = 0; i < n; i++) {
+            go[i] = 0;
+            if (!live[i] || !call_retries(hs[i], sts[i], att))
+                continue;
+            long b = call_retry_backoff(hs[i], op, sts[i], att);
+            wait = b > wait ? b : wait;
+            go[i] = again = 1;
+        }
+        if (!again)
+            break;
+        sleep_ms(wait);
+        for (size_t i = 0; i < n; i++) {
+            if (!go[i])
+                continue;
+            cJSON_Delete(body[i]);
+            body[i] = NULL;
+            sts[i] = attempt_begin(hs[i], target[i], payload[i], strlen(payload[i]), &hl[i]);
+            go[i] = sts[i] == STORE_OK;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (live[i]) /* ends the call: the last attempt's answer, whatever it was */
+            sts[i] = call_finish(hs[i], payload[i], sts[i], body[i], responses ? &responses[i] : NULL);
 }
 
 /* ---- request building ---- */

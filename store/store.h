@@ -132,6 +132,35 @@ long long store_call_max_ms(const store *s);
  * The caller cJSON_Delete()s *response. response may be NULL to discard it. */
 store_status store_call(store *s, const char *op, const cJSON *request, cJSON **response);
 
+/* ---- calls side by side ---- */
+
+/* Most calls one store_call_many makes at once. */
+#define STORE_MULTI_MAX 32
+
+/* What lets several handles' calls go out together (a curl multi handle and the
+ * connections its calls used, kept open between calls). Owned by one thread, like the
+ * handles it drives. NULL with a reason in err on failure; free with store_multi_free. */
+typedef struct store_multi store_multi;
+store_multi *store_multi_new(char *err, size_t errlen);
+/* Closes its connections and frees it. NULL-safe. Free it before the handles it drove. */
+void store_multi_free(store_multi *m);
+
+/* Makes n (<= STORE_MULTI_MAX) calls of op at once, requests[i] on handle hs[i] (distinct
+ * handles, none NULL; requests[i] NULL means {}): the first attempts go out together, each
+ * ending under its handle's own timeout; the throttled or unanswered ones are retried
+ * together too, after the longest of their backoffs, up to each handle's retries. So the
+ * calls take about as long as the slowest one would alone (at most the largest
+ * store_call_max_ms among the handles),
+ * and sts[i], responses[i] and hs[i]'s errstr are what store_call(hs[i], op, requests[i],
+ * &responses[i]) would have left (statistics too, but for the backoffs waited). The caller
+ * cJSON_Delete()s each responses[i] (NULL where none); responses may be NULL to discard
+ * them all. With NULL m, n over STORE_MULTI_MAX or a handle given twice nothing is sent:
+ * every call fails (STORE_ERR_OTHER, counted, errstr set). Once a handle could not be
+ * taken off m again (a curl failure), m is not used any more: the calls go one after
+ * another, as store_call. */
+void store_call_many(store_multi *m, store *const *hs, size_t n, const char *op,
+                     const cJSON *const *requests, store_status *sts, cJSON **responses);
+
 /* ---- stats (for metrics) ---- */
 
 #define STORE_LAT_BUCKETS 12
@@ -151,6 +180,8 @@ typedef struct {
 
 /* Copies the handle's counters (cumulative since store_new) into *out. */
 void store_get_stats(const store *s, store_stats *out);
+/* Adds x's counters to *acc (for the statistics of several handles as one). */
+void store_stats_add(store_stats *acc, const store_stats *x);
 
 /* ---- typed wrappers (thin over store_call; same statuses, same errstr) ---- */
 

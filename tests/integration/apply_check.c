@@ -99,6 +99,16 @@ static void change_free(change *c) {
     free(c->kid);
 }
 
+/* n fresh changes of keys "<group>#<i>", versions "<ms>-<i + 1>-us-east-1", small items. */
+static void changes_init(change *c, int n, const char *group, int ms) {
+    for (int i = 0; i < n; i++) {
+        char pk[64], v[LWW_VERSION_STRLEN];
+        snprintf(pk, sizeof pk, "%s#%d", group, i);
+        snprintf(v, sizeof v, "%013d-%06d-us-east-1", ms, i + 1);
+        change_init(&c[i], pk, v, 10);
+    }
+}
+
 /* The stored item's tern:ver and tern:wid ("" when absent). */
 static void stored(const change *c, char *ver, char *wid) {
     cJSON *item = NULL;
@@ -162,8 +172,9 @@ static long long wall_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Runs apply_puts over cs and returns the number of store requests it made. */
-static long long run(change *cs, size_t n, apply_outcome *out) {
+/* Runs apply_puts over cs (with writers wr, or NULL) and returns the number of store
+ * requests it made, on S and on wr's handles. */
+static long long run_with(const apply_writers *wr, change *cs, size_t n, apply_outcome *out) {
     apply_change ac[APPLY_GROUP_MAX];
     store_stats a, b;
     memset(ac, 0, sizeof ac);
@@ -175,11 +186,23 @@ static long long run(change *cs, size_t n, apply_outcome *out) {
         ac[i].kid = cs[i].kid;
         ac[i].ttl_s = 3600;
     }
+    long long req = 0;
+    for (size_t k = 0; wr && k < wr->n; k++) {
+        store_get_stats(wr->h[k], &a);
+        req -= (long long)a.requests;
+    }
     store_get_stats(S, &a);
-    apply_puts(S, ST, ac, n, out);
+    apply_puts(S, ST, wr, ac, n, out);
     store_get_stats(S, &b);
-    return (long long)(b.requests - a.requests);
+    req += (long long)(b.requests - a.requests);
+    for (size_t k = 0; wr && k < wr->n; k++) {
+        store_get_stats(wr->h[k], &b);
+        req += (long long)b.requests;
+    }
+    return req;
 }
+
+static long long run(change *cs, size_t n, apply_outcome *out) { return run_with(NULL, cs, n, out); }
 
 /* A write straight into the table, as a local application (or an earlier Tern write) did. */
 static void put_direct(const change *c, const char *ver, const char *wid) {
@@ -300,12 +323,7 @@ int main(int argc, char **argv) {
     }
 
     /* 2. one member older than the table's item: canceled, decided one by one */
-    for (int i = 0; i < APPLY_GROUP_MIN; i++) {
-        char pk[16], v[LWW_VERSION_STRLEN];
-        snprintf(pk, sizeof pk, "G2#%d", i);
-        snprintf(v, sizeof v, "0000000002000-%06d-us-east-1", i + 1);
-        change_init(&c[i], pk, v, 10);
-    }
+    changes_init(c, APPLY_GROUP_MIN, "G2", 2000);
     put_direct(&c[1], "0000000009000-000001-ap-south-1", "ap-south-1.local");
     CHECK(run(c, APPLY_GROUP_MIN, out) == APPLY_GROUP_MIN, "2: not one canceled transaction and %d single puts",
           APPLY_GROUP_MIN - 1);
@@ -592,6 +610,78 @@ int main(int argc, char **argv) {
         }
         CHECK(tokens(&c[4], NULL, &has) == 0, "8: a delete not sent left its token");
         for (int i = 0; i < 5; i++) change_free(&c[i]);
+    }
+    /* 9. single puts side by side (apply_writers, no transactions): a group larger than
+     * the writers goes in rounds; a member older than the stored item loses to it, a
+     * precheck loser sends nothing, and the rest are written under their own tokens */
+    {
+        apply_writers wr;
+        enum { N9 = 7 };
+        change g[N9];
+        apply_outcome go[N9];
+        memset(&wr, 0, sizeof wr);
+        wr.m = store_multi_new(err, sizeof err);
+        CHECK(wr.m, "store_multi_new: %s", err);
+        wr.n = 3;
+        wr.no_txn = 1;
+        for (size_t k = 0; k < wr.n; k++) {
+            wr.h[k] = store_new(&o, err, sizeof err);
+            CHECK(wr.h[k], "store_new: %s", err);
+        }
+        changes_init(g, N9, "G9", 9000);
+        put_direct(&g[2], "0000000009999-000001-ap-south-1", "ap-south-1.local");
+        CHECK(state_key(ST, key, sizeof key, STATE_K_LASTLOCAL, TABLE, g[5].kid) == 0, "key");
+        {
+            redisReply *r = state_cmd(ST, "SET %s %s", key, "0000000009999-000002-eu-west-1");
+            CHECK(r, "SET: %s", state_errstr(ST));
+            freeReplyObject(r);
+        }
+        /* 6 open members, 3 at a time: two rounds, one request each on every writer, none
+         * on S, no transaction */
+        {
+            store_stats a9[4], b9[4];
+            store_get_stats(S, &a9[3]);
+            for (size_t k = 0; k < wr.n; k++) store_get_stats(wr.h[k], &a9[k]);
+            CHECK(run_with(&wr, g, N9, go) == N9 - 1, "9: not %d single puts", N9 - 1);
+            store_get_stats(S, &b9[3]);
+            CHECK(b9[3].requests == a9[3].requests, "9: %llu puts went on the main handle, not side by side",
+                  (unsigned long long)(b9[3].requests - a9[3].requests));
+            for (size_t k = 0; k < wr.n; k++) {
+                store_get_stats(wr.h[k], &b9[k]);
+                CHECK(b9[k].requests - a9[k].requests == 2, "9: writer %zu made %llu requests, not 2", k,
+                      (unsigned long long)(b9[k].requests - a9[k].requests));
+            }
+        }
+        for (int i = 0; i < N9; i++) {
+            stored(&g[i], ver, wid);
+            if (i == 2) {
+                CHECK(go[i].res == APPLY_LOST && strcmp(go[i].winner, "0000000009999-000001-ap-south-1") == 0,
+                      "9: the member older than the stored item: %s, winner %s", apply_result_name(go[i].res),
+                      go[i].winner);
+                CHECK(strcmp(ver, "0000000009999-000001-ap-south-1") == 0, "9: the newer item was overwritten: %s",
+                      ver);
+                CHECK(tokens(&g[i], NULL, &has) == 0, "9: the lost member's token is pending");
+            } else if (i == 5) {
+                CHECK(go[i].res == APPLY_LOST && strcmp(go[i].winner, "0000000009999-000002-eu-west-1") == 0,
+                      "9: the precheck loser: %s, winner %s", apply_result_name(go[i].res), go[i].winner);
+                CHECK(!*ver, "9: the precheck loser was written: %s", ver);
+                CHECK(tokens(&g[i], NULL, &has) == 0, "9: the precheck loser's token is pending");
+            } else {
+                CHECK(go[i].res == APPLY_WRITTEN, "9: member %d: %s (%s)", i, apply_result_name(go[i].res),
+                      go[i].err);
+                CHECK(strcmp(ver, g[i].version) == 0, "9: member %d stored %s", i, ver);
+                CHECK(tokens(&g[i], wid, &has) == 1 && has, "9: member %d: its token %s is not the one pending", i,
+                      wid);
+            }
+        }
+        /* the same group again: every member already stored or lost, nothing is written twice */
+        CHECK(run_with(&wr, g, N9, go) == N9 - 1, "9: the repeat did not send %d puts", N9 - 1);
+        for (int i = 0; i < N9; i++)
+            CHECK(i == 2 || i == 5 ? go[i].res == APPLY_LOST : go[i].res == APPLY_SAME, "9: repeat, member %d: %s", i,
+                  apply_result_name(go[i].res));
+        for (int i = 0; i < N9; i++) change_free(&g[i]);
+        store_multi_free(wr.m);
+        for (size_t k = 0; k < wr.n; k++) store_free(wr.h[k]);
     }
     state_free(ST);
     store_free(S);

@@ -5,10 +5,16 @@
  *   CLOSED_PORT  a loopback port nothing listens on
  * Exits 0 after printing "store_check: OK ..." or 1 with the first failure. Uses one
  * stream-enabled table (tern_store_check) and one table without a stream (tern_store_scan). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -666,6 +672,139 @@ static void check_errors(const store_opts *o, int closed_port)
     cJSON_Delete(key);
 }
 
+/* store_call_many: calls side by side on their own handles, each with the answer a
+ * store_call would give (a put, a failed condition with its old item, a dead endpoint
+ * retried alone), and the connections kept for the next round. */
+static void check_many(const store_opts *o, int closed_port)
+{
+    enum { NM = 5 };
+    char err[256], ep[64], req[256];
+    store *h[NM];
+    cJSON *rq[NM], *resp[NM];
+    store_status st[NM];
+    store_stats hs;
+    store_multi *m = store_multi_new(err, sizeof err);
+    CHECK(m != NULL, "store_multi_new: %s", err);
+    store_opts c = *o;
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", closed_port);
+    for (int i = 0; i < NM; i++) {
+        if (i == NM - 1) { /* the last one talks to nobody */
+            c.endpoint = ep;
+            c.max_retries = 2;
+            c.backoff_base_ms = 5;
+            c.backoff_cap_ms = 20;
+        }
+        h[i] = store_new(&c, err, sizeof err);
+        CHECK(h[i] != NULL, "store_new: %s", err);
+    }
+    {
+        cJSON *old = parse("{\"PK\":{\"S\":\"many\"},\"SK\":{\"S\":\"old\"},\"v\":{\"N\":\"1\"}}");
+        CHECK_ST(store_put_item(S, T, old, NULL, NULL), STORE_OK, "PutItem many/old");
+        cJSON_Delete(old);
+    }
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < NM; i++) {
+            if (i == 1) /* an item that exists: its condition fails */
+                snprintf(req, sizeof req, "{\"TableName\":\"%s\",\"Item\":{\"PK\":{\"S\":\"many\"},"
+                         "\"SK\":{\"S\":\"old\"},\"v\":{\"N\":\"2\"}},\"ConditionExpression\":"
+                         "\"attribute_not_exists(PK)\",\"ReturnValuesOnConditionCheckFailure\":\"ALL_OLD\"}", T);
+            else
+                snprintf(req, sizeof req, "{\"TableName\":\"%s\",\"Item\":{\"PK\":{\"S\":\"many\"},"
+                         "\"SK\":{\"S\":\"k%d\"},\"v\":{\"N\":\"%d\"}}}", T, i, round);
+            rq[i] = parse(req);
+        }
+        store_call_many(m, h, NM, "PutItem", (const cJSON *const *)rq, st, resp);
+        for (int i = 0; i < NM; i++) {
+            if (i == 1) {
+                const cJSON *item = resp[i] ? cJSON_GetObjectItemCaseSensitive(resp[i], "Item") : NULL;
+                CHECK(st[i] == STORE_ERR_CONDITION && item && nval(item, "v") && !strcmp(nval(item, "v"), "1"),
+                      "many: the failed condition: %s, old item %s", store_status_name(st[i]),
+                      item ? "present" : "missing");
+            } else if (i == NM - 1) {
+                CHECK(st[i] == STORE_ERR_TRANSIENT && !resp[i] && strstr(store_errstr(h[i]), "curl"),
+                      "many: the dead endpoint: %s (%s)", store_status_name(st[i]), store_errstr(h[i]));
+                store_get_stats(h[i], &hs);
+                CHECK(hs.calls == (uint64_t)round + 1 && hs.requests == 3 * ((uint64_t)round + 1),
+                      "many: the dead endpoint was not retried alone: %llu calls, %llu requests",
+                      (unsigned long long)hs.calls, (unsigned long long)hs.requests);
+            } else {
+                char k[8];
+                cJSON *key, *got = NULL;
+                CHECK(st[i] == STORE_OK && resp[i] && store_errstr(h[i])[0] == '\0', "many: put %d: %s (%s)", i,
+                      store_status_name(st[i]), store_errstr(h[i]));
+                snprintf(k, sizeof k, "k%d", i);
+                snprintf(req, sizeof req, "{\"PK\":{\"S\":\"many\"},\"SK\":{\"S\":\"%s\"}}", k);
+                key = parse(req);
+                CHECK_ST(store_get_item(S, T, key, 1, &got), STORE_OK, "GetItem many");
+                CHECK(got && nval(got, "v") && strtol(nval(got, "v"), NULL, 10) == round, "many: put %d not stored",
+                      i);
+                cJSON_Delete(got);
+                cJSON_Delete(key);
+                store_get_stats(h[i], &hs);
+                CHECK(hs.connects == 1, "many: handle %d opened %llu connections in %d rounds", i,
+                      (unsigned long long)hs.connects, round + 1);
+            }
+            cJSON_Delete(rq[i]);
+            cJSON_Delete(resp[i]);
+        }
+    }
+    /* side by side, retries too: calls to a server that accepts and never answers, each
+     * timing out after 1 s and retried once, end together after about 2 s (one after
+     * another they would take 2 s each) */
+    {
+        int ls = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t sl = sizeof sa;
+        char hung[64];
+        store *hh[NM];
+        cJSON *none[NM] = {0};
+        struct timespec t0, t1;
+        CHECK(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(ls, 16) == 0 &&
+                  getsockname(ls, (struct sockaddr *)&sa, &sl) == 0,
+              "a listening socket: %s", strerror(errno));
+        snprintf(hung, sizeof hung, "http://127.0.0.1:%d", ntohs(sa.sin_port));
+        c = *o;
+        c.endpoint = hung;
+        c.timeout_ms = 1000;
+        c.max_retries = 1;
+        c.backoff_base_ms = 5;
+        c.backoff_cap_ms = 5;
+        for (int i = 0; i < NM; i++) {
+            hh[i] = store_new(&c, err, sizeof err);
+            CHECK(hh[i] != NULL, "store_new: %s", err);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        store_call_many(m, hh, NM, "ListTables", (const cJSON *const *)none, st, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        for (int i = 0; i < NM; i++) {
+            store_get_stats(hh[i], &hs);
+            CHECK(st[i] == STORE_ERR_TRANSIENT && hs.requests == 2 && hs.retries == 1,
+                  "many: hung server, call %d: %s, %llu requests", i, store_status_name(st[i]),
+                  (unsigned long long)hs.requests);
+            store_free(hh[i]);
+        }
+        CHECK(secs >= 1.9 && secs < 3.5, "many: %d calls to a hung server took %.2f s, not about 2 (side by side)",
+              NM, secs);
+        close(ls);
+    }
+    /* more than STORE_MULTI_MAX: refused, nothing sent */
+    {
+        store *many[STORE_MULTI_MAX + 1];
+        const cJSON *nreq[STORE_MULTI_MAX + 1] = {0};
+        store_status nst[STORE_MULTI_MAX + 1];
+        for (int i = 0; i <= STORE_MULTI_MAX; i++) many[i] = h[0];
+        store_get_stats(h[0], &hs);
+        uint64_t before = hs.requests;
+        store_call_many(m, many, STORE_MULTI_MAX + 1, "PutItem", nreq, nst, NULL);
+        store_get_stats(h[0], &hs);
+        CHECK(nst[0] == STORE_ERR_OTHER && hs.requests == before, "many: over STORE_MULTI_MAX: %s, %llu requests",
+              store_status_name(nst[0]), (unsigned long long)(hs.requests - before));
+    }
+    store_multi_free(m);
+    for (int i = 0; i < NM; i++) store_free(h[i]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -694,6 +833,7 @@ int main(int argc, char **argv)
     check_scan(&o);
     check_streams(&info);
     check_errors(&o, (int)closed);
+    check_many(&o, (int)closed);
 
     store_stats st;
     store_get_stats(S, &st);

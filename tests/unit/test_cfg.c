@@ -287,7 +287,9 @@ static void test_active_poll(void **state) {
     expect_error("agent.active_poll_ms", "0", "agent.active_poll_ms", "out of range: expected an integer in 1..10000");
     expect_error("agent.idle_poll_ms", "0", "agent.idle_poll_ms", "out of range: expected an integer in 1..10000");
     expect_error("agent.wire_version", "3", "agent.wire_version", "out of range: expected an integer in 1..2");
-    expect_error("replicator.transactions", "0", "replicator.transactions", "out of range: expected an integer in 1..32");
+    expect_error("replicator.transactions", "-1", "replicator.transactions", "out of range: expected an integer in 0..32");
+    expect_error("replicator.parallel_puts", "0", "replicator.parallel_puts", "out of range: expected an integer in 1..16");
+    expect_error("replicator.parallel_puts", "17", "replicator.parallel_puts", "out of range: expected an integer in 1..16");
     {
         cJSON *j = base_full();
         char path[PATH_MAX + 64];
@@ -351,6 +353,7 @@ static void test_minimal_defaults(void **state) {
     assert_int_equal(c->replicator.apply_workers, 4);
     assert_int_equal(c->replicator.group_writes, 100);
     assert_int_equal(c->replicator.transactions, 1);
+    assert_int_equal(c->replicator.parallel_puts, 4);
     assert_int_equal(c->replicator.metrics_port, 9102);
     assert_int_equal(c->agent.idle_poll_ms, CFG_IDLE_POLL_MS);
     assert_int_equal(c->agent.active_poll_ms, CFG_ACTIVE_POLL_MS);
