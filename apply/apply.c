@@ -10,7 +10,9 @@
  *      the item does not exist here);
  *   4. the store write with ConditionExpression
  *        attribute_not_exists(#v) OR #v < :v      (#v = tern:ver)
- *      which holds for items the region never versioned and for older versions;
+ *      which holds for items the region never versioned and for older versions (a
+ *      repair's, apply_change.over: #w = :w AND #v < :v, the clobbering write still
+ *      there, or attribute_not_exists(#k), still no item);
  *   5. the token is settled by the answer (apply_token_settle):
  *      - a put's token is removed only when the write certainly did not happen
  *        (condition failed, refused) and this call added it. After a transient error
@@ -228,8 +230,19 @@ static cJSON *apply_condition_values(const char *version) {
 
 /* The condition of every Tern write: the item was never versioned here, or is older. */
 #define APPLY_COND_NEWER "attribute_not_exists(#v) OR #v < :v"
+/* A repair's (apply_change.over): the clobbering write is still there, and older ... */
+#define APPLY_COND_OVER "#w = :w AND #v < :v"
+/* ... or, after a delete, still no item (#k: a key attribute, which every item has). */
+#define APPLY_COND_ABSENT "attribute_not_exists(#k)"
+
+/* The condition of c's write: APPLY_COND_NEWER, or a repair's (c->over). */
+static const char *apply_cond(const apply_change *c) {
+    return !c->over ? APPLY_COND_NEWER : *c->over ? APPLY_COND_OVER : APPLY_COND_ABSENT;
+}
+
 /* Builds the PutItem/DeleteItem request, conditional on cond (over #v = tern:ver and :v =
- * the change's version). Returns NULL on allocation failure. */
+ * the change's version; #w = tern:wid and :w = c->over, and #k = a key attribute, where
+ * cond names them: DynamoDB refuses unused names). Returns NULL on allocation failure. */
 static cJSON *apply_request(const apply_change *c, const char *wid, const char *cond) {
     cJSON *req = cJSON_CreateObject(), *names = NULL, *vals = NULL, *item = NULL;
     if (!req) return NULL;
@@ -249,10 +262,25 @@ static cJSON *apply_request(const apply_change *c, const char *wid, const char *
     }
     if (!cJSON_AddStringToObject(req, "ConditionExpression", cond)) goto fail;
     names = cJSON_AddObjectToObject(req, "ExpressionAttributeNames");
-    if (!names || !cJSON_AddStringToObject(names, "#v", ITEM_ATTR_VER)) goto fail;
-    vals = apply_condition_values(c->version);
-    if (!vals) goto fail;
-    cJSON_AddItemToObject(req, "ExpressionAttributeValues", vals);
+    if (!names) goto fail;
+    if (strstr(cond, "#v") && !cJSON_AddStringToObject(names, "#v", ITEM_ATTR_VER)) goto fail;
+    if (strstr(cond, "#w") && !cJSON_AddStringToObject(names, "#w", ITEM_ATTR_WID)) goto fail;
+    if (strstr(cond, "#k") && (!c->keys || !c->keys->child || !c->keys->child->string ||
+                               !cJSON_AddStringToObject(names, "#k", c->keys->child->string)))
+        goto fail;
+    if (strstr(cond, ":v")) {
+        vals = apply_condition_values(c->version);
+        if (!vals) goto fail;
+        cJSON_AddItemToObject(req, "ExpressionAttributeValues", vals);
+        if (strstr(cond, ":w")) {
+            cJSON *w = cJSON_CreateObject();
+            if (!w || !cJSON_AddStringToObject(w, "S", c->over ? c->over : "")) {
+                cJSON_Delete(w);
+                goto fail;
+            }
+            cJSON_AddItemToObject(vals, ":w", w);
+        }
+    }
     if (!cJSON_AddStringToObject(req, "ReturnValuesOnConditionCheckFailure", "ALL_OLD")) goto fail;
     return req;
 fail:
@@ -416,7 +444,7 @@ static apply_result apply_write_unsent(state *st, const apply_change *c, const c
     return APPLY_ERROR;
 }
 
-/* The conditional write of c (PutItem or DeleteItem over APPLY_COND_NEWER), once its
+/* The conditional write of c (PutItem or DeleteItem over apply_cond), once its
  * echo token is in Redis and what the region knows of the key did not decide it; then what
  * the answer means for the token (apply_token_settle): the write certainly did not happen
  * (a newer or equal version stored, a request refused for good, a delete that removed
@@ -425,7 +453,7 @@ static apply_result apply_write_unsent(state *st, const apply_change *c, const c
  * APPLY_ERROR/APPLY_REFUSED. */
 static apply_result apply_write(store *s, state *st, const apply_change *c, const char *wid, const char *kpend,
                                 const char *token, int own_token, char *winner, char *err, size_t errlen) {
-    cJSON *req = apply_request(c, wid, APPLY_COND_NEWER), *resp = NULL;
+    cJSON *req = apply_request(c, wid, apply_cond(c)), *resp = NULL;
     store_status ss;
     store_stats before, after;
     apply_result res;

@@ -76,6 +76,16 @@ typedef struct {
     const char *version;         /* lww version text of the change */
     const char *kid;             /* item_key_id(keys) */
     long ttl_s;                  /* tombstone and echo-token TTL, seconds */
+    const char *over;            /* NULL, or a repair's ground (apply_one): the write happens only
+                                    while the table still holds what the clobbering write left,
+                                    the item with this tern:wid ("": no item, the clobbering
+                                    write was a delete). Anything else there was written after
+                                    it: an application's put the agent has not read yet (it
+                                    carries no version Tern could compare), or a later Tern write
+                                    whose own echo calls for the repair again; restoring the
+                                    older state over it would lose it. (An update keeps the
+                                    tern:wid, so it is overwritten; its record, read later,
+                                    restores it.) Not used by apply_puts. */
 } apply_change;
 
 /* Applies one change. On APPLY_LOST/APPLY_SAME, winner (if non-NULL, size

@@ -12,10 +12,13 @@
  *      - echo: the record carries a pending token (put: its tern:wid; delete: a "D"
  *        or "T" token naming a version above the removed item's) not yet consumed. It
  *        is not shipped. If the state it overwrote had a higher logical version
- *        (max(stored tern:ver, ll) for an item, tomb for no item), a Tern write clobbered
- *        a local write we had not read yet: repair it (write the overwritten image, or
- *        delete, back with that version), unless a repair put this agent made since,
- *        whose echo is still to come, already wrote that version (repair notes). A
+ *        (max(stored tern:ver, ll, lt); max(ll, lt) for no item), a Tern write clobbered
+ *        a local write we had not read yet: repair it (write the local put of that
+ *        version back, its image as shipped, li:T:KID; or the local delete), only over
+ *        what the echo left (apply_change.over), unless the key was written again later
+ *        in the page (the repair could not apply; that write decides), or a repair put
+ *        this agent made since, whose echo is still to come, already wrote that version
+ *        (repair notes). A
  *        REMOVE whose matching token is tentative ("T": its DeleteItem has not
  *        answered) is not classified yet: the batch is committed up to it, and the rest
  *        of the page kept and classified again until the token is settled (tailer_hold).
@@ -23,7 +26,7 @@
  *        have been made; it is spent as stale instead (AGENT_TOKEN_CLOCK_MARGIN_MS);
  *      - local: versioned by the clock after observing the overwritten state's version,
  *        so a change made on top of a replicated item wins over it (guarantee 3);
- *   3. one MULTI/EXEC appends the local changes to log:T, stores ll/tomb, consumes the
+ *   3. one MULTI/EXEC appends the local changes to log:T, stores ll/li/tomb, consumes the
  *      tokens, moves the shard checkpoint and saves the clock. Nothing of a batch is
  *      committed unless all of it is, so after a crash the batch is read again and
  *      classified the same way (tokens are only consumed by the commit). A commit
@@ -143,6 +146,9 @@ typedef struct {
     redisReply *pend;                 /* SMEMBERS reply (owned) */
     const char **consumed;            /* tokens consumed by this batch (borrowed strings) */
     size_t n_consumed;
+    size_t last;                      /* index of the key's last record in the batch */
+    const cJSON *li;                  /* the shipped image of this batch's last local put, of
+                                         version ll (borrowed from its rec_view), or NULL */
 } key_view;
 
 static shard *tailer_find_shard(table_tail *t, const char *id) {
@@ -880,11 +886,55 @@ static const repair_note *tailer_note_echo(table_tail *t, const char *kid, const
     return n;
 }
 
-/* Repairs key r after an echo clobbered a state whose logical version `lv` is higher.
- * *written: the repair wrote (its echo is coming). 0: repaired, or it stays lost to a newer
- * version; 1: the store refused it for good (logged); -1: an error (logged; retried). */
-static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const char *lv, int restore_delete,
-                         int *written) {
+/* li:T:KID's text: {"v": version, "i": image}. NULL when out of memory; the caller frees. */
+static char *tailer_image_text(const char *ver, const cJSON *image) {
+    cJSON *o = cJSON_CreateObject(), *img = cJSON_Duplicate(image, 1);
+    char *txt = NULL;
+    if (o && img && cJSON_AddStringToObject(o, "v", ver) && cJSON_AddItemToObject(o, "i", img)) {
+        img = NULL;
+        txt = cJSON_PrintUnformatted(o);
+    }
+    cJSON_Delete(img);
+    cJSON_Delete(o);
+    return txt;
+}
+
+/* The content of the key's local put of version lv, as shipped: this batch's (v->li), or
+ * the one saved in li:T:KID by an earlier batch, into *img (a new copy the caller frees),
+ * or NULL when neither is of that version (expired, or never saved: an agent before li
+ * existed). -1 when it could not be read (Redis, memory): the batch is to be read again. */
+static int tailer_local_image(tailer *tl, const table_tail *t, const key_view *v, const char *lv, cJSON **img) {
+    char key[512];
+    redisReply *rep;
+    cJSON *o;
+    const cJSON *ver;
+    *img = NULL;
+    if (v->li && strcmp(v->ll, lv) == 0) return (*img = cJSON_Duplicate(v->li, 1)) ? 0 : -1;
+    if (state_key(tl->st, key, sizeof key, STATE_K_LASTIMAGE, t->name, v->kid) != 0) return 0;
+    if (!(rep = state_cmd(tl->st, "GET %s", key))) return -1;
+    if (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL) {
+        freeReplyObject(rep);
+        return -1;
+    }
+    o = rep->type == REDIS_REPLY_STRING ? cJSON_ParseWithLength(rep->str, rep->len) : NULL;
+    freeReplyObject(rep);
+    ver = o ? cJSON_GetObjectItemCaseSensitive(o, "v") : NULL;
+    if (cJSON_IsString(ver) && strcmp(ver->valuestring, lv) == 0 &&
+        cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "i")))
+        *img = cJSON_DetachItemFromObjectCaseSensitive(o, "i");
+    cJSON_Delete(o);
+    return 0;
+}
+
+/* Repairs key r after an echo clobbered a state whose logical version `lv` is higher: writes
+ * back the local put of that version (its content as shipped: tailer_local_image; the
+ * echo's old image only when that is not known and carries the version), or the local
+ * delete, over what the echo left and nothing newer (apply_change.over). *written: the
+ * repair wrote (its echo is coming). 0: repaired, or it stays lost (a newer version, or
+ * the key written again since); 1: not made for good (the store refused it, or its content
+ * is no longer known; logged); -1: an error (logged; retried). */
+static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const key_view *v, const char *lv,
+                         int restore_delete, int *written) {
     char err[512];
     apply_change c;
     cJSON *img = NULL;
@@ -896,9 +946,26 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
     c.version = lv;
     c.ttl_s = tl->ttl_s;
     c.is_delete = restore_delete;
+    /* only over what the echo left: a newer write there, one this agent has not read yet
+     * above all, must not be undone by restoring an older state */
+    c.over = r->is_delete ? "" : item_get_s(r->newi, ITEM_ATTR_WID);
+    if (!c.over) return 1; /* cannot happen: r was matched by its tern:wid */
     if (!restore_delete) {
-        img = cJSON_Duplicate(r->oldi, 1);
-        if (!img) return -1;
+        if (tailer_local_image(tl, t, v, lv, &img) != 0) {
+            log_warn(NULL, "table %s: repair of key %s to %s: cannot read its content: %s", t->name, r->kid, lv,
+                     state_errstr(tl->st));
+            return -1;
+        }
+        /* without it, the echo's old image only if it is that version's own (a repair's) */
+        if (!img && r->oldi && strcmp(apply_stored_version(r->oldi), lv) == 0 &&
+            !(img = cJSON_Duplicate(r->oldi, 1)))
+            return -1;
+        if (!img) { /* li expired, or saved by no agent (an older one) */
+            log_warn(NULL, "table %s: key %s: a replicated write had overwritten local version %s before it "
+                     "was read, and its content is no longer known: not restored (ternctl verify)", t->name,
+                     r->kid, lv);
+            return 1;
+        }
         item_strip_hidden(img);
         c.image = img;
     }
@@ -920,7 +987,8 @@ static int tailer_repair(tailer *tl, table_tail *t, const rec_view *r, const cha
     }
     log_info(NULL, "table %s: repaired key %s: a replicated write had overwritten local version %s "
              "before it was read; %s (%s, %s)", t->name, r->kid, lv,
-             res == APPLY_LOST ? "a newer version is known, so it stays lost" : "restored it",
+             res == APPLY_LOST ? "the key was written again since, or a newer version is known: not restored"
+                               : "restored it",
              restore_delete ? "delete" : "put", apply_result_name(res));
     return 0;
 }
@@ -1023,6 +1091,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
             if (!views[nk].kid) goto out;
             nk++;
         }
+        tailer_view(views, nk, r->kid)->last = idx - 1;
     }
 
     /* 1. what Redis knows of these keys */
@@ -1065,9 +1134,12 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         rec_view *r = &recs[i];
         key_view *v = tailer_view(views, nk, r->kid);
         const char *old_logical, *token = NULL;
-        if (r->oldi) old_logical = vmax(apply_stored_version(r->oldi), v->ll);
-        else old_logical = v->lt; /* only a local delete can be restored: the tombstone may
-                                    * already carry a replicated delete still on its way */
+        /* the key's last local change, put (ll) or delete (lt; only a local delete can be
+         * restored: the tombstone may already carry a replicated delete still on its way).
+         * Not only the old image's: a repair skipped at an earlier echo (written again
+         * since) leaves it to this one, whose old image is then that echo's */
+        old_logical = vmax(v->ll, v->lt);
+        if (r->oldi) old_logical = vmax(apply_stored_version(r->oldi), old_logical);
         tailer_observe(tl, old_logical, r->kid);
         n_stale += tailer_spend_stale(t, v, r);
         token = r->is_delete ? tailer_delete_token(v, apply_stored_version(r->oldi))
@@ -1097,12 +1169,22 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
                               r->kid, echo_ver, lv, note->ver);
                     continue;
                 }
-                int rr = tailer_repair(tl, t, r, lv, r->oldi == NULL, &written);
+                if (v->last > i) {
+                    /* the key was written again after the echo (a later record of this
+                     * page): what the echo left is gone, so the repair could not apply
+                     * (apply_change.over); that later write, or the echo of a later Tern
+                     * write, decides. An agent behind its stream skips most repairs so. */
+                    log_debug(NULL, "table %s: key %s: echo %s clobbered %s, but the key was written again "
+                              "since: no repair", t->name, r->kid, echo_ver, lv);
+                    continue;
+                }
+                int del = *v->lt && strcmp(lv, v->lt) == 0 && strcmp(v->lt, v->ll) > 0; /* restore a delete */
+                int rr = tailer_repair(tl, t, r, v, lv, del, &written);
                 if (rr < 0) goto out;
                 if (rr > 0) continue; /* refused by the store for good (logged): no repair */
                 /* a written put certainly has an echo to clear its note (a new tern:wid
                  * changes the item); a delete that found the item gone has none */
-                if (written && r->oldi) tailer_note_repair(t, r->kid, lv);
+                if (written && !del) tailer_note_repair(t, r->kid, lv);
                 n_repaired++;
             }
             continue;
@@ -1134,6 +1216,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         } else {
             snprintf(v->ll, sizeof v->ll, "%s", r->ver);
             v->ll_dirty = 1;
+            v->li = r->img; /* what was shipped */
         }
         n_local++;
     }
@@ -1156,6 +1239,14 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         if (v->ll_dirty) {
             state_key(tl->st, k1, sizeof k1, STATE_K_LASTLOCAL, t->name, v->kid);
             state_append(tl->st, "SET %s %s EX %ld", k1, v->ll, tl->ttl_s);
+            nrep++;
+        }
+        if (v->li) { /* the content of version ll, for the repairs of later batches */
+            char *li = tailer_image_text(v->ll, v->li);
+            state_key(tl->st, k1, sizeof k1, STATE_K_LASTIMAGE, t->name, v->kid);
+            if (li) state_append(tl->st, "SET %s %s EX %ld", k1, li, tl->ttl_s);
+            else state_append(tl->st, "DEL %s", k1); /* out of memory: repairs fall back */
+            free(li);
             nrep++;
         }
         if (v->tomb_dirty) {

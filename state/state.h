@@ -52,6 +52,7 @@
 #define STATE_K_LASTLOCAL "ll:%s:%s"
 #define STATE_K_TOMB "tomb:%s:%s"
 #define STATE_K_LOCALTOMB "lt:%s:%s"
+#define STATE_K_LASTIMAGE "li:%s:%s"
 #define STATE_K_PEND "pend:%s:%s"
 #define STATE_K_WM "wm:%s:%s"
 #define STATE_K_CNT "cnt:%s:%s"

@@ -3,8 +3,9 @@
 # same 30 keys with puts, updates, deletes and read-modify-writes (which copy tern:ver
 # and tern:wid back, so echo detection must not be fooled) concurrently in every
 # region; once writes stop and the logs drain, every region's table must hold exactly
-# the same items (tern:* aside). Run with 2 regions, then with 3 whose replicators apply
-# in three ways (with and without transactions, puts side by side or one by one).
+# the same items (tern:* aside), and most keys must exist (only deletes remove one). Run
+# with 2 regions, then with 3 whose replicators apply in three ways (with and without
+# transactions, puts side by side or one by one).
 # Also a bound on echoes: an agent never versions more local changes than the
 # application's acknowledged writes in its region.
 set -euo pipefail
@@ -31,7 +32,14 @@ round() { # round NREGIONS [JQ]
   done
   note "writes stopped; waiting for the regions to drain and converge"
   wait_identical 120 "${CLUSTER_REGIONS[@]}" || fail "$n regions did not converge"
-  note "identical: $(dump_region "${CLUSTER_REGIONS[0]}" | wc -l) items in every region"
+  local items
+  items=$(dump_region "${CLUSTER_REGIONS[0]}" | wc -l)
+  note "identical: $items items in every region"
+  # and to the right state: only deletes (15% of the writes) remove a key, so about 85% of
+  # the 30 keys exist at the end (23-29 measured). Regression: repairs by an agent behind
+  # its stream restored stale states over newer writes, and after 20 s 0-3 keys were left,
+  # the same in every region
+  [ "$items" -ge 15 ] || fail "$n regions agree on $items of 30 keys; about 25 should exist"
   if "$TERNCTL" --help 2>&1 | grep -q '^  verify'; then
     ctl verify --regions "$(IFS=,; echo "${CLUSTER_REGIONS[*]}")" >/dev/null || fail "ternctl verify disagrees"
   fi
