@@ -611,6 +611,56 @@ int main(int argc, char **argv) {
         CHECK(tokens(&c[4], NULL, &has) == 0, "8: a delete not sent left its token");
         for (int i = 0; i < 5; i++) change_free(&c[i]);
     }
+    /* 10. a repair's ground (apply_change.over): written only over what the clobbering
+     * write left; an application's put made since (no tern:ver) is not undone */
+    {
+        apply_change ac;
+        apply_result res;
+        char w[LWW_VERSION_STRLEN];
+        change r[2];
+        changes_init(r, 2, "G10", 10000);
+        memset(&ac, 0, sizeof ac);
+        ac.table = TABLE;
+        ac.keys = r[0].keys;
+        ac.image = r[0].image;
+        ac.kid = r[0].kid;
+        ac.ttl_s = 3600;
+        ac.over = "eu-west-1.echo";
+        /* the clobbering write is there: restored */
+        put_direct(&r[0], "0000000010000-000009-eu-west-1", "eu-west-1.echo");
+        ac.version = "0000000010001-000000-us-east-1";
+        res = apply_one(S, ST, &ac, 0, w, err, sizeof err);
+        stored(&r[0], ver, wid);
+        CHECK(res == APPLY_WRITTEN && strcmp(ver, ac.version) == 0, "10: over the echo: %s, stored %s",
+              apply_result_name(res), ver);
+        /* an application's put since: not restored over it, and no token left */
+        CHECK(store_put_item(S, TABLE, r[0].image, NULL, NULL) == STORE_OK, "PutItem: %s", store_errstr(S));
+        {
+            long pending = tokens(&r[0], NULL, &has);
+            ac.version = "0000000010002-000000-us-east-1";
+            res = apply_one(S, ST, &ac, 0, w, err, sizeof err);
+            stored(&r[0], ver, wid);
+            CHECK(res == APPLY_LOST && !*ver, "10: over an application's put: %s, stored %s",
+                  apply_result_name(res), ver);
+            CHECK(tokens(&r[0], NULL, &has) == pending, "10: the repair not made left its token");
+        }
+        /* after a delete (over ""): only while there is still no item */
+        ac.keys = r[1].keys;
+        ac.image = r[1].image;
+        ac.kid = r[1].kid;
+        ac.over = "";
+        ac.version = "0000000010003-000000-us-east-1";
+        res = apply_one(S, ST, &ac, 0, w, err, sizeof err);
+        stored(&r[1], ver, wid);
+        CHECK(res == APPLY_WRITTEN && strcmp(ver, ac.version) == 0, "10: no item: %s, stored %s",
+              apply_result_name(res), ver);
+        ac.version = "0000000010004-000000-us-east-1";
+        res = apply_one(S, ST, &ac, 0, w, err, sizeof err);
+        stored(&r[1], ver, wid);
+        CHECK(res == APPLY_LOST && strcmp(ver, "0000000010003-000000-us-east-1") == 0,
+              "10: an item there: %s, stored %s", apply_result_name(res), ver);
+        for (int i = 0; i < 2; i++) change_free(&r[i]);
+    }
     /* 9. single puts side by side (apply_writers, no transactions): a group larger than
      * the writers goes in rounds; a member older than the stored item loses to it, a
      * precheck loser sends nothing, and the rest are written under their own tokens */
