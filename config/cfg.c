@@ -1171,8 +1171,9 @@ cfg_region *cfg_load(const char *path, char *err, size_t errlen) {
     memset(&r, 0, sizeof r);
     char *buf = read_config(&l);
     cJSON *root = buf ? parse_json(&l, buf) : NULL;
-    if (root && !cJSON_IsObject(root))
-        fail(&l, "(top level)", "expected a JSON object, got %s", DESC(root, 0));
+    if (root && !cJSON_IsObject(root)) /* its type only: a file given by mistake (a key or
+                                           secret file holding one JSON string) is not echoed */
+        fail(&l, "(top level)", "expected a JSON object, got %s", DESC(root, 1));
     if (!l.failed && check_keys(&l, root, "", "", region_keys, N_REGION_KEYS) == 0 &&
         load_rows(&l, root, "", region_keys, N_REGION_KEYS, &r) == 0 && post_checks(&l, &r) == 0 &&
         !(r.c.path = strdup(path)))

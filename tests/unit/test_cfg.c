@@ -618,6 +618,15 @@ static void test_malformed_json(void **state) {
     expect_error_file(path, "line 1, column 4", "invalid JSON near \"{}\"");
     write_file("bad.json", "[1, 2]", 0644);
     expect_error_file(path, "(top level)", "expected a JSON object, got an array");
+    /* a secret file given as the config by mistake: its content is not echoed */
+    write_file("bad.json", "\"s3cr3t-key-material\"", 0644);
+    expect_error_file(path, "(top level)", "expected a JSON object, got a string");
+    {
+        char err[1024];
+        cfg_region *c = cfg_load(path, err, sizeof err);
+        assert_null(c);
+        assert_null(strstr(err, "s3cr3t"));
+    }
     write_file("bad.json", "{\"region\": \"us-east-1\", \"region\": \"eu-west-1\"}", 0644);
     expect_error_file(path, "region", "duplicate key");
     write_file("bad.json", "{\"store.endpoint\": \"http://x\"}", 0644);
