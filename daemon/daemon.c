@@ -231,14 +231,7 @@ void daemon_metrics_store_stats(metrics_registry *reg, const char *api, const st
     (void)reg;
     if (!daemon_m.requests) return;
     memset(&now, 0, sizeof now);
-    for (size_t h = 0; h < n; h++) {
-        const store_stats *one = &stats[h];
-        now.requests += one->requests;
-        now.retries += one->retries;
-        now.latency_count += one->latency_count;
-        now.latency_sum_ms += one->latency_sum_ms;
-        for (int k = 0; k < STORE_STATUS_COUNT; k++) now.status[k] += one->status[k];
-    }
+    for (size_t h = 0; h < n; h++) store_stats_add(&now, &stats[h]);
     last = &daemon_m.last[i];
     if (now.requests < last->requests) memset(last, 0, sizeof *last); /* new handles (reload) */
     metrics_inc_with(daemon_m.requests, labels, now.requests - last->requests);

@@ -1086,12 +1086,14 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         r->seq = seq->valuestring;
         r->kid = item_key_id(r->keys);
         if (!r->kid) goto out;
-        if (!tailer_view(views, nk, r->kid)) {
-            views[nk].kid = strdup(r->kid);
-            if (!views[nk].kid) goto out;
+        key_view *kv = tailer_view(views, nk, r->kid);
+        if (!kv) {
+            kv = &views[nk];
+            kv->kid = strdup(r->kid);
+            if (!kv->kid) goto out;
             nk++;
         }
-        tailer_view(views, nk, r->kid)->last = idx - 1;
+        kv->last = idx - 1;
     }
 
     /* 1. what Redis knows of these keys */

@@ -832,16 +832,12 @@ void store_call_many(store_multi *m, store *const *hs, size_t n, const char *op,
         for (size_t k = 0; k < i && n <= STORE_MULTI_MAX; k++)
             dup |= hs[k] == hs[i];
     }
-    if (!m || n > STORE_MULTI_MAX || dup || (m && m->broken)) {
-        /* no multi handle to use: each call alone, one after another (a broken multi
-         * handle), or none at all (a caller's mistake: counted as failed calls) */
+    if (!m || n > STORE_MULTI_MAX || dup) {
+        /* a caller's mistake: nothing is sent, the calls count as failed (a broken m is
+         * not one: multi_round then makes the calls one after another) */
         for (size_t i = 0; i < n; i++) {
             if (!hs[i])
                 continue;
-            if (m && m->broken && !dup && n <= STORE_MULTI_MAX) {
-                sts[i] = store_call(hs[i], op, requests[i], responses ? &responses[i] : NULL);
-                continue;
-            }
             hs[i]->st.calls++;
             hs[i]->st.status[STORE_ERR_OTHER]++;
             set_errstr(hs[i], "store_call_many: %s", !m ? "no multi handle"
