@@ -390,6 +390,7 @@ static const cfg_key region_keys[] = {
     /* 0: chosen from store.endpoint in post_poll() */
     NUM(KT_LONG, "agent.idle_poll_ms", 1, 10000, 0, R(c.agent.idle_poll_ms)),
     NUM(KT_LONG, "agent.active_poll_ms", 1, 10000, 0, R(c.agent.active_poll_ms)),
+    NUM(KT_LONG, "agent.echo_poll_ms", 1, 10000, 0, R(c.agent.echo_poll_ms)),
     NUM(KT_LONG, "agent.batch_max", 1, CFG_BATCH_MAX, 500, R(c.agent.batch_max)),
     NUM(KT_LONG, "agent.ack_timeout_ms", 10, 600000, 2000, R(c.agent.ack_timeout_ms)),
     NUM(KT_LONG, "agent.max_inflight_batches", 1, CFG_INFLIGHT_MAX, 64, R(c.agent.max_inflight_batches)),
@@ -856,13 +857,19 @@ static int aws_host(const char *e) {
  * is polled every CFG_IDLE_POLL_MS when quiet and CFG_ACTIVE_POLL_MS while its
  * application writes. An idle pause set in the file is also the active one unless that
  * is set too (who slows polling down to spare a store means it). The active pause may
- * not exceed the idle one. Runs after streams_endpoint has its default. */
+ * not exceed the idle one. After a page of echoes alone a local store is polled every
+ * CFG_ECHO_POLL_MS, or the idle pause when that is longer (an AWS store: the idle pause):
+ * echoes are no one's lag, and each poll costs the store that is busy applying them.
+ * Runs after streams_endpoint has its default. */
 static int post_poll(loader *l, cfg_region *c) {
     int aws = aws_host(c->store.endpoint) || aws_host(c->store.streams_endpoint);
     int idle_set = c->agent.idle_poll_ms != 0;
     if (!idle_set) c->agent.idle_poll_ms = aws ? CFG_AWS_POLL_MS : CFG_IDLE_POLL_MS;
     if (!c->agent.active_poll_ms)
         c->agent.active_poll_ms = aws || idle_set ? c->agent.idle_poll_ms : CFG_ACTIVE_POLL_MS;
+    if (!c->agent.echo_poll_ms)
+        c->agent.echo_poll_ms = aws || c->agent.idle_poll_ms > CFG_ECHO_POLL_MS ? c->agent.idle_poll_ms
+                                                                              : CFG_ECHO_POLL_MS;
     if (c->agent.active_poll_ms > c->agent.idle_poll_ms)
         return fail(l, "agent.active_poll_ms", "%ld is above agent.idle_poll_ms (%ld); expected 1..%ld",
                     c->agent.active_poll_ms, c->agent.idle_poll_ms, c->agent.idle_poll_ms);

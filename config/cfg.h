@@ -30,10 +30,12 @@
 #define CFG_PEERS_MAX 16         /* peers: 0..16 */
 #define CFG_Z85_KEY_LEN 40       /* CURVE keys as Z85 text */
 #define CFG_INFLIGHT_MAX 1024    /* agent.max_inflight_batches: 1..1024 */
-/* Stream poll pauses, ms (agent.idle_poll_ms, agent.active_poll_ms defaults) */
+/* Stream poll pauses, ms (agent.idle_poll_ms, agent.active_poll_ms, agent.echo_poll_ms
+ * defaults) */
 #define CFG_IDLE_POLL_MS 5       /* local store, quiet shard */
 #define CFG_ACTIVE_POLL_MS 1     /* local store, shard with local writes in the last moment */
-#define CFG_AWS_POLL_MS 250      /* AWS endpoint: both */
+#define CFG_ECHO_POLL_MS 25      /* local store, shard whose last page held only echoes */
+#define CFG_AWS_POLL_MS 250      /* AWS endpoint: all three */
 
 /* Where the store's AWS credentials come from ("store.credentials.source"). */
 typedef enum {
@@ -103,6 +105,9 @@ typedef struct {
                                               local changes in the last AGENT_ACTIVE_WINDOW_MS
                                               (CFG_ACTIVE_POLL_MS; idle_poll_ms on AWS or when that
                                               is set in the file; <= idle_poll_ms) */
+        long echo_poll_ms;                 /* the same after a page of echoes alone, short of a backlog
+                                              (a full page or 256 KB): CFG_ECHO_POLL_MS, or
+                                              idle_poll_ms when longer; idle_poll_ms on AWS */
         long batch_max;
         long ack_timeout_ms;
         long max_inflight_batches;         /* unacknowledged batches per peer and table, the

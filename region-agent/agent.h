@@ -17,8 +17,9 @@
  * failed with "Address already in use").
  *
  * Timing (ms unless said): shard polls happen at once while local changes arrive or a
- * backlog is read (a page that is not an echo trickle, AGENT_ECHO_TRICKLE), every cfg
+ * backlog is read (a page that is not an echo trickle, AGENT_ECHO_TRICKLE_BYTES), every cfg
  * agent.active_poll_ms for AGENT_ACTIVE_WINDOW_MS after a poll that found local changes,
+ * every cfg agent.echo_poll_ms after a trickle of echoes alone (AGENT_ECHO_TRICKLE_BYTES),
  * and every cfg agent.idle_poll_ms when a shard is idle; after a store error a shard waits
  * AGENT_ERROR_BACKOFF_MS; shards are rediscovered, and the table's latest stream checked
  * (a stream disabled and enabled again), every AGENT_DESCRIBE_MS; a batch
@@ -48,13 +49,16 @@
 #define AGENT_ERROR_BACKOFF_MS 500
 #define AGENT_DESCRIBE_MS 10000
 #define AGENT_ACTIVE_WINDOW_MS 100 /* a shard stays active this long after local changes */
-/* A page of only echoes of replicated writes, with fewer records than this (and than
- * agent.batch_max) and under AGENT_ECHO_TRICKLE_BYTES of stream records, is a trickle, not a
- * backlog: it is not followed by another poll at once. Echoes are no one's lag, and each
- * poll costs the store about 0.5 ms of CPU (in steady replication the destination's agent
- * polled twice per echo page). The byte bound keeps a page that GetRecords cut at its 1 MB
- * limit (a few large records) a backlog. */
-#define AGENT_ECHO_TRICKLE 16
+/* A page without a local change to ship (echoes of replicated writes; also application
+ * writes that cannot be shipped, counted invalid), with fewer records than agent.batch_max
+ * and under AGENT_ECHO_TRICKLE_BYTES of stream records as read, is a trickle, not a
+ * backlog: it is followed by cfg agent.echo_poll_ms of pause (agent.active_poll_ms while
+ * the shard is active). Echoes are no one's lag, and each poll costs the store, busy
+ * applying them, about 0.5 ms of CPU; polled every 5 ms (and at once after 16 echoes or
+ * more), a destination at 1,000 writes/s read pages of 8-16 echoes 60-120 times a second,
+ * and replication lag halved while its agent was stopped (docs/lag.md, "Echo polls"). The
+ * byte bound keeps a page that GetRecords cut at its 1 MB limit (a few large records) a
+ * backlog. */
 #define AGENT_ECHO_TRICKLE_BYTES (256 * 1024)
 #define AGENT_BLOCKED_RETRY_MS 100
 /* Frames in flight per peer and table at most, bytes (besides agent.max_inflight_batches

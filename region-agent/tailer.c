@@ -77,6 +77,8 @@ typedef struct {
     cJSON *held_page;      /* its GetRecords response (owned), Records from that record on;
                               NULL: none */
     char held_kid[65];     /* that record's key id */
+    int held_backlog;      /* the page was a backlog when read (not a trickle of echoes,
+                              tailer_trickle): its rest is followed by the next poll at once */
     /* the tentative token of the latest hold, and when the shard was first held at its
      * delete (monotonic ms): the limit runs per delete, through re-classifications of the
      * page, a failed commit, and retries of the delete (each with a new deadline) */
@@ -1373,12 +1375,12 @@ static void tailer_mark_done(tailer *tl, table_tail *t, shard *s) {
 }
 
 /* 1 when a page of nrec records (none of them local changes) is a trickle of echoes rather
- * than part of a backlog: fewer than AGENT_ECHO_TRICKLE records and than a full page
- * (batch_max), and under AGENT_ECHO_TRICKLE_BYTES by the records' SizeBytes. */
+ * than part of a backlog: fewer records than a full page (batch_max), and under
+ * AGENT_ECHO_TRICKLE_BYTES by the records' SizeBytes. */
 static int tailer_trickle(const cJSON *records, int nrec, long batch_max) {
     const cJSON *r;
     double bytes = 0;
-    if (nrec >= AGENT_ECHO_TRICKLE || nrec >= batch_max) return 0;
+    if (nrec >= batch_max) return 0;
     cJSON_ArrayForEach(r, records) {
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(r, "dynamodb");
         const cJSON *sz = cJSON_GetObjectItemCaseSensitive(d, "SizeBytes");
@@ -1449,17 +1451,19 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     const cfg_region *cfg = tl->a->cfg;
     cJSON *resp, *records;
     const cJSON *next;
-    int nrec, nlocal = 0;
+    int nrec, nlocal = 0, held = s->held_page != NULL, backlog;
 
-    if (s->held_page && tailer_still_held(tl, t, s, now)) {
+    if (held && tailer_still_held(tl, t, s, now)) {
         s->next_poll = tailer_hold_next(s, now);
         return;
     }
-    resp = s->held_page ? s->held_page : tailer_read(tl, t, s, now);
+    resp = held ? s->held_page : tailer_read(tl, t, s, now);
     s->held_page = NULL;
     if (!resp) return;
     records = cJSON_GetObjectItemCaseSensitive(resp, "Records");
     nrec = cJSON_IsArray(records) ? cJSON_GetArraySize(records) : 0;
+    /* decided on the page as read: a held page's rest is smaller than the page was */
+    backlog = held ? s->held_backlog : nrec > 0 && !tailer_trickle(records, nrec, cfg->agent.batch_max);
     if (nrec > 0) {
         size_t taken = 0;
         nlocal = tailer_process(tl, t, s, records, &taken);
@@ -1482,6 +1486,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
              * settled (within ms, normally); its NextShardIterator is used after that */
             for (size_t k = 0; k < taken; k++) cJSON_DeleteItemFromArray(records, 0);
             s->held_page = resp;
+            s->held_backlog = backlog;
             s->next_poll = tailer_hold_next(s, now);
             return;
         }
@@ -1494,12 +1499,12 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
         /* at once while local changes come, or while a backlog is read; a shard whose
          * application has just written is polled every active_poll_ms for
          * AGENT_ACTIVE_WINDOW_MS: its next write is probably close, and each ms of pause is
-         * a ms of lag */
-        if (nrec > 0 && (nlocal > 0 || !tailer_trickle(records, nrec, cfg->agent.batch_max)))
+         * a ms of lag; a trickle of echoes alone waits echo_poll_ms (agent.h) */
+        if (nrec > 0 && (nlocal > 0 || backlog))
             s->next_poll = now;
         else if (s->active_at && now - s->active_at < AGENT_ACTIVE_WINDOW_MS)
             s->next_poll = now + cfg->agent.active_poll_ms;
-        else s->next_poll = now + cfg->agent.idle_poll_ms;
+        else s->next_poll = now + (nrec > 0 ? cfg->agent.echo_poll_ms : cfg->agent.idle_poll_ms);
     } else {
         tailer_mark_done(tl, t, s);
     }

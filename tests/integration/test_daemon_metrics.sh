@@ -6,12 +6,16 @@
 # capped below the config, 64 before, failed here). ZeroMQ's heartbeat then drops the
 # connection, which discards those batches: the agent gives them up at once, and resends
 # them as soon as the replicator runs again, not an ack timeout later (2 minutes here;
-# before, only the timeout resent them).
+# before, only the timeout resent them). Last, echo polls: while only echoes of replicated
+# writes arrive, eu-west-1's agent reads its stream every agent.echo_poll_ms (200 ms here),
+# not every idle_poll_ms (20 ms: before that key, 100-200 polls in the 4 s measured), and a
+# local write made meanwhile still replicates.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 WINDOW=80
+ECHO_POLL=200
 # polls 1 ms apart while writes come, so that each write is a batch of its own or nearly
-cluster_init 2 ".agent.max_inflight_batches = $WINDOW | .agent.ack_timeout_ms = 120000 | .agent.active_poll_ms = 1"
+cluster_init 2 ".agent.max_inflight_batches = $WINDOW | .agent.ack_timeout_ms = 120000 | .agent.active_poll_ms = 1 | .agent.echo_poll_ms = $ECHO_POLL"
 cluster_up
 E=$(region_endpoint us-east-1)
 amP=$(jq .agent.metrics_port "$(region_cfg us-east-1)") rmS=$(jq .replicator.metrics_port "$(region_cfg eu-west-1)")
@@ -81,5 +85,32 @@ signal_daemon eu-west-1 tern-replicator CONT
   >/dev/null || fail "the writes held while the replicator was stopped did not arrive within 20 s of its return"
 wait_identical 60 us-east-1 eu-west-1 || fail "regions differ after the window drained"
 no_inflight 5 || fail "batches still in flight after catching up: $(inflight)"
+
+note "echo polls: 800 writes in us-east-1, about 80 a second; eu-west-1's agent polls while they arrive"
+W=$(region_endpoint eu-west-1)
+amW=$(jq .agent.metrics_port "$(region_cfg eu-west-1)")
+for i in $(seq 1 800); do key_json "$i" ECHO; done | "$DDBTOOL" put "$E" "$TABLE" - 10 &
+writer=$!
+"$DDBTOOL" wait "$W" "$TABLE" "$(key_json 20 ECHO)" PK 'ECHO#20' 20000 >/dev/null || fail "the writes did not replicate"
+sleep 1
+w0=$(scrape "$amW") ms0=$(date +%s%3N)
+sleep 4
+w1=$(scrape "$amW") ms1=$(date +%s%3N)
+kill -0 $writer 2>/dev/null || fail "the writer ended before the polls were counted: no steady flow of echoes to measure"
+polls=$(( $(val "$w1" tern_store_requests_total 'api="streams"') - $(val "$w0" tern_store_requests_total 'api="streams"') ))
+echoes=$(( $(val "$w1" tern_agent_changes_total 'kind="echo"') - $(val "$w0" tern_agent_changes_total 'kind="echo"') ))
+note "$polls stream requests and $echoes echoes read in $((ms1 - ms0)) ms"
+[ "$echoes" -ge 50 ] || fail "only $echoes echoes read in $((ms1 - ms0)) ms: the flow to measure was not there"
+# one poll per ECHO_POLL ms; twice that and 10 more, for the counters (published every
+# 500 ms, AGENT_HOUSEKEEP_MS), a shard rediscovery (2 requests), and the empty pages of a
+# pause in the writes (each followed by idle_poll_ms, 20 ms); still a fraction of the old count
+most=$(( 2 * (ms1 - ms0) / ECHO_POLL + 10 ))
+[ "$polls" -le "$most" ] || fail "$polls stream requests in $((ms1 - ms0)) ms of echoes alone: more than $most, one per agent.echo_poll_ms ($ECHO_POLL)"
+note "a local write in eu-west-1 while echoes arrive"
+"$DDBTOOL" put "$W" "$TABLE" "$(key_json 1 ECHOLOCAL)" >/dev/null || fail "local put in eu-west-1"
+"$DDBTOOL" wait "$E" "$TABLE" "$(key_json 1 ECHOLOCAL)" PK 'ECHOLOCAL#1' 10000 >/dev/null \
+  || fail "a local write in eu-west-1 did not replicate while echoes arrived"
+wait $writer || fail "the writer in us-east-1 failed"
+wait_identical 60 us-east-1 eu-west-1 || fail "regions differ after the echo polls"
 assert_clean_logs
 echo PASS

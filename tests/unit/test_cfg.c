@@ -193,6 +193,16 @@ static cfg_region *load_ok(const char *path) {
     return c;
 }
 
+/* The full config with field `set` set to `value` (JSON), loaded; the caller frees it. */
+static cfg_region *load_full_with(const char *set, const char *value) {
+    cJSON *j = base_full();
+    char path[PATH_MAX + 64];
+    mutate(j, set, value);
+    write_json(j, "full-with.json", path, sizeof path);
+    cJSON_Delete(j);
+    return load_ok(path);
+}
+
 /* ---------------------------------------------------------------- valid configs */
 
 static void test_full_config(void **state) {
@@ -277,6 +287,7 @@ static void test_streams_endpoint_default_aws(void **state) {
     /* every GetRecords is billed and a shard takes two readers: 4 polls a second */
     assert_int_equal(c->agent.idle_poll_ms, CFG_AWS_POLL_MS);
     assert_int_equal(c->agent.active_poll_ms, CFG_AWS_POLL_MS);
+    assert_int_equal(c->agent.echo_poll_ms, CFG_AWS_POLL_MS);
     cfg_free(c);
 }
 
@@ -286,19 +297,21 @@ static void test_active_poll(void **state) {
     expect_error("agent.active_poll_ms", "11", "agent.active_poll_ms", "above agent.idle_poll_ms (10); expected 1..10");
     expect_error("agent.active_poll_ms", "0", "agent.active_poll_ms", "out of range: expected an integer in 1..10000");
     expect_error("agent.idle_poll_ms", "0", "agent.idle_poll_ms", "out of range: expected an integer in 1..10000");
+    expect_error("agent.echo_poll_ms", "0", "agent.echo_poll_ms", "out of range: expected an integer in 1..10000");
+    expect_error("agent.echo_poll_ms", "10001", "agent.echo_poll_ms", "out of range: expected an integer in 1..10000");
     expect_error("agent.wire_version", "3", "agent.wire_version", "out of range: expected an integer in 1..2");
     expect_error("replicator.transactions", "-1", "replicator.transactions", "out of range: expected an integer in 0..32");
     expect_error("replicator.parallel_puts", "0", "replicator.parallel_puts", "out of range: expected an integer in 1..16");
     expect_error("replicator.parallel_puts", "17", "replicator.parallel_puts", "out of range: expected an integer in 1..16");
     {
-        cJSON *j = base_full();
-        char path[PATH_MAX + 64];
-        cfg_region *c;
-        mutate(j, "agent.active_poll_ms", "3");
-        write_json(j, "active.json", path, sizeof path);
-        cJSON_Delete(j);
-        c = load_ok(path);
+        cfg_region *c = load_full_with("agent.active_poll_ms", "3");
         assert_int_equal(c->agent.active_poll_ms, 3);
+        assert_int_equal(c->agent.idle_poll_ms, 10);
+        assert_int_equal(c->agent.echo_poll_ms, 10); /* an AWS endpoint: the idle pause */
+        cfg_free(c);
+        /* an echo pause set in the file is taken as it is, even below the idle one */
+        c = load_full_with("agent.echo_poll_ms", "2");
+        assert_int_equal(c->agent.echo_poll_ms, 2);
         assert_int_equal(c->agent.idle_poll_ms, 10);
         cfg_free(c);
     }
@@ -307,16 +320,22 @@ static void test_active_poll(void **state) {
          * other than the standard one (FIPS) gets AWS's defaults */
         char path[PATH_MAX + 64];
         cfg_region *c;
-        write_file("local-idle.json",
-                   "{\"region\": \"us-east-1\", \"store\": {\"endpoint\": \"http://127.0.0.1:8000\"},\n"
-                   " \"tables\": [\"orders\"], \"replicator\": {\"listen\": \"tcp://127.0.0.1:7101\"},\n"
-                   " \"agent\": {\"idle_poll_ms\": 40},\n"
-                   " \"peers\": [], \"curve\": {\"secret_key_file\": \"keys/us-east-1.key\"}}\n", 0644);
-        snprintf(path, sizeof path, "%s/local-idle.json", dir);
-        c = load_ok(path);
-        assert_int_equal(c->agent.idle_poll_ms, 40);
-        assert_int_equal(c->agent.active_poll_ms, 40);
-        cfg_free(c);
+        for (long idle = 10; idle <= 40; idle += 30) {
+            char text[512];
+            snprintf(text, sizeof text,
+                     "{\"region\": \"us-east-1\", \"store\": {\"endpoint\": \"http://127.0.0.1:8000\"},\n"
+                     " \"tables\": [\"orders\"], \"replicator\": {\"listen\": \"tcp://127.0.0.1:7101\"},\n"
+                     " \"agent\": {\"idle_poll_ms\": %ld},\n"
+                     " \"peers\": [], \"curve\": {\"secret_key_file\": \"keys/us-east-1.key\"}}\n", idle);
+            write_file("local-idle.json", text, 0644);
+            snprintf(path, sizeof path, "%s/local-idle.json", dir);
+            c = load_ok(path);
+            assert_int_equal(c->agent.idle_poll_ms, idle);
+            assert_int_equal(c->agent.active_poll_ms, idle);
+            /* the longer of the idle pause and CFG_ECHO_POLL_MS */
+            assert_int_equal(c->agent.echo_poll_ms, idle > CFG_ECHO_POLL_MS ? idle : CFG_ECHO_POLL_MS);
+            cfg_free(c);
+        }
         write_file("fips.json",
                    "{\"region\": \"us-east-1\", \"store\": {\"endpoint\": \"https://dynamodb-fips.us-east-1.amazonaws.com\"},\n"
                    " \"tables\": [\"orders\"], \"replicator\": {\"listen\": \"tcp://127.0.0.1:7101\"},\n"
@@ -325,6 +344,7 @@ static void test_active_poll(void **state) {
         c = load_ok(path);
         assert_int_equal(c->agent.idle_poll_ms, CFG_AWS_POLL_MS);
         assert_int_equal(c->agent.active_poll_ms, CFG_AWS_POLL_MS);
+        assert_int_equal(c->agent.echo_poll_ms, CFG_AWS_POLL_MS);
         cfg_free(c);
     }
 }
@@ -357,6 +377,7 @@ static void test_minimal_defaults(void **state) {
     assert_int_equal(c->replicator.metrics_port, 9102);
     assert_int_equal(c->agent.idle_poll_ms, CFG_IDLE_POLL_MS);
     assert_int_equal(c->agent.active_poll_ms, CFG_ACTIVE_POLL_MS);
+    assert_int_equal(c->agent.echo_poll_ms, CFG_ECHO_POLL_MS);
     assert_int_equal(c->agent.batch_max, 500);
     assert_int_equal(c->agent.ack_timeout_ms, 2000);
     assert_int_equal(c->agent.max_inflight_batches, 64);
