@@ -4,6 +4,7 @@
  * Owns: the process-wide stop and reload flags (set from signal handlers).
  * Threading: the flags are atomics; everything else is called from the main thread or
  * (daemon_store_new/daemon_state_new) from any thread, touching no shared state. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "daemon.h"
 
 #include "log.h"
@@ -184,6 +185,11 @@ void daemon_sleep_ms(long long ms) {
     ts.tv_sec = (time_t)(ms / 1000);
     ts.tv_nsec = (long)(ms % 1000) * 1000000L;
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+void daemon_name_thread(pthread_t th, const char *name) {
+    int rc = pthread_setname_np(th, name);
+    if (rc != 0) log_debug(NULL, "cannot name a thread %s: %s", name, strerror(rc));
 }
 
 long long daemon_wall_ms(void) {

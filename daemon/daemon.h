@@ -9,6 +9,7 @@
 #ifndef TERN_DAEMON_H
 #define TERN_DAEMON_H
 
+#include <pthread.h>
 #include <stddef.h>
 
 #include "cfg.h"
@@ -57,6 +58,11 @@ long long daemon_mono_ms(void);
 long long daemon_wall_ms(void);
 /* Sleeps ms milliseconds (nothing for ms <= 0), resuming after a signal interrupts it. */
 void daemon_sleep_ms(long long ms);
+
+/* Names thread th (name: at most 15 characters, copied), as `top -H`, `ps -L` and
+ * /proc/PID/task/TID/comm show it: "tern-tailer", "tern-apply-3". Best effort: a failure
+ * is logged at debug and changes nothing else. */
+void daemon_name_thread(pthread_t th, const char *name);
 
 /* ---- metrics shared by both daemons ---- */
 

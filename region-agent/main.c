@@ -93,6 +93,7 @@ static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
         log_error(NULL, "cannot start the shipper thread");
         return -1;
     }
+    daemon_name_thread(*st, "tern-shipper");
     while (!atomic_load(&a->shipper_ready) && !atomic_load(&a->failed)) daemon_sleep_ms(5);
     if (atomic_load(&a->failed)) { /* the shipper logged why and is on its way out */
         pthread_join(*st, NULL);
@@ -104,6 +105,7 @@ static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
         pthread_join(*st, NULL);
         return -1;
     }
+    daemon_name_thread(*tt, "tern-tailer");
     return 0;
 }
 

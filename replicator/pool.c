@@ -227,6 +227,7 @@ static void key_cache_release(key_cache *kc) {
 static void *key_loader(void *arg) {
     key_cache *kc = arg;
     int failed = 0;
+    daemon_name_thread(pthread_self(), "tern-keys"); /* detached: named from inside */
     for (size_t i = 0; i < kc->n; i++) { /* the table names and kc->s are this thread's to read */
         store_table_info ti;
         store_status st;
@@ -519,6 +520,11 @@ apply_pool *pool_new(const cfg_region *cfg, char *err, size_t errlen) {
             snprintf(err, errlen, "cannot start apply worker %d", i);
             pool_free(p);
             return NULL;
+        }
+        {
+            char name[16];
+            snprintf(name, sizeof name, "tern-apply-%d", i % 100);
+            daemon_name_thread(p->w[i].th, name);
         }
         p->started++;
     }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "daemon.h"
 #include "log.h"
 #include "replicator.h"
 
@@ -138,6 +139,7 @@ zap_handler *zap_start(void *zctx, const cfg_region *cfg, char *err, size_t errl
         free(z);
         return NULL;
     }
+    daemon_name_thread(z->thread, "tern-zap");
     return z;
 }
 

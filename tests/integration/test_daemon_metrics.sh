@@ -6,10 +6,10 @@
 # capped below the config, 64 before, failed here). ZeroMQ's heartbeat then drops the
 # connection, which discards those batches: the agent gives them up at once, and resends
 # them as soon as the replicator runs again, not an ack timeout later (2 minutes here;
-# before, only the timeout resent them). Last, echo polls: while only echoes of replicated
-# writes arrive, eu-west-1's agent reads its stream every agent.echo_poll_ms (200 ms here),
-# not every idle_poll_ms (20 ms: before that key, 100-200 polls in the 4 s measured), and a
-# local write made meanwhile still replicates.
+# before, only the timeout resent them). The daemons name their threads. Last, echo
+# polls: while only echoes of replicated writes arrive, eu-west-1's agent reads its stream
+# every agent.echo_poll_ms (200 ms here), not every idle_poll_ms (20 ms: before that key,
+# 100-200 polls in the 4 s measured), and a local write made meanwhile still replicates.
 set -euo pipefail
 . "$TERN_SRC/tests/lib/cluster.sh"
 WINDOW=80
@@ -55,6 +55,14 @@ valid <<<"$a1" && valid <<<"$r1" || fail "metrics invalid after writes"
 grep -q '^tern_build_info{' <<<"$a1" || fail "no build info"
 curl -sf "http://127.0.0.1:$amP/healthz" >/dev/null || fail "agent /healthz"
 curl -sf "http://127.0.0.1:$rmS/healthz" >/dev/null || fail "replicator /healthz"
+# the daemons' threads carry names (top -H, ps -L): one line of each name listed
+threads() { cat /proc/"$(cat "$(region_run "$1")/$2.pid")"/task/*/comm | sort -u | tr '\n' ' '; }
+for want in tern-tailer tern-shipper; do
+  [[ " $(threads us-east-1 tern-region-agent)" == *" $want "* ]] || fail "no agent thread named $want: $(threads us-east-1 tern-region-agent)"
+done
+for want in tern-apply-0 tern-apply-3 tern-zap; do
+  [[ " $(threads eu-west-1 tern-replicator)" == *" $want "* ]] || fail "no replicator thread named $want: $(threads eu-west-1 tern-replicator)"
+done
 
 note "the window: eu-west-1's replicator stopped, 300 writes one by one in us-east-1"
 inflight() { val "$(scrape "$amP")" tern_agent_inflight_batches 'peer="eu-west-1"'; }
