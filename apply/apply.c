@@ -623,7 +623,7 @@ static void apply_group_each(store *s, state *st, const apply_writers *wr, const
         for (; i < n && k < per; i++) {
             if (!sl[i].open) continue;
             sl[i].open = 0;
-            if (down || !(reqs[k] = apply_request(&cs[i], sl[i].wid, APPLY_COND_NEWER))) {
+            if (down || !(reqs[k] = apply_request(&cs[i], sl[i].wid, apply_cond(&cs[i])))) {
                 out[i].res = apply_write_unsent(st, &cs[i], sl[i].kpend, sl[i].wid, 1, out[i].err, sizeof out[i].err);
                 if (down)
                     snprintf(out[i].err, sizeof out[i].err, "not sent: the store did not answer the puts before it");
@@ -779,7 +779,7 @@ void apply_puts(store *s, state *st, const apply_writers *wr, const apply_change
     for (size_t i = 0; items && i < n; i++) {
         cJSON *req, *op;
         if (!sl[i].open) continue;
-        req = apply_request(&cs[i], sl[i].wid, APPLY_COND_NEWER);
+        req = apply_request(&cs[i], sl[i].wid, apply_cond(&cs[i]));
         op = cJSON_CreateObject();
         if (!req || !op) {
             cJSON_Delete(req);

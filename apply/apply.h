@@ -85,7 +85,7 @@ typedef struct {
                                     whose own echo calls for the repair again; restoring the
                                     older state over it would lose it. (An update keeps the
                                     tern:wid, so it is overwritten; its record, read later,
-                                    restores it.) Not used by apply_puts. */
+                                    restores it.) apply_puts keeps it too, put by put. */
 } apply_change;
 
 /* Applies one change. On APPLY_LOST/APPLY_SAME, winner (if non-NULL, size

@@ -911,7 +911,8 @@ static int tailer_local_image(tailer *tl, const table_tail *t, const key_view *v
     cJSON *o;
     const cJSON *ver;
     *img = NULL;
-    if (v->li && strcmp(v->ll, lv) == 0) return (*img = cJSON_Duplicate(v->li, 1)) ? 0 : -1;
+    if (strcmp(v->ll, lv) != 0) return 0; /* li is saved with ll, of ll's version only */
+    if (v->li) return (*img = cJSON_Duplicate(v->li, 1)) ? 0 : -1;
     if (state_key(tl->st, key, sizeof key, STATE_K_LASTIMAGE, t->name, v->kid) != 0) return 0;
     if (!(rep = state_cmd(tl->st, "GET %s", key))) return -1;
     if (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL) {
@@ -1182,7 +1183,7 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
                               "since: no repair", t->name, r->kid, echo_ver, lv);
                     continue;
                 }
-                int del = *v->lt && strcmp(lv, v->lt) == 0 && strcmp(v->lt, v->ll) > 0; /* restore a delete */
+                int del = strcmp(lv, v->lt) == 0 && strcmp(v->lt, v->ll) > 0; /* restore a delete (lv is not "") */
                 int rr = tailer_repair(tl, t, r, v, lv, del, &written);
                 if (rr < 0) goto out;
                 if (rr > 0) continue; /* refused by the store for good (logged): no repair */
@@ -1451,7 +1452,7 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     const cfg_region *cfg = tl->a->cfg;
     cJSON *resp, *records;
     const cJSON *next;
-    int nrec, nlocal = 0, held = s->held_page != NULL, backlog;
+    int nrec, nlocal = 0, held = s->held_page != NULL, backlog = 0;
 
     if (held && tailer_still_held(tl, t, s, now)) {
         s->next_poll = tailer_hold_next(s, now);
@@ -1462,8 +1463,6 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
     if (!resp) return;
     records = cJSON_GetObjectItemCaseSensitive(resp, "Records");
     nrec = cJSON_IsArray(records) ? cJSON_GetArraySize(records) : 0;
-    /* decided on the page as read: a held page's rest is smaller than the page was */
-    backlog = held ? s->held_backlog : nrec > 0 && !tailer_trickle(records, nrec, cfg->agent.batch_max);
     if (nrec > 0) {
         size_t taken = 0;
         nlocal = tailer_process(tl, t, s, records, &taken);
@@ -1481,6 +1480,9 @@ static void tailer_poll(tailer *tl, table_tail *t, shard *s, long long now) {
             tailer_notify(tl, t);
             s->active_at = now;
         }
+        /* only a page of no local change waits, and its wait is decided on the page as read:
+         * a held page's rest is smaller than the page was */
+        backlog = nlocal == 0 && (held ? s->held_backlog : !tailer_trickle(records, nrec, cfg->agent.batch_max));
         if (taken < (size_t)nrec) {
             /* held: the page from the held record on is classified again once its token is
              * settled (within ms, normally); its NextShardIterator is used after that */

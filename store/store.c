@@ -719,7 +719,6 @@ store_status store_call(store *s, const char *op, const cJSON *request, cJSON **
 
 struct store_multi {
     CURLM *m;
-    int broken;   /* a handle could not be taken off m: calls no longer use it */
 };
 
 store_multi *store_multi_new(char *err, size_t errlen)
@@ -756,8 +755,9 @@ void store_multi_free(store_multi *m)
 
 /* Performs the attempts of the calls marked go[] (signed, attempt_begin) side by side on
  * m, each ending under its handle's own timeout, and reads each answer (attempt_end) into
- * sts[] and bodies[]. A call that cannot be attached fails as unanswered; with a broken m
- * (a handle could not be taken off it) they go one after another on their own. */
+ * sts[] and bodies[]. A call that cannot be attached fails as unanswered. (Taking a handle
+ * off m fails only for a handle m does not hold or inside one of m's callbacks, neither of
+ * which can happen here; if it did, that handle's later calls would fail as unanswered.) */
 static void multi_round(store_multi *m, store *const *hs, size_t n, const int *go,
                         struct curl_slist **hl, store_status *sts, cJSON **bodies)
 {
@@ -771,12 +771,6 @@ static void multi_round(store_multi *m, store *const *hs, size_t n, const int *g
         ms[i] = 0;
         if (!go[i])
             continue;
-        if (m->broken) { /* one after another on their own (see store_call_many) */
-            double t = now_ms();
-            cc[i] = curl_easy_perform(hs[i]->curl);
-            ms[i] = now_ms() - t;
-            continue;
-        }
         if (curl_multi_add_handle(m->m, hs[i]->curl) != CURLM_OK) {
             state[i] = 3; /* never sent: unanswered, retried as such */
             continue;
@@ -808,9 +802,10 @@ static void multi_round(store_multi *m, store *const *hs, size_t n, const int *g
             continue;
         if (state[i] == 1)
             ms[i] = now_ms() - t0;
-        if ((state[i] == 1 || state[i] == 2) && curl_multi_remove_handle(m->m, hs[i]->curl) != CURLM_OK)
-            m->broken = 1; /* still attached: from now on every call goes alone */
+        int stuck = (state[i] == 1 || state[i] == 2) && curl_multi_remove_handle(m->m, hs[i]->curl) != CURLM_OK;
         sts[i] = attempt_end(hs[i], cc[i], ms[i], hl[i], &bodies[i]);
+        if (stuck) /* cannot happen (see above); said in the handle's error if it does */
+            set_errstr(hs[i], "store: curl_multi_remove_handle failed: this handle's later calls go unanswered");
         hl[i] = NULL;
     }
 }
@@ -833,8 +828,7 @@ void store_call_many(store_multi *m, store *const *hs, size_t n, const char *op,
             dup |= hs[k] == hs[i];
     }
     if (!m || n > STORE_MULTI_MAX || dup) {
-        /* a caller's mistake: nothing is sent, the calls count as failed (a broken m is
-         * not one: multi_round then makes the calls one after another) */
+        /* a caller's mistake: nothing is sent, the calls count as failed */
         for (size_t i = 0; i < n; i++) {
             if (!hs[i])
                 continue;
