@@ -78,24 +78,30 @@ bench_thread_ticks() {
   echo "$t"
 }
 
-# bench_cpu_now: "SRC DST TERN SRC-SQLITE DST-SQLITE WALL-MS": CPU ticks so far of the source
-# store, the destination store, and Tern (both regions' daemons and Redis), then of each
-# store's SQLite thread (DynamoDB Local runs every SQLite statement on one thread,
-# sqlite4java's SQLiteQueue, so its busy share of a core is the store's own ceiling; -1
-# for a JVM that does not name its threads), and the wall clock in ms
+# bench_cpu_now: "SRC DST TERN SRC-SQLITE DST-SQLITE WALL-MS" then Tern's part by process,
+# "SRC-AGENT SRC-REPLICATOR SRC-REDIS DST-AGENT DST-REPLICATOR DST-REDIS": CPU ticks so far
+# of the source store, the destination store, and Tern (both regions' daemons and Redis),
+# then of each store's SQLite thread (DynamoDB Local runs every SQLite statement on one
+# thread, sqlite4java's SQLiteQueue, so its busy share of a core is the store's own
+# ceiling; -1 for a JVM that does not name its threads), the wall clock in ms, and each of
+# Tern's processes (0 for one not running: the daemons are stopped for the copier)
 bench_cpu_now() {
   local s d
   s=$(region_run us-east-1) d=$(region_run eu-west-1)
   echo "$(bench_ticks "$s"/ddb-*.pid) $(bench_ticks "$d"/ddb-*.pid)" \
     "$(bench_ticks "$s"/redis-*.pid "$s"/tern-*.pid "$d"/redis-*.pid "$d"/tern-*.pid)" \
     "$(bench_thread_ticks "$s"/ddb-*.pid "SQLiteQueue*") $(bench_thread_ticks "$d"/ddb-*.pid "SQLiteQueue*")" \
-    "$(date +%s%3N)"
+    "$(date +%s%3N)" \
+    "$(bench_ticks "$s"/tern-region-agent.pid) $(bench_ticks "$s"/tern-replicator.pid) $(bench_ticks "$s"/redis-*.pid)" \
+    "$(bench_ticks "$d"/tern-region-agent.pid) $(bench_ticks "$d"/tern-replicator.pid) $(bench_ticks "$d"/redis-*.pid)"
 }
 
 # bench_phase FILE LABEL LAGBENCH-ARGS...: one lagbench run from E to W (bench_pair_up),
 # its JSON line written to FILE and printed with cpu_ms_per_write (the CPU the source
 # store, the destination store and Tern used during the run, per write the source
-# acknowledged) and sqlite_busy (each store's SQLite thread's busy share of one core)
+# acknowledged; tern_by_process: Tern's part of it, process by process, null for one not
+# running throughout) and sqlite_busy
+# (each store's SQLite thread's busy share of one core)
 bench_phase() {
   local f=$1 label=$2 a hz
   shift 2
@@ -105,9 +111,14 @@ bench_phase() {
   jq -c --arg a "$a" --arg b "$(bench_cpu_now)" --argjson hz "$hz" '
     ($a | split(" ") | map(tonumber)) as $x | ($b | split(" ") | map(tonumber)) as $y |
     def per(i): if .acked > 0 then (($y[i] - $x[i]) * 1000 / $hz / .acked * 1000 | round) / 1000 else null end;
+    # a process that was not running for the whole phase (the copier phases stop the
+    # daemons; a daemon restarted meanwhile): null, not 0 or a partial figure
+    def perp(i): if $x[i] <= 0 or $y[i] < $x[i] then null else per(i) end;
     def busy(i): if $x[i] < 0 or $y[i] < 0 or $y[5] <= $x[5] then null
       else (($y[i] - $x[i]) / $hz / (($y[5] - $x[5]) / 1000) * 100 | round) / 100 end;
-    . + {cpu_ms_per_write: {source_store: per(0), dest_store: per(1), tern: per(2)},
+    . + {cpu_ms_per_write: {source_store: per(0), dest_store: per(1), tern: per(2),
+                            tern_by_process: {source_agent: perp(6), source_replicator: perp(7), source_redis: perp(8),
+                                              dest_agent: perp(9), dest_replicator: perp(10), dest_redis: perp(11)}},
          sqlite_busy: {source_store: busy(3), dest_store: busy(4)}}' "$f"
 }
 
