@@ -100,8 +100,7 @@ bench_cpu_now() {
 # its JSON line written to FILE and printed with cpu_ms_per_write (the CPU the source
 # store, the destination store and Tern used during the run, per write the source
 # acknowledged; tern_by_process: Tern's part of it, process by process, null for one not
-# running throughout) and sqlite_busy
-# (each store's SQLite thread's busy share of one core)
+# running throughout) and sqlite_busy (each store's SQLite thread's busy share of one core)
 bench_phase() {
   local f=$1 label=$2 a hz
   shift 2
