@@ -72,6 +72,7 @@ typedef struct {
     cJSON *keys, *image;
     char *kid;
     char version[LWW_VERSION_STRLEN];
+    const char *over; /* a repair's ground (apply_change.over); NULL: none (a replicated change) */
 } change;
 
 static void change_init(change *c, const char *pk, const char *ver, size_t payload) {
@@ -91,6 +92,7 @@ static void change_init(change *c, const char *pk, const char *ver, size_t paylo
     c->kid = item_key_id(c->keys);
     CHECK(c->kid, "item_key_id");
     snprintf(c->version, sizeof c->version, "%s", ver);
+    c->over = NULL;
 }
 
 static void change_free(change *c) {
@@ -185,6 +187,7 @@ static long long run_with(const apply_writers *wr, change *cs, size_t n, apply_o
         ac[i].version = cs[i].version;
         ac[i].kid = cs[i].kid;
         ac[i].ttl_s = 3600;
+        ac[i].over = cs[i].over;
     }
     long long req = 0;
     for (size_t k = 0; wr && k < wr->n; k++) {
@@ -729,6 +732,36 @@ int main(int argc, char **argv) {
         for (int i = 0; i < N9; i++)
             CHECK(i == 2 || i == 5 ? go[i].res == APPLY_LOST : go[i].res == APPLY_SAME, "9: repeat, member %d: %s", i,
                   apply_result_name(go[i].res));
+        /* 11. a group keeps each member's own condition: a repair's ground (over) holds in a
+         * transaction and in single puts side by side as in apply_one (regression: apply_puts
+         * wrote every member under APPLY_COND_NEWER, so a repair in a group would undo an
+         * application's put made since the clobbering write) */
+        for (int pass = 0; pass < 2; pass++) {
+            change r[APPLY_GROUP_MIN];
+            apply_outcome ro[APPLY_GROUP_MIN];
+            const char *how = pass ? "side by side" : "in a transaction";
+            changes_init(r, APPLY_GROUP_MIN, pass ? "G11S" : "G11T", 11000);
+            /* member 1: an application's put (no tern:ver) since the clobbering write */
+            r[1].over = "eu-west-1.echo";
+            CHECK(store_put_item(S, TABLE, r[1].image, NULL, NULL) == STORE_OK, "PutItem: %s", store_errstr(S));
+            /* member 3: the clobbering write is still there */
+            r[3].over = "eu-west-1.echo";
+            put_direct(&r[3], "0000000010999-000001-eu-west-1", "eu-west-1.echo");
+            run_with(pass ? &wr : NULL, r, APPLY_GROUP_MIN, ro);
+            for (int i = 0; i < APPLY_GROUP_MIN; i++) {
+                stored(&r[i], ver, wid);
+                if (i == 1) {
+                    CHECK(ro[i].res == APPLY_LOST, "11 %s: the repair over an application's put: %s (%s)", how,
+                          apply_result_name(ro[i].res), ro[i].err);
+                    CHECK(!*ver, "11 %s: the application's put was overwritten: stored %s", how, ver);
+                } else {
+                    CHECK(ro[i].res == APPLY_WRITTEN, "11 %s: member %d: %s (%s)", how, i,
+                          apply_result_name(ro[i].res), ro[i].err);
+                    CHECK(strcmp(ver, r[i].version) == 0, "11 %s: member %d stored %s", how, i, ver);
+                }
+            }
+            for (int i = 0; i < APPLY_GROUP_MIN; i++) change_free(&r[i]);
+        }
         for (int i = 0; i < N9; i++) change_free(&g[i]);
         store_multi_free(wr.m);
         for (size_t k = 0; k < wr.n; k++) store_free(wr.h[k]);
