@@ -57,6 +57,15 @@ bench_ticks() {
   echo "$t"
 }
 
+# bench_proc_ticks PIDFILE...: as bench_ticks, but -1 when none of them is a live process
+bench_proc_ticks() {
+  local f p
+  for f in "$@"; do
+    [ -f "$f" ] && p=$(cat "$f") && [ -r "/proc/$p/stat" ] && { bench_ticks "$@"; return; }
+  done
+  echo -1
+}
+
 # bench_thread_ticks PIDFILE PATTERN...: CPU time (clock ticks) used so far by the threads
 # of the process in PIDFILE whose names match one of the glob PATTERNs; -1 if none does
 # (another process, a JVM that does not name its threads)
@@ -78,22 +87,23 @@ bench_thread_ticks() {
   echo "$t"
 }
 
-# bench_cpu_now: "SRC DST TERN SRC-SQLITE DST-SQLITE WALL-MS" then Tern's part by process,
-# "SRC-AGENT SRC-REPLICATOR SRC-REDIS DST-AGENT DST-REPLICATOR DST-REDIS": CPU ticks so far
-# of the source store, the destination store, and Tern (both regions' daemons and Redis),
+# bench_cpu_now: "SRC DST TERN SRC-SQLITE DST-SQLITE WALL-MS SRC-AGENT SRC-REPLICATOR
+# SRC-REDIS DST-AGENT DST-REPLICATOR DST-REDIS": CPU ticks so far of the source store, the
+# destination store, and Tern (both regions' daemons and Redis: the sum of the last six),
 # then of each store's SQLite thread (DynamoDB Local runs every SQLite statement on one
 # thread, sqlite4java's SQLiteQueue, so its busy share of a core is the store's own
 # ceiling; -1 for a JVM that does not name its threads), the wall clock in ms, and each of
-# Tern's processes (0 for one not running: the daemons are stopped for the copier)
+# Tern's processes (-1 for one not running: the daemons are stopped for the copier)
 bench_cpu_now() {
-  local s d
+  local s d p t=0 x
   s=$(region_run us-east-1) d=$(region_run eu-west-1)
-  echo "$(bench_ticks "$s"/ddb-*.pid) $(bench_ticks "$d"/ddb-*.pid)" \
-    "$(bench_ticks "$s"/redis-*.pid "$s"/tern-*.pid "$d"/redis-*.pid "$d"/tern-*.pid)" \
+  p=("$(bench_proc_ticks "$s"/tern-region-agent.pid)" "$(bench_proc_ticks "$s"/tern-replicator.pid)"
+     "$(bench_proc_ticks "$s"/redis-*.pid)" "$(bench_proc_ticks "$d"/tern-region-agent.pid)"
+     "$(bench_proc_ticks "$d"/tern-replicator.pid)" "$(bench_proc_ticks "$d"/redis-*.pid)")
+  for x in "${p[@]}"; do t=$((t + (x > 0 ? x : 0))); done
+  echo "$(bench_ticks "$s"/ddb-*.pid) $(bench_ticks "$d"/ddb-*.pid) $t" \
     "$(bench_thread_ticks "$s"/ddb-*.pid "SQLiteQueue*") $(bench_thread_ticks "$d"/ddb-*.pid "SQLiteQueue*")" \
-    "$(date +%s%3N)" \
-    "$(bench_ticks "$s"/tern-region-agent.pid) $(bench_ticks "$s"/tern-replicator.pid) $(bench_ticks "$s"/redis-*.pid)" \
-    "$(bench_ticks "$d"/tern-region-agent.pid) $(bench_ticks "$d"/tern-replicator.pid) $(bench_ticks "$d"/redis-*.pid)"
+    "$(date +%s%3N) ${p[*]}"
 }
 
 # bench_phase FILE LABEL LAGBENCH-ARGS...: one lagbench run from E to W (bench_pair_up),
@@ -110,9 +120,9 @@ bench_phase() {
   jq -c --arg a "$a" --arg b "$(bench_cpu_now)" --argjson hz "$hz" '
     ($a | split(" ") | map(tonumber)) as $x | ($b | split(" ") | map(tonumber)) as $y |
     def per(i): if .acked > 0 then (($y[i] - $x[i]) * 1000 / $hz / .acked * 1000 | round) / 1000 else null end;
-    # a process that was not running for the whole phase (the copier phases stop the
-    # daemons; a daemon restarted meanwhile): null, not 0 or a partial figure
-    def perp(i): if $x[i] <= 0 or $y[i] < $x[i] then null else per(i) end;
+    # a process not running at the start or the end of the phase (the copier phases stop
+    # the daemons), or restarted with less CPU used than before: null, not a figure
+    def perp(i): if $x[i] < 0 or $y[i] < $x[i] then null else per(i) end;
     def busy(i): if $x[i] < 0 or $y[i] < 0 or $y[5] <= $x[5] then null
       else (($y[i] - $x[i]) / $hz / (($y[5] - $x[5]) / 1000) * 100 | round) / 100 end;
     . + {cpu_ms_per_write: {source_store: per(0), dest_store: per(1), tern: per(2),
