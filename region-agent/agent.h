@@ -8,6 +8,10 @@
  *   position in batches over a ZeroMQ DEALER (CURVE), keeps a window of unacknowledged
  *   batches, goes back to the acknowledged position after a timeout, a refusal or a lost
  *   connection, and trims the log below the minimum acknowledgement of all peers.
+ * The tailer hands each commit's entries to the shipper in memory (agent_ctx.handoff,
+ * logcache.h), so that the shipper sends them without reading them back from Redis; it
+ * reads the log from Redis whenever the cache cannot vouch for a position (after a start,
+ * a commit whose outcome is unknown, a peer behind the cache).
  * The tailer wakes the shipper through an inproc PAIR socket, one message per commit of
  * local changes naming the table (its index in cfg->tables, a uint32_t), so that only
  * that table's links read the log again; a wake-up that finds the queue full is sent
@@ -42,6 +46,7 @@
 #include <stdatomic.h>
 
 #include "cfg.h"
+#include "logcache.h"
 #include "metrics.h"
 #include "state.h"
 
@@ -117,6 +122,8 @@ typedef struct {
     atomic_int tailer_ready;    /* 1 once every table's stream was found, or the table has none usable */
     atomic_int shipper_ready;   /* 1 once the peer sockets are up */
     atomic_int failed;          /* a thread hit a fatal error */
+    logcache_queue *handoff;    /* the tailer's commits for the shipper: made by agent_start
+                                   for the running config, freed once both threads joined */
     atomic_llong tailer_beat;   /* monotonic ms of the tailer loop's last turn, or of the
                                    start of its latest store or Redis call (beacons) */
     atomic_llong shipper_beat;  /* monotonic ms of the shipper loop's last turn */
@@ -128,6 +135,7 @@ typedef struct {
     metrics_family *m_changes;  /* tern_agent_changes_total{table,kind}: local, echo, repaired, invalid */
     metrics_family *m_shipped;  /* tern_agent_shipped_changes_total{peer,table} */
     metrics_family *m_resent;   /* tern_agent_resent_batches_total{peer,table} */
+    metrics_family *m_batches;  /* tern_agent_batches_total{peer,table,from}: memory, redis */
     metrics_family *m_inflight; /* tern_agent_inflight_batches{peer,table} */
     metrics_family *m_connected;/* tern_agent_peer_connected{peer} */
     metrics_family *m_trimmed;  /* tern_agent_trimmed_alarms_total{table} */

@@ -56,6 +56,7 @@ static int agent_health(void *ud, char *reason, size_t len) { return agent_alive
 static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
     static const char *const table_kind[] = {"table", "kind", NULL}, *const peer_table[] = {"peer", "table", NULL};
     static const char *const peer[] = {"peer", NULL}, *const table[] = {"table", NULL};
+    static const char *const peer_table_from[] = {"peer", "table", "from", NULL};
     a->reg = metrics_new();
     if (!a->reg) {
         snprintf(err, errlen, "out of memory");
@@ -68,6 +69,10 @@ static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
                                        "Changes sent to a peer, resends included", peer_table, err, errlen);
     a->m_resent = metrics_counter_new(a->reg, "tern_agent_resent_batches_total",
                                       "Batches sent again after a timeout, a refusal or a dropped connection", peer_table, err, errlen);
+    a->m_batches = metrics_counter_new(a->reg, "tern_agent_batches_total",
+                                       "Batches sent to a peer, by where their changes were read: memory (the "
+                                       "tailer's commits, handed over) or redis (the change log)",
+                                       peer_table_from, err, errlen);
     a->m_inflight = metrics_gauge_new(a->reg, "tern_agent_inflight_batches",
                                       "Batches sent to a peer and not yet acknowledged", peer_table, err, errlen);
     a->m_connected = metrics_gauge_new(a->reg, "tern_agent_peer_connected",
@@ -75,12 +80,23 @@ static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
     a->m_trimmed = metrics_counter_new(a->reg, "tern_agent_trimmed_alarms_total",
                                        "TrimmedDataAccessException: stream records lost before they were read",
                                        table, err, errlen);
-    return a->m_changes && a->m_shipped && a->m_resent && a->m_inflight && a->m_connected && a->m_trimmed ? 0 : -1;
+    return a->m_changes && a->m_shipped && a->m_resent && a->m_batches && a->m_inflight && a->m_connected && a->m_trimmed ? 0 : -1;
+}
+
+/* Frees the hand-off queue, with what is left in it (both threads joined). */
+static void agent_handoff_free(agent_ctx *a) {
+    logcache_queue_free(a->handoff);
+    a->handoff = NULL;
 }
 
 /* Starts the shipper (which binds the notify socket) and then the tailer. 0/-1; on -1
  * no thread is left running. */
 static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
+    a->handoff = logcache_queue_new(a->cfg->n_tables);
+    if (!a->handoff) {
+        log_error(NULL, "out of memory");
+        return -1;
+    }
     snprintf(a->notify_ep, sizeof a->notify_ep, "%s%u", AGENT_NOTIFY_PREFIX, ++a->starts);
     atomic_store(&a->stop_reading, 0);
     atomic_store(&a->stop, 0);
@@ -91,18 +107,21 @@ static int agent_start(agent_ctx *a, pthread_t *tt, pthread_t *st) {
     atomic_store(&a->stall_ms, AGENT_STALL_MS + daemon_wait_max_ms(a->cfg));
     if (pthread_create(st, NULL, agent_shipper_thread, a) != 0) {
         log_error(NULL, "cannot start the shipper thread");
+        agent_handoff_free(a);
         return -1;
     }
     daemon_name_thread(*st, "tern-shipper");
     while (!atomic_load(&a->shipper_ready) && !atomic_load(&a->failed)) daemon_sleep_ms(5);
     if (atomic_load(&a->failed)) { /* the shipper logged why and is on its way out */
         pthread_join(*st, NULL);
+        agent_handoff_free(a);
         return -1;
     }
     if (pthread_create(tt, NULL, agent_tailer_thread, a) != 0) {
         log_error(NULL, "cannot start the tailer thread");
         atomic_store(&a->failed, 1);
         pthread_join(*st, NULL);
+        agent_handoff_free(a);
         return -1;
     }
     daemon_name_thread(*tt, "tern-tailer");
@@ -116,6 +135,7 @@ static void agent_stop(agent_ctx *a, pthread_t tt, pthread_t st) {
     pthread_join(tt, NULL);
     atomic_store(&a->stop, 1);
     pthread_join(st, NULL);
+    agent_handoff_free(a);
 }
 
 /* SIGHUP: a valid, compatible config replaces the running one by a graceful restart of

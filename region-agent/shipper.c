@@ -28,7 +28,14 @@
  * start.
  * The log is trimmed below the minimum acknowledgement of all configured peers, so a
  * peer that is down keeps everything it has not applied.
- * Threading: its own thread, its own Redis handle; reads agent_ctx atomics. */
+ * Changes come from the table's cache of the tailer's commits (logcache.h: the commits are
+ * taken from agent_ctx.handoff at every turn, after the wake-ups) when it covers the link's
+ * position, else from the log in Redis (XRANGE); the cache is trimmed at the lowest
+ * acknowledgement of the peers that are connected and not paused (the others read Redis
+ * when they are back), and every AGENT_HOUSEKEEP_MS each link at the cache's end reads the
+ * log's end from Redis once (recheck).
+ * Threading: its own thread, its own Redis handle; reads agent_ctx atomics; takes the
+ * tailer's commits from agent_ctx.handoff (its own lock). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -101,9 +108,14 @@ typedef struct {
     int nq;
     size_t q_bytes;         /* the frames of q[0..nq), bytes */
     int dirty;              /* the log may have more to send */
+    int recheck;            /* read the log's end from Redis even where the cache says it
+                               holds it (set by housekeeping: an entry added to log:T other
+                               than by the tailer, at its end, is found within
+                               AGENT_HOUSEKEEP_MS, as before the cache) */
     long long blocked_until;
     long long shipped, acked_n, resent; /* changes, since the last counter flush */
     long long m_shipped_total, m_resent_total, m_shipped_pub, m_resent_pub; /* for metrics */
+    long long m_from_memory, m_from_redis, m_memory_pub, m_redis_pub;       /* batches, by source */
 } link_state;
 
 typedef struct {
@@ -120,6 +132,7 @@ typedef struct {
     agent_ctx *a;
     state *st;
     void *notify;
+    logcache **caches;          /* per table (cfg->tables): the tailer's commits (logcache.h) */
     peer_state *peers;
     size_t n_peers;
     long window;
@@ -273,34 +286,56 @@ static void shipper_blocked(peer_state *p, link_state *l, long long now) {
     }
 }
 
-/* Reads up to batch_max log entries after l->sent and sends them as one batch.
- * Returns 1 if a batch was sent, 0 if nothing to send or the peer is not connected,
- * -1 on error. Clears l->dirty once the read shows that the log holds nothing more to send
- * (it came back empty, or short and all of it was sent): the tailer's next commit
- * notifies, and reading again before then would find nothing. */
-static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long now) {
+/* Fills c (its pos set) from a change-log entry {"op","keys","image","ver"}; c borrows
+ * entry's keys and image. 0, or -1 when the entry is not a change. */
+static int shipper_change(wire_change *c, const cJSON *entry) {
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(entry, "op");
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(entry, "ver");
+    if (!cJSON_IsString(op) || !cJSON_IsString(ver)) return -1;
+    c->op = strcmp(op->valuestring, "delete") == 0 ? WIRE_OP_DELETE : WIRE_OP_PUT;
+    c->keys = cJSON_GetObjectItemCaseSensitive(entry, "keys");
+    c->image = c->op == WIRE_OP_PUT ? cJSON_GetObjectItemCaseSensitive(entry, "image") : NULL;
+    snprintf(c->version, sizeof c->version, "%s", ver->valuestring);
+    return 0;
+}
+
+/* The changes after l->sent from the table's cache (logcache.h) into b->changes, up to
+ * batch_max. Returns how many (borrowed from the cache); 0 when the cache has nothing after
+ * l->sent, with *at_end set when the log has nothing more either (else it may: read
+ * Redis); -1 when the cache does not cover l->sent (read Redis). */
+static long shipper_from_cache(shipper *sh, link_state *l, logcache *lc, wire_batch *b, int *at_end) {
+    const logcache_entry *e;
+    long n = logcache_after(lc, l->sent, (size_t)sh->a->cfg->agent.batch_max, &e, at_end);
+    if (n <= 0) return n;
+    b->changes = calloc((size_t)n, sizeof *b->changes);
+    if (!b->changes) return -1;
+    for (long i = 0; i < n; i++) {
+        b->changes[i].pos = e[i].id;
+        if (shipper_change(&b->changes[i], e[i].change) != 0) { /* the tailer made it: never */
+            logcache_clear(lc);
+            free(b->changes);
+            b->changes = NULL;
+            return -1;
+        }
+    }
+    return n;
+}
+
+/* The changes after l->sent read from the change log in Redis into b->changes, up to
+ * batch_max; *parsed (an array of *got entries, the caller frees each and it) owns what
+ * they borrow. Returns how many are in b->changes (the entries before the first malformed
+ * one), 0 when the log has nothing after l->sent, -1 on error (a Redis failure, out of
+ * memory, or a malformed first entry: logged, the link waits). *got: entries read. */
+static long shipper_from_redis(shipper *sh, peer_state *p, link_state *l, long long now, wire_batch *b,
+                               cJSON ***parsed, size_t *got) {
     const cfg_region *cfg = sh->a->cfg;
     char key[512], start[64], posbuf[48];
     redisReply *r;
-    wire_batch b;
-    cJSON **parsed = NULL;
-    unsigned char *frame = NULL;
-    size_t flen = 0;
-    int rc = -1;
-    char err[256];
+    long n = -1;
 
+    *parsed = NULL;
+    *got = 0;
     if (state_key(sh->st, key, sizeof key, STATE_K_LOG, l->table) != 0) return -1;
-    {
-        /* a peer that is not connected refuses every send (ZMQ_IMMEDIATE): find out before
-         * reading and encoding up to batch_max changes for nothing every
-         * AGENT_BLOCKED_RETRY_MS, which starved the links to the peers that are up */
-        int events = 0;
-        size_t elen = sizeof events;
-        if (zmq_getsockopt(p->sock, ZMQ_EVENTS, &events, &elen) == 0 && !(events & ZMQ_POLLOUT)) {
-            shipper_blocked(p, l, now);
-            return 0;
-        }
-    }
     wire_pos_format(l->sent, posbuf, sizeof posbuf);
     snprintf(start, sizeof start, "(%s", posbuf);
     r = state_cmd(sh->st, "XRANGE %s %s + COUNT %ld", key, start, cfg->agent.batch_max);
@@ -314,10 +349,87 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     shipper_redis_ok(sh);
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
         freeReplyObject(r);
-        l->dirty = 0;
         return 0;
     }
+    b->changes = calloc(r->elements, sizeof *b->changes);
+    *parsed = calloc(r->elements, sizeof **parsed);
+    if (!b->changes || !*parsed) goto out;
+    *got = r->elements;
+    for (n = 0; (size_t)n < r->elements; n++) {
+        redisReply *e = r->element[n], *f;
+        wire_change *c = &b->changes[n];
+        const char *id = e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+                         e->element[0]->type == REDIS_REPLY_STRING ? e->element[0]->str : NULL;
+        int ok = id && wire_pos_parse(id, &c->pos) == 0;
+        f = ok ? e->element[1] : NULL;
+        ok = ok && f->type == REDIS_REPLY_ARRAY && f->elements == 2 && f->element[1]->type == REDIS_REPLY_STRING;
+        if (ok) {
+            (*parsed)[n] = cJSON_Parse(f->element[1]->str);
+            ok = shipper_change(c, (*parsed)[n]) == 0;
+        }
+        if (ok) continue;
+        /* not a change this agent wrote (a bug, or Redis edited by hand): the entries
+         * before it go; the link stops at it, said every AGENT_WARN_EVERY_MS, since
+         * skipping it could drop a change */
+        if (n == 0) {
+            log_error(p->peer->region, "table %s: malformed change-log entry after %s (%s), or out of memory "
+                      "parsing it: the link to this peer stops here (retried every %d s); check the entry with "
+                      "XRANGE %s (%s + COUNT 1: if it is not a change, XDEL removes it and the link goes on; a "
+                      "change removed so is NOT replicated)", l->table, posbuf, id ? id : "no id",
+                      AGENT_WARN_EVERY_MS / 1000, key, posbuf);
+            l->blocked_until = now + AGENT_WARN_EVERY_MS;
+            n = -1;
+        }
+        break;
+    }
+out:
+    freeReplyObject(r);
+    return n;
+}
+
+/* Sends up to batch_max changes after l->sent as one batch: from the table's cache of
+ * the tailer's commits when it covers l->sent (logcache.h), else read from the change log
+ * in Redis. Returns 1 if a batch was sent, 0 if nothing to send or the peer is not
+ * connected, -1 on error. Clears l->dirty once the log holds nothing more to send (the
+ * cache says so, or the read came back empty, or short and all of it was sent): the
+ * tailer's next commit notifies, and reading again before then would find nothing. */
+static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long now) {
+    const cfg_region *cfg = sh->a->cfg;
+    logcache *lc = sh->caches[l - p->links];
+    wire_batch b;
+    cJSON **parsed = NULL;
+    size_t got = 0;
+    unsigned char *frame = NULL;
+    size_t flen = 0;
+    long n;
+    int rc = -1, at_end = 0, cached;
+    char err[256];
+
+    {
+        /* a peer that is not connected refuses every send (ZMQ_IMMEDIATE): find out before
+         * reading and encoding up to batch_max changes for nothing every
+         * AGENT_BLOCKED_RETRY_MS, which starved the links to the peers that are up */
+        int events = 0;
+        size_t elen = sizeof events;
+        if (zmq_getsockopt(p->sock, ZMQ_EVENTS, &events, &elen) == 0 && !(events & ZMQ_POLLOUT)) {
+            shipper_blocked(p, l, now);
+            return 0;
+        }
+    }
     memset(&b, 0, sizeof b);
+    n = shipper_from_cache(sh, l, lc, &b, &at_end);
+    /* else the log may hold what the cache lacks */
+    cached = n > 0 || (n == 0 && at_end && !l->recheck);
+    if (!cached) {
+        n = shipper_from_redis(sh, p, l, now, &b, &parsed, &got);
+        at_end = n >= 0 && (size_t)n == got && n < cfg->agent.batch_max;
+        if (n >= 0) l->recheck = 0;
+    }
+    if (n <= 0) {
+        if (n == 0) l->dirty = 0;
+        rc = n == 0 ? 0 : -1;
+        goto out;
+    }
     snprintf(b.source, sizeof b.source, "%s", cfg->region);
     snprintf(b.table, sizeof b.table, "%s", l->table);
     b.prev = l->sent;
@@ -326,46 +438,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     b.has_acked = cfg->agent.wire_version >= 2;
     b.acked = l->acked;
     b.sent_ms = (uint64_t)daemon_wall_ms();
-    b.n = r->elements;
-    b.changes = calloc(b.n, sizeof *b.changes);
-    parsed = calloc(b.n, sizeof *parsed);
-    if (!b.changes || !parsed) goto out;
-    for (size_t i = 0; i < r->elements; i++) {
-        redisReply *e = r->element[i], *f;
-        wire_change *c = &b.changes[i];
-        const cJSON *op, *ver;
-        const char *id = e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
-                         e->element[0]->type == REDIS_REPLY_STRING ? e->element[0]->str : NULL;
-        int ok = id && wire_pos_parse(id, &c->pos) == 0;
-        f = ok ? e->element[1] : NULL;
-        ok = ok && f->type == REDIS_REPLY_ARRAY && f->elements == 2 && f->element[1]->type == REDIS_REPLY_STRING;
-        if (ok) {
-            parsed[i] = cJSON_Parse(f->element[1]->str);
-            op = cJSON_GetObjectItemCaseSensitive(parsed[i], "op");
-            ver = cJSON_GetObjectItemCaseSensitive(parsed[i], "ver");
-            ok = cJSON_IsString(op) && cJSON_IsString(ver);
-        }
-        if (!ok) {
-            /* not a change this agent wrote (a bug, or Redis edited by hand): the entries
-             * before it go; the link stops at it, said every AGENT_WARN_EVERY_MS, since
-             * skipping it could drop a change */
-            if (i > 0) {
-                b.n = i;
-                break;
-            }
-            log_error(p->peer->region, "table %s: malformed change-log entry after %s (%s), or out of memory "
-                      "parsing it: the link to this peer stops here (retried every %d s); check the entry with "
-                      "XRANGE %s (%s + COUNT 1: if it is not a change, XDEL removes it and the link goes on; a "
-                      "change removed so is NOT replicated)", l->table, posbuf, id ? id : "no id",
-                      AGENT_WARN_EVERY_MS / 1000, key, posbuf);
-            l->blocked_until = now + AGENT_WARN_EVERY_MS;
-            goto out;
-        }
-        c->op = strcmp(op->valuestring, "delete") == 0 ? WIRE_OP_DELETE : WIRE_OP_PUT;
-        c->keys = cJSON_GetObjectItemCaseSensitive(parsed[i], "keys");
-        c->image = c->op == WIRE_OP_PUT ? cJSON_GetObjectItemCaseSensitive(parsed[i], "image") : NULL;
-        snprintf(c->version, sizeof c->version, "%s", ver->valuestring);
-    }
+    b.n = (size_t)n;
     b.first = b.changes[0].pos;
     for (;;) { /* halve a batch over WIRE_MAX_FRAME until it fits */
         wire_status enc;
@@ -378,15 +451,17 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
         }
         if (b.n == 1) {
             /* a change no peer could accept (the tailer screens for these): left in the log it
-             * would block this link for good, so it is removed from the log for every peer */
-            char id[48];
+             * would block this link for good, so it is removed from the log for every peer
+             * (and from the cache, which holds nothing until the tailer's next commit) */
+            char id[48], key[512];
             redisReply *x;
             wire_pos_format(b.changes[0].pos, id, sizeof id);
             log_error(p->peer->region, "table %s: change-log entry %s cannot be encoded (%s): removed from "
                       "the log, NOT REPLICATED", l->table, id, err);
-            x = state_cmd(sh->st, "XDEL %s %s", key, id);
-            if (x) freeReplyObject(x);
-            b.n = r->elements;
+            if (state_key(sh->st, key, sizeof key, STATE_K_LOG, l->table) == 0 &&
+                (x = state_cmd(sh->st, "XDEL %s %s", key, id)))
+                freeReplyObject(x);
+            logcache_clear(lc);
             goto out;
         }
         b.n /= 2;
@@ -413,15 +488,15 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->sent = b.last;
     l->shipped += (long long)b.n;
     l->m_shipped_total += (long long)b.n;
-    if (b.n == r->elements && (long)r->elements < cfg->agent.batch_max) l->dirty = 0;
+    if (cached) l->m_from_memory++;
+    else l->m_from_redis++;
+    if (b.n == (size_t)n && at_end) l->dirty = 0;
     rc = 1;
-    goto out;
 out:
-    for (size_t i = 0; parsed && i < r->elements; i++) cJSON_Delete(parsed[i]);
+    for (size_t i = 0; parsed && i < got; i++) cJSON_Delete(parsed[i]);
     free(parsed);
     free(b.changes);
     free(frame);
-    freeReplyObject(r);
     return rc;
 }
 
@@ -487,6 +562,14 @@ static void shipper_publish(shipper *sh) {
             metrics_set_with(a->m_inflight, v, l->nq);
             l->m_shipped_pub = l->m_shipped_total;
             l->m_resent_pub = l->m_resent_total;
+            if (a->m_batches) {
+                const char *vm[] = {p->peer->region, l->table, "memory", NULL};
+                const char *vr[] = {p->peer->region, l->table, "redis", NULL};
+                metrics_inc_with(a->m_batches, vm, (uint64_t)(l->m_from_memory - l->m_memory_pub));
+                metrics_inc_with(a->m_batches, vr, (uint64_t)(l->m_from_redis - l->m_redis_pub));
+                l->m_memory_pub = l->m_from_memory;
+                l->m_redis_pub = l->m_from_redis;
+            }
         }
     }
 }
@@ -517,6 +600,7 @@ static void shipper_housekeep(shipper *sh) {
         for (size_t j = 0; j < cfg->n_tables; j++) {
             link_state *l = &p->links[j];
             l->dirty = 1; /* also catches entries whose notification was missed */
+            l->recheck = 1;
             state_key(sh->st, key, sizeof key, STATE_K_ACK, l->table);
             if (l->ack_dirty) {
                 wire_pos_format(l->acked, pos, sizeof pos);
@@ -570,8 +654,16 @@ static void shipper_housekeep(shipper *sh) {
         const char *argv[7 + CFG_PEERS_MAX];
         char lkey[512], akey[512];
         int argc = 0;
-        for (size_t i = 0; i < sh->n_peers; i++)
-            if (wire_pos_cmp(sh->peers[i].links[j].acked, min) < 0) min = sh->peers[i].links[j].acked;
+        wire_pos live = {UINT64_MAX, UINT64_MAX}; /* the lowest of the peers that take batches */
+        for (size_t i = 0; i < sh->n_peers; i++) {
+            const peer_state *p = &sh->peers[i];
+            if (wire_pos_cmp(p->links[j].acked, min) < 0) min = p->links[j].acked;
+            if (p->connected_logged && !p->paused && wire_pos_cmp(p->links[j].acked, live) < 0)
+                live = p->links[j].acked;
+        }
+        /* no link goes back below its acknowledgement; a peer that is down or paused reads
+         * Redis when it is back (a cache held for it would stay at its cap) */
+        logcache_trim(sh->caches[j], live);
         if (min.ms == 0 && min.seq == 0) continue;
         state_key(sh->st, key, sizeof key, STATE_K_LOG, cfg->tables[j]);
         state_key(sh->st, akey, sizeof akey, STATE_K_ACK, cfg->tables[j]);
@@ -703,6 +795,8 @@ static void shipper_cleanup(shipper *sh) {
         free(sh->peers[i].links);
     }
     free(sh->peers);
+    for (size_t j = 0; sh->caches && j < sh->a->cfg->n_tables; j++) logcache_free(sh->caches[j]);
+    free(sh->caches);
     if (sh->notify) zmq_close(sh->notify);
     state_free(sh->st);
 }
@@ -736,11 +830,17 @@ int shipper_run(agent_ctx *a) {
     }
     sh.n_peers = cfg->n_peers;
     sh.peers = calloc(sh.n_peers ? sh.n_peers : 1, sizeof *sh.peers);
+    sh.caches = calloc(cfg->n_tables ? cfg->n_tables : 1, sizeof *sh.caches);
     items = calloc(2 * sh.n_peers + 1, sizeof *items);
-    if (!sh.peers || !items) {
+    if (!sh.peers || !sh.caches || !items) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
     }
+    for (size_t j = 0; j < cfg->n_tables; j++)
+        if (!(sh.caches[j] = logcache_new())) {
+            snprintf(err, sizeof err, "out of memory");
+            goto fail;
+        }
     for (size_t i = 0; i < sh.n_peers; i++) {
         peer_state *p = &sh.peers[i];
         p->peer = &cfg->peers[i];
@@ -799,6 +899,8 @@ int shipper_run(agent_ctx *a) {
             int n;
             while ((n = zmq_recv(sh.notify, &idx, sizeof idx, ZMQ_DONTWAIT)) >= 0) shipper_wake(&sh, idx, n);
         }
+        /* after the wake-ups: a commit is queued before its wake-up is sent */
+        logcache_queue_take(a->handoff, sh.caches);
         for (size_t i = 0; rc > 0 && i < sh.n_peers; i++) {
             if (items[i + 1].revents & ZMQ_POLLIN) shipper_recv(&sh, &sh.peers[i]);
             if (items[sh.n_peers + i + 1].revents & ZMQ_POLLIN) shipper_monitor(&sh, &sh.peers[i]);

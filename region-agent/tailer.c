@@ -41,8 +41,13 @@
  * parent is no longer in the stream). An expired iterator is re-acquired after the
  * checkpoint; TrimmedDataAccessException raises an alarm (log, counter, Redis list) and
  * continues from TRIM_HORIZON: changes may have been lost.
+ * Hand-off: each commit's local changes also go to the shipper in memory, with the ids
+ * the EXEC returned and the log's last entry before them read in the same transaction
+ * (tailer_hand_over, logcache.h); a commit that failed or whose outcome is unknown is
+ * counted there without them.
  * Threading: runs on its own thread; talks to the shipper only through the notify
- * socket and the shared atomics in agent_ctx. */
+ * socket, the hand-off queue (agent_ctx.handoff, its own lock) and the shared atomics in
+ * agent_ctx. */
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -829,28 +834,70 @@ static int tailer_shippable(const table_tail *t, const rec_view *r) {
     return 0;
 }
 
-/* Appends one log entry {"op","keys","image","ver"} as an XADD to the pipeline. */
-static int tailer_append_log(tailer *tl, const char *logkey, const rec_view *r, const char *ver) {
+/* Appends one log entry {"op","keys","image","ver"} as an XADD to the pipeline, and adds
+ * it to chunk *hand (the hand-off to the shipper, logcache.h; it takes the entry). When
+ * the entry cannot be added (out of memory), the chunk is freed and *hand set to NULL:
+ * the commit is then handed over without entries (logcache_queue_mark). Returns
+ * state_append's result, or -1 when the entry cannot be made (the flush then fails). */
+static int tailer_append_log(tailer *tl, const char *logkey, const rec_view *r, const char *ver,
+                             logcache_chunk **hand) {
     cJSON *c = cJSON_CreateObject();
     char *json;
+    size_t len;
     int rc;
     if (!c || !cJSON_AddStringToObject(c, "op", r->is_delete ? "delete" : "put")) goto fail;
     if (!cJSON_AddItemToObject(c, "keys", cJSON_Duplicate(r->keys, 1))) goto fail;
     if (!r->is_delete) {
         cJSON *img = cJSON_Duplicate(r->img, 1);
-        if (!img) goto fail;
-        cJSON_AddItemToObject(c, "image", img);
+        if (!img || !cJSON_AddItemToObject(c, "image", img)) {
+            cJSON_Delete(img);
+            goto fail;
+        }
     }
     if (!cJSON_AddStringToObject(c, "ver", ver)) goto fail;
     json = cJSON_PrintUnformatted(c);
-    cJSON_Delete(c);
-    if (!json) return -1;
+    if (!json) goto fail;
+    len = strlen(json);
     rc = state_append(tl->st, "XADD %s * c %s", logkey, json);
     free(json);
+    if (*hand && logcache_chunk_add(*hand, c, len) != 0) { /* it freed c */
+        logcache_chunk_free(*hand);
+        *hand = NULL;
+    } else if (!*hand) {
+        cJSON_Delete(c);
+    }
     return rc;
 fail:
     cJSON_Delete(c);
     return -1;
+}
+
+/* Hands commit `hand` to the shipper (logcache.h). exec is the EXEC's reply array: its
+ * first element the log's last entry before the commit (XREVRANGE ... COUNT 1, read inside
+ * the transaction, so that an entry anyone else added to log:T is never taken to be absent:
+ * the chunk then does not chain to the cache), then the entries' ids in order. A chunk that
+ * cannot be completed (a reply that does not parse: never, from Redis) goes as a commit
+ * without entries. Takes hand (NULL: none could be made). */
+static void tailer_hand_over(tailer *tl, table_tail *t, logcache_chunk *hand, const redisReply *exec) {
+    size_t n = hand ? logcache_chunk_len(hand) : 0, i;
+    const redisReply *last = exec->elements > 0 ? exec->element[0] : NULL;
+    wire_pos id;
+    for (i = 0; i < n && i + 1 < exec->elements; i++) {
+        const redisReply *x = exec->element[i + 1];
+        if (x->type != REDIS_REPLY_STRING || wire_pos_parse(x->str, &id) != 0) break;
+        logcache_chunk_set_id(hand, i, id);
+    }
+    if (!hand || i < n || !last || last->type != REDIS_REPLY_ARRAY) {
+        logcache_chunk_free(hand);
+        logcache_queue_mark(tl->a->handoff, (size_t)(t - tl->tables));
+        return;
+    }
+    /* an empty log: no prev (a link's position is then covered only from the chunk's ids) */
+    if (last->elements == 1 && last->element[0]->type == REDIS_REPLY_ARRAY && last->element[0]->elements >= 1 &&
+        last->element[0]->element[0]->type == REDIS_REPLY_STRING &&
+        wire_pos_parse(last->element[0]->element[0]->str, &id) == 0)
+        logcache_chunk_set_prev(hand, id);
+    logcache_queue_push(tl->a->handoff, hand);
 }
 
 /* The live note of key kid, or NULL (at once when none is live, as almost always: it
@@ -1052,6 +1099,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     key_view *views = calloc(n ? n : 1, sizeof *views);
     redisReply **rep = NULL;
     size_t rep_len = 0;    /* slots in rep */
+    logcache_chunk *hand = NULL; /* the commit's entries, for the shipper (logcache.h) */
+    int sent = 0;          /* the commit went to Redis: its outcome is to be handed over */
     char logkey[512], ckptkey[512], hlckey[256], acntkey[512], k1[512];
     const cJSON *rec;
     long n_local = 0, n_echo = 0, n_repaired = 0, n_invalid = 0, n_stale = 0;
@@ -1231,10 +1280,17 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         goto out;
     }
     state_append(tl->st, "MULTI");
+    sent = 1; /* from here the log may get the entries: the shipper is told either way (out:) */
     nrep = 1;
+    /* no chunk without peers (nothing would take it from the cache): counted without one */
+    hand = n_local && tl->a->cfg->n_peers ? logcache_chunk_new((size_t)(t - tl->tables)) : NULL;
+    if (n_local) { /* the log's last entry before these: the chunk's prev (tailer_hand_over) */
+        state_append(tl->st, "XREVRANGE %s + - COUNT 1", logkey);
+        nrep++;
+    }
     for (size_t i = 0; i < np; i++) {
         if (!recs[i].local) continue;
-        tailer_append_log(tl, logkey, &recs[i], recs[i].ver); /* a failure here fails the flush */
+        tailer_append_log(tl, logkey, &recs[i], recs[i].ver, &hand); /* a failure here fails the flush */
         nrep++;
     }
 
@@ -1315,6 +1371,9 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         }
     }
     snprintf(s->last_seq, sizeof s->last_seq, "%s", recs[np - 1].seq);
+    if (n_local) tailer_hand_over(tl, t, hand, rep[nrep - 1]);
+    hand = NULL;
+    sent = 0;
     *taken = np;
     rc = (int)n_local;
     if (tl->a->m_changes) {
@@ -1330,6 +1389,9 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     goto out;
 
 out:
+    if (sent && n_local) /* a commit that failed, or whose outcome is unknown */
+        logcache_queue_mark(tl->a->handoff, (size_t)(t - tl->tables));
+    logcache_chunk_free(hand);
     for (size_t i = 0; rep && i < rep_len; i++)
         if (rep[i]) freeReplyObject(rep[i]);
     free(rep);

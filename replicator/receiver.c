@@ -51,6 +51,8 @@ typedef struct {
     wire_pos wm;                /* applied (in memory; saved when ver is "") */
     wire_pos acked;             /* last watermark acknowledged */
     wire_pos taken;             /* last position handed to the pool (from wm once known) */
+    wire_pos recv_seen;         /* highest position in the receive-lag histogram: a change
+                                   taken again (after a failed apply) is not counted twice */
     pool_job *head, *tail;      /* changes in the pool, in position order */
     int save_due;               /* wm (ver set) or tally not yet saved */
     int refused;                /* a change failed: refuse at once (receiver_progress) */
@@ -80,6 +82,7 @@ typedef struct {
 struct receiver {
     const cfg_region *cfg;
     metrics_family *m_changes, *m_lag, *m_rejected, *m_refused; /* NULL: no metrics */
+    metrics_family *m_recv_lag;     /* tern_replicator_receive_lag_ms{source,table} */
     metrics_family *m_groups, *m_grouped;
     apply_pool *pool;
     store *s;
@@ -174,6 +177,12 @@ int receiver_set_metrics(receiver *r, metrics_registry *reg, char *err, size_t e
     r->m_lag = metrics_histogram_new(reg, "tern_replicator_lag_ms",
                                      "Apply time here minus the change's version time at its origin, ms",
                                      src_tab, lag_bounds, sizeof lag_bounds / sizeof lag_bounds[0], err, errlen);
+    r->m_recv_lag = metrics_histogram_new(reg, "tern_replicator_receive_lag_ms",
+                                          "Time a change was taken here (received, before it is applied) minus "
+                                          "its version time at its origin, ms: the origin agent's read, commit "
+                                          "and send, and the network; tern_replicator_lag_ms minus this is the "
+                                          "time to apply it here",
+                                          src_tab, lag_bounds, sizeof lag_bounds / sizeof lag_bounds[0], err, errlen);
     r->m_rejected = metrics_counter_new(reg, "tern_replicator_rejected_frames_total",
                                         "Frames or changes rejected, by reason", reason, err, errlen);
     r->m_refused = metrics_counter_new(reg, "tern_replicator_curve_refused_total",
@@ -184,7 +193,7 @@ int receiver_set_metrics(receiver *r, metrics_registry *reg, char *err, size_t e
     r->m_grouped = metrics_counter_new(reg, "tern_replicator_grouped_changes_total",
                                        "Puts written in groups, by the apply worker queue they came from: own, or other "
                                        "(taken by a transaction's writer from another worker's queue)", queue, err, errlen);
-    return r->m_changes && r->m_lag && r->m_rejected && r->m_refused && r->m_groups && r->m_grouped ? 0 : -1;
+    return r->m_changes && r->m_lag && r->m_recv_lag && r->m_rejected && r->m_refused && r->m_groups && r->m_grouped ? 0 : -1;
 }
 
 /* Adds the apply pool's group counts since the last call to the metrics. */
@@ -358,8 +367,13 @@ static int receiver_save(receiver *r, source_state *s) {
     state_append(r->st, "HINCRBY %s skew %ld", kcnt, t->skew);
     state_append(r->st, "HINCRBY %s stale %ld", kcnt, t->stale);
     n += 5;
-    for (size_t i = 0; i < t->n_lags; i++) {
-        state_append(r->st, "LPUSH %s %s", klag, t->lags[i]);
+    if (t->n_lags) { /* one LPUSH for every sample (up to 64) */
+        const char *argv[2 + sizeof t->lags / sizeof t->lags[0]];
+        int argc = 0;
+        argv[argc++] = "LPUSH";
+        argv[argc++] = klag;
+        for (size_t i = 0; i < t->n_lags; i++) argv[argc++] = t->lags[i];
+        state_appendargv(r->st, argc, argv, NULL);
         n++;
     }
     state_append(r->st, "LTRIM %s 0 %d", klag, STATE_LAG_SAMPLES - 1);
@@ -381,15 +395,9 @@ static int receiver_save(receiver *r, source_state *s) {
             receiver_count(r, s->source, s->table, name[k], *field[k]);
             *field[k] = 0;
         }
-        { /* keep only the samples Redis refused */
-            size_t kept = 0;
-            for (size_t i = 0; i < t->n_lags; i++) {
-                if (!state_reply_failed(r->st, rep[c + 5 + i])) continue;
-                if (kept != i) memcpy(t->lags[kept], t->lags[i], sizeof t->lags[0]);
-                kept++;
-            }
-            if (kept) stats_failed = 1;
-            t->n_lags = kept;
+        if (t->n_lags) { /* the samples stay if Redis refused them */
+            if (state_reply_failed(r->st, rep[c + 5])) stats_failed = 1;
+            else t->n_lags = 0;
         }
         for (size_t i = 0; i < n; i++) freeReplyObject(rep[i]);
         if (wm_failed) {
@@ -759,6 +767,12 @@ static void receiver_batch(receiver *r, void *sock, const void *rid, size_t rid_
         r->inflight++;
         s->taken = c->pos;
         taken++;
+        if (r->m_recv_lag && wire_pos_cmp(c->pos, s->recv_seen) > 0) {
+            const char *lv[] = {b->source, b->table, NULL};
+            long long lag = now_wall - (long long)v.ms;
+            metrics_observe_with(r->m_recv_lag, lv, (double)(lag > 0 ? lag : 0));
+            s->recv_seen = c->pos;
+        }
         pool_submit(r->pool, j);
     }
     if (!taken && !s->head && !held) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # /metrics of both daemons scraped with curl during replication: valid Prometheus text,
-# counters and the lag histogram moving; /healthz answers 200. Then the shipper's window:
+# counters and the lag histograms moving, batches sent from memory (the tailer's commits)
+# and, the first after the start, from Redis; /healthz answers 200. Then the shipper's window:
 # with the peer's replicator stopped (SIGSTOP), us-east-1's agent keeps exactly
 # agent.max_inflight_batches (80 here) batches in flight, no more and no fewer (a window
 # capped below the config, 64 before, failed here). ZeroMQ's heartbeat then drops the
@@ -40,7 +41,8 @@ a0=$(scrape "$amP") || fail "agent /metrics"
 r0=$(scrape "$rmS") || fail "replicator /metrics"
 valid <<<"$a0" || fail "agent metrics are not valid Prometheus text"
 valid <<<"$r0" || fail "replicator metrics are not valid Prometheus text"
-for i in $(seq 1 20); do echo "{\"PK\":{\"S\":\"M#$i\"},\"SK\":{\"S\":\"ITEM\"}}"; done | "$DDBTOOL" put "$E" "$TABLE" - 0
+# 30 ms apart: a commit (and a batch) each, or nearly
+for i in $(seq 1 20); do echo "{\"PK\":{\"S\":\"M#$i\"},\"SK\":{\"S\":\"ITEM\"}}"; done | "$DDBTOOL" put "$E" "$TABLE" - 30
 "$DDBTOOL" wait "$(region_endpoint eu-west-1)" "$TABLE" '{"PK":{"S":"M#20"},"SK":{"S":"ITEM"}}' PK 'M#20' 20000 >/dev/null || fail "writes did not replicate"
 sleep 1
 a1=$(scrape "$amP") r1=$(scrape "$rmS")
@@ -51,6 +53,14 @@ valid <<<"$a1" && valid <<<"$r1" || fail "metrics invalid after writes"
 [ "$(val "$r1" tern_replicator_changes_total 'result="applied"')" -ge $(( $(val "$r0" tern_replicator_changes_total 'result="applied"') + 20 )) ] \
   || fail "replicator applied counter did not move by 20"
 [ "$(val "$r1" tern_replicator_lag_ms_count 'source="us-east-1"')" -ge 20 ] || fail "lag histogram did not move"
+[ "$(val "$r1" tern_replicator_receive_lag_ms_count 'source="us-east-1"')" -ge 20 ] || fail "receive-lag histogram did not move"
+# the shipper sends what the tailer just committed from memory (logcache.h); the first
+# batch after the start comes from Redis (the link starts at its acknowledged position,
+# which no commit of this run covers)
+mem=$(val "$a1" tern_agent_batches_total 'from="memory"') red=$(val "$a1" tern_agent_batches_total 'from="redis"')
+note "batches sent: $mem from memory, $red from Redis"
+[ "$red" -ge 1 ] || fail "no batch read from Redis: the first after the start must be"
+[ "$mem" -ge 10 ] && [ "$mem" -gt "$red" ] || fail "$mem batches from memory, $red from Redis, for 20 writes 30 ms apart: most should come from memory"
 [ "$(val "$r1" tern_store_requests_total 'api="table"')" -gt 0 ] || fail "store request counter missing"
 grep -q '^tern_build_info{' <<<"$a1" || fail "no build info"
 curl -sf "http://127.0.0.1:$amP/healthz" >/dev/null || fail "agent /healthz"
