@@ -22,8 +22,8 @@
  *
  * A position is covered when it is the id just before the cache's first entry (prev,
  * when known) or the id of one of its entries: the entries after it are then exactly
- * the log's (XRANGE "(pos" +), as far as the cache goes. Entries at or below every
- * peer's acknowledgement are trimmed (logcache_trim); past LOGCACHE_MAX_BYTES of entry
+ * the log's (XRANGE "(pos" +), as far as the cache goes. The shipper trims the entries
+ * at or below the acknowledgement of every peer it is sending to (logcache_trim); past LOGCACHE_MAX_BYTES of entry
  * text the oldest go too, and a position before them is read from Redis.
  *
  * Entries are the tailer's log entries as cJSON objects {"op","keys","image","ver"}
@@ -92,7 +92,8 @@ void logcache_queue_take(logcache_queue *q, logcache **caches);
 /* Forgets every entry; the cache covers nothing until the next chunk (after an entry was
  * removed from the log by other means). */
 void logcache_clear(logcache *lc);
-/* Drops the entries at or below upto (acknowledged by every peer). */
+/* Drops the entries at or below upto (acknowledged by every peer still served; the cache
+ * keeps covering upto when it held it). */
 void logcache_trim(logcache *lc, wire_pos upto);
 
 /* The entries after position pos, up to max of them: *out points at the first of them

@@ -423,7 +423,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     if (!cached) {
         n = shipper_from_redis(sh, p, l, now, &b, &parsed, &got);
         at_end = n >= 0 && (size_t)n == got && n < cfg->agent.batch_max;
-        if (n >= 0) l->recheck = 0;
+        if (at_end) l->recheck = 0; /* Redis said where the log ends */
     }
     if (n <= 0) {
         if (n == 0) l->dirty = 0;
@@ -490,7 +490,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->m_shipped_total += (long long)b.n;
     if (cached) l->m_from_memory++;
     else l->m_from_redis++;
-    if (b.n == (size_t)n && at_end) l->dirty = 0;
+    if (b.n == (size_t)n && at_end && !(cached && l->recheck)) l->dirty = 0;
     rc = 1;
 out:
     for (size_t i = 0; parsed && i < got; i++) cJSON_Delete(parsed[i]);

@@ -103,6 +103,12 @@ typedef struct {
 } repair_note;
 
 #define TAILER_REPAIR_NOTES 256 /* per table; the oldest is forgotten first */
+/* Lua: the id of the last entry of the stream KEYS[1], or nil when it is empty (the
+ * hand-off's prev, tailer_hand_over; XREVRANGE itself would return the entry's whole
+ * text, an item image, on every commit) */
+#define TAILER_LUA_LAST_ID \
+    "local d = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) " \
+    "if d[1] then return d[1][1] end return false"
 
 typedef struct {
     const char *name;
@@ -873,9 +879,10 @@ fail:
 }
 
 /* Hands commit `hand` to the shipper (logcache.h). exec is the EXEC's reply array: its
- * first element the log's last entry before the commit (XREVRANGE ... COUNT 1, read inside
- * the transaction, so that an entry anyone else added to log:T is never taken to be absent:
- * the chunk then does not chain to the cache), then the entries' ids in order. A chunk that
+ * first element the log's last id before the commit (TAILER_LUA_LAST_ID, read inside the
+ * transaction, so that an entry anyone else added to log:T is never taken to be absent:
+ * the chunk then does not chain to the cache; nil for an empty log), then the entries' ids
+ * in order. A chunk that
  * cannot be completed (a reply that does not parse: never, from Redis) goes as a commit
  * without entries. Takes hand (NULL: none could be made). */
 static void tailer_hand_over(tailer *tl, table_tail *t, logcache_chunk *hand, const redisReply *exec) {
@@ -887,16 +894,14 @@ static void tailer_hand_over(tailer *tl, table_tail *t, logcache_chunk *hand, co
         if (x->type != REDIS_REPLY_STRING || wire_pos_parse(x->str, &id) != 0) break;
         logcache_chunk_set_id(hand, i, id);
     }
-    if (!hand || i < n || !last || last->type != REDIS_REPLY_ARRAY) {
+    if (!hand || i < n || !last ||
+        (last->type != REDIS_REPLY_NIL && (last->type != REDIS_REPLY_STRING || wire_pos_parse(last->str, &id) != 0))) {
         logcache_chunk_free(hand);
         logcache_queue_mark(tl->a->handoff, (size_t)(t - tl->tables));
         return;
     }
     /* an empty log: no prev (a link's position is then covered only from the chunk's ids) */
-    if (last->elements == 1 && last->element[0]->type == REDIS_REPLY_ARRAY && last->element[0]->elements >= 1 &&
-        last->element[0]->element[0]->type == REDIS_REPLY_STRING &&
-        wire_pos_parse(last->element[0]->element[0]->str, &id) == 0)
-        logcache_chunk_set_prev(hand, id);
+    if (last->type == REDIS_REPLY_STRING) logcache_chunk_set_prev(hand, id);
     logcache_queue_push(tl->a->handoff, hand);
 }
 
@@ -1284,8 +1289,8 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
     nrep = 1;
     /* no chunk without peers (nothing would take it from the cache): counted without one */
     hand = n_local && tl->a->cfg->n_peers ? logcache_chunk_new((size_t)(t - tl->tables)) : NULL;
-    if (n_local) { /* the log's last entry before these: the chunk's prev (tailer_hand_over) */
-        state_append(tl->st, "XREVRANGE %s + - COUNT 1", logkey);
+    if (n_local) { /* the log's last id before these: the chunk's prev (tailer_hand_over) */
+        state_append(tl->st, "EVAL %s 1 %s", TAILER_LUA_LAST_ID, logkey);
         nrep++;
     }
     for (size_t i = 0; i < np; i++) {
