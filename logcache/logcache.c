@@ -121,8 +121,7 @@ void logcache_queue_free(logcache_queue *q) {
 
 void logcache_queue_push(logcache_queue *q, logcache_chunk *c) {
     if (!c) return;
-    if (c->table >= q->n_tables || c->n == 0) { /* never sent: nothing to cache */
-        if (c->table < q->n_tables) logcache_queue_mark(q, c->table);
+    if (c->table >= q->n_tables) { /* not a table of the queue's: never made so */
         logcache_chunk_free(c);
         return;
     }

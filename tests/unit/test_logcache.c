@@ -55,11 +55,32 @@ static void expect_after(const logcache *lc, uint64_t pos_ms, size_t max, long n
     if (n >= 0) assert_int_equal(end, at_end);
 }
 
+/* The fixture of the one-table tests: a queue and its table's cache. */
+typedef struct {
+    logcache_queue *q;
+    logcache *lc;
+} fx;
+
+static int fx_setup(void **state) {
+    fx *f = calloc(1, sizeof *f);
+    if (!f || !(f->q = logcache_queue_new(1)) || !(f->lc = logcache_new())) return -1;
+    *state = f;
+    return 0;
+}
+
+static int fx_teardown(void **state) {
+    fx *f = *state;
+    logcache_free(f->lc);
+    logcache_queue_free(f->q);
+    free(f);
+    return 0;
+}
+
 /* A fresh cache covers nothing; a first chunk with prev unknown covers its own ids only. */
 static void test_empty_and_first_chunk(void **state) {
-    (void)state;
-    logcache_queue *q = logcache_queue_new(1);
-    logcache *lc = logcache_new();
+    fx *f = *state;
+    logcache_queue *q = f->q;
+    logcache *lc = f->lc;
     const uint64_t a[] = {10, 11, 12};
     assert_non_null(q);
     assert_non_null(lc);
@@ -73,15 +94,13 @@ static void test_empty_and_first_chunk(void **state) {
     expect_after(lc, 12, 100, 0, NULL, 1);   /* the log's end: nothing more, known */
     expect_after(lc, 13, 100, -1, NULL, 0);  /* beyond the cache (read Redis) */
     expect_after(lc, 11, 100, 1, a + 2, 1);
-    logcache_free(lc);
-    logcache_queue_free(q);
 }
 
 /* A chunk whose prev is the cache's last is appended; a known prev makes it covered. */
 static void test_chaining(void **state) {
-    (void)state;
-    logcache_queue *q = logcache_queue_new(1);
-    logcache *lc = logcache_new();
+    fx *f = *state;
+    logcache_queue *q = f->q;
+    logcache *lc = f->lc;
     const uint64_t a[] = {10, 11}, b[] = {20, 21}, all[] = {10, 11, 20, 21};
     deliver(q, lc, chunk(5, a, 2, 10));
     expect_after(lc, 5, 100, 2, a, 1);
@@ -90,16 +109,14 @@ static void test_chaining(void **state) {
     expect_after(lc, 5, 100, 4, all, 1);
     expect_after(lc, 11, 100, 2, b, 1);
     expect_after(lc, 15, 100, -1, NULL, 0);  /* not an entry's id */
-    logcache_free(lc);
-    logcache_queue_free(q);
 }
 
 /* A chunk that does not follow the cache's last (a commit the cache did not get came
  * between, or prev unknown) starts the cache anew: nothing before it is vouched for. */
 static void test_gap_restarts(void **state) {
-    (void)state;
-    logcache_queue *q = logcache_queue_new(1);
-    logcache *lc = logcache_new();
+    fx *f = *state;
+    logcache_queue *q = f->q;
+    logcache *lc = f->lc;
     const uint64_t a[] = {10, 11}, b[] = {30, 31}, c[] = {40};
     deliver(q, lc, chunk(5, a, 2, 10));
     deliver(q, lc, chunk(25, b, 2, 10)); /* 20..25 went to the log without a chunk */
@@ -110,16 +127,14 @@ static void test_gap_restarts(void **state) {
     deliver(q, lc, chunk(0, c, 1, 10));      /* prev unknown */
     expect_after(lc, 31, 100, -1, NULL, 0);
     expect_after(lc, 40, 100, 0, NULL, 1);
-    logcache_free(lc);
-    logcache_queue_free(q);
 }
 
 /* A commit counted without a chunk (outcome unknown, or dropped) makes the cache
  * incomplete: its end is no longer the log's, until the next chunk. */
 static void test_mark_incomplete(void **state) {
-    (void)state;
-    logcache_queue *q = logcache_queue_new(1);
-    logcache *lc = logcache_new();
+    fx *f = *state;
+    logcache_queue *q = f->q;
+    logcache *lc = f->lc;
     const uint64_t a[] = {10, 11}, b[] = {50};
     deliver(q, lc, chunk(5, a, 2, 10));
     expect_after(lc, 11, 100, 0, NULL, 1);
@@ -132,18 +147,16 @@ static void test_mark_incomplete(void **state) {
     deliver(q, lc, chunk(0, b, 1, 10));
     expect_after(lc, 50, 100, 0, NULL, 1);
     /* a mark after a chunk, taken together: incomplete */
-    logcache_queue_push(q, chunk(50, a, 0, 10)); /* an empty chunk counts as a mark */
+    logcache_queue_mark(q, 0);
     deliver(q, lc, NULL);
     expect_after(lc, 50, 100, 0, NULL, 0);
-    logcache_free(lc);
-    logcache_queue_free(q);
 }
 
 /* Trimming drops entries at or below a position; the last trimmed id stays covered. */
 static void test_trim(void **state) {
-    (void)state;
-    logcache_queue *q = logcache_queue_new(1);
-    logcache *lc = logcache_new();
+    fx *f = *state;
+    logcache_queue *q = f->q;
+    logcache *lc = f->lc;
     const uint64_t a[] = {10, 11, 12, 13};
     deliver(q, lc, chunk(5, a, 4, 10));
     logcache_trim(lc, P(0, 0));
@@ -161,16 +174,14 @@ static void test_trim(void **state) {
         deliver(q, lc, chunk(13, b, 1, 10)); /* still chains to the trimmed last */
         expect_after(lc, 13, 100, 1, b, 1);
     }
-    logcache_free(lc);
-    logcache_queue_free(q);
 }
 
 /* Past LOGCACHE_MAX_BYTES the oldest entries go; clear forgets everything. Many chunks
  * exercise the array's compaction. */
 static void test_cap_and_clear(void **state) {
-    (void)state;
-    logcache_queue *q = logcache_queue_new(1);
-    logcache *lc = logcache_new();
+    fx *f = *state;
+    logcache_queue *q = f->q;
+    logcache *lc = f->lc;
     size_t big = LOGCACHE_MAX_BYTES / 4;
     uint64_t id = 100;
     for (int k = 0; k < 6; k++, id++) {
@@ -195,8 +206,6 @@ static void test_cap_and_clear(void **state) {
     logcache_clear(lc);
     assert_int_equal(logcache_len(lc), 0);
     expect_after(lc, id - 1, 100, -1, NULL, 0);
-    logcache_free(lc);
-    logcache_queue_free(q);
 }
 
 /* The queue keeps order across tables, hands each table its own chunks, frees what is
@@ -246,9 +255,9 @@ static void test_queue(void **state) {
  * removed from the log, or the tailer's view is off) restarts the cache; so does one whose
  * prev is unknown. Trimming a cache whose prev is unknown makes it known. */
 static void test_prev_not_last(void **state) {
-    (void)state;
-    logcache_queue *q = logcache_queue_new(1);
-    logcache *lc = logcache_new();
+    fx *f = *state;
+    logcache_queue *q = f->q;
+    logcache *lc = f->lc;
     const uint64_t a[] = {10, 11, 12}, b[] = {20};
     deliver(q, lc, chunk(0, a, 3, 10));
     logcache_trim(lc, P(10, 0));             /* prev unknown -> 10 */
@@ -258,8 +267,6 @@ static void test_prev_not_last(void **state) {
     assert_int_equal(logcache_len(lc), 1);
     expect_after(lc, 11, 100, 1, b, 1);
     expect_after(lc, 12, 100, -1, NULL, 0);
-    logcache_free(lc);
-    logcache_queue_free(q);
 }
 
 /* A table without a cache drops its chunks; a chunk for a table the queue does not have
@@ -281,14 +288,14 @@ static void test_no_cache(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty_and_first_chunk),
-        cmocka_unit_test(test_chaining),
-        cmocka_unit_test(test_gap_restarts),
-        cmocka_unit_test(test_mark_incomplete),
-        cmocka_unit_test(test_trim),
-        cmocka_unit_test(test_cap_and_clear),
+        cmocka_unit_test_setup_teardown(test_empty_and_first_chunk, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_chaining, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_gap_restarts, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_mark_incomplete, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_trim, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cap_and_clear, fx_setup, fx_teardown),
         cmocka_unit_test(test_queue),
-        cmocka_unit_test(test_prev_not_last),
+        cmocka_unit_test_setup_teardown(test_prev_not_last, fx_setup, fx_teardown),
         cmocka_unit_test(test_no_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
