@@ -1042,6 +1042,12 @@ static int post_peers(loader *l, raw_cfg *r) {
         if (strcmp(o->public_key, c->curve.public_key) == 0)
             return fail(l, f, "is this region's own public key (derived from curve.secret_key_file); "
                         "expected the peer's");
+        /* the replicator knows a peer by its key (zap.c): with two peers on one key, every
+         * frame of one of them would be refused as coming from the other */
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->peers[j].public_key, o->public_key) == 0)
+                return fail(l, f, "is also the public key of peers[%zu] (%s); each peer region has "
+                            "its own keypair (ternctl keygen REGION)", j, Q(c->peers[j].region));
     }
     return 0;
 }

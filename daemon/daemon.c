@@ -173,6 +173,16 @@ state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen) {
     return state_new(&o, err, errlen);
 }
 
+void daemon_check_redis(state *st) {
+    char msg[1024];
+    int rc = state_check_durability(st, msg, sizeof msg);
+    if (rc > 0)
+        log_error(NULL, "Redis is not set up as Tern needs (docs/operations.md, section 1): %s", msg);
+    else if (rc < 0)
+        log_info(NULL, "cannot check Redis's durability settings (%s): make sure of appendonly yes, "
+                 "appendfsync always and maxmemory-policy noeviction (docs/operations.md, section 1)", msg);
+}
+
 long long daemon_mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -366,6 +366,15 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
         }
         last = cJSON_GetObjectItemCaseSensitive(desc, "LastEvaluatedShardId");
         if (cJSON_IsString(last) && *last->valuestring) {
+            if (!strcmp(start, last->valuestring) || strlen(last->valuestring) >= sizeof start) {
+                /* a store that pages in place would keep this loop (and its liveness
+                 * beacon) going for ever; the listing is not complete: tried again later */
+                log_warn(NULL, "table %s: DescribeStream: LastEvaluatedShardId %.128s %s: the shard list is "
+                         "not complete", t->name, last->valuestring,
+                         *start && !strcmp(start, last->valuestring) ? "repeats the page's start" : "is too long");
+                cJSON_Delete(resp);
+                return -1;
+            }
             snprintf(start, sizeof start, "%s", last->valuestring);
             cJSON_Delete(resp);
             continue;
@@ -1264,6 +1273,12 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         }
         {
             lww_version nv;
+            /* a change on top of the key's last delete, local or replicated, is newer than
+             * it (guarantee 3). A replicated delete that found no item left no record, so
+             * only its tombstone tells: from a clock ahead of this one, a put versioned
+             * below it was dropped in the other regions as older than their tombstones,
+             * and the regions differed for good */
+            tailer_observe(tl, v->tomb, r->kid);
             lww_clock_now(tl->clock, (uint64_t)daemon_wall_ms(), &nv);
             lww_version_format(&nv, r->ver, sizeof r->ver);
         }
@@ -1597,21 +1612,36 @@ static int tailer_init(tailer *tl, agent_ctx *a, char *err, size_t errlen) {
     store_set_beacon(tl->s, &a->tailer_beat);
     store_set_beacon(tl->streams, &a->tailer_beat);
     state_set_beacon(tl->st, &a->tailer_beat);
+    daemon_check_redis(tl->st); /* once per start and reload of the agent: the tailer's */
     tl->clock = lww_clock_new(a->cfg->region);
     if (!tl->clock) {
         snprintf(err, errlen, "cannot create the clock");
         return -1;
     }
-    /* never issue a version below one issued before a restart */
-    if (state_key(tl->st, key, sizeof key, STATE_K_HLC) == 0 && (r = state_cmd(tl->st, "GET %s", key))) {
+    /* never issue a version below one issued before a restart: a start that cannot read
+     * the saved clock (Redis down, loading, the key of another type) fails, as the
+     * shipper's does without its acknowledgements */
+    if (state_key(tl->st, key, sizeof key, STATE_K_HLC) != 0) {
+        snprintf(err, errlen, "the saved clock's key name is too long");
+        return -1;
+    }
+    if (!(r = state_cmd(tl->st, "GET %s", key))) {
+        snprintf(err, errlen, "cannot read the saved clock %s: %s", key, state_errstr(tl->st));
+        return -1;
+    }
+    {
         lww_version v;
-        char e[8];
+        char e[128] = "";
         if (r->type == REDIS_REPLY_STRING && lww_version_parse(r->str, &v, e, sizeof e) == 0) {
             lww_clock_observe(tl->clock, &v);
             if (lww_ahead(&v, (uint64_t)daemon_wall_ms(), (uint64_t)a->cfg->replicator.max_clock_skew_ms))
                 log_error(NULL, "the clock saved in Redis (%s) is %lld ms ahead of this region's wall clock: "
                           "peers hold back this region's changes until their clocks reach it", r->str,
                           (long long)v.ms - daemon_wall_ms());
+        } else if (r->type != REDIS_REPLY_NIL) {
+            /* each key's own versions are still observed as its records are read */
+            log_error(NULL, "the clock saved in Redis (%s) is not a version (%s): starting from this "
+                      "region's wall clock", key, r->type == REDIS_REPLY_STRING ? e : "not a string");
         }
         freeReplyObject(r);
     }

@@ -87,7 +87,9 @@ static int repl_health(void *ud, char *reason, size_t len) {
  * lists stays connected, but its frames are refused from then on (repl_peer_of).
  * On a failure the daemon keeps the old config (0); if even the old apply pool cannot be
  * rebuilt, the new config stays in the running handles and it returns -1: the daemon
- * exits. Everything is owned by main's locals passed in. */
+ * exits. It returns -1 too, the old config kept, when the new endpoint could not be
+ * bound and the old one could not be bound again (listening nowhere). Everything is owned
+ * by main's locals passed in. */
 typedef struct {
     cfg_region **cfg;
     store **s;
@@ -105,7 +107,7 @@ static int repl_reload(const char *path, repl_parts *p) {
     store *ns = NULL;
     state *nst = NULL;
     void *nsock = NULL;
-    int rebind;
+    int rebind, deaf = 0;
     daemon_notify("RELOADING=1");
     n = daemon_reload_config(old, path);
     if (!n) goto done;
@@ -118,13 +120,24 @@ static int repl_reload(const char *path, repl_parts *p) {
              strcmp(n->curve.secret_key, old->curve.secret_key) != 0;
     zap_set_config(*p->zap, n);
     if (rebind) {
-        if (zmq_unbind(*p->sock, old->replicator.listen) != 0) {
+        /* unbound by the endpoint ZeroMQ resolved (a "*" in replicator.listen is bound as
+         * 0.0.0.0 and cannot be unbound by its own text): the socket's only one */
+        char bound[256];
+        size_t blen = sizeof bound;
+        if (zmq_getsockopt(*p->sock, ZMQ_LAST_ENDPOINT, bound, &blen) != 0 || !*bound ||
+            zmq_unbind(*p->sock, bound) != 0) {
             snprintf(err, sizeof err, "unbinding %s: %s", old->replicator.listen, zmq_strerror(errno));
             goto revert;
         }
         if (!(nsock = repl_socket(p->zctx, n, err, sizeof err))) {
-            if (zmq_bind(*p->sock, old->replicator.listen) != 0)
-                log_error(NULL, "reload: cannot listen on %s again: %s", old->replicator.listen, zmq_strerror(errno));
+            if (zmq_bind(*p->sock, old->replicator.listen) != 0) {
+                /* listening nowhere: not a daemon to keep running (peers would wait on it
+                 * while it looked healthy); its service manager starts it again */
+                size_t len = strlen(err);
+                snprintf(err + len, sizeof err - len, "; and cannot listen on %s again: %s",
+                         old->replicator.listen, zmq_strerror(errno));
+                deaf = 1;
+            }
             goto revert;
         }
         zmq_close(*p->sock);
@@ -164,7 +177,12 @@ revert:
         }
     }
 fail:
-    log_error(NULL, "reload: %s; keeping the running config", err);
+    if (deaf) {
+        log_error(NULL, "reload: %s; exiting", err);
+        rc = -1;
+    } else {
+        log_error(NULL, "reload: %s; keeping the running config", err);
+    }
     store_free(ns);
     state_free(nst);
     cfg_free(n);
@@ -265,6 +283,7 @@ int main(int argc, char **argv) {
     if (!s) goto fail;
     st = daemon_state_new(cfg, err, sizeof err);
     if (!st) goto fail;
+    daemon_check_redis(st);
     rcv = receiver_new(cfg, s, st, err, sizeof err);
     if (!rcv) goto fail;
     repl_beacons(cfg, s, st);

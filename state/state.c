@@ -368,3 +368,58 @@ int state_heartbeat(state *st, const char *who, const char *status) {
     freeReplyObject(r);
     return 0;
 }
+
+/* CONFIG GET name's value into val (val_len bytes); 0, or -1 with the reason in msg. */
+static int state_config_get(state *st, const char *name, char *val, size_t val_len, char *msg, size_t len) {
+    redisReply *r = state_cmd(st, "CONFIG GET %s", name);
+    if (!r) {
+        snprintf(msg, len, "CONFIG GET %s: %s", name, state_errstr(st));
+        return -1;
+    }
+    /* RESP2: [name, value]; RESP3 would be a map, which this client does not ask for */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_STRING) {
+        snprintf(msg, len, "CONFIG GET %s: unexpected reply (no such setting?)", name);
+        freeReplyObject(r);
+        return -1;
+    }
+    snprintf(val, val_len, "%s", r->element[1]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Appends "; " (unless first) and the formatted text to msg (len bytes), at *n; truncates. */
+static void msg_add(char *msg, size_t len, size_t *n, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void msg_add(char *msg, size_t len, size_t *n, const char *fmt, ...) {
+    va_list ap;
+    int w;
+    if (*n >= len) return;
+    if (*n && (w = snprintf(msg + *n, len - *n, "; ")) > 0) *n += (size_t)w;
+    if (*n >= len) return;
+    va_start(ap, fmt);
+    w = vsnprintf(msg + *n, len - *n, fmt, ap);
+    va_end(ap);
+    if (w > 0) *n += (size_t)w;
+}
+
+int state_check_durability(state *st, char *msg, size_t len) {
+    char aof[16], fsync[16], policy[32], maxmem[32];
+    size_t n = 0;
+    if (len == 0) return -1;
+    msg[0] = '\0';
+    if (state_config_get(st, "appendonly", aof, sizeof aof, msg, len) != 0 ||
+        state_config_get(st, "appendfsync", fsync, sizeof fsync, msg, len) != 0 ||
+        state_config_get(st, "maxmemory-policy", policy, sizeof policy, msg, len) != 0 ||
+        state_config_get(st, "maxmemory", maxmem, sizeof maxmem, msg, len) != 0)
+        return -1;
+    if (strcmp(aof, "yes") != 0)
+        msg_add(msg, len, &n, "appendonly is %s: a Redis restart loses the change log, checkpoints, "
+                "watermarks and echo tokens (set appendonly yes)", aof);
+    else if (strcmp(fsync, "always") != 0)
+        msg_add(msg, len, &n, "appendfsync is %s: a crash of the host loses up to a second of that state "
+                "(set appendfsync always)", fsync);
+    if (strcmp(maxmem, "0") != 0 && strcmp(policy, "noeviction") != 0)
+        msg_add(msg, len, &n, "maxmemory-policy is %s with maxmemory %s: Redis may evict tombstones, echo "
+                "tokens and versions, and then a late older put can undo a delete and an echo be shipped "
+                "(set maxmemory-policy noeviction)", policy, maxmem);
+    return n > 0 ? 1 : 0;
+}

@@ -136,4 +136,15 @@ long long state_reply_ll(const redisReply *r, long long dflt);
 /* Writes the heartbeat key hb:<who> = "<now_ms> <pid> <status>" with expiry. 0/-1. */
 int state_heartbeat(state *st, const char *who, const char *status);
 
+/* Checks the Redis server's settings that Tern's guarantees rest on (docs/operations.md,
+ * section 1): `appendonly yes` (else a Redis restart loses the change log, checkpoints,
+ * watermarks and echo tokens), `appendfsync always` (else a host crash loses up to a
+ * second of them), and no eviction (`maxmemory 0` or `maxmemory-policy noeviction`: else
+ * Redis may drop tombstones, echo tokens and versions, which all have TTLs, and a late
+ * older put could undo a delete, an echo could be shipped). Returns 1 with what is wrong
+ * in msg (caller's buffer of len bytes), 0 when all hold, -1 when they cannot be read
+ * (CONFIG refused or renamed, as managed Redis services do; the reason in msg). Allocates
+ * nothing the caller frees. */
+int state_check_durability(state *st, char *msg, size_t len);
+
 #endif

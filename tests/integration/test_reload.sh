@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # SIGHUP applies what can change while running: the replicator moves to a new listen
-# port and the peer's agent follows it (peers' endpoints), the log level changes; a
+# port and the peer's agent follows it (peers' endpoints), also from a wildcard host;
+# the log level changes; a Redis set up without AOF fsync always or with eviction is
+# named in an error at the agent's restart; a
 # config naming another region is refused and the old config stays; a peer's key replaced
 # cuts the session its old key opened; a watermark that does not parse stops its link
 # with an error; nothing is lost.
@@ -33,6 +35,28 @@ put R3 && arrives R3 || fail "replication after the move"
 [ "$(pid_of eu-west-1 tern-replicator)" = "$rpid" ] && [ "$(pid_of us-east-1 tern-region-agent)" = "$apid" ] && kill -0 "$rpid" "$apid" \
   || fail "a daemon restarted instead of reloading"
 
+note "from a wildcard listen endpoint to another port"
+# regression: the reload unbound the socket by replicator.listen's text, which ZeroMQ
+# cannot find for a "*" host (bound as 0.0.0.0): every such reload was refused
+wildport=$(free_port)
+edit eu-west-1 ".replicator.listen = \"tcp://*:$wildport\""
+edit us-east-1 ".peers[0].endpoint = \"tcp://127.0.0.1:$wildport\""
+kill -HUP "$rpid"
+for _ in $(seq 1 100); do grep -q "applied: listen tcp://\*:$wildport" "$(region_run eu-west-1)/tern-replicator.log" && break; sleep 0.1; done
+grep -q "applied: listen tcp://\*:$wildport" "$(region_run eu-west-1)/tern-replicator.log" || fail "replicator did not move to the wildcard endpoint"
+newport=$(free_port)
+edit eu-west-1 ".replicator.listen = \"tcp://127.0.0.1:$newport\""
+edit us-east-1 ".peers[0].endpoint = \"tcp://127.0.0.1:$newport\""
+kill -HUP "$rpid"
+for _ in $(seq 1 100); do grep -q "applied: listen tcp://127.0.0.1:$newport" "$(region_run eu-west-1)/tern-replicator.log" && break; sleep 0.1; done
+grep -q "applied: listen tcp://127.0.0.1:$newport" "$(region_run eu-west-1)/tern-replicator.log" ||
+  fail "replicator did not leave the wildcard endpoint: $(grep 'reload:' "$(region_run eu-west-1)/tern-replicator.log" | tail -1)"
+n=$(grep -c "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log")
+kill -HUP "$apid"
+for _ in $(seq 1 100); do [ "$(grep -c "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log")" -gt "$n" ] && break; sleep 0.1; done
+put R3w && arrives R3w 30000 || fail "replication after leaving the wildcard endpoint"
+[ "$(pid_of eu-west-1 tern-replicator)" = "$rpid" ] && kill -0 "$rpid" || fail "the replicator restarted instead of reloading"
+
 note "ten reloads back to back: each is applied and the agent stays up"
 # regression: the restarted shipper re-bound the inproc wake-up name of the socket it had
 # just closed; ZeroMQ frees that name only when its reaper gets to it, so a reload could
@@ -56,6 +80,22 @@ kill -HUP "$apid"; sleep 1
 put R4 && arrives R4 || fail "replication after the log-level reload"
 sleep 0.5
 grep -q ' debug region=us-east-1' "$(region_run us-east-1)/tern-region-agent.log" || fail "no debug lines after switching to debug"
+
+note "Redis without the settings Tern needs: the agent says so at its (re)start"
+region_redis us-east-1 CONFIG SET appendfsync everysec >/dev/null
+region_redis us-east-1 CONFIG SET maxmemory 1gb >/dev/null
+region_redis us-east-1 CONFIG SET maxmemory-policy volatile-lru >/dev/null
+n=$(grep -c "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log")
+kill -HUP "$apid"
+for _ in $(seq 1 100); do [ "$(grep -c "reload: config .* applied" "$(region_run us-east-1)/tern-region-agent.log")" -gt "$n" ] && break; sleep 0.1; done
+region_redis us-east-1 CONFIG SET appendfsync always >/dev/null
+region_redis us-east-1 CONFIG SET maxmemory-policy noeviction >/dev/null
+region_redis us-east-1 CONFIG SET maxmemory 0 >/dev/null
+line=$(grep 'Redis is not set up as Tern needs' "$(region_run us-east-1)/tern-region-agent.log" | tail -1)
+[[ "$line" == *"appendfsync is everysec"*"maxmemory-policy is volatile-lru with maxmemory 1073741824"* ]] ||
+  fail "the agent did not name the Redis settings that break its guarantees: '$line'"
+! grep -q 'Redis is not set up' "$(region_run eu-west-1)/tern-replicator.log" ||
+  fail "the replicator complained of a Redis set up as Tern needs"
 
 note "a config naming another region is refused; the old config stays in force"
 edit eu-west-1 '.region = "ap-south-1" | .peers[0].region = "us-east-1"'

@@ -588,6 +588,16 @@ static void test_error_classes(void **state) {
     }
 }
 
+/* Regression: two peers on one public key were accepted, and the replicator then took
+ * every frame of one of them for the other's and refused it (source_mismatch), for ever. */
+static void test_duplicate_peer_key(void **state) {
+    char v[64];
+    (void)state;
+    snprintf(v, sizeof v, "\"%s\"", pub_eu); /* peers[0]'s key, from keys/eu-west-1.pub */
+    expect_error("peers[1].public_key", v, "peers[1].public_key",
+                 "is also the public key of peers[0] (\"eu-west-1\"); each peer region has its own keypair");
+}
+
 static void test_too_many_peers(void **state) {
     (void)state;
     cJSON *j = base_full();
@@ -761,6 +771,7 @@ int main(void) {
         cmocka_unit_test(test_curve_disabled),
         cmocka_unit_test(test_credentials_file),
         cmocka_unit_test(test_error_classes),
+        cmocka_unit_test(test_duplicate_peer_key),
         cmocka_unit_test(test_too_many_peers),
         cmocka_unit_test(test_env_credentials_missing),
         cmocka_unit_test(test_malformed_json),
