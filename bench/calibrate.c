@@ -15,7 +15,10 @@
  * usage: calibrate [--label NAME]
  * Prints one JSON line: {"label":NAME,"spin_ms":W,"spin_cpu_ms":C,"handoff_us":H}
  * (label "calibration" by default). Exits 1 if a thread or an eventfd cannot be made, 2 on
- * a bad argument. Owns nothing beyond its two threads and two eventfds, freed before exit. */
+ * a bad argument. Owns its two threads and two eventfds: closed after a run that
+ * succeeded; after a failed one the process exits with the echoer still blocked on them.
+ * The loop's time depends on the build: bench/run uses the release build (build/,
+ * RelWithDebInfo); a sanitizer or -O0 build is several times slower. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>

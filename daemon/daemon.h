@@ -47,9 +47,10 @@ store *daemon_store_new(const cfg_region *cfg, char *err, size_t errlen);
 /* The same for the DynamoDB Streams API (store.streams_endpoint). */
 store *daemon_streams_new(const cfg_region *cfg, char *err, size_t errlen);
 state *daemon_state_new(const cfg_region *cfg, char *err, size_t errlen);
-/* Logs, at start, an error naming each Redis setting of st's server that Tern's guarantees
- * need and that is not so (state_check_durability); an info line when they cannot be read
- * (CONFIG refused). The daemon goes on either way. */
+/* Logs an error naming each Redis setting of st's server that Tern's guarantees need and
+ * that is not so (state_check_durability); an info line when they cannot be read (CONFIG
+ * refused, Redis not up yet). The daemons call it at start and reload and go on either
+ * way. st is borrowed; nothing is allocated for the caller. */
 void daemon_check_redis(state *st);
 /* The longest a thread waits on one dependency, in ms, with the handles above: one store
  * attempt and a retry's backoff, or state_beacon_gap_max_ms (four times

@@ -53,6 +53,10 @@
 #define AGENT_NOTIFY_PREFIX "inproc://tern-agent-notify-"
 #define AGENT_ERROR_BACKOFF_MS 500
 #define AGENT_DESCRIBE_MS 10000
+/* DescribeStream pages one listing reads at most (100 shards a page on DynamoDB: far more
+ * than a stream holds); a store whose paging goes round in a circle stops there, the
+ * listing incomplete, and is asked again after AGENT_ERROR_BACKOFF_MS */
+#define AGENT_DESCRIBE_MAX_PAGES 1000
 #define AGENT_ACTIVE_WINDOW_MS 100 /* a shard stays active this long after local changes */
 /* A page without a local change to ship (echoes of replicated writes; also application
  * writes that cannot be shipped, counted invalid), with fewer records than agent.batch_max

@@ -312,6 +312,7 @@ static int tailer_save_stream(tailer *tl, table_tail *t, const char *arn, int dr
  * the stream is not found (deleted, or past its retention after being disabled). */
 static int tailer_describe_stream(tailer *tl, table_tail *t) {
     char start[128] = "";
+    long pages = 0;
     /* `seen` changes only once every page has been read: a shard whose parent is listed on
      * a page not read (an error, throttling) would look orphaned, and be read before the
      * parent's end, versioning a key's newer changes before its older ones */
@@ -366,12 +367,15 @@ static int tailer_describe_stream(tailer *tl, table_tail *t) {
         }
         last = cJSON_GetObjectItemCaseSensitive(desc, "LastEvaluatedShardId");
         if (cJSON_IsString(last) && *last->valuestring) {
-            if (!strcmp(start, last->valuestring) || strlen(last->valuestring) >= sizeof start) {
-                /* a store that pages in place would keep this loop (and its liveness
+            if (!strcmp(start, last->valuestring) || strlen(last->valuestring) >= sizeof start ||
+                ++pages >= AGENT_DESCRIBE_MAX_PAGES) {
+                /* a store whose paging goes round would keep this loop (and its liveness
                  * beacon) going for ever; the listing is not complete: tried again later */
                 log_warn(NULL, "table %s: DescribeStream: LastEvaluatedShardId %.128s %s: the shard list is "
                          "not complete", t->name, last->valuestring,
-                         *start && !strcmp(start, last->valuestring) ? "repeats the page's start" : "is too long");
+                         !strcmp(start, last->valuestring)        ? "repeats the page's start"
+                         : strlen(last->valuestring) >= sizeof start ? "is too long"
+                                                                     : "after the most pages a listing reads");
                 cJSON_Delete(resp);
                 return -1;
             }

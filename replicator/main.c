@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "cfg.h"
@@ -19,6 +20,18 @@
 #include "log.h"
 #include "replicator.h"
 #include "wire.h"
+
+/* zmq_bind, tried again while the address is in use for up to REPL_BIND_WAIT_MS: a TCP
+ * endpoint just unbound (a reload) is closed by ZeroMQ's I/O thread after zmq_unbind has
+ * returned. 0, or -1 with errno set. */
+static int repl_bind(void *s, const char *endpoint) {
+    for (long waited = 0;; waited += 20) {
+        if (zmq_bind(s, endpoint) == 0) return 0;
+        if (errno != EADDRINUSE || waited >= REPL_BIND_WAIT_MS) return -1;
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
 
 static void *repl_socket(void *zctx, const cfg_region *cfg, char *err, size_t errlen) {
     int one = 1, linger = 1000, hb_ivl = 1000, hb_ttl = 3000; /* linger: the last acks leave on stop */
@@ -36,7 +49,7 @@ static void *repl_socket(void *zctx, const cfg_region *cfg, char *err, size_t er
             zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, "tern", 4) != 0)
             goto fail;
     }
-    if (zmq_bind(s, cfg->replicator.listen) != 0) {
+    if (repl_bind(s, cfg->replicator.listen) != 0) {
         snprintf(err, errlen, "replicator.listen %s: %s", cfg->replicator.listen, zmq_strerror(errno));
         zmq_close(s);
         return NULL;
@@ -112,25 +125,28 @@ static int repl_reload(const char *path, repl_parts *p) {
     n = daemon_reload_config(old, path);
     if (!n) goto done;
     if (!(ns = daemon_store_new(n, err, sizeof err)) || !(nst = daemon_state_new(n, err, sizeof err))) goto fail;
+    daemon_check_redis(nst); /* perhaps another Redis */
     receiver_drain(p->rcv, *p->sock, repl_alive); /* what is in the pool is applied, saved and acknowledged */
     if (receiver_reconfigure(p->rcv, n, ns, nst, err, sizeof err) != 0) goto fail; /* old pool kept */
     /* a new socket only when the endpoint or this region's key changed; the old one stops
-     * listening first (zmq_close is asynchronous, zmq_unbind is not) */
+     * listening first (zmq_unbind; ZeroMQ's I/O thread closes the listener a moment later,
+     * so a bind of the same address tries again while it is in use: repl_bind) */
     rebind = strcmp(n->replicator.listen, old->replicator.listen) != 0 ||
              strcmp(n->curve.secret_key, old->curve.secret_key) != 0;
     zap_set_config(*p->zap, n);
     if (rebind) {
         /* unbound by the endpoint ZeroMQ resolved (a "*" in replicator.listen is bound as
          * 0.0.0.0 and cannot be unbound by its own text): the socket's only one */
-        char bound[256];
+        char bound[256] = "";
         size_t blen = sizeof bound;
         if (zmq_getsockopt(*p->sock, ZMQ_LAST_ENDPOINT, bound, &blen) != 0 || !*bound ||
             zmq_unbind(*p->sock, bound) != 0) {
-            snprintf(err, sizeof err, "unbinding %s: %s", old->replicator.listen, zmq_strerror(errno));
+            snprintf(err, sizeof err, "unbinding %s: %s", old->replicator.listen,
+                     *bound ? zmq_strerror(errno) : "the socket has no bound endpoint");
             goto revert;
         }
         if (!(nsock = repl_socket(p->zctx, n, err, sizeof err))) {
-            if (zmq_bind(*p->sock, old->replicator.listen) != 0) {
+            if (repl_bind(*p->sock, old->replicator.listen) != 0) {
                 /* listening nowhere: not a daemon to keep running (peers would wait on it
                  * while it looked healthy); its service manager starts it again */
                 size_t len = strlen(err);

@@ -58,6 +58,7 @@
  * REPL_STALL_MS plus the longest wait on one call (daemon_wait_max_ms), ms (/healthz, the
  * watchdog during a drain) */
 #define REPL_STALL_MS 10000
+#define REPL_BIND_WAIT_MS 2000  /* a bind finding its address in use tries again this long, ms (repl_bind) */
 #define REPL_DRAIN_TICK_MS 250    /* a drain's wake-up for the watchdog (periods down to 0.5 s), ms */
 #define REPL_WARN_EVERY_MS 5000   /* rate limit of repeated warnings, ms */
 #define REPL_DRIFT_WARN_MS 1000  /* warn (every REPL_WARN_EVERY_MS) when a peer's versions run ahead by this */

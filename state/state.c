@@ -388,8 +388,9 @@ static int state_config_get(state *st, const char *name, char *val, size_t val_l
 }
 
 /* Appends "; " (unless first) and the formatted text to msg (len bytes), at *n; truncates. */
-static void msg_add(char *msg, size_t len, size_t *n, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void msg_add(char *msg, size_t len, size_t *n, const char *fmt, ...) {
+static void state_msg_add(char *msg, size_t len, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void state_msg_add(char *msg, size_t len, size_t *n, const char *fmt, ...) {
     va_list ap;
     int w;
     if (*n >= len) return;
@@ -412,14 +413,14 @@ int state_check_durability(state *st, char *msg, size_t len) {
         state_config_get(st, "maxmemory", maxmem, sizeof maxmem, msg, len) != 0)
         return -1;
     if (strcmp(aof, "yes") != 0)
-        msg_add(msg, len, &n, "appendonly is %s: a Redis restart loses the change log, checkpoints, "
-                "watermarks and echo tokens (set appendonly yes)", aof);
+        state_msg_add(msg, len, &n, "appendonly is %s: a Redis restart loses the change log, checkpoints, "
+                      "watermarks and echo tokens (set appendonly yes)", aof);
     else if (strcmp(fsync, "always") != 0)
-        msg_add(msg, len, &n, "appendfsync is %s: a crash of the host loses up to a second of that state "
-                "(set appendfsync always)", fsync);
+        state_msg_add(msg, len, &n, "appendfsync is %s: a crash of the host loses up to a second of that "
+                      "state (set appendfsync always)", fsync);
     if (strcmp(maxmem, "0") != 0 && strcmp(policy, "noeviction") != 0)
-        msg_add(msg, len, &n, "maxmemory-policy is %s with maxmemory %s: Redis may evict tombstones, echo "
-                "tokens and versions, and then a late older put can undo a delete and an echo be shipped "
-                "(set maxmemory-policy noeviction)", policy, maxmem);
+        state_msg_add(msg, len, &n, "maxmemory-policy is %s with maxmemory %s: Redis may evict tombstones, "
+                      "echo tokens and versions, and then a late older put can undo a delete and an echo be "
+                      "shipped (set maxmemory-policy noeviction)", policy, maxmem);
     return n > 0 ? 1 : 0;
 }
