@@ -143,6 +143,7 @@ typedef struct {
     metrics_family *m_inflight; /* tern_agent_inflight_batches{peer,table} */
     metrics_family *m_connected;/* tern_agent_peer_connected{peer} */
     metrics_family *m_trimmed;  /* tern_agent_trimmed_alarms_total{table} */
+    metrics_family *m_rejected; /* tern_agent_rejected_replies_total{peer,reason} */
 } agent_ctx;
 
 /* Thread bodies; return 0 on a clean stop, -1 on a fatal error (logged). */

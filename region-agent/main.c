@@ -57,6 +57,7 @@ static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
     static const char *const table_kind[] = {"table", "kind", NULL}, *const peer_table[] = {"peer", "table", NULL};
     static const char *const peer[] = {"peer", NULL}, *const table[] = {"table", NULL};
     static const char *const peer_table_from[] = {"peer", "table", "from", NULL};
+    static const char *const peer_reason[] = {"peer", "reason", NULL};
     a->reg = metrics_new();
     if (!a->reg) {
         snprintf(err, errlen, "out of memory");
@@ -80,7 +81,15 @@ static int agent_metrics(agent_ctx *a, char *err, size_t errlen) {
     a->m_trimmed = metrics_counter_new(a->reg, "tern_agent_trimmed_alarms_total",
                                        "TrimmedDataAccessException: stream records lost before they were read",
                                        table, err, errlen);
-    return a->m_changes && a->m_shipped && a->m_resent && a->m_batches && a->m_inflight && a->m_connected && a->m_trimmed ? 0 : -1;
+    a->m_rejected = metrics_counter_new(a->reg, "tern_agent_rejected_replies_total",
+                                        "Replies of a peer refused, by reason: a decoding failure (as the "
+                                        "replicator's rej reasons), source, table or type (an ack not for this "
+                                        "region's tables, or not an ack), beyond_log (an ack past the change log)",
+                                        peer_reason, err, errlen);
+    return a->m_changes && a->m_shipped && a->m_resent && a->m_batches && a->m_inflight && a->m_connected &&
+                   a->m_trimmed && a->m_rejected
+               ? 0
+               : -1;
 }
 
 /* Frees the hand-off queue, with what is left in it (both threads joined). */

@@ -73,6 +73,14 @@ _Static_assert(WIRE_VERSION_MIN == 1 && WIRE_VERSION == 2, "config/cfg.c bounds 
     "end " \
     "return n"
 
+/* The id of the last entry ever added to the stream KEYS[1] (XINFO STREAM's
+ * last-generated-id: entries removed since included), or nil when there is no stream. */
+#define SHIPPER_LUA_LAST_GENERATED \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return false end " \
+    "local info = redis.call('XINFO', 'STREAM', KEYS[1]) " \
+    "for i = 1, #info, 2 do if info[i] == 'last-generated-id' then return info[i + 1] end end " \
+    "return false"
+
 #define SHIPPER_MAX_BACKOFF 4    /* ack timeout doublings: at most 16 x agent.ack_timeout_ms */
 
 typedef struct {
@@ -113,6 +121,14 @@ typedef struct {
                                than by the tailer, at its end, is found within
                                AGENT_HOUSEKEEP_MS, as before the cache) */
     long long blocked_until;
+    /* The highest position this link can have sent, in this run or an earlier one: the
+     * log's last generated id, read when an acknowledgement first passes what this run sent
+     * (top_known), and each batch's last as it is sent. An acknowledgement above it names
+     * a change that never existed (a faulty peer): taken, it would skip the changes up to
+     * it for this peer and let the log be trimmed there (shipper_ack_possible) */
+    wire_pos top;
+    int top_known;
+    long long bad_ack_warn; /* monotonic ms of the last such refusal logged */
     long long shipped, acked_n, resent; /* changes, since the last counter flush */
     long long m_shipped_total, m_resent_total, m_shipped_pub, m_resent_pub; /* for metrics */
     long long m_from_memory, m_from_redis, m_memory_pub, m_redis_pub;       /* batches, by source */
@@ -185,18 +201,70 @@ static void shipper_go_back(peer_state *p, link_state *l, const char *why) {
     l->dirty = 1;
 }
 
+/* Counts a reply of peer p refused for reason (tern_agent_rejected_replies_total). */
+static void shipper_reject(shipper *sh, peer_state *p, const char *reason) {
+    const char *v[] = {p->peer->region, reason, NULL};
+    if (sh->a->m_rejected) metrics_inc_with(sh->a->m_rejected, v, 1);
+}
+
+/* 1 when acknowledged position pos (above l->acked) can name a change this link sent:
+ * at or below l->top, read from the log's last generated id the first time pos passes
+ * it. 0 when it cannot: refused, counted (beyond_log) and logged at most every
+ * AGENT_WARN_EVERY_MS; 0 as well, uncounted, when the log could not be read (Redis
+ * failed: the peer acknowledges again with its next answer). */
+static int shipper_ack_possible(shipper *sh, peer_state *p, link_state *l, wire_pos pos) {
+    char key[512], at[WIRE_POS_STRLEN], top[WIRE_POS_STRLEN];
+    long long now;
+    if (wire_pos_cmp(pos, l->top) <= 0) return 1;
+    if (!l->top_known) {
+        redisReply *r;
+        wire_pos last;
+        if (state_key(sh->st, key, sizeof key, STATE_K_LOG, l->table) != 0) return 0;
+        r = state_cmd(sh->st, "EVAL %s 1 %s", SHIPPER_LUA_LAST_GENERATED, key);
+        if (!r) {
+            shipper_redis_warn(sh, p->peer->region, "reading the change log's last id");
+            return 0;
+        }
+        shipper_redis_ok(sh);
+        if (r->type == REDIS_REPLY_STRING && wire_pos_parse(r->str, &last) == 0) {
+            if (wire_pos_cmp(last, l->top) > 0) l->top = last;
+        } else if (r->type != REDIS_REPLY_NIL) { /* not a stream's id: nothing can be vouched for */
+            freeReplyObject(r);
+            return 0;
+        }
+        freeReplyObject(r);
+        l->top_known = 1; /* anything after it, this run sends first (and raises top) */
+        if (wire_pos_cmp(pos, l->top) <= 0) return 1;
+    }
+    shipper_reject(sh, p, "beyond_log");
+    now = daemon_mono_ms();
+    if (now - l->bad_ack_warn >= AGENT_WARN_EVERY_MS) {
+        l->bad_ack_warn = now;
+        wire_pos_format(pos, at, sizeof at);
+        wire_pos_format(l->top, top, sizeof top);
+        log_error(p->peer->region, "table %s: acknowledgement of %s refused: past the last change this region "
+                  "logged (%s), so it names no change sent; taken, it would skip this peer's changes up to it "
+                  "(tern_agent_rejected_replies_total{reason=\"beyond_log\"}; is the peer's Redis another "
+                  "deployment's?)", l->table, at, top);
+    }
+    return 0;
+}
+
 static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
     link_state *l;
     if (strcmp(ack->source, sh->a->cfg->region) != 0) {
         log_warn(p->peer->region, "ack names source %s, not this region: ignored", ack->source);
+        shipper_reject(sh, p, "source");
         return;
     }
     l = shipper_link(sh, p, ack->table);
     if (!l) {
         log_warn(p->peer->region, "ack for unknown table %s: ignored", ack->table);
+        shipper_reject(sh, p, "table");
         return;
     }
     l->heard = 1;
+    if (wire_pos_cmp(ack->pos, l->acked) > 0 && !shipper_ack_possible(sh, p, l, ack->pos)) return;
     if (wire_pos_cmp(ack->pos, l->acked) > 0) {
         int k = 0;
         l->acked = ack->pos;
@@ -268,10 +336,15 @@ static void shipper_recv(shipper *sh, peer_state *p) {
         zmq_msg_close(&m);
         if (ws != WIRE_OK) {
             log_warn(p->peer->region, "rejected frame from peer: %s: %s", wire_status_name(ws), err);
+            shipper_reject(sh, p, wire_status_name(ws));
             continue;
         }
-        if (wm.type == WIRE_ACK) shipper_on_ack(sh, p, &wm.u.ack);
-        else log_warn(p->peer->region, "unexpected frame type %d from peer: ignored", (int)wm.type);
+        if (wm.type == WIRE_ACK) {
+            shipper_on_ack(sh, p, &wm.u.ack);
+        } else {
+            log_warn(p->peer->region, "unexpected frame type %d from peer: ignored", (int)wm.type);
+            shipper_reject(sh, p, "type");
+        }
         wire_msg_free(&wm);
     }
 }
@@ -486,6 +559,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->q_bytes += flen;
     l->nq++;
     l->sent = b.last;
+    if (wire_pos_cmp(b.last, l->top) > 0) l->top = b.last;
     l->shipped += (long long)b.n;
     l->m_shipped_total += (long long)b.n;
     if (cached) l->m_from_memory++;

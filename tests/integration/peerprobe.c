@@ -23,6 +23,13 @@
  *   peerprobe [OPTIONS] flood N [--frame-file FILE]
  *             open N connections at once, each sending one frame (FILE, or a 12-byte
  *             header with no body); prints "flood N connections R replies"
+ *   peerprobe [--secret-key FILE | --plain] [--wait MS] serve --bind ENDPOINT --ack-pos POS
+ *             the other way round: stands in for a replicator (a ROUTER bound to ENDPOINT,
+ *             the CURVE server with that secret key, any client key accepted), waits up to
+ *             --wait ms for an agent's first batch, prints "batch SOURCE TABLE FIRST LAST",
+ *             and answers it with an acknowledgement of POS (whatever the batch held:
+ *             a faulty peer); prints "acked POS", and stays connected 1 s more. Exit 3 when
+ *             no batch came
  * OPTIONS:
  *   --connect ENDPOINT    the replicator, e.g. tcp://127.0.0.1:7201 (without it, raw,
  *                         craft and batch only write the frame to --out)
@@ -43,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <zmq.h>
 
 #include <cjson/cJSON.h>
@@ -66,6 +74,8 @@ typedef struct {
     unsigned long long sent_ms;
     /* flood */
     const char *frame_file;
+    /* serve */
+    const char *bind, *ack_pos;
     /* keys */
     char server_pub[41], client_pub[41], client_sec[41];
 } probe_opts;
@@ -78,7 +88,8 @@ static void usage(void) {
             "  (--body JSON | --body-file F) | garbage N [--seed S] [--max-len L] |\n"
             "  batch --source R --table T --prev P --pos P --ver V --keys J [--image J] [--sent-ms N]\n"
             "        [--acked P] |\n"
-            "  flood N [--frame-file F]\n");
+            "  flood N [--frame-file F] |\n"
+            "  serve --bind EP --ack-pos P   (with --secret-key F as the server's key, or --plain)\n");
 }
 
 static int parse_num(const char *s, const char *what, long long lo, long long hi, long long *out) {
@@ -421,6 +432,103 @@ out:
     return rc;
 }
 
+/* Monotonic time, ms. */
+static long long now_ms(void) {
+    struct timespec ts = {0, 0};
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* serve: one batch received, answered with an ack of o->ack_pos. 0, 3 (no batch within
+ * o->wait_ms) or 2 (a local error, printed). */
+static int cmd_serve(const probe_opts *o) {
+    void *zctx = zmq_ctx_new(), *s = NULL;
+    char sec[41], first[WIRE_POS_STRLEN], last[WIRE_POS_STRLEN];
+    int one = 1, linger = 2000, rc = 2;
+    wire_ack ack;
+    unsigned char *frame = NULL;
+    size_t flen = 0;
+    long long until;
+    memset(&ack, 0, sizeof ack);
+    if (wire_pos_parse(o->ack_pos, &ack.pos) != 0) {
+        fprintf(stderr, "peerprobe: --ack-pos: not a position \"ms-seq\": %s\n", o->ack_pos);
+        goto out;
+    }
+    if (!zctx || !(s = zmq_socket(zctx, ZMQ_ROUTER)) ||
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) != 0)
+        goto zfail;
+    if (!o->plain) {
+        if (read_key(o->secret_key_file, sec) != 0) goto out;
+        if (zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+            zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 41) != 0)
+            goto zfail;
+    }
+    if (zmq_bind(s, o->bind) != 0) goto zfail;
+    until = now_ms() + o->wait_ms;
+    for (;;) {
+        zmq_msg_t id, m;
+        wire_msg wm;
+        char err[256];
+        int more = 0, got;
+        size_t ml = sizeof more;
+        zmq_pollitem_t pi = {s, 0, ZMQ_POLLIN, 0};
+        long long left = until - now_ms();
+        if (left <= 0) {
+            printf("no-batch\n");
+            rc = 3;
+            goto out;
+        }
+        if (zmq_poll(&pi, 1, (long)left) <= 0) continue;
+        zmq_msg_init(&id);
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&id, s, 0) < 0 || zmq_getsockopt(s, ZMQ_RCVMORE, &more, &ml) != 0 || !more ||
+            zmq_msg_recv(&m, s, 0) < 0) {
+            zmq_msg_close(&id);
+            zmq_msg_close(&m);
+            continue;
+        }
+        got = wire_decode(zmq_msg_data(&m), zmq_msg_size(&m), &wm, err, sizeof err) == WIRE_OK;
+        zmq_msg_close(&m);
+        if (!got || wm.type != WIRE_BATCH) {
+            if (got) wire_msg_free(&wm);
+            zmq_msg_close(&id);
+            continue;
+        }
+        wire_pos_format(wm.u.batch.first, first, sizeof first);
+        wire_pos_format(wm.u.batch.last, last, sizeof last);
+        printf("batch %s %s %s %s\n", wm.u.batch.source, wm.u.batch.table, first, last);
+        snprintf(ack.source, sizeof ack.source, "%s", wm.u.batch.source);
+        snprintf(ack.table, sizeof ack.table, "%s", wm.u.batch.table);
+        wire_msg_free(&wm);
+        if (wire_encode_ack(&ack, &frame, &flen, err, sizeof err) != WIRE_OK) {
+            fprintf(stderr, "peerprobe: encoding the ack: %s\n", err);
+            zmq_msg_close(&id);
+            goto out;
+        }
+        if (zmq_msg_send(&id, s, ZMQ_SNDMORE) < 0 || zmq_send(s, frame, flen, 0) < 0) {
+            zmq_msg_close(&id);
+            goto zfail;
+        }
+        printf("acked %s\n", o->ack_pos);
+        rc = 0;
+        {
+            /* connected a while longer: a peer that drops at once can take the ack's
+             * delivery with it (the agent's end of the connection is torn down) */
+            struct timespec hold = {1, 0};
+            nanosleep(&hold, NULL);
+        }
+        goto out;
+    }
+zfail:
+    fprintf(stderr, "peerprobe: serve on %s: %s\n", o->bind, zmq_strerror(zmq_errno()));
+out:
+    fflush(stdout);
+    free(frame);
+    if (s) zmq_close(s); /* lingers until the ack has left */
+    if (zctx) zmq_ctx_term(zctx);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     probe_opts o;
     const char *cmd = NULL, *pos_args[64] = {0};
@@ -470,6 +578,8 @@ int main(int argc, char **argv) {
             else if (OPT("--keys")) o.keys = val;
             else if (OPT("--image")) o.image = val;
             else if (OPT("--frame-file")) o.frame_file = val;
+            else if (OPT("--bind")) o.bind = val;
+            else if (OPT("--ack-pos")) o.ack_pos = val;
             else if (OPT("--wait")) {
                 if (parse_num(val, a, 0, 600000, &v)) return 2;
                 o.wait_ms = (long)v;
@@ -556,6 +666,12 @@ int main(int argc, char **argv) {
             goto out;
         }
         rc = send_frames(zctx, &o, &frame, &flen, 1);
+    } else if (strcmp(cmd, "serve") == 0) {
+        if (npos != 0 || !o.bind || !o.ack_pos || (!o.plain && !o.secret_key_file)) {
+            usage();
+            goto out;
+        }
+        rc = cmd_serve(&o);
     } else if (strcmp(cmd, "garbage") == 0 || strcmp(cmd, "flood") == 0) {
         if (npos != 1 || parse_num(pos_args[0], cmd, 1, PROBE_MAX_FLOOD, &v) != 0 || !o.connect) {
             usage();

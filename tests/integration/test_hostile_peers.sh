@@ -25,7 +25,9 @@
 # 200 connections with an unknown key (curve_refused), a 17 MiB message (dropped by the
 # socket), changes whose keys are not the table's key schema and one the store refuses
 # (skipped, alarmed), and a change older than the tombstone TTL (applied, counted, alarmed).
-# At the end, real replication still works both ways and no sanitizer report is logged.
+# At the end, real replication still works both ways; then the other way round, a
+# stand-in for the replicator acknowledges past the agent's change log (refused, counted,
+# nothing skipped); no sanitizer report is logged.
 # A check that fails because of a known daemon bug is reported with "daemon bug:" and
 # fails the test only at the end, so every other check still runs.
 set -euo pipefail
@@ -405,6 +407,39 @@ for k in "${HOSTILE[@]}"; do
 done
 [ "$("$DDBTOOL" get "$W" "$TABLE" "$(key_json 1 R)")" = "$R1_BEFORE" ] || fail "R#1 changed in eu-west-1"
 note "rejections in eu-west-1: $(rej_snapshot | tr '\t\n' '= ')"
+
+# The other way round: a faulty peer answering the agent. Regression (region-agent/
+# shipper.c): an acknowledgement past the end of the change log was taken, so the link
+# skipped every change up to it for that peer (and the log could be trimmed there): a
+# change acknowledged so never reached the peer. eu-west-1's replicator is stopped and
+# peerprobe stands in for it on its endpoint with its key, and answers the first batch
+# with an acknowledgement of a position far in the future. us-east-1's agent must refuse
+# it (logged, counted), and the change must reach eu-west-1 once its replicator is back.
+note "a peer acknowledging past the change log: refused and counted, nothing skipped"
+AMET=$(jq -r .agent.metrics_port "$(region_cfg us-east-1)")
+bad_acks() {
+  curl -s "http://127.0.0.1:$AMET/metrics" |
+    awk '/^tern_agent_rejected_replies_total\{/ && /reason="beyond_log"/ {s += $NF} END {print s + 0}'
+}
+BOGUS=9999999999999-0
+b0=$(bad_acks)
+kill_daemon eu-west-1 tern-replicator
+"$PEERPROBE" --secret-key "$KEYS/eu-west-1.key" --wait 20000 serve --bind "$EP" --ack-pos "$BOGUS" >"$D/serve.out" &
+SPID=$!
+sleep 0.5
+"$DDBTOOL" put "$E" "$TABLE" '{"PK":{"S":"PROBE#acked"},"SK":{"S":"ITEM"},"v":{"S":"not skipped"}}' || fail put
+wait "$SPID" || fail "the stand-in replicator got no batch: $(cat "$D/serve.out")"
+grep -q "^acked $BOGUS" "$D/serve.out" || fail "the stand-in did not acknowledge: $(cat "$D/serve.out")"
+for _ in $(seq 1 50); do [ "$(bad_acks)" -gt "$b0" ] && break; sleep 0.1; done
+[ "$(bad_acks)" -gt "$b0" ] || fail "us-east-1's agent did not count the acknowledgement past its log ($(bad_acks) after $b0; the stand-in: $(tr '\n' ' ' <"$D/serve.out"); the agent: $(grep -E 'error|warn' "$(region_run us-east-1)/tern-region-agent.log" | tail -3))"
+grep -q "acknowledgement of $BOGUS refused" "$(region_run us-east-1)/tern-region-agent.log" ||
+  fail "us-east-1's agent did not log the acknowledgement past its log"
+[ "$(region_redis us-east-1 HGET "$(redis_key us-east-1 "ack:$TABLE")" eu-west-1)" != "$BOGUS" ] ||
+  fail "us-east-1 saved the acknowledgement past its log"
+lr start-daemons eu-west-1 >/dev/null || fail "restart eu-west-1's replicator"
+"$DDBTOOL" wait "$W" "$TABLE" "$(key_json acked PROBE)" v "not skipped" 30000 >/dev/null ||
+  fail "the change a faulty peer acknowledged in advance never reached eu-west-1: skipped"
+wait_identical 30 us-east-1 eu-west-1 || fail "regions differ after the faulty acknowledgement"
 assert_clean_logs
 if [ ${#BUGS[@]} -gt 0 ]; then printf 'daemon bug: %s\n' "${BUGS[@]}" >&2; fail "${#BUGS[@]} check(s) failed"; fi
 echo "PASS"
