@@ -124,9 +124,10 @@ typedef struct {
     /* The highest position this link can have sent, in this run or an earlier one: the
      * log's last generated id, read when an acknowledgement first passes what this run sent
      * (top_known), and each batch's last as it is sent. An acknowledgement above it names
-     * a change that never existed (a faulty peer): taken, it would skip the changes up to
-     * it for this peer and let the log be trimmed there (shipper_ack_possible) */
+     * a change this region never logged: refused or taken only up to sent_max
+     * (shipper_ack_check) */
     wire_pos top;
+    wire_pos sent_max;      /* the last position this run sent on the link */
     int top_known;
     long long bad_ack_warn; /* monotonic ms of the last such refusal logged */
     long long shipped, acked_n, resent; /* changes, since the last counter flush */
@@ -207,15 +208,27 @@ static void shipper_reject(shipper *sh, peer_state *p, const char *reason) {
     if (sh->a->m_rejected) metrics_inc_with(sh->a->m_rejected, v, 1);
 }
 
-/* 1 when acknowledged position pos (above l->acked) can name a change this link sent:
- * at or below l->top, read from the log's last generated id the first time pos passes
- * it. 0 when it cannot: refused, counted (beyond_log) and logged at most every
- * AGENT_WARN_EVERY_MS; 0 as well, uncounted, when the log could not be read (Redis
- * failed: the peer acknowledges again with its next answer). */
-static int shipper_ack_possible(shipper *sh, peer_state *p, link_state *l, wire_pos pos) {
-    char key[512], at[WIRE_POS_STRLEN], top[WIRE_POS_STRLEN];
+/* What of acknowledged position *pos (above l->acked) link l takes. Up to l->top (the
+ * log's last generated id, read the first time an ack passes what this run sent, and each
+ * batch sent) it is taken whole: 1. Past it the ack names no change this region logged:
+ *   - one whose time is ahead of this host's clock by more than
+ *     replicator.max_clock_skew_ms (no entry of the log can have that id: a faulty peer,
+ *     or its Redis another deployment's) is refused: 0;
+ *   - any other is taken only up to l->sent_max, the last position this run sent on the
+ *     link (*pos lowered; 0 when that is not above l->acked). This region's Redis went
+ *     back (restored from an older copy, its last writes lost), and the peer, which had
+ *     received the lost entries, answers every resend with its watermark: refused, the
+ *     link would go back and resend for ever; taken whole, nothing it lacks is skipped,
+ *     but its source cannot be told from a faulty peer's, which can skip no more than
+ *     what was sent to it this way.
+ * Both are counted (beyond_log) and logged at most every AGENT_WARN_EVERY_MS. 0,
+ * uncounted, when the log's last id could not be read (Redis failed): the ack is dropped,
+ * and the batches are acknowledged again when resent after the ack timeout. */
+static int shipper_ack_check(shipper *sh, peer_state *p, link_state *l, wire_pos *pos) {
+    char key[512], at[WIRE_POS_STRLEN], top[WIRE_POS_STRLEN], upto[WIRE_POS_STRLEN];
     long long now;
-    if (wire_pos_cmp(pos, l->top) <= 0) return 1;
+    int future;
+    if (wire_pos_cmp(*pos, l->top) <= 0) return 1;
     if (!l->top_known) {
         redisReply *r;
         wire_pos last;
@@ -234,24 +247,35 @@ static int shipper_ack_possible(shipper *sh, peer_state *p, link_state *l, wire_
         }
         freeReplyObject(r);
         l->top_known = 1; /* anything after it, this run sends first (and raises top) */
-        if (wire_pos_cmp(pos, l->top) <= 0) return 1;
+        if (wire_pos_cmp(*pos, l->top) <= 0) return 1;
     }
     shipper_reject(sh, p, "beyond_log");
+    future = pos->ms > (uint64_t)daemon_wall_ms() + (uint64_t)sh->a->cfg->replicator.max_clock_skew_ms;
     now = daemon_mono_ms();
     if (now - l->bad_ack_warn >= AGENT_WARN_EVERY_MS) {
         l->bad_ack_warn = now;
-        wire_pos_format(pos, at, sizeof at);
+        wire_pos_format(*pos, at, sizeof at);
         wire_pos_format(l->top, top, sizeof top);
-        log_error(p->peer->region, "table %s: acknowledgement of %s refused: past the last change this region "
-                  "logged (%s), so it names no change sent; taken, it would skip this peer's changes up to it "
-                  "(tern_agent_rejected_replies_total{reason=\"beyond_log\"}; is the peer's Redis another "
-                  "deployment's?)", l->table, at, top);
+        wire_pos_format(l->sent_max, upto, sizeof upto);
+        if (future)
+            log_error(p->peer->region, "table %s: acknowledgement of %s refused: past the last change this "
+                      "region logged (%s) and ahead of this host's clock, so it names no change sent; taken, it "
+                      "would skip this peer's changes up to it (a faulty peer, or its Redis another "
+                      "deployment's; tern_agent_rejected_replies_total{reason=\"beyond_log\"})", l->table, at, top);
+        else
+            log_warn(p->peer->region, "table %s: acknowledgement of %s is past the last change this region "
+                     "logged (%s): taken only up to what was sent to the peer (%s). This region's Redis went "
+                     "back (restored from an older copy?), or the peer is faulty "
+                     "(tern_agent_rejected_replies_total{reason=\"beyond_log\"})", l->table, at, top, upto);
     }
-    return 0;
+    if (future || wire_pos_cmp(l->sent_max, l->acked) <= 0) return 0;
+    *pos = l->sent_max;
+    return 1;
 }
 
 static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
     link_state *l;
+    wire_pos pos = ack->pos; /* what of it is taken (shipper_ack_check) */
     if (strcmp(ack->source, sh->a->cfg->region) != 0) {
         log_warn(p->peer->region, "ack names source %s, not this region: ignored", ack->source);
         shipper_reject(sh, p, "source");
@@ -264,16 +288,16 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
         return;
     }
     l->heard = 1;
-    if (wire_pos_cmp(ack->pos, l->acked) > 0 && !shipper_ack_possible(sh, p, l, ack->pos)) return;
-    if (wire_pos_cmp(ack->pos, l->acked) > 0) {
+    if (wire_pos_cmp(ack->pos, l->acked) > 0 && !shipper_ack_check(sh, p, l, &pos)) return;
+    if (wire_pos_cmp(pos, l->acked) > 0) {
         int k = 0;
-        l->acked = ack->pos;
+        l->acked = pos;
         l->ack_dirty = 1;
         l->progress_at = daemon_mono_ms();
         l->timeouts = 0;
         l->goback_at = 0;
-        if (wire_pos_cmp(ack->pos, l->goback_upto) > 0) l->refusals = 0;
-        while (k < l->nq && wire_pos_cmp(l->q[k].last, ack->pos) <= 0) l->q_bytes -= l->q[k++].bytes;
+        if (wire_pos_cmp(pos, l->goback_upto) > 0) l->refusals = 0;
+        while (k < l->nq && wire_pos_cmp(l->q[k].last, pos) <= 0) l->q_bytes -= l->q[k++].bytes;
         if (k) {
             memmove(l->q, l->q + k, (size_t)(l->nq - k) * sizeof l->q[0]);
             l->nq -= k;
@@ -285,7 +309,7 @@ static void shipper_on_ack(shipper *sh, peer_state *p, const wire_ack *ack) {
             l->sent = l->acked;
             l->dirty = 1;
         }
-    } else if (l->nq > 0 && wire_pos_cmp(ack->pos, l->q[0].last) < 0 && !l->goback_at) {
+    } else if (l->nq > 0 && wire_pos_cmp(pos, l->q[0].last) < 0 && !l->goback_at) {
         /* the peer processed a batch without taking its head: a refusal (see link_state) */
         int n = l->refusals > 0 ? l->refusals - 1 : 0;
         long long delay = l->refusals ? (long long)AGENT_REFUSAL_RETRY_MS << (n < 16 ? n : 16) : 0;
@@ -336,7 +360,7 @@ static void shipper_recv(shipper *sh, peer_state *p) {
         zmq_msg_close(&m);
         if (ws != WIRE_OK) {
             log_warn(p->peer->region, "rejected frame from peer: %s: %s", wire_status_name(ws), err);
-            shipper_reject(sh, p, wire_status_name(ws));
+            if (ws != WIRE_ERR_NOMEM) shipper_reject(sh, p, wire_status_name(ws)); /* nomem: ours */
             continue;
         }
         if (wm.type == WIRE_ACK) {
@@ -560,6 +584,7 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->nq++;
     l->sent = b.last;
     if (wire_pos_cmp(b.last, l->top) > 0) l->top = b.last;
+    if (wire_pos_cmp(b.last, l->sent_max) > 0) l->sent_max = b.last;
     l->shipped += (long long)b.n;
     l->m_shipped_total += (long long)b.n;
     if (cached) l->m_from_memory++;

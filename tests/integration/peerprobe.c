@@ -478,7 +478,9 @@ static int cmd_serve(const probe_opts *o) {
             rc = 3;
             goto out;
         }
-        if (zmq_poll(&pi, 1, (long)left) <= 0) continue;
+        int pr = zmq_poll(&pi, 1, (long)left);
+        if (pr < 0 && zmq_errno() != EINTR) goto zfail;
+        if (pr <= 0) continue;
         zmq_msg_init(&id);
         zmq_msg_init(&m);
         if (zmq_msg_recv(&id, s, 0) < 0 || zmq_getsockopt(s, ZMQ_RCVMORE, &more, &ml) != 0 || !more ||
