@@ -121,13 +121,12 @@ typedef struct {
                                than by the tailer, at its end, is found within
                                AGENT_HOUSEKEEP_MS, as before the cache) */
     long long blocked_until;
-    /* The highest position this link can have sent, in this run or an earlier one: the
-     * log's last generated id, read when an acknowledgement first passes what this run sent
-     * (top_known), and each batch's last as it is sent. An acknowledgement above it names
-     * a change this region never logged: refused or taken only up to sent_max
-     * (shipper_ack_check) */
-    wire_pos top;
+    /* What this link can have sent: up to sent_max in this run, up to top (the log's last
+     * generated id, read when an acknowledgement first passes sent_max: top_known) in an
+     * earlier one. An acknowledgement past both names a change this region never logged:
+     * refused, or taken only up to sent_max (shipper_ack_check) */
     wire_pos sent_max;      /* the last position this run sent on the link */
+    wire_pos top;
     int top_known;
     long long bad_ack_warn; /* monotonic ms of the last such refusal logged */
     long long shipped, acked_n, resent; /* changes, since the last counter flush */
@@ -208,9 +207,10 @@ static void shipper_reject(shipper *sh, peer_state *p, const char *reason) {
     if (sh->a->m_rejected) metrics_inc_with(sh->a->m_rejected, v, 1);
 }
 
-/* What of acknowledged position *pos (above l->acked) link l takes. Up to l->top (the
- * log's last generated id, read the first time an ack passes what this run sent, and each
- * batch sent) it is taken whole: 1. Past it the ack names no change this region logged:
+/* What of acknowledged position *pos (above l->acked) link l takes. Up to what the link
+ * can have sent (l->sent_max, or l->top: the log's last generated id, read the first time
+ * an ack passes sent_max) it is taken whole: 1. Past both the ack names no change this
+ * region logged:
  *   - one whose time is ahead of this host's clock by more than
  *     replicator.max_clock_skew_ms (no entry of the log can have that id: a faulty peer,
  *     or its Redis another deployment's) is refused: 0;
@@ -228,7 +228,7 @@ static int shipper_ack_check(shipper *sh, peer_state *p, link_state *l, wire_pos
     char key[512], at[WIRE_POS_STRLEN], top[WIRE_POS_STRLEN], upto[WIRE_POS_STRLEN];
     long long now;
     int future;
-    if (wire_pos_cmp(*pos, l->top) <= 0) return 1;
+    if (wire_pos_cmp(*pos, l->sent_max) <= 0 || (l->top_known && wire_pos_cmp(*pos, l->top) <= 0)) return 1;
     if (!l->top_known) {
         redisReply *r;
         wire_pos last;
@@ -240,13 +240,13 @@ static int shipper_ack_check(shipper *sh, peer_state *p, link_state *l, wire_pos
         }
         shipper_redis_ok(sh);
         if (r->type == REDIS_REPLY_STRING && wire_pos_parse(r->str, &last) == 0) {
-            if (wire_pos_cmp(last, l->top) > 0) l->top = last;
+            l->top = last;
         } else if (r->type != REDIS_REPLY_NIL) { /* not a stream's id: nothing can be vouched for */
             freeReplyObject(r);
             return 0;
         }
         freeReplyObject(r);
-        l->top_known = 1; /* anything after it, this run sends first (and raises top) */
+        l->top_known = 1; /* anything after it, this run sends first (sent_max) */
         if (wire_pos_cmp(*pos, l->top) <= 0) return 1;
     }
     shipper_reject(sh, p, "beyond_log");
@@ -255,7 +255,7 @@ static int shipper_ack_check(shipper *sh, peer_state *p, link_state *l, wire_pos
     if (now - l->bad_ack_warn >= AGENT_WARN_EVERY_MS) {
         l->bad_ack_warn = now;
         wire_pos_format(*pos, at, sizeof at);
-        wire_pos_format(l->top, top, sizeof top);
+        wire_pos_format(wire_pos_cmp(l->top, l->sent_max) > 0 ? l->top : l->sent_max, top, sizeof top);
         wire_pos_format(l->sent_max, upto, sizeof upto);
         if (future)
             log_error(p->peer->region, "table %s: acknowledgement of %s refused: past the last change this "
@@ -583,7 +583,6 @@ static int shipper_send_one(shipper *sh, peer_state *p, link_state *l, long long
     l->q_bytes += flen;
     l->nq++;
     l->sent = b.last;
-    if (wire_pos_cmp(b.last, l->top) > 0) l->top = b.last;
     if (wire_pos_cmp(b.last, l->sent_max) > 0) l->sent_max = b.last;
     l->shipped += (long long)b.n;
     l->m_shipped_total += (long long)b.n;

@@ -1212,7 +1212,13 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
          * since) leaves it to this one, whose old image is then that echo's */
         old_logical = vmax(v->ll, v->lt);
         if (r->oldi) old_logical = vmax(apply_stored_version(r->oldi), old_logical);
-        tailer_observe(tl, old_logical, r->kid);
+        /* the clock observes every version the region knows of the key, its tombstone too:
+         * a change on top of the key's last delete, local or replicated, is newer than it
+         * (guarantee 3). A replicated delete that found no item left no record, so only its
+         * tombstone tells: from a clock ahead of this one, a put versioned below it was
+         * dropped in the other regions as older than their tombstones, and the regions
+         * differed for good */
+        tailer_observe(tl, vmax(old_logical, v->tomb), r->kid);
         n_stale += tailer_spend_stale(t, v, r);
         token = r->is_delete ? tailer_delete_token(v, apply_stored_version(r->oldi))
                              : item_get_s(r->newi, ITEM_ATTR_WID);
@@ -1277,12 +1283,6 @@ static int tailer_process(tailer *tl, table_tail *t, shard *s, const cJSON *reco
         }
         {
             lww_version nv;
-            /* a change on top of the key's last delete, local or replicated, is newer than
-             * it (guarantee 3). A replicated delete that found no item left no record, so
-             * only its tombstone tells: from a clock ahead of this one, a put versioned
-             * below it was dropped in the other regions as older than their tombstones,
-             * and the regions differed for good */
-            tailer_observe(tl, v->tomb, r->kid);
             lww_clock_now(tl->clock, (uint64_t)daemon_wall_ms(), &nv);
             lww_version_format(&nv, r->ver, sizeof r->ver);
         }
